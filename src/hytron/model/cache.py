@@ -1,0 +1,114 @@
+"""Per-sequence inference state for every block: conv + SSM state for Mamba, a KV cache for attention.
+
+One `HybridCache` serves a batch of rows (slots). Rows may hold different numbers of tokens: attention
+masks each row to its own length, and Mamba's state does not depend on length at all. The serving
+engine prefills a request in a batch-1 cache and `insert`s it into a free slot of the batched cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class MambaState:
+    conv: Tensor  # (b, conv_dim, K-1): the last K-1 pre-conv inputs [x | B | C]
+    ssm: Tensor  # (b, H, P, N) in fp32: the SSM state after the last token
+
+
+@dataclass
+class KVState:
+    k: Tensor  # (b, Hkv, capacity, Dh)
+    v: Tensor  # (b, Hkv, capacity, Dh)
+
+
+class HybridCache:
+    """Inference state of a `HybridLM` for `batch_size` rows; `lengths[r]` tokens seen by row r."""
+
+    def __init__(self, config, batch_size: int, device=None, dtype=torch.float32, capacity: int = 256):
+        self.config = config
+        self.dtype = dtype
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.layers: list[MambaState | KVState | None] = []
+        c = config
+        for ch in c.pattern:
+            if ch == "M":
+                self.layers.append(MambaState(
+                    conv=torch.zeros(batch_size, c.conv_dim, c.conv_kernel - 1, dtype=dtype, device=device),
+                    ssm=torch.zeros(batch_size, c.mamba_num_heads, c.mamba_head_dim, c.ssm_state_size,
+                                    dtype=torch.float32, device=device)))
+            elif ch == "*":
+                shape = (batch_size, c.num_key_value_heads, capacity, c.head_dim)
+                self.layers.append(KVState(k=torch.zeros(shape, dtype=dtype, device=device),
+                                           v=torch.zeros(shape, dtype=dtype, device=device)))
+            else:
+                self.layers.append(None)
+
+    @property
+    def batch_size(self) -> int:
+        return self.lengths.numel()
+
+    @property
+    def capacity(self) -> int:
+        kv = [s for s in self.layers if isinstance(s, KVState)]
+        return kv[0].k.size(2) if kv else 0
+
+    def reserve(self, needed: int) -> None:
+        """Grow every KV buffer (by doubling) so each row can hold `needed` tokens."""
+        cap = self.capacity
+        if not cap or needed <= cap:
+            return
+        new = cap
+        while new < needed:
+            new *= 2
+        for s in self.layers:
+            if isinstance(s, KVState):
+                pad = new - cap
+                s.k = torch.nn.functional.pad(s.k, (0, 0, 0, pad))
+                s.v = torch.nn.functional.pad(s.v, (0, 0, 0, pad))
+
+    def advance(self, n: int) -> None:
+        """Called by the model after all layers consumed `n` new tokens per row."""
+        self.lengths += n
+
+    # ---- slot management for batched serving -------------------------------------------------------
+    def reset(self, rows) -> None:
+        """Forget rows (a slot index or a list of them): zero their state and length."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device).reshape(-1)
+        self.lengths[rows] = 0
+        for s in self.layers:
+            if isinstance(s, MambaState):
+                s.conv[rows] = 0
+                s.ssm[rows] = 0
+            elif isinstance(s, KVState):
+                s.k[rows] = 0
+                s.v[rows] = 0
+
+    def insert(self, slot: int, other: HybridCache, row: int = 0) -> None:
+        """Copy row `row` of `other` (e.g. a freshly prefilled batch-1 cache) into `slot` of this cache."""
+        n = int(other.lengths[row])
+        self.reserve(n + 1)
+        self.reset(slot)
+        self.lengths[slot] = n
+        for mine, theirs in zip(self.layers, other.layers):
+            if isinstance(mine, MambaState):
+                mine.conv[slot] = theirs.conv[row]
+                mine.ssm[slot] = theirs.ssm[row]
+            elif isinstance(mine, KVState):
+                mine.k[slot, :, :n] = theirs.k[row, :, :n]
+                mine.v[slot, :, :n] = theirs.v[row, :, :n]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held now: KV buffers (allocated capacity), SSM and conv states."""
+        out = {"kv_cache": 0, "ssm_state": 0, "conv_state": 0}
+        for s in self.layers:
+            if isinstance(s, MambaState):
+                out["conv_state"] += s.conv.numel() * s.conv.element_size()
+                out["ssm_state"] += s.ssm.numel() * s.ssm.element_size()
+            elif isinstance(s, KVState):
+                out["kv_cache"] += 2 * s.k.numel() * s.k.element_size()
+        out["total"] = sum(out.values())
+        return out

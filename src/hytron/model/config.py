@@ -1,0 +1,234 @@
+"""HybridConfig: the shape of a Nemotron-H-family model, validated, with published and tiny presets by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from hytron.config import ConfigError, from_dict, to_dict
+
+BLOCK_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
+
+
+@dataclass
+class HybridConfig:
+    """A hybrid Mamba-2/attention/MLP/MoE decoder; field names follow Hugging Face `NemotronHConfig`."""
+
+    pattern: str = "M-M*-M-"  # one char per block: M mamba-2, * attention, - MLP, E mixture of experts
+    vocab_size: int = 131072
+    hidden_size: int = 4096
+    # attention (GQA, causal, no positional embeddings)
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    # MLP (non-gated squared ReLU)
+    intermediate_size: int = 21504
+    # Mamba-2
+    mamba_num_heads: int = 128
+    mamba_head_dim: int = 64
+    ssm_state_size: int = 128
+    n_groups: int = 8
+    conv_kernel: int = 4
+    chunk_size: int = 128
+    use_conv_bias: bool = True
+    # MoE (Nemotron 3 Nano): sigmoid router with score-correction bias, top-k routed + shared expert
+    n_routed_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    moe_shared_expert_intermediate_size: int = 0
+    n_shared_experts: int = 1
+    routed_scaling_factor: float = 1.0
+    norm_topk_prob: bool = True
+    n_group: int = 1
+    topk_group: int = 1
+    # norms, init, misc
+    norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    time_step_min: float = 0.001  # dt init range only: hytron never clamps dt at run time (like mamba_ssm)
+    time_step_max: float = 0.1
+    time_step_floor: float = 1e-4
+    max_position_embeddings: int = 4096  # informational: no position embeddings; written to config.json
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    name: str = ""  # the preset this came from, if any
+    extra: dict = field(default_factory=dict)  # unknown HF config keys, carried through unchanged
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, fld: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"HybridConfig.{fld}: {msg} (got {getattr(self, fld)!r})")
+
+        need(isinstance(self.pattern, str) and len(self.pattern) > 0, "pattern", "must be a non-empty string")
+        bad = sorted(set(self.pattern) - set(BLOCK_KINDS))
+        need(not bad, "pattern", f"unknown block kind(s) {bad}; use M (mamba), * (attention), - (mlp), E (moe)")
+        for f in ("vocab_size", "hidden_size", "conv_kernel", "chunk_size"):
+            need(getattr(self, f) > 0, f, "must be positive")
+        need(self.norm_eps > 0, "norm_eps", "must be positive")
+        if "*" in self.pattern:
+            for f in ("num_attention_heads", "num_key_value_heads", "head_dim"):
+                need(getattr(self, f) > 0, f, "must be positive when the pattern has attention (*)")
+            need(self.num_attention_heads % self.num_key_value_heads == 0, "num_attention_heads",
+                 f"must be a multiple of num_key_value_heads={self.num_key_value_heads}")
+        if "-" in self.pattern:
+            need(self.intermediate_size > 0, "intermediate_size", "must be positive when the pattern has MLP (-)")
+        if "M" in self.pattern:
+            for f in ("mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups"):
+                need(getattr(self, f) > 0, f, "must be positive when the pattern has Mamba (M)")
+            need(self.mamba_num_heads % self.n_groups == 0, "mamba_num_heads",
+                 f"must be a multiple of n_groups={self.n_groups}")
+            need(0 < self.time_step_min <= self.time_step_max, "time_step_min", "need 0 < time_step_min <= max")
+        if "E" in self.pattern:
+            need(self.n_routed_experts > 0, "n_routed_experts", "must be positive when the pattern has MoE (E)")
+            need(0 < self.num_experts_per_tok <= self.n_routed_experts, "num_experts_per_tok",
+                 f"must be in 1..n_routed_experts={self.n_routed_experts}")
+            need(self.moe_intermediate_size > 0, "moe_intermediate_size", "must be positive with MoE (E)")
+            need(self.n_shared_experts in (0, 1), "n_shared_experts", "must be 0 or 1")
+            if self.n_shared_experts:
+                need(self.moe_shared_expert_intermediate_size > 0, "moe_shared_expert_intermediate_size",
+                     "must be positive with a shared expert")
+            need(self.n_group > 0 and self.n_routed_experts % self.n_group == 0, "n_group",
+                 f"must divide n_routed_experts={self.n_routed_experts}")
+            need(0 < self.topk_group <= self.n_group, "topk_group", f"must be in 1..n_group={self.n_group}")
+            if self.n_group > 1:
+                need(self.n_routed_experts // self.n_group >= 2, "n_group", "needs >= 2 experts per group")
+
+    # ---- derived sizes -----------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.pattern)
+
+    @property
+    def mamba_inner(self) -> int:  # d_inner = H * P ("expand" is not a field: widths are explicit)
+        return self.mamba_num_heads * self.mamba_head_dim
+
+    @property
+    def conv_dim(self) -> int:  # channels of the depthwise conv: [x | B | C]
+        return self.mamba_inner + 2 * self.n_groups * self.ssm_state_size
+
+    def block_counts(self) -> dict[str, int]:
+        return {kind: self.pattern.count(ch) for ch, kind in BLOCK_KINDS.items()}
+
+    # ---- parameter and memory accounting (closed form, so published shapes need no allocation) ------
+    def block_params(self, ch: str) -> tuple[int, int]:
+        """(total, active-per-token) parameters of one block of kind `ch`, its pre-norm included."""
+        d = self.hidden_size
+        if ch == "M":
+            di, gn, h = self.mamba_inner, self.n_groups * self.ssm_state_size, self.mamba_num_heads
+            n = d * (2 * di + 2 * gn + h)  # in_proj
+            n += self.conv_dim * self.conv_kernel + (self.conv_dim if self.use_conv_bias else 0)
+            n += 3 * h + di + di * d  # A_log, D, dt_bias; gated norm; out_proj
+            return n + d, n + d
+        if ch == "*":
+            q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+            n = d * q + 2 * d * kv + q * d
+            return n + d, n + d
+        if ch == "-":
+            n = 2 * d * self.intermediate_size
+            return n + d, n + d
+        if ch == "E":
+            e, f = self.n_routed_experts, self.moe_intermediate_size
+            shared = 2 * d * self.moe_shared_expert_intermediate_size * self.n_shared_experts
+            router = e * d
+            total = router + e * 2 * d * f + shared
+            active = router + self.num_experts_per_tok * 2 * d * f + shared
+            return total + d, active + d
+        raise ValueError(f"unknown block kind {ch!r}")
+
+    def num_params(self, active: bool = False, embeddings: bool = True) -> int:
+        """Parameter count (active = per token for MoE); embeddings include the untied LM head."""
+        n = sum(self.block_params(ch)[1 if active else 0] for ch in self.pattern) + self.hidden_size
+        if embeddings:
+            n += 2 * self.vocab_size * self.hidden_size
+        return n
+
+    def inference_state_bytes(self, context: int, bytes_per_el: int = 2, ssm_bytes_per_el: int = 4) -> dict:
+        """Per-sequence inference memory at `context` tokens: KV cache grows with context, SSM state doesn't."""
+        counts = self.block_counts()
+        kv = counts["attention"] * 2 * self.num_key_value_heads * self.head_dim * context * bytes_per_el
+        ssm = counts["mamba"] * self.mamba_num_heads * self.mamba_head_dim * self.ssm_state_size * ssm_bytes_per_el
+        conv = counts["mamba"] * self.conv_dim * (self.conv_kernel - 1) * bytes_per_el
+        return {"kv_cache": kv, "ssm_state": ssm, "conv_state": conv, "total": kv + ssm + conv}
+
+    # ---- presets and (de)serialisation ---------------------------------------------------------------
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> HybridConfig:
+        if name not in PRESETS:
+            raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+        return from_dict(cls, {**PRESETS[name]["config"], "name": name, **overrides}, where=f"preset {name}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HybridConfig:
+        return from_dict(cls, data, where="HybridConfig")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def replace(self, **changes) -> HybridConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _nemotron_h(pattern: str, d: int, ffn: int, heads: int, mamba_heads: int, state: int, **kw) -> dict:
+    base = dict(pattern=pattern, vocab_size=131072, hidden_size=d, intermediate_size=ffn,
+                num_attention_heads=heads, num_key_value_heads=8, head_dim=128, mamba_num_heads=mamba_heads,
+                mamba_head_dim=64, ssm_state_size=state, n_groups=8, conv_kernel=4, chunk_size=128,
+                max_position_embeddings=8192)
+    return {**base, **kw}
+
+
+_H_4B_8B = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
+_H_47B = "M-M-M-M-M-M-M-M-M*-M-M-M-M-M-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-M-M---MM---M-M*-M-M-M-M-M-"
+_H_56B = ("M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-"
+          "M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-")
+
+# Published shapes: NVIDIA-NeMo/Megatron-Bridge nemotron_h_provider.py and the model cards (see
+# shared/research/hybrid-arch.md). `published` is the parameter count the authors state; a test keeps
+# our closed-form count within 1% of it.
+PRESETS: dict[str, dict] = {
+    # ---- nano weight class ------------------------------------------------------------------------
+    "nemotron-h-4b": {"class": "nano", "config": _nemotron_h(_H_4B_8B, 3072, 12288, 32, 112, 128)},
+    "nemotron-h-8b": {"class": "nano", "published": 8.1e9, "config": _nemotron_h(_H_4B_8B, 4096, 21504, 32, 128, 128)},
+    "nano-9b-v2": {"class": "nano", "published": 8.89e9, "config": _nemotron_h(
+        "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 4480, 15680, 40, 128, 128,
+        mamba_head_dim=80, max_position_embeddings=131072)},
+    "nano-12b-v2": {"class": "nano", "published": 12.31e9, "config": _nemotron_h(
+        "M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-", 5120, 20480, 40, 128, 128,
+        mamba_head_dim=80, max_position_embeddings=131072)},
+    "nemotron-3-nano-30b-a3b": {"class": "nano", "published": 31.6e9, "published_active": 3.6e9,
+                                "config": _nemotron_h(
+        "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME", 2688, 1856, 32, 64, 128,
+        num_key_value_heads=2, n_routed_experts=128, num_experts_per_tok=6, moe_intermediate_size=1856,
+        moe_shared_expert_intermediate_size=3712, routed_scaling_factor=2.5, max_position_embeddings=262144)},
+    # ---- super / ultra weight classes ---------------------------------------------------------------
+    "nemotron-h-47b": {"class": "super", "published": 47e9, "config": _nemotron_h(_H_47B, 8192, 30720, 64, 256, 256)},
+    "nemotron-h-56b": {"class": "ultra", "published": 56e9, "config": _nemotron_h(_H_56B, 8192, 32768, 64, 256, 256)},
+    # ---- tiny CPU presets of the same design ----------------------------------------------------------
+    # ~1M parameters: unit tests. Every block kind except E; chunk 16 so short sequences span chunks.
+    "hytron-tiny": {"class": "tiny", "config": dict(
+        pattern="M-M*-M-", vocab_size=512, hidden_size=128, intermediate_size=384, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, mamba_num_heads=8, mamba_head_dim=16, ssm_state_size=16,
+        n_groups=2, chunk_size=16, max_position_embeddings=2048)},
+    # same, with MoE blocks (Nemotron 3 Nano design)
+    "hytron-tiny-moe": {"class": "tiny", "config": dict(
+        pattern="MEM*EM", vocab_size=512, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, mamba_num_heads=8, mamba_head_dim=16, ssm_state_size=16, n_groups=2, chunk_size=16,
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=64,
+        moe_shared_expert_intermediate_size=128, routed_scaling_factor=2.5, max_position_embeddings=2048)},
+    # ~8M parameters: the quickstart model (4k vocab), trains on 2 CPU cores in minutes.
+    "hytron-small": {"class": "tiny", "config": dict(
+        pattern="M-M-M*-M-M-", vocab_size=4096, hidden_size=256, intermediate_size=768, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, mamba_num_heads=8, mamba_head_dim=32, ssm_state_size=32,
+        n_groups=2, chunk_size=64, max_position_embeddings=4096)},
+    # ~20M parameters: a bigger laptop model.
+    "hytron-base": {"class": "tiny", "config": dict(
+        pattern="M-M-M*-M-M-M*-M-", vocab_size=8192, hidden_size=384, intermediate_size=1152,
+        num_attention_heads=6, num_key_value_heads=2, head_dim=64, mamba_num_heads=12, mamba_head_dim=32,
+        ssm_state_size=64, n_groups=2, chunk_size=64, max_position_embeddings=4096)},
+}
+
+
+def presets_by_class() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, p in PRESETS.items():
+        out.setdefault(p["class"], []).append(name)
+    return out

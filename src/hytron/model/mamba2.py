@@ -1,0 +1,91 @@
+"""The Mamba-2 mixer: in_proj -> causal conv -> SSD scan -> grouped gated RMSNorm -> out_proj."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hytron.model.cache import MambaState
+from hytron.model.ssd import ssd_chunked, ssd_step
+
+
+class GatedRMSNorm(nn.Module):
+    """norm(y · silu(z)) with one RMS per contiguous group of channels (norm_before_gate=False), in fp32."""
+
+    def __init__(self, size: int, groups: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.groups, self.eps = groups, eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        dtype = y.dtype
+        h = y.float() * F.silu(z.float())
+        h = h.unflatten(-1, (self.groups, -1))
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.flatten(-2).to(dtype)
+
+
+class Mamba2(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        c = config
+        self.d_inner, self.heads, self.head_dim = c.mamba_inner, c.mamba_num_heads, c.mamba_head_dim
+        self.groups, self.state_size, self.chunk_size = c.n_groups, c.ssm_state_size, c.chunk_size
+        self.conv_dim, self.kernel = c.conv_dim, c.conv_kernel
+        # in_proj rows: [z (di) | x (di) | B (G·N) | C (G·N) | dt (H)]
+        self.in_proj = nn.Linear(c.hidden_size, 2 * self.d_inner + 2 * self.groups * self.state_size + self.heads,
+                                 bias=False)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, self.kernel, groups=self.conv_dim,
+                                bias=c.use_conv_bias)
+        self.A_log = nn.Parameter(torch.zeros(self.heads))
+        self.D = nn.Parameter(torch.ones(self.heads))
+        self.dt_bias = nn.Parameter(torch.zeros(self.heads))
+        self.norm = GatedRMSNorm(self.d_inner, self.groups, c.norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, c.hidden_size, bias=False)
+
+    @torch.no_grad()
+    def init_ssm(self, dt_min: float, dt_max: float, dt_floor: float, generator=None) -> None:
+        """S4D-real A in [1, 16], D = 1, dt_bias = softplus⁻¹(dt) with dt log-uniform in [dt_min, dt_max]."""
+        dev = self.A_log.device
+        A = torch.empty(self.heads, device=dev).uniform_(1, 16, generator=generator)
+        self.A_log.copy_(torch.log(A))
+        self.D.fill_(1.0)
+        u = torch.rand(self.heads, device=dev, generator=generator)
+        dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def forward(self, u: Tensor, state: MambaState | None = None) -> Tensor:
+        """u: (b, L, d) -> (b, L, d). With `state`, continues from it and updates it in place."""
+        b, L, _ = u.shape
+        gn = self.groups * self.state_size
+        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.heads], dim=-1)
+        xBC = xBC.transpose(1, 2)  # (b, conv_dim, L)
+
+        # depthwise causal conv: left context is the cached inputs, or zeros for a fresh sequence
+        past = state.conv.to(xBC.dtype) if state is not None else xBC.new_zeros(b, self.conv_dim, self.kernel - 1)
+        full = torch.cat([past, xBC], dim=-1)  # (b, conv_dim, K-1+L)
+        if state is not None:
+            state.conv = full[:, :, -(self.kernel - 1):].to(state.conv.dtype)
+        xBC = F.silu(F.conv1d(full, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
+
+        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
+        x = x.unflatten(-1, (self.heads, self.head_dim))  # (b, L, H, P)
+        B = B.unflatten(-1, (self.groups, self.state_size))  # (b, L, G, N)
+        C = C.unflatten(-1, (self.groups, self.state_size))
+        dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, L, H); never clamped at run time
+        A = -torch.exp(self.A_log.float())
+
+        if state is not None and L == 1:  # decode: one recurrence step
+            y, state.ssm = ssd_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
+            y = y[:, None]
+        else:
+            y, final = ssd_chunked(x, dt, A, B, C, self.chunk_size,
+                                   initial_state=state.ssm if state is not None else None)
+            if state is not None:
+                state.ssm = final.to(state.ssm.dtype)
+        y = y + x * self.D.to(y.dtype)[:, None]
+        y = self.norm(y.flatten(-2), z)
+        return self.out_proj(y)

@@ -1,0 +1,83 @@
+"""Mixture of experts as in Nemotron 3 Nano: sigmoid router with score-correction bias, top-k + shared expert."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hytron.model.mlp import MLP, relu2
+
+
+class Router(nn.Module):
+    """Sigmoid scores; choice by score + e_score_correction_bias (aux-loss-free balancing, DeepSeek-V3);
+    weights are the unbiased scores of the chosen experts, optionally normalised, times a scaling factor."""
+
+    def __init__(self, config):
+        super().__init__()
+        c = config
+        self.weight = nn.Parameter(torch.zeros(c.n_routed_experts, c.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(c.n_routed_experts))
+        self.top_k, self.n_group, self.topk_group = c.num_experts_per_tok, c.n_group, c.topk_group
+        self.norm_topk_prob, self.scale = c.norm_topk_prob, c.routed_scaling_factor
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (T, d) -> (weights (T, k) fp32, expert indices (T, k))."""
+        scores = F.linear(x.float(), self.weight.float()).sigmoid()  # (T, E)
+        choice = scores + self.e_score_correction_bias.float()
+        if self.n_group > 1:  # keep only the best `topk_group` groups, ranked by their top-2 score sum
+            T, E = choice.shape
+            grouped = choice.view(T, self.n_group, E // self.n_group)
+            best = grouped.topk(2, dim=-1).values.sum(-1).topk(self.topk_group, dim=-1).indices
+            keep = torch.zeros(T, self.n_group, dtype=torch.bool, device=x.device).scatter_(1, best, True)
+            choice = choice.masked_fill(~keep[..., None].expand_as(grouped).reshape(T, E), float("-inf"))
+        idx = choice.topk(self.top_k, dim=-1).indices
+        w = scores.gather(1, idx)
+        if self.norm_topk_prob:
+            w = w / (w.sum(-1, keepdim=True) + 1e-20)
+        return w * self.scale, idx
+
+
+class Experts(nn.Module):
+    """E non-gated relu² experts stored as 3-D tensors: up (E, F, d), down (E, d, F)."""
+
+    def __init__(self, n: int, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.up_proj = nn.Parameter(torch.empty(n, intermediate_size, hidden_size))
+        self.down_proj = nn.Parameter(torch.empty(n, hidden_size, intermediate_size))
+
+    def forward(self, x: Tensor, weights: Tensor, idx: Tensor) -> Tensor:
+        """x: (T, d), weights/idx: (T, k) -> (T, d); each expert runs once on the tokens routed to it."""
+        out = torch.zeros_like(x, dtype=torch.float32)
+        flat = idx.reshape(-1)
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=self.up_proj.size(0)).tolist()
+        token = order // idx.size(1)
+        wsorted = weights.reshape(-1)[order]
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            t = token[start:start + n]
+            y = F.linear(relu2(F.linear(x[t], self.up_proj[e])), self.down_proj[e])
+            out.index_add_(0, t, (y * wsorted[start:start + n, None]).float())
+            start += n
+        return out.to(x.dtype)
+
+
+class MoE(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        c = config
+        self.gate = Router(c)
+        self.experts = Experts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size)
+        self.shared_experts = (MLP(c.hidden_size, c.moe_shared_expert_intermediate_size)
+                               if c.n_shared_experts else None)
+
+    def forward(self, h: Tensor) -> Tensor:  # (b, L, d) -> (b, L, d)
+        flat = h.reshape(-1, h.size(-1))
+        weights, idx = self.gate(flat)
+        out = self.experts(flat, weights, idx).view_as(h)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(h)
+        return out

@@ -1,0 +1,111 @@
+"""Mamba-2 state-space duality (SSD) in plain PyTorch: chunked scan, naive recurrence, one-token step.
+
+Notation (Mamba-2 paper, arXiv 2405.21060): per head h with scalar A_h < 0 and step Δ_t > 0,
+
+    S_t = exp(Δ_t A_h) · S_{t-1} + (Δ_t x_t) ⊗ B_t          S: (P, N) per head
+    y_t = S_t · C_t                                        (the D·x skip is added by the mixer)
+
+B and C are shared by the H/G heads of a group: head h uses group h // (H/G) ("repeat_interleave").
+All three functions compute the same thing; tests hold them equal to 1e-10 in fp64.
+The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _scan_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def segsum(a: Tensor) -> Tensor:
+    """(..., T) log-decays -> (..., T, T) with out[l, s] = sum_{k=s+1..l} a_k for l >= s, else -inf.
+
+    Built by a masked cumulative sum rather than a difference of cumsums, which loses precision.
+    """
+    T = a.size(-1)
+    a = a[..., None].expand(*a.shape, T)  # [..., k, s] = a_k
+    below = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)
+    out = torch.cumsum(a.masked_fill(~below, 0), dim=-2)  # [..., l, s] = sum_{s<k<=l} a_k
+    keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=0)
+    return out.masked_fill(~keep, float("-inf"))
+
+
+def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
+                initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Chunked SSD scan for training and prefill.
+
+    x: (b, L, H, P)   dt: (b, L, H) (already softplus'ed)   A: (H,)   B, C: (b, L, G, N)
+    initial_state: (b, H, P, N) or None.  Returns y: (b, L, H, P) and the final state (b, H, P, N).
+    """
+    b, L, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G  # heads per group
+    Q = chunk_size
+    out_dtype, dtype = x.dtype, _scan_dtype(x)
+    x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
+    pad = (-L) % Q
+    if pad:  # dt = 0 on padding: decay 1 and no input, so the final state is untouched
+        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+    c = (L + pad) // Q
+
+    xdt = (x * dt[..., None]).view(b, c, Q, G, R, P)  # Δ·x
+    Bc = B.view(b, c, Q, G, N)
+    Cc = C.view(b, c, Q, G, N)
+    a = (dt * A).view(b, c, Q, G, R).permute(0, 3, 4, 1, 2)  # (b, G, R, c, Q) log-decay per step
+    a_cum = torch.cumsum(a, dim=-1)
+
+    # 1. within each chunk: y_l = sum_{s<=l} (C_l·B_s) exp(segsum(l, s)) Δ_s x_s
+    decay_in = torch.exp(segsum(a))  # (b, G, R, c, Q, Q)
+    CB = torch.einsum("bclgn,bcsgn->bcgls", Cc, Bc)
+    y = torch.einsum("bcgls,bgrcls,bcsgrp->bclgrp", CB, decay_in, xdt)
+
+    # 2. the state each chunk adds by its end
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, G, R, c, Q)
+    states = torch.einsum("bcsgn,bgrcs,bcsgrp->bcgrpn", Bc, decay_to_end, xdt)  # (b, c, G, R, P, N)
+
+    # 3. carry states across chunks: S_in[z] = sum_{c' < z} exp(sum of chunk decays c'+1..z-1) st[c']
+    if initial_state is None:
+        init = torch.zeros(b, 1, G, R, P, N, dtype=dtype, device=x.device)
+    else:
+        init = initial_state.to(dtype).reshape(b, 1, G, R, P, N)
+    states = torch.cat([init, states], dim=1)  # (b, c+1, ...): index 0 is the state before chunk 0
+    chunk_decay = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))  # (b, G, R, c+1, c+1) [target, source]
+    states = torch.einsum("bgrzc,bcgrpn->bzgrpn", chunk_decay, states)  # contract over the source chunk
+    states_in, final_state = states[:, :-1], states[:, -1]
+
+    # 4. what the carried-in state contributes inside each chunk
+    y = y + torch.einsum("bclgn,bcgrpn,bgrcl->bclgrp", Cc, states_in, torch.exp(a_cum))
+
+    y = y.reshape(b, c * Q, H, P)[:, :L]
+    return y.to(out_dtype), final_state.reshape(b, H, P, N)
+
+
+def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+              initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The sequential recurrence, one token at a time: the ground truth for the chunked scan."""
+    b, L, H, P = x.shape
+    N = B.shape[-1]
+    state = (torch.zeros(b, H, P, N, dtype=_scan_dtype(x), device=x.device) if initial_state is None
+             else initial_state.to(_scan_dtype(x)))
+    ys = []
+    for t in range(L):
+        y_t, state = ssd_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t])
+        ys.append(y_t)
+    return torch.stack(ys, dim=1).to(x.dtype), state
+
+
+def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """One token: state (b, H, P, N), x (b, H, P), dt (b, H), A (H,), B/C (b, G, N) -> y (b, H, P), state."""
+    dtype = state.dtype
+    H, G = x.shape[1], B.shape[1]
+    Bh = B.to(dtype).repeat_interleave(H // G, dim=1)  # (b, H, N)
+    Ch = C.to(dtype).repeat_interleave(H // G, dim=1)
+    dt = dt.to(dtype)
+    decay = torch.exp(dt * A.to(dtype))  # (b, H)
+    state = state * decay[..., None, None] + (dt[..., None] * x.to(dtype))[..., None] * Bh[:, :, None, :]
+    y = torch.einsum("bhpn,bhn->bhp", state, Ch)
+    return y.to(x.dtype), state

@@ -1,0 +1,39 @@
+"""Shared fixtures: deterministic torch, tiny random models with non-trivial SSM parameters."""
+
+import pytest
+import torch
+
+from hytron.model import HybridConfig, HybridLM
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def randomize(model: HybridLM, seed: int = 0) -> HybridLM:
+    """Perturb parameters that default init leaves symmetric (A, D, dt_bias, norms, router bias),
+    so that tests cannot pass by accident."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("A_log"):
+                p.copy_(torch.empty_like(p).uniform_(-1, 2, generator=g))
+            elif name.endswith(("D", "dt_bias")):
+                p.copy_(torch.randn(p.shape, generator=g))
+            elif "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    return model
+
+
+def tiny_model(preset: str = "hytron-tiny", **overrides) -> HybridLM:
+    return randomize(HybridLM(HybridConfig.from_name(preset, **overrides)).eval())
+
+
+@pytest.fixture
+def tiny():
+    return tiny_model()

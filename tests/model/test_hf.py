@@ -1,0 +1,142 @@
+"""Nemotron-H format: parity with transformers' NemotronHForCausalLM both ways, sharding, refusals."""
+
+import json
+
+import pytest
+import torch
+from tests.conftest import randomize
+
+from hytron.model import HybridConfig, HybridLM
+
+transformers = pytest.importorskip("transformers")
+
+# random configs that cover every block kind; sequences (37) span several chunks (8)
+CONFIGS = {
+    "mamba-attn-mlp": dict(pattern="M-M*-M-", chunk_size=8),
+    "moe": dict(pattern="MEM*E", chunk_size=8, n_routed_experts=8, num_experts_per_tok=3,
+                moe_intermediate_size=48, moe_shared_expert_intermediate_size=96, routed_scaling_factor=2.5),
+    "grouped-moe-gqa1": dict(pattern="*EM-", chunk_size=8, num_key_value_heads=1, n_routed_experts=8,
+                             num_experts_per_tok=2, moe_intermediate_size=32,
+                             moe_shared_expert_intermediate_size=64, n_group=2, topk_group=1),
+}
+
+
+def _model(name, seed=0):
+    torch.manual_seed(seed)
+    cfg = HybridConfig.from_name("hytron-tiny", **CONFIGS[name])
+    return randomize(HybridLM(cfg).eval(), seed)
+
+
+def _hf_load(path):
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_hytron_saves_transformers_loads_same_logits(name, tmp_path):
+    m = _model(name)
+    m.save_pretrained(tmp_path)
+    hf = _hf_load(tmp_path)
+    ids = torch.randint(0, m.config.vocab_size, (2, 37))
+    with torch.no_grad():
+        diff = (m(ids) - hf(ids, use_cache=False).logits).abs().max().item()
+    assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_transformers_saves_hytron_loads_same_logits(name, tmp_path):
+    m = _model(name, seed=1)
+    m.save_pretrained(tmp_path / "a")
+    hf = _hf_load(tmp_path / "a")
+    hf.save_pretrained(tmp_path / "b")  # transformers' own writer (its names, its config keys)
+    back = HybridLM.from_pretrained(tmp_path / "b")
+    ids = torch.randint(0, m.config.vocab_size, (2, 37))
+    with torch.no_grad():
+        diff = (back(ids) - hf(ids, use_cache=False).logits).abs().max().item()
+    assert diff <= 1e-4
+    assert back.config.pattern == m.config.pattern
+
+
+def test_greedy_decode_matches_transformers_generate(tmp_path):
+    m = _model("mamba-attn-mlp")
+    m.save_pretrained(tmp_path)
+    hf = _hf_load(tmp_path)
+    ids = torch.randint(3, 512, (1, 12))
+    with torch.no_grad():
+        want = hf.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+        cache = m.new_cache(1)
+        logits = m(ids, cache, last_only=True)
+        out = ids
+        for _ in range(20):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            out = torch.cat([out, nxt], 1)
+            logits = m(nxt, cache)
+    assert torch.equal(out, want)
+
+
+def test_sharded_save_roundtrips_exactly(tmp_path):
+    m = _model("moe")
+    m.save_pretrained(tmp_path, max_shard_bytes=200_000)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    back = HybridLM.from_pretrained(tmp_path)
+    for (k, a), (k2, b) in zip(m.state_dict().items(), back.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    assert _hf_load(tmp_path) is not None  # transformers reads the sharded layout too
+
+
+def test_config_json_writes_every_width_explicitly(tmp_path):
+    m = _model("mamba-attn-mlp")
+    m.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "nemotron_h" and "auto_map" not in cfg
+    for key in ("mamba_num_heads", "mamba_head_dim", "head_dim", "hidden_size", "intermediate_size",
+                "ssm_state_size", "n_groups", "num_key_value_heads"):
+        assert key in cfg, key
+    assert cfg["hybrid_override_pattern"] == "M-M*-M-"
+
+
+def test_pickle_weight_files_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nemotron_h",
+                                                      "hybrid_override_pattern": "M-"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(ValueError, match="safetensors only"):
+        HybridLM.from_pretrained(tmp_path)
+
+
+def test_truncated_weights_give_a_clear_error(tmp_path):
+    _model("mamba-attn-mlp").save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(ValueError, match="model.safetensors: not a valid safetensors file"):
+        HybridLM.from_pretrained(tmp_path)
+
+
+def test_mis_shaped_and_missing_tensors_are_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _model("mamba-attn-mlp").save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    tensors = load_file(str(f))
+    tensors["backbone.layers.0.mixer.out_proj.weight"] = torch.zeros(3, 3)
+    save_file(tensors, str(f))
+    with pytest.raises(ValueError, match=r"backbone\.layers\.0\.mixer\.out_proj\.weight has shape \(3, 3\)"):
+        HybridLM.from_pretrained(tmp_path)
+    del tensors["backbone.layers.0.mixer.out_proj.weight"]
+    save_file(tensors, str(f))
+    with pytest.raises(ValueError, match=r"lacks tensors \['backbone\.layers\.0\.mixer\.out_proj\.weight'\]"):
+        HybridLM.from_pretrained(tmp_path)
+
+
+def test_bad_config_json_is_refused_before_allocating(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nemotron_h",
+                                                      "hybrid_override_pattern": "MQ", "hidden_size": 8}))
+    with pytest.raises(ValueError, match="pattern"):
+        HybridLM.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="expected 'nemotron_h'"):
+        HybridLM.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nemotron_h", "hybrid_override_pattern": "M-",
+                                                      "mlp_hidden_act": "silu"}))
+    with pytest.raises(ValueError, match="mlp_hidden_act"):
+        HybridLM.from_pretrained(tmp_path)
