@@ -34,8 +34,11 @@ class Attention(nn.Module):
             state.k.scatter_(2, idx, k.to(state.k.dtype))
             state.v.scatter_(2, idx, v.to(state.v.dtype))
             span = int(pos.max()) + 1
-            keys = torch.arange(span, device=h.device)
-            mask = keys[None, None, :] <= pos[:, :, None]  # (b, L, span): causal within each row's length
-            out = F.scaled_dot_product_attention(q, state.k[:, :, :span].to(q.dtype), state.v[:, :, :span].to(q.dtype),
-                                                 attn_mask=mask[:, None], enable_gqa=gqa)
+            k_all, v_all = state.k[:, :, :span].to(q.dtype), state.v[:, :, :span].to(q.dtype)
+            if L == 1 and bool((lengths == lengths[0]).all()):  # one new token per row, rows aligned: no mask
+                out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=gqa)
+            else:
+                keys = torch.arange(span, device=h.device)
+                mask = keys[None, None, :] <= pos[:, :, None]  # (b, L, span): causal within each row's length
+                out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask[:, None], enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(b, L, self.heads * self.head_dim))

@@ -62,14 +62,21 @@ class Mamba2(nn.Module):
         b, L, _ = u.shape
         gn = self.groups * self.state_size
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.heads], dim=-1)
-        xBC = xBC.transpose(1, 2)  # (b, conv_dim, L)
-
-        # depthwise causal conv: left context is the cached inputs, or zeros for a fresh sequence
-        past = state.conv.to(xBC.dtype) if state is not None else xBC.new_zeros(b, self.conv_dim, self.kernel - 1)
-        full = torch.cat([past, xBC], dim=-1)  # (b, conv_dim, K-1+L)
-        if state is not None:
-            state.conv = full[:, :, -(self.kernel - 1):].to(state.conv.dtype)
-        xBC = F.silu(F.conv1d(full, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
+        if state is not None and L == 1:  # decode: one conv column from the K-1 cached inputs + this one
+            window = torch.cat([state.conv.to(xBC.dtype), xBC.transpose(1, 2)], dim=-1)  # (b, conv_dim, K)
+            state.conv = window[:, :, 1:].to(state.conv.dtype)
+            conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True)
+            if self.conv1d.bias is not None:
+                conv = conv + self.conv1d.bias[:, None]
+            xBC = F.silu(conv).transpose(1, 2)
+        else:  # depthwise causal conv: left context is the cached inputs, or zeros for a fresh sequence
+            xBC = xBC.transpose(1, 2)  # (b, conv_dim, L)
+            past = (state.conv.to(xBC.dtype) if state is not None
+                    else xBC.new_zeros(b, self.conv_dim, self.kernel - 1))
+            full = torch.cat([past, xBC], dim=-1)  # (b, conv_dim, K-1+L)
+            if state is not None:
+                state.conv = full[:, :, -(self.kernel - 1):].to(state.conv.dtype)
+            xBC = F.silu(F.conv1d(full, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
 
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         x = x.unflatten(-1, (self.heads, self.head_dim))  # (b, L, H, P)

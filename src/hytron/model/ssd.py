@@ -101,11 +101,12 @@ def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
 def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     """One token: state (b, H, P, N), x (b, H, P), dt (b, H), A (H,), B/C (b, G, N) -> y (b, H, P), state."""
     dtype = state.dtype
-    H, G = x.shape[1], B.shape[1]
-    Bh = B.to(dtype).repeat_interleave(H // G, dim=1)  # (b, H, N)
-    Ch = C.to(dtype).repeat_interleave(H // G, dim=1)
+    b, H, P = x.shape
+    G, N = B.shape[1:]
+    R = H // G  # heads per group: view heads as (G, R) instead of repeating B and C per head
     dt = dt.to(dtype)
-    decay = torch.exp(dt * A.to(dtype))  # (b, H)
-    state = state * decay[..., None, None] + (dt[..., None] * x.to(dtype))[..., None] * Bh[:, :, None, :]
-    y = torch.einsum("bhpn,bhn->bhp", state, Ch)
-    return y.to(x.dtype), state
+    decay = torch.exp(dt * A.to(dtype)).view(b, G, R, 1, 1)
+    dBx = (dt[..., None] * x.to(dtype)).view(b, G, R, P, 1) * B.to(dtype).view(b, G, 1, 1, N)
+    state = state.view(b, G, R, P, N) * decay + dBx
+    y = (state * C.to(dtype).view(b, G, 1, 1, N)).sum(-1)  # (b, G, R, P)
+    return y.reshape(b, H, P).to(x.dtype), state.view(b, H, P, N)

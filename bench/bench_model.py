@@ -1,0 +1,142 @@
+"""Benchmark: hytron HybridLM vs transformers NemotronHForCausalLM on the same random ~5M-param model (CPU).
+
+Measures, in one run and interleaved (these machines are shared and noisy):
+  1. training tokens/s (forward + backward + AdamW step), and hytron's MFU against this machine's
+     measured fp32 matmul peak;
+  2. batch-1 greedy decode tokens/s: hytron's cached decode loop vs transformers' `generate`.
+Ratios (hytron / transformers) are printed last.
+
+    python bench/bench_model.py [--preset hytron-small] [--seq 256] [--batch 8] [--steps 6] [--new-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+
+from hytron.model import HybridConfig, HybridLM
+
+
+def matmul_peak_flops(n: int = 1536, reps: int = 8) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def train_step_time(model, ids, labels_fn, opt) -> float:
+    t0 = time.perf_counter()
+    loss = labels_fn(model, ids)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="hytron-small")
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    cfg = HybridConfig.from_name(args.preset)
+    ours = HybridLM(cfg)
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        theirs = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa")
+    print(f"model {args.preset}: {ours.num_params():,} params, pattern {cfg.pattern}, "
+          f"batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} threads")
+
+    # ---- 1. training throughput ------------------------------------------------------------------------
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1))
+    ours_loss = lambda m, x: m.loss(x[:, :-1], x[:, 1:])  # noqa: E731
+    theirs_loss = lambda m, x: m(input_ids=x[:, :-1], labels=x[:, :-1], use_cache=False).loss  # noqa: E731
+    ours.train()
+    theirs.train()
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+    for _ in range(2):  # warm-up
+        train_step_time(ours, ids, ours_loss, opt_o)
+        train_step_time(theirs, ids, theirs_loss, opt_t)
+    to, tt = [], []
+    for _ in range(args.steps):
+        to.append(train_step_time(ours, ids, ours_loss, opt_o))
+        tt.append(train_step_time(theirs, ids, theirs_loss, opt_t))
+    tokens = args.batch * args.seq
+    tps_o, tps_t = tokens / statistics.median(to), tokens / statistics.median(tt)
+    peak = matmul_peak_flops()
+    mfu = ours.flops_per_token(args.seq) * tps_o / peak
+    print(f"train   hytron {tps_o:9.0f} tok/s   transformers {tps_t:9.0f} tok/s")
+    print(f"        matmul peak {peak / 1e9:.1f} GFLOP/s fp32; hytron model FLOPs/token "
+          f"{ours.flops_per_token(args.seq) / 1e6:.1f}M -> MFU {100 * mfu:.1f}%")
+
+    # ---- 2. batch-1 greedy decode ------------------------------------------------------------------------
+    ours.eval()
+    theirs.eval()
+    prompt = torch.randint(3, cfg.vocab_size, (1, 16))
+
+    @torch.no_grad()
+    def ours_decode():
+        cache = ours.new_cache(1, capacity=prompt.size(1) + args.new_tokens)
+        logits = ours(prompt, cache, last_only=True)
+        out = []
+        for _ in range(args.new_tokens):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+            logits = ours(nxt, cache)
+        return torch.cat(out, 1)
+
+    @torch.no_grad()
+    def theirs_decode():
+        return theirs.generate(prompt, max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None,
+                               pad_token_id=0)[:, prompt.size(1):]
+
+    ours_decode()
+    theirs_decode()
+    do, dt_ = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a = ours_decode()
+        do.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b = theirs_decode()
+        dt_.append(time.perf_counter() - t0)
+    same = torch.equal(a, b)
+    dec_o, dec_t = args.new_tokens / min(do), args.new_tokens / min(dt_)
+    print(f"decode  hytron {dec_o:9.0f} tok/s   transformers generate {dec_t:9.0f} tok/s   "
+          f"(same greedy tokens: {same})")
+
+    result = {"preset": args.preset, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
+              "mfu": mfu, "matmul_peak_gflops": peak / 1e9,
+              "decode_tok_s": {"hytron": dec_o, "transformers": dec_t}, "same_tokens": same,
+              "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print(f"RATIO train tokens/s hytron/transformers = {tps_o / tps_t:.2f}x   MFU = {100 * mfu:.1f}%   "
+          f"decode tokens/s hytron/transformers = {dec_o / dec_t:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
