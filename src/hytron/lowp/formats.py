@@ -45,7 +45,8 @@ E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 def _step(a: torch.Tensor, fmt: ElementFormat) -> torch.Tensor:
     """Grid spacing at magnitude `a` (>= 0): 2^(max(floor(log2 a), emin) - mbits); subnormals share emin's."""
-    _, e = torch.frexp(a)  # a = m * 2^e with m in [0.5, 1), so floor(log2 a) = e - 1 (0 -> e = 0)
+    _, e = torch.frexp(a)  # a = m * 2^e with m in [0.5, 1), so floor(log2 a) = e - 1
+    e = torch.where(a == 0, fmt.emin + 1, e)  # frexp(0) gives e = 0; zero lives in the subnormal binade
     exponent = (e - 1).clamp(min=fmt.emin) - fmt.mbits
     return torch.ldexp(torch.ones_like(a), exponent)
 

@@ -130,6 +130,9 @@ class QuantLinear(nn.Linear):
             self._generators[device] = g
         return self._generators[device]
 
+    def _rng(self, spec: QuantSpec, device: torch.device) -> torch.Generator | None:
+        return self.generator(device) if spec.rounding == "sr" else None
+
     def _native(self, device: torch.device) -> bool:
         return self.recipe.native_fp8 and device.type == "cuda"
 
@@ -164,14 +167,14 @@ class QuantLinear(nn.Linear):
     def _fprop(self, x2: torch.Tensor) -> torch.Tensor:
         w = self.quantized_weight("fprop")
         if isinstance(w, Quantized):
-            xq = self.q_act.quantize(x2, None)
+            xq = self.q_act.quantize(x2, self._rng(self.recipe.activation, x2.device))
             if native_fp8_ok(xq, w):
                 return fp8_matmul_t(xq, w)
             return _matmul_t(xq.dequantize(), w.dequantize())
-        return _matmul_t(self.q_act(x2, None), w)
+        return _matmul_t(self.q_act(x2, self._rng(self.recipe.activation, x2.device)), w)
 
     def _dgrad(self, dy2: torch.Tensor) -> torch.Tensor:
-        g = self.generator(dy2.device) if self.recipe.gradient.rounding == "sr" else None
+        g = self._rng(self.recipe.gradient, dy2.device)
         w = self.quantized_weight("dgrad")
         if isinstance(w, Quantized):  # native FP8: dx = dy W = dy (Wᵀ)ᵀ with Wᵀ (K, N) per-tensor
             dyq = self.q_grad.quantize(dy2, g)
@@ -182,16 +185,16 @@ class QuantLinear(nn.Linear):
         return _matmul_t(self.q_grad(dy2, g), w)
 
     def _wgrad(self, dy2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        g = self.generator(dy2.device) if self.recipe.gradient.rounding == "sr" else None
+        g, ga = self._rng(self.recipe.gradient, dy2.device), self._rng(self.recipe.activation, dy2.device)
         dyt, xt = dy2.t(), x2.t()  # (N, M), (K, M): contraction over tokens M
         if self._rht is not None:  # same R on both operands, tokens zero-padded to whole tiles
             dyt, xt = rht(dyt, self._rht), rht(xt, self._rht)
         if self._native(dy2.device) and self.recipe.gradient.fmt in ("e4m3", "e5m2"):
-            dyq, xq = self.q_grad_t.quantize(dyt, g), self.q_act_t.quantize(xt, None)
+            dyq, xq = self.q_grad_t.quantize(dyt, g), self.q_act_t.quantize(xt, ga)
             if native_fp8_ok(dyq, xq):
                 return fp8_matmul_t(dyq, xq)
             return _matmul_t(dyq.dequantize(), xq.dequantize())
-        return _matmul_t(self.q_grad_t(dyt, g), self.q_act_t(xt, None))
+        return _matmul_t(self.q_grad_t(dyt, g), self.q_act_t(xt, ga))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _QuantLinearFn.apply(x, self.weight, self.bias, self)
