@@ -38,7 +38,8 @@ def adversarial(fmt) -> torch.Tensor:
     grid = grid[torch.isfinite(grid)].unique()
     mids = (grid[1:] + grid[:-1]) / 2
     pts = torch.cat([grid, mids])
-    pts = torch.cat([pts, torch.nextafter(pts, torch.tensor(np.inf)), torch.nextafter(pts, torch.tensor(-np.inf))])
+    up, down = torch.nextafter(pts, torch.tensor(np.inf)), torch.nextafter(pts, torch.tensor(-np.inf))
+    pts = torch.cat([pts, up, down])
     extra = torch.tensor([0.0, -0.0, 1e-30, 1e-45, fmt.max * 1.01, fmt.max * 1e3, 3e38, 2.0**-140])
     pts = torch.cat([pts, extra])
     return torch.cat([pts, -pts]).to(torch.float32)

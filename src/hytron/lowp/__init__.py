@@ -1,4 +1,4 @@
-"""Low-precision training: exact FP8 / MX / NVFP4 quantize-dequantize and recipes applied to a model from outside.
+"""Low-precision training: exact FP8/MX/NVFP4 quantize-dequantize; recipes applied to a model from outside.
 
     from hytron.lowp import PrecisionRecipe, convert, fake_quantize, set_high_precision
     model = convert(model, PrecisionRecipe.from_name("nvfp4"))   # swaps block Linears for QuantLinear

@@ -1,4 +1,4 @@
-"""Apply a precision recipe to a model from outside: swap its block Linears for QuantLinear, and switch them later.
+"""Apply a precision recipe to a model from outside: swap block Linears for QuantLinear, switch them later.
 
 The model never mentions precision. `convert` walks the model's block list (`backbone.layers`, or
 `layers`), skips the first `keep_first` and last `keep_last` blocks, and replaces every plain nn.Linear
@@ -46,8 +46,8 @@ def convert(model: nn.Module, recipe: PrecisionRecipe | str) -> nn.Module:
                          "is applied per block so the first/last blocks can stay high precision")
     n = len(blocks)
     if recipe.keep_first + recipe.keep_last >= n:
-        raise ValueError(f"convert: recipe {recipe.name!r} keeps {recipe.keep_first} first + {recipe.keep_last} "
-                         f"last blocks in high precision, but the model has only {n} blocks")
+        raise ValueError(f"convert: recipe {recipe.name!r} keeps {recipe.keep_first} first + "
+                         f"{recipe.keep_last} last blocks in high precision, but the model has {n} blocks")
     count = 0
     for i in range(recipe.keep_first, n - recipe.keep_last):
         for name, module in list(blocks[i].named_modules()):

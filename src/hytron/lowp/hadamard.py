@@ -1,4 +1,4 @@
-"""Random Hadamard transform (RHT): a seeded random-sign diagonal times a normalised Hadamard, applied in tiles.
+"""Random Hadamard transform (RHT): a seeded random-sign diagonal times a normalised Hadamard, in tiles.
 
 NVFP4 training applies a 16x16 RHT to both operands of the weight-gradient GEMM along the token
 dimension (arXiv 2509.25149 §4.2): outliers are spread over 16 tokens before 4-bit quantization, and since

@@ -1,4 +1,4 @@
-"""Precision recipes by name: how each GEMM operand of a converted Linear is quantized, and which blocks stay high.
+"""Precision recipes by name: how each GEMM operand of a converted Linear is quantized; what stays high.
 
 A `PrecisionRecipe` is data only (it names formats; `QuantLinear` acts on it). Recipes follow the NVFP4
 pre-training paper (arXiv 2509.25149) and Transformer Engine's defaults (lowprec.md §1.3, §3.6, §4):
@@ -105,8 +105,8 @@ class PrecisionRecipe:
             raise ConfigError("PrecisionRecipe.rht_seed: TE's fixed signs are 16 long; set a seed for size "
                               f"{self.rht_size}")
         if self.wgrad_rht and (self.activation.identity or self.gradient.identity):
-            raise ConfigError("PrecisionRecipe.wgrad_rht: the RHT only makes sense with quantized activations "
-                              "and gradients")
+            raise ConfigError("PrecisionRecipe.wgrad_rht: the RHT only makes sense with quantized "
+                              "activations and gradients")
         for name in ("keep_first", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"PrecisionRecipe.{name}: must be >= 0, got {getattr(self, name)}")
@@ -173,8 +173,8 @@ _RECIPES: dict[str, PrecisionRecipe] = {
         PrecisionRecipe(name="fp8-delayed", weight=QuantSpec("e4m3", scaling="delayed"),
                         activation=QuantSpec("e4m3", scaling="delayed"),
                         gradient=QuantSpec("e5m2", scaling="delayed")),
-        PrecisionRecipe(name="mxfp8", weight=QuantSpec("mxfp8", (1, 32)), activation=QuantSpec("mxfp8", (1, 32)),
-                        gradient=QuantSpec("mxfp8", (1, 32))),
+        PrecisionRecipe(name="mxfp8", weight=QuantSpec("mxfp8", (1, 32)),
+                        activation=QuantSpec("mxfp8", (1, 32)), gradient=QuantSpec("mxfp8", (1, 32))),
         _nvfp4("mxfp4", weight=QuantSpec("mxfp4", (1, 32)), activation=QuantSpec("mxfp4", (1, 32)),
                gradient=QuantSpec("mxfp4", (1, 32), rounding="sr"), rht_size=32, rht_seed=0),
         _nvfp4("nvfp4"),
