@@ -92,6 +92,23 @@ def test_plain_text_only_jsonl_gets_defaults(tmp_path):
     assert record["source"] == "company-docs" and record["quality_bucket"] is None and record["id"] == "a.jsonl:1"
 
 
+def test_curation_and_tinyweb_dirs_read_only_their_documents(tmp_path):
+    curated = tmp_path / "curated"
+    (curated / "kept").mkdir(parents=True)
+    (curated / "removed").mkdir()
+    (curated / "kept" / "part-0.jsonl").write_text(
+        '{"id": "k", "text": "kept", "source": "s", "meta": {"quality_bucket": 3}}\n')
+    (curated / "removed" / "part-0.jsonl").write_text('{"id": "r", "text": "removed", "source": "s"}\n')
+    assert [(r["id"], r["quality_bucket"]) for r in read_documents(curated)] == [("k", 3)]
+    tinyweb = tmp_path / "tinyweb"
+    for sub in ("corpus", "evals"):
+        (tinyweb / sub).mkdir(parents=True)
+    (tinyweb / "tinyweb.json").write_text("{}")
+    (tinyweb / "corpus" / "crawl-00000.jsonl").write_text('{"id": "c", "text": "crawl"}\n')
+    (tinyweb / "evals" / "validation.jsonl").write_text('{"id": "v", "text": "held-out"}\n')
+    assert [r["text"] for r in read_documents(tinyweb)] == ["crawl"]
+
+
 def test_every_document_lands_once_with_bos_eos(packed, curated, tok):
     _, docs = curated
     data = PackedData(packed)

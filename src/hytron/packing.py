@@ -129,6 +129,8 @@ def read_documents(path: str | Path, stats: ReadStats | None = None) -> Iterator
                     stats.add("empty_text")
                     continue
                 bucket = record.get("quality_bucket")
+                if bucket is None and isinstance(record.get("meta"), dict):  # curation may nest it
+                    bucket = record["meta"].get("quality_bucket")
                 if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, int)):
                     stats.add("bad_quality_bucket")
                     continue
