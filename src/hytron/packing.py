@@ -67,7 +67,8 @@ class ReadStats:
 
 
 def jsonl_files(path: str | Path) -> list[Path]:
-    """The JSONL files of an input: a file, a folder of shards, or a curation output dir (reads its kept/)."""
+    """The JSONL files of an input: a file, a folder of shards, a curation output dir (reads its kept/) or
+    a TinyWeb dir (reads its corpus/ only: labels, reference and evaluation sets must never be trained on)."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -75,6 +76,8 @@ def jsonl_files(path: str | Path) -> list[Path]:
         raise FileNotFoundError(f"input not found: {path}")
     if (path / "kept").is_dir():  # a `hytron curate --out DIR` directory
         path = path / "kept"
+    elif (path / "tinyweb.json").is_file():  # a raw `hytron tinyweb --out DIR` directory
+        path = path / "corpus"
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(JSONL_SUFFIXES))
     if not files:
         raise FileNotFoundError(f"no JSONL files ({', '.join(JSONL_SUFFIXES)}) under {path}")
