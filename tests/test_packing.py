@@ -11,7 +11,15 @@ import torch
 
 from hytron.cli import main as cli_main
 from hytron.data.mix import Blend
-from hytron.packing import PackedData, PackedLoader, iter_eval_batches, iter_texts, pack, read_documents
+from hytron.packing import (
+    PackedData,
+    PackedLoader,
+    iter_blend_texts,
+    iter_eval_batches,
+    iter_texts,
+    pack,
+    read_documents,
+)
 from hytron.tokenizer import Tokenizer
 
 SOURCES = ("wiki", "math", "spam")
@@ -259,9 +267,21 @@ def test_an_epoch_visits_every_window_once(packed):
     assert len(rows) == n_windows
 
 
-def test_too_short_component_is_a_clear_error(packed):
+def test_too_short_component_or_empty_split_is_a_clear_error(packed, curated, tok, tmp_path):
     with pytest.raises(ValueError, match="fewer than seq_len"):
         PackedLoader(packed, 10**7, 1)
+    pack(blend_for(curated[0], validation_fraction=0.0), tok, tmp_path / "noval")
+    with pytest.raises(ValueError, match="'val' has no tokens"):
+        PackedLoader(tmp_path / "noval", 16, 1, split="val")
+
+
+def test_blend_texts_skip_excluded_and_held_out_documents(curated, packed, tok):
+    root, _ = curated
+    texts = list(iter_blend_texts(blend_for(root, exclude={"sources": ["spam"]})))
+    data = PackedData(packed)
+    val = set(_documents(data, "val", "high", tok) + _documents(data, "val", "rest", tok))
+    assert texts and not any(t.startswith("SPAMMARK") for t in texts) and not val & set(texts)
+    assert len(list(iter_blend_texts(blend_for(root), max_docs=5))) == 5
 
 
 def test_eval_batches_cover_the_split_and_shard_by_rank(packed):
@@ -277,10 +297,15 @@ def test_eval_batches_cover_the_split_and_shard_by_rank(packed):
 # ---------------------------------------------------------------- CLI
 def test_cli_trains_a_tokenizer_and_packs_a_blend(curated, tmp_path, capsys):
     root, _ = curated
-    assert cli_main(["tokenizer", "train", str(root), "--out", str(tmp_path / "tok"), "--vocab-size", "300"]) == 0
+    assert cli_main(["tokenizer", "train", str(root), "--out", str(tmp_path / "tok"), "--vocab-size", "600"]) == 0
     blend = tmp_path / "blend-test.yaml"
     blend.write_text("components:\n  - {name: all, weight: 1}\nexclude: {sources: [spam]}\n"
                      "inputs: [nowhere]\n")
+    assert cli_main(["tokenizer", "train", "--blend", str(blend), str(root), "--out", str(tmp_path / "tok2"),
+                     "--vocab-size", "600"]) == 0
+    # trained without the excluded source, the tokenizer has no merges for its marker word
+    with_spam, without = (len(Tokenizer.load(tmp_path / d).encode("SPAMMARK")) for d in ("tok", "tok2"))
+    assert with_spam == 1 and without > 2
     args = ["tokenize", "--blend", str(blend), "--input", str(root), "--tokenizer", str(tmp_path / "tok"),
             "--out", str(tmp_path / "packed"), "--val-fraction", "0.2"]
     assert cli_main(args) == 0

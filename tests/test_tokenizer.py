@@ -42,9 +42,11 @@ def test_special_tokens_have_fixed_ids(tok):
     assert 300 < tok.vocab_size <= 512
 
 
-def test_training_learns_merges(tok):
+def test_training_learns_merges_deterministically(tok, saved, tmp_path):
     text = "The river rises on the mountain."
     assert len(tok.encode(text)) < len(text.encode()) / 2  # far fewer ids than bytes
+    again = Tokenizer.train(CORPUS * 50, vocab_size=512, min_frequency=2).save(tmp_path)
+    assert (again / "tokenizer.json").read_bytes() == (saved / "tokenizer.json").read_bytes()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -157,6 +157,21 @@ def iter_texts(paths: Iterable[str | Path], max_docs: int | None = None) -> Iter
             yield record["text"]
 
 
+def iter_blend_texts(blend: Blend, max_docs: int | None = None) -> Iterator[str]:
+    """Texts of the documents a blend trains on (routed to a component, not excluded, not held out)."""
+    n = 0
+    for input_path in blend.input_paths():
+        for record in read_documents(input_path):
+            if blend.route(record["source"], record["quality_bucket"], record["id"], input_path) is None:
+                continue
+            if is_validation(record["id"], blend.seed, blend.validation_fraction):
+                continue
+            if max_docs is not None and n >= max_docs:
+                return
+            n += 1
+            yield record["text"]
+
+
 def is_validation(doc_id: str, seed: int, fraction: float) -> bool:
     """Deterministic hold-out decision for one document, independent of every other document."""
     if fraction <= 0:
@@ -380,6 +395,9 @@ class PackedLoader:
         self.seq_len, self.batch_size, self.seed, self.split = seq_len, batch_size, seed, split
         self.rank, self.world_size = rank, world_size
         available = self.data.components(split)
+        if not available:
+            raise ValueError(f"{self.data.dir}: split {split!r} has no tokens"
+                             + (" (packed with validation_fraction 0?)" if split == "val" else ""))
         if weights is None:
             weights = {c: w for c, w in self.data.index["weights"].items() if c in available} if split == "train" \
                 else dict.fromkeys(available, 1.0)

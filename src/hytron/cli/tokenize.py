@@ -12,8 +12,10 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on curated text")
     verbs = p.add_subparsers(dest="tokenizer_verb", metavar="ACTION", required=True)
     t = verbs.add_parser("train", help="learn a vocabulary from JSONL documents and save it to --out")
-    t.add_argument("inputs", nargs="+", metavar="INPUT",
+    t.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="curation output dir (reads its kept/), folder of JSONL shards, or a JSONL file")
+    t.add_argument("--blend", help="train on the documents this blend trains on (exclusions and hold-out "
+                   "respected); INPUTs, if given, replace the blend's inputs")
     t.add_argument("--out", required=True, help="directory for tokenizer.json + tokenizer_config.json")
     t.add_argument("--vocab-size", type=int, default=4096, help="ids in total, special tokens included")
     t.add_argument("--min-frequency", type=int, default=2, help="a merge must occur at least this often")
@@ -22,11 +24,19 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
-    from hytron.packing import iter_texts
+    from hytron.data.mix import Blend
+    from hytron.packing import iter_blend_texts, iter_texts
     from hytron.tokenizer import Tokenizer
 
+    if args.blend:
+        blend = Blend.load(args.blend)
+        texts = iter_blend_texts(blend.with_inputs(args.inputs) if args.inputs else blend, max_docs=args.max_docs)
+    elif args.inputs:
+        texts = iter_texts(args.inputs, max_docs=args.max_docs)
+    else:
+        raise ValueError("give at least one INPUT or --blend FILE")
     start = time.perf_counter()
-    tok = Tokenizer.train(iter_texts(args.inputs, max_docs=args.max_docs), vocab_size=args.vocab_size,
+    tok = Tokenizer.train(texts, vocab_size=args.vocab_size,
                           min_frequency=args.min_frequency, show_progress=sys.stderr.isatty())
     tok.save(args.out)
     print(f"trained a {tok.vocab_size}-id byte-level BPE tokenizer in {time.perf_counter() - start:.1f}s "
