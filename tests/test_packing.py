@@ -19,6 +19,7 @@ from hytron.packing import (
     iter_texts,
     pack,
     read_documents,
+    token_dtype,
 )
 from hytron.tokenizer import Tokenizer
 
@@ -115,6 +116,10 @@ def test_curation_and_tinyweb_dirs_read_only_their_documents(tmp_path):
     (tinyweb / "corpus" / "crawl-00000.jsonl").write_text('{"id": "c", "text": "crawl"}\n')
     (tinyweb / "evals" / "validation.jsonl").write_text('{"id": "v", "text": "held-out"}\n')
     assert [r["text"] for r in read_documents(tinyweb)] == ["crawl"]
+
+
+def test_token_dtype_fits_the_vocabulary():
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
 
 
 def test_every_document_lands_once_with_bos_eos(packed, curated, tok):

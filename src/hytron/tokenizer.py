@@ -129,7 +129,12 @@ class Tokenizer:
     """A trained byte-level BPE tokenizer with hytron's special tokens and chat template."""
 
     def __init__(self, backend: Any, chat_template: str = CHAT_TEMPLATE, model_max_length: int = 1 << 20):
-        self._tok = backend  # a `tokenizers.Tokenizer`
+        self._tok = backend  # a `tokenizers.Tokenizer`; parses special-token strings (chat rendering)
+        # a twin that treats special-token strings as plain text (documents); two objects instead of toggling
+        # one flag, so concurrent encode/render calls (a server's threads) cannot see each other's mode
+        self._plain = type(backend).from_str(backend.to_str())
+        self._plain.encode_special_tokens = True
+        backend.encode_special_tokens = False
         self.chat_template = chat_template
         self.model_max_length = model_max_length
         self._template = None
@@ -211,6 +216,9 @@ class Tokenizer:
         """Ids that end generation: end of document and end of turn."""
         return (self.eos_id, self.im_end_id)
 
+    def __len__(self) -> int:
+        return self.vocab_size
+
     def token_bytes(self) -> list[int]:
         """UTF-8 byte length of every id (0 for special tokens): sum over targets gives bits-per-byte's
         denominator. Byte-level BPE maps each byte to one vocabulary character, so it is the token's length."""
@@ -227,13 +235,13 @@ class Tokenizer:
 
     def encode(self, text: str, *, parse_special: bool = False) -> list[int]:
         """Token ids of `text` (no BOS/EOS added). Special-token strings are plain text unless `parse_special`."""
-        self._tok.encode_special_tokens = not parse_special
-        return self._tok.encode(text, add_special_tokens=False).ids
+        backend = self._tok if parse_special else self._plain
+        return backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], *, parse_special: bool = False) -> list[list[int]]:
         """`encode` over many texts at once (parallel inside the tokenizers library)."""
-        self._tok.encode_special_tokens = not parse_special
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        backend = self._tok if parse_special else self._plain
+        return [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
         """Text of `ids`; `decode(encode(s)) == s` for any string `s`."""
@@ -267,7 +275,6 @@ class Tokenizer:
         spans: list[tuple[int, int]] = []
         text = self.render_text(messages, add_generation_prompt=add_generation_prompt,
                                 enable_thinking=enable_thinking, _spans=spans)
-        self._tok.encode_special_tokens = False
         encoding = self._tok.encode(text, add_special_tokens=False)
         mask = [0] * len(encoding.ids)
         span_iter = iter(sorted(spans))
