@@ -57,14 +57,13 @@ class _QuantLinearFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, layer):
         n, k = weight.shape
         x2 = x.reshape(-1, k)  # (M, K)
-        if layer.hp_forward:
-            y2 = F.linear(x2, weight, bias)
-        else:
-            y2 = layer._fprop(x2)
-            if bias is not None:
-                y2 = y2 + bias.to(y2.dtype)
         ctx.layer, ctx.x_shape, ctx.has_bias = layer, x.shape, bias is not None
         ctx.save_for_backward(x2, weight)
+        if layer.hp_forward or layer.identity_forward:  # exactly nn.Linear's kernel on x's own shape
+            return F.linear(x, weight, bias)
+        y2 = layer._fprop(x2)
+        if bias is not None:
+            y2 = y2 + bias.to(y2.dtype)
         return y2.reshape(*x.shape[:-1], n).to(x.dtype)
 
     @staticmethod
@@ -115,6 +114,7 @@ class QuantLinear(nn.Linear):
         self.q_grad = OperandQuantizer(recipe.gradient)          # dgrad, along N
         self.q_grad_t = OperandQuantizer(recipe.gradient)        # wgrad, along M
         self.hp_forward = self.hp_backward = False
+        self.identity_forward = recipe.weight.identity and recipe.activation.identity
         self.weight_quantizations = 0  # how many times the weight was quantized (once per weight version)
         self._cache_key: tuple | None = None
         self._cache: dict[str, torch.Tensor | Quantized] = {}
