@@ -1,0 +1,437 @@
+"""The curation pipeline: per-shard steps, one global decision step, accounting, manifest, resume, explain.
+
+`curate(inputs, out_dir, cfg)` runs three phases over deterministic shards (hytron.data.readers):
+
+  A. stage (per shard, parallel)   read -> Unicode repair -> language id -> decontamination; then for the
+     survivors: token count, heuristic verdict (deferred), quality scores, exact key, MinHash signature.
+  B. decide (global, one process)  quality buckets from token-weighted percentiles; heuristic removals for
+     buckets below `quality.skip_heuristics_from_bucket`; exact dedup; fuzzy dedup. Input order decides
+     which copy is kept, so the result is independent of workers and executor.
+  C. finish (per shard, parallel)  PII redaction and optional rephrasing of kept docs; write kept/,
+     removed/, synthetic/ (formats in hytron.data.writers) and per-shard stats.
+
+Every input record (documents and malformed lines) ends in exactly one of kept/ or removed/; removed
+records carry `step`, `removal_reason`, `score`, `detail`. Work state lives in OUT/.work: a plan with a
+fingerprint of inputs+config, and a completion marker per phase and shard. Re-running the same command
+after a crash redoes only unfinished shards; a finished run (OUT/manifest.json present) is not redone.
+
+manifest.json (the data card): input files with sha256, the resolved config, the shard count, counts
+(input, kept, removed, synthetic), removals per step and reason, kept docs and tokens per source and
+quality bucket, PII and Unicode repair counts, quality thresholds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hytron.config import to_dict
+from hytron.data import dedup, filters, pii, quality, readers, tinyweb
+from hytron.data.curate_config import CurateConfig
+from hytron.data.decontam import EvalIndex
+from hytron.data.document import Malformed, approx_tokens
+from hytron.data.executors import run_tasks
+from hytron.data.writers import ShardWriter, iter_records
+
+FORMAT_VERSION = 1
+STEPS = ("read", "language", "decontamination", "heuristics", "exact_dedup", "fuzzy_dedup")
+
+
+# ---- work state ---------------------------------------------------------------------------------------------
+
+
+def _work(out: Path) -> Path:
+    return out / ".work"
+
+
+def _marker(out: Path, phase: str, i: int | None = None) -> Path:
+    return _work(out) / "done" / (f"{phase}-{i:05d}" if i is not None else phase)
+
+
+def _mark(out: Path, phase: str, i: int | None = None) -> None:
+    p = _marker(out, phase, i)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+_CONTEXT: dict[str, dict] = {}
+
+
+def _context(out_dir: str) -> dict:
+    """Plan, config and models for tasks, loaded once per process."""
+    if out_dir not in _CONTEXT:
+        from hytron.config import from_dict
+
+        plan = json.loads((_work(Path(out_dir)) / "plan.json").read_text())
+        cfg = from_dict(CurateConfig, plan["config"])
+        ctx = {"cfg": cfg, "shards": [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]}
+        if cfg.decontam.enabled and cfg.decontam.eval_files:
+            ctx["eval_index"] = EvalIndex.from_files(cfg.decontam.eval_files, cfg.decontam.ngram,
+                                                     cfg.decontam.min_overlap)
+        qdir = _work(Path(out_dir)) / "quality"
+        if (qdir / "done").is_file():
+            ctx["quality"] = quality.QualityModel.load(qdir)
+        ctx["minhash"] = dedup.MinHasher(cfg.dedup.bands * cfg.dedup.rows, cfg.dedup.seed)
+        _CONTEXT.clear()
+        _CONTEXT[out_dir] = ctx
+    return _CONTEXT[out_dir]
+
+
+# ---- phase A: stage -----------------------------------------------------------------------------------------
+
+
+def stage_shard(out_dir: str, index: int) -> None:
+    """Phase A for one shard: read, repair, language, decontamination, scores and hashes."""
+    ctx = _context(out_dir)
+    cfg: CurateConfig = ctx["cfg"]
+    shard = ctx["shards"][index]
+    out = Path(out_dir)
+    records, survivors = [], []
+    for item in readers.read_shard(shard, cfg.input):
+        if isinstance(item, Malformed):
+            records.append({"id": item.id, "text": item.raw, "source": item.source, "meta": {}, "attrs": {},
+                            "removed": {"step": "read", "reason": item.reason, "score": None,
+                                        "detail": item.detail}})
+            continue
+        text, attrs, removed = item.text, {}, None
+        if cfg.unicode_repair:
+            text, fixed = filters.repair_unicode(text)
+            if fixed:
+                attrs["unicode_repaired"] = True
+        if cfg.language.enabled:
+            (keep, reason, score), code, conf = filters.identify_language(text, cfg.language)
+            attrs.update(language=code, language_score=conf)
+            if not keep:
+                removed = {"step": "language", "reason": reason, "score": score, "detail": ""}
+        if removed is None and "eval_index" in ctx:
+            hit = ctx["eval_index"].check(text)
+            if hit:
+                removed = {"step": "decontamination", "reason": "eval_overlap", "score": hit[1], "detail": hit[0]}
+        rec = {"id": item.id, "text": text, "source": item.source, "meta": item.meta, "attrs": attrs,
+               "removed": removed}
+        if removed is None:
+            attrs["tokens"] = approx_tokens(text)
+            if cfg.heuristics.enabled:
+                keep, reason, score = filters.heuristic_verdict(text, cfg.heuristics)
+                attrs["heuristic"] = None if keep else [reason, score]
+            survivors.append(len(records))
+        records.append(rec)
+
+    texts = [records[k]["text"] for k in survivors]
+    scores = ctx["quality"].score(texts) if "quality" in ctx and texts else {}
+    n_perm = cfg.dedup.bands * cfg.dedup.rows
+    sigs = np.zeros((len(survivors), n_perm), dtype=np.uint32)
+    shingles, offsets = [], [0]
+    side = []
+    for j, k in enumerate(survivors):
+        rec = records[k]
+        if scores:
+            rec["attrs"]["quality_scores"] = {name: round(float(v[j]), 6) for name, v in scores.items()}
+        sh = dedup.shingle_hashes(rec["text"], cfg.dedup.ngram)
+        if cfg.dedup.fuzzy:
+            sigs[j] = ctx["minhash"].signature(sh)
+            shingles.append(sh)
+            offsets.append(offsets[-1] + len(sh))
+        side.append({"pos": k, "id": rec["id"], "tokens": rec["attrs"]["tokens"],
+                     "heuristic": rec["attrs"].get("heuristic"), "quality": rec["attrs"].get("quality_scores"),
+                     "exact": dedup.exact_key(rec["text"]) if cfg.dedup.exact else None})
+    stage = _work(out) / "stage"
+    stage.mkdir(parents=True, exist_ok=True)
+    with (stage / f"docs-{index:05d}.jsonl.tmp").open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    (stage / f"docs-{index:05d}.jsonl.tmp").replace(stage / f"docs-{index:05d}.jsonl")
+    _write_json(stage / f"attrs-{index:05d}.json", {"n_records": len(records), "survivors": side})
+    np.savez(stage / f"hashes-{index:05d}.tmp.npz", sigs=sigs,
+             shingles=np.concatenate(shingles) if shingles else np.zeros(0, np.uint64),
+             offsets=np.array(offsets, dtype=np.int64))
+    (stage / f"hashes-{index:05d}.tmp.npz").replace(stage / f"hashes-{index:05d}.npz")
+    _mark(out, "stage", index)
+
+
+# ---- phase B: decide ----------------------------------------------------------------------------------------
+
+
+def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
+    """Global decisions: buckets, heuristic removals, exact and fuzzy duplicates. Returns a summary."""
+    stage = _work(out) / "stage"
+    side, where = [], []  # survivors in global input order, and their (shard, pos)
+    for i in range(n_shards):
+        attrs = json.loads((stage / f"attrs-{i:05d}.json").read_text())
+        for s in attrs["survivors"]:
+            side.append(s)
+            where.append((i, s["pos"]))
+    n = len(side)
+    buckets: list[int | None] = [None] * n
+    summary: dict = {"survivors_after_stage": n}
+    names = sorted(side[0]["quality"]) if n and side[0]["quality"] else []
+    if names:
+        tokens = np.array([s["tokens"] for s in side])
+        scores = {k: np.array([s["quality"][k] for s in side], dtype=np.float32) for k in names}
+        thresholds = {k: quality.percentile_thresholds(v, tokens) for k, v in scores.items()}
+        buckets = [int(b) for b in quality.assign_buckets(scores, thresholds)]
+        summary["quality_thresholds"] = thresholds
+    removed: dict[int, dict] = {}
+    skip_from = cfg.quality.skip_heuristics_from_bucket
+    for k, s in enumerate(side):
+        h = s["heuristic"]
+        if h and not (skip_from is not None and buckets[k] is not None and buckets[k] >= skip_from):
+            removed[k] = {"step": "heuristics", "reason": h[0], "score": h[1], "detail": ""}
+    if cfg.dedup.exact:
+        keys = [None if k in removed else s["exact"] for k, s in enumerate(side)]
+        for d in dedup.exact_duplicates(keys):
+            removed[d.index] = {"step": "exact_dedup", "reason": "exact_duplicate", "score": 1.0,
+                                "detail": side[d.kept]["id"]}
+    if cfg.dedup.fuzzy and n > 1:
+        sigs, shingles = [], []
+        for i in range(n_shards):
+            z = np.load(stage / f"hashes-{i:05d}.npz")
+            sigs.append(z["sigs"])
+            off, sh = z["offsets"], z["shingles"]
+            shingles += [sh[off[j]:off[j + 1]] for j in range(len(off) - 1)]
+        active = np.array([k not in removed for k in range(n)])
+        for d in dedup.fuzzy_duplicates(np.concatenate(sigs), shingles, cfg.dedup.bands, cfg.dedup.rows,
+                                        cfg.dedup.threshold, active):
+            removed[d.index] = {"step": "fuzzy_dedup", "reason": "near_duplicate", "score": round(d.score, 4),
+                                "detail": side[d.kept]["id"]}
+    per_shard: list[dict] = [{} for _ in range(n_shards)]
+    for k, (i, pos) in enumerate(where):
+        per_shard[i][str(pos)] = {"bucket": buckets[k], "removed": removed.get(k)}
+    for i in range(n_shards):
+        _write_json(_work(out) / "decisions" / f"shard-{i:05d}.json", per_shard[i])
+    _write_json(_work(out) / "decisions" / "summary.json", summary)
+    _mark(out, "decide")
+    return summary
+
+
+# ---- phase C: finish ----------------------------------------------------------------------------------------
+
+
+def finish_shard(out_dir: str, index: int) -> None:
+    """Phase C for one shard: redact PII, rephrase if enabled, write kept/removed/synthetic and stats."""
+    ctx = _context(out_dir)
+    cfg: CurateConfig = ctx["cfg"]
+    out = Path(out_dir)
+    decisions = json.loads((_work(out) / "decisions" / f"shard-{index:05d}.json").read_text())
+    kept_w = ShardWriter(out, "kept", index, cfg.output.compression)
+    removed_w = ShardWriter(out, "removed", index, cfg.output.compression)
+    synth_w = ShardWriter(out, "synthetic", index, cfg.output.compression) if cfg.rephrase.enabled else None
+    rephraser = None
+    if synth_w is not None:
+        from hytron.data.rephrase import make_rephraser
+
+        rephraser = make_rephraser(cfg.rephrase)
+    stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
+             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}}
+    n_rephrased = 0
+    with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
+        for pos, line in enumerate(f):
+            rec = json.loads(line)
+            stats["input"] += 1
+            decision = decisions.get(str(pos), {})
+            removed = rec["removed"] or decision.get("removed")
+            meta = {**rec["meta"], **rec["attrs"]}
+            if decision.get("bucket") is not None:
+                meta["quality_bucket"] = decision["bucket"]
+            if removed:
+                removed_w.write({"id": rec["id"], "text": rec["text"], "source": rec["source"],
+                                 "step": removed["step"], "removal_reason": removed["reason"],
+                                 "score": removed["score"], "detail": removed["detail"], "meta": meta})
+                by_step = stats["removed"].setdefault(removed["step"], {})
+                by_step[removed["reason"]] = by_step.get(removed["reason"], 0) + 1
+                continue
+            text = rec["text"]
+            if cfg.pii.enabled:
+                text, counts = pii.redact(text, cfg.pii.kinds)
+                if counts:
+                    meta["pii_redacted"] = counts
+                    for kind, c in counts.items():
+                        stats["pii_redacted"][kind] = stats["pii_redacted"].get(kind, 0) + c
+            stats["unicode_repaired"] += bool(meta.get("unicode_repaired"))
+            bucket = meta.pop("quality_bucket", None)
+            meta["tokens"] = approx_tokens(text)
+            kept_w.write({"id": rec["id"], "text": text, "source": rec["source"], "quality_bucket": bucket,
+                          "meta": meta})
+            stats["kept"] += 1
+            key = "null" if bucket is None else str(bucket)
+            for name, inc in (("kept_by_source_bucket", 1), ("tokens_by_source_bucket", meta["tokens"])):
+                src = stats[name].setdefault(rec["source"], {})
+                src[key] = src.get(key, 0) + inc
+            if rephraser is not None and (cfg.rephrase.max_docs_per_shard is None
+                                          or n_rephrased < cfg.rephrase.max_docs_per_shard):
+                styles = (cfg.rephrase.low_styles if bucket in cfg.rephrase.low_buckets else
+                          cfg.rephrase.high_styles if bucket in cfg.rephrase.high_buckets else [])
+                if styles:
+                    n_rephrased += 1
+                for style in styles:
+                    new = rephraser.rephrase(text, style)
+                    if new:
+                        synth_w.write({"id": f"{rec['id']}#{style}", "text": new,
+                                       "source": f"{rec['source']}/synthetic-{style}", "quality_bucket": bucket,
+                                       "meta": {"parent_id": rec["id"], "style": style,
+                                                "generator": rephraser.name}})
+                        stats["synthetic"][style] = stats["synthetic"].get(style, 0) + 1
+    for w in (kept_w, removed_w, synth_w):
+        if w is not None:
+            w.close()
+    _write_json(_work(out) / "stats" / f"shard-{index:05d}.json", stats)
+    _mark(out, "finish", index)
+
+
+# ---- driver -------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_defaults(inputs: list[str | Path], cfg: CurateConfig) -> CurateConfig:
+    """Fill reference docs and eval sets from a TinyWeb input when the config names none."""
+    for p in inputs:
+        if tinyweb.is_tinyweb(p):
+            meta = json.loads((Path(p) / "tinyweb.json").read_text())["paths"]
+            if not cfg.quality.reference:
+                cfg.quality.reference = [str(Path(p) / meta["reference"])]
+            if not cfg.decontam.eval_files:
+                cfg.decontam.eval_files = [str(Path(p) / meta[k]) for k in ("validation", "world_qa", "arithmetic")]
+    return cfg
+
+
+def _train_quality(out: Path, cfg: CurateConfig, shards: list[readers.Shard]) -> None:
+    qdir = _work(out) / "quality"
+    if (qdir / "done").is_file() or not (cfg.quality.enabled and cfg.quality.reference):
+        return
+    reference = []
+    for path in cfg.quality.reference:
+        with Path(path).open(encoding="utf-8") as f:
+            reference += [json.loads(line)["text"] for line in f if line.strip()]
+    per_shard = -(-cfg.quality.sample_docs // max(len(shards), 1))
+    random_docs = []
+    for shard in shards:  # the first docs of every shard: deterministic and spread over the input
+        for item in readers.read_shard(shard, cfg.input):
+            if len(random_docs) >= cfg.quality.sample_docs:
+                break
+            if not isinstance(item, Malformed):
+                random_docs.append(item.text)
+                if len(random_docs) % per_shard == 0:
+                    break
+    model = quality.QualityModel.train(reference, random_docs, cfg.quality.classifiers, cfg.quality.seed)
+    model.save(qdir)
+    _write_json(qdir / "training.json", {"reference_docs": len(reference), "random_docs": len(random_docs)})
+    (qdir / "done").write_text("ok\n")
+
+
+def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | None = None, *,
+           overwrite: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) curation of `inputs` into `out_dir`; returns the manifest."""
+    out = Path(out_dir)
+    cfg = resolve_defaults(inputs, copy.deepcopy(cfg) if cfg else CurateConfig())
+    if overwrite and out.exists():
+        for name in ("kept", "removed", "synthetic", "quality", ".work", "manifest.json"):
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    if (out / "manifest.json").is_file():
+        manifest = json.loads((out / "manifest.json").read_text())
+        if progress:
+            print(f"[curate] {out} is already complete (manifest.json); pass --overwrite to redo it",
+                  file=sys.stderr)
+        return manifest
+    files = readers.expand_inputs(inputs)
+    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records)
+    input_info = [{"path": str(f), "format": readers.detect_format(f), "bytes": f.stat().st_size,
+                   "sha256": _sha256(f)} for f in files]
+    resolved = to_dict(cfg)
+    fingerprint = hashlib.sha256(json.dumps([resolved, input_info], sort_keys=True).encode()).hexdigest()
+    plan_path = _work(out) / "plan.json"
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old["fingerprint"] != fingerprint:
+            raise ValueError(f"{out} holds an unfinished run with different inputs or config; pass --overwrite "
+                             "to discard it, or choose another --out")
+        if progress:
+            print(f"[curate] resuming the unfinished run in {out}", file=sys.stderr)
+    else:
+        _write_json(plan_path, {"fingerprint": fingerprint, "config": resolved, "inputs": input_info,
+                                "shards": [dataclasses.asdict(s) for s in shards]})
+    _train_quality(out, cfg, shards)
+    n = len(shards)
+    t0 = time.time()
+    todo = [i for i in range(n) if not _marker(out, "stage", i).is_file()]
+    run_tasks(stage_shard, str(out), todo, cfg.executor, "stage", progress)
+    summary = (json.loads((_work(out) / "decisions" / "summary.json").read_text())
+               if _marker(out, "decide").is_file() else decide(out, cfg, n))
+    todo = [i for i in range(n) if not _marker(out, "finish", i).is_file()]
+    run_tasks(finish_shard, str(out), todo, cfg.executor, "finish", progress)
+    manifest = _manifest(out, resolved, input_info, n, summary, time.time() - t0)
+    if (_work(out) / "quality" / "done").is_file():
+        shutil.copytree(_work(out) / "quality", out / "quality", dirs_exist_ok=True)
+    _write_json(out / "manifest.json", manifest)
+    shutil.rmtree(_work(out))
+    _CONTEXT.pop(str(out), None)
+    return manifest
+
+
+def _merge(into: dict, add: dict) -> None:
+    for k, v in add.items():
+        if isinstance(v, dict):
+            _merge(into.setdefault(k, {}), v)
+        else:
+            into[k] = into.get(k, 0) + v
+
+
+def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summary: dict, seconds: float) -> dict:
+    from hytron import __version__
+
+    total: dict = {}
+    for i in range(n_shards):
+        _merge(total, json.loads((_work(out) / "stats" / f"shard-{i:05d}.json").read_text()))
+    n_removed = sum(sum(r.values()) for r in total.get("removed", {}).values())
+    training = _work(out) / "quality" / "training.json"
+    return {
+        "format": FORMAT_VERSION, "generator": "hytron.data.pipeline", "hytron_version": __version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 2),
+        "inputs": input_info, "config": resolved, "shards": n_shards,
+        "counts": {"input": total.get("input", 0), "kept": total.get("kept", 0), "removed": n_removed,
+                   "synthetic": sum(total.get("synthetic", {}).values())},
+        "balanced": total.get("input", 0) == total.get("kept", 0) + n_removed,
+        "removed_by_step": {s: total["removed"][s] for s in STEPS if s in total.get("removed", {})},
+        "kept_by_source_bucket": total.get("kept_by_source_bucket", {}),
+        "tokens_by_source_bucket": total.get("tokens_by_source_bucket", {}),
+        "tokens_note": "approximate tokens: word and punctuation pieces (hytron.data.document.approx_tokens)",
+        "pii_redacted": total.get("pii_redacted", {}), "unicode_repaired": total.get("unicode_repaired", 0),
+        "synthetic_by_style": total.get("synthetic", {}),
+        "quality": {"thresholds": summary.get("quality_thresholds"),
+                    "training": json.loads(training.read_text()) if training.is_file() else None},
+        "outputs": {"kept": "kept/", "removed": "removed/", "synthetic": "synthetic/", "quality_models": "quality/"},
+    }
+
+
+def explain(out_dir: str | Path, doc_id: str) -> dict | None:
+    """The kept or removed record of `doc_id` (text shortened), with `status`; None if the id is unknown."""
+    for kind in ("removed", "kept"):
+        for rec in iter_records(out_dir, kind):
+            if rec["id"] == doc_id:
+                text = rec["text"]
+                rec["text"] = text if len(text) <= 300 else text[:300] + f"... [{len(text)} chars]"
+                rec["status"] = kind
+                return rec
+    return None
