@@ -157,6 +157,18 @@ def test_assistant_mask_covers_exactly_assistant_content_and_end_of_turn(tok):
     assert ids == tok.apply_chat_template(chat)
 
 
+def test_continue_final_message_leaves_the_turn_open(tok):
+    user = {"role": "user", "content": "What is 6 x 7?"}
+    cut = [user, {"role": "assistant", "content": "<think>\nsix sevens are"}]  # reasoning cut by a budget
+    assert tok.render_text(cut, continue_final_message=True).endswith(
+        "<|im_start|>assistant\n<think>\nsix sevens are")
+    closed = [user, {"role": "assistant", "content": "<think>\nsix sevens are 42.\n</think>\n"}]
+    # the answer continues after `</think>` (the trailing newline is left to the model, as in transformers)
+    assert tok.render_text(closed, continue_final_message=True).endswith("<think>\nsix sevens are 42.\n</think>")
+    with pytest.raises(ValueError, match="continue_final_message"):
+        tok.render_text([user], continue_final_message=True)
+
+
 # ---------------------------------------------------------------- transformers interop
 CHATS = [
     SYSTEM_NO_THINK,
@@ -188,6 +200,16 @@ def test_transformers_chat_template_matches_ours(tok, hf, chat, gen, thinking):
     assert theirs["assistant_masks"] == ours_mask
     assert hf.apply_chat_template(chat, add_generation_prompt=gen, tokenize=False, **kwargs) == \
         tok.render_text(chat, add_generation_prompt=gen, enable_thinking=thinking)
+
+
+@pytest.mark.parametrize("content", ["<think>\nsix sevens are", "<think>\nsix sevens are 42.\n</think>\n",
+                                     "<think>\nr\n</think>\nThe answer is"])
+def test_transformers_continue_final_message_matches_ours(tok, hf, content):
+    chat = [{"role": "user", "content": "What is 6 x 7?"}, {"role": "assistant", "content": content}]
+    theirs = hf.apply_chat_template(chat, continue_final_message=True, tokenize=False)
+    assert theirs == tok.render_text(chat, continue_final_message=True)
+    assert hf.apply_chat_template(chat, continue_final_message=True, tokenize=True, return_dict=True)[
+        "input_ids"] == tok.apply_chat_template(chat, continue_final_message=True)
 
 
 _content = st.lists(st.sampled_from(list("ab \n\t😀é/<>") + ["/think", "/no_think", "</think>", "<think>"]),

@@ -20,7 +20,9 @@ tool already recognises them; the *reasoning control* is Nano 2's (research/reas
 - the generation prompt pre-fills `<think>\\n` (reasoning on) or the empty pair `<think></think>` (off);
 - earlier assistant turns keep only their answer (the text after `</think>`), rendered as
   `<think></think>ANSWER`; the last assistant turn keeps its reasoning as `<think>\\nREASONING\\n</think>\\nANSWER`.
-  Reasoning may be given inline (`<think>...</think>` in `content`) or as `reasoning_content`.
+  Reasoning may be given inline (`<think>...</think>` in `content`) or as `reasoning_content`; a last turn
+  with `<think>` but no `</think>` is an unfinished trace and stays open, so `continue_final_message=True`
+  continues the reasoning (or, after a closed trace, the answer) as Nano 2's budget-control client does.
 
 Every assistant turn therefore begins with the special token `<think>`, so token boundaries never straddle
 the role header and the content: tokenizing the rendered string (what transformers does) and our
@@ -61,18 +63,23 @@ CHAT_TEMPLATE = (
     "{%- for m in messages -%}"
     "{%- set content = m['content'] if m['content'] is string else '' -%}"
     "{%- if m['role'] == 'assistant' -%}"
+    "{%- set unfinished = false -%}"
     "{%- if m['reasoning_content'] is defined and m['reasoning_content'] -%}"
     "{%- set reasoning = m['reasoning_content'] | trim -%}{%- set answer = content | trim -%}"
     "{%- elif '</think>' in content -%}"
     "{%- set reasoning = content.split('</think>')[0].replace('<think>', '') | trim -%}"
     "{%- set answer = content.split('</think>')[-1] | trim -%}"
+    "{%- elif '<think>' in content -%}"
+    "{%- set reasoning = content.split('<think>')[-1] | trim -%}{%- set answer = '' -%}"
+    "{%- set unfinished = true -%}"
     "{%- else -%}"
-    "{%- set reasoning = '' -%}{%- set answer = content.replace('<think>', '') | trim -%}"
+    "{%- set reasoning = '' -%}{%- set answer = content | trim -%}"
     "{%- endif -%}"
     "{{- '<|im_start|>assistant\\n' -}}"
     "{%- generation -%}"
     "{%- if reasoning and loop.last -%}"
-    "{{- '<think>\\n' + reasoning + '\\n</think>\\n' + answer -}}"
+    "{{- '<think>\\n' + reasoning -}}"
+    "{%- if not unfinished -%}{{- '\\n</think>\\n' + answer -}}{%- endif -%}"
     "{%- else -%}"
     "{{- '<think></think>' + answer -}}"
     "{%- endif -%}"
@@ -90,6 +97,8 @@ CHAT_TEMPLATE = (
     "{{- '<|im_start|>assistant\\n' + ('<think>\\n' if ns.think else '<think></think>') -}}"
     "{%- endif -%}"
 )
+
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # the marker transformers uses, so both cut at the same place
 
 
 def _compile_template(source: str):
@@ -249,9 +258,19 @@ class Tokenizer:
 
     # ---- chat ----
     def render_text(self, messages: Sequence[dict], *, add_generation_prompt: bool = False,
-                    enable_thinking: bool | None = None, _spans: list | None = None) -> str:
-        """The chat as text, rendered by the Jinja chat template (the same one saved for transformers)."""
+                    enable_thinking: bool | None = None, continue_final_message: bool = False,
+                    _spans: list | None = None) -> str:
+        """The chat as text, rendered by the Jinja chat template (the same one saved for transformers).
+
+        `continue_final_message` leaves the last (assistant) turn open so generation continues it, e.g. an
+        answer after a reasoning trace cut by a thinking budget: content `"<think>\\nsteps...\\n</think>\\n"`.
+        """
         _check_messages(messages)
+        if continue_final_message and (add_generation_prompt or not messages
+                                       or messages[-1]["role"] != "assistant"):
+            raise ValueError("continue_final_message needs a final assistant message and no generation prompt")
+        if continue_final_message:  # mark where the message ends, render, cut there (as transformers does)
+            messages = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + _CONTINUE_TAG}]
         if self._template is None:
             self._template = _compile_template(self.chat_template)
         extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
@@ -260,21 +279,29 @@ class Tokenizer:
                                              bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                              _spans=_spans, _rendered=rendered, **extra):
             rendered.append(block)
-        return "".join(rendered)
+        text = "".join(rendered)
+        if continue_final_message:
+            cut = text.rfind(_CONTINUE_TAG.strip())
+            if cut < 0:
+                raise ValueError("continue_final_message: the template dropped the final message's content")
+            text = text[:cut] if text[cut:cut + len(_CONTINUE_TAG)] == _CONTINUE_TAG else text[:cut].rstrip()
+        return text
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False,
-                            enable_thinking: bool | None = None) -> list[int]:
+                            enable_thinking: bool | None = None, continue_final_message: bool = False) -> list[int]:
         """Token ids of a rendered chat. `enable_thinking` sets the default; /think and /no_think override it."""
         return self.render_chat(messages, add_generation_prompt=add_generation_prompt,
-                                enable_thinking=enable_thinking)[0]
+                                enable_thinking=enable_thinking, continue_final_message=continue_final_message)[0]
 
     def render_chat(self, messages: Sequence[dict], *, add_generation_prompt: bool = False,
-                    enable_thinking: bool | None = None) -> tuple[list[int], list[int]]:
+                    enable_thinking: bool | None = None,
+                    continue_final_message: bool = False) -> tuple[list[int], list[int]]:
         """(ids, assistant_mask): mask is 1 exactly on assistant turn tokens after the role header,
         through and including `<|im_end|>` (the tokens SFT trains on), 0 elsewhere."""
         spans: list[tuple[int, int]] = []
         text = self.render_text(messages, add_generation_prompt=add_generation_prompt,
-                                enable_thinking=enable_thinking, _spans=spans)
+                                enable_thinking=enable_thinking, continue_final_message=continue_final_message,
+                                _spans=spans)
         encoding = self._tok.encode(text, add_special_tokens=False)
         mask = [0] * len(encoding.ids)
         span_iter = iter(sorted(spans))
