@@ -108,6 +108,9 @@ def test_curation_and_tinyweb_dirs_read_only_their_documents(tmp_path):
     (curated / "kept" / "part-0.jsonl").write_text(
         '{"id": "k", "text": "kept", "source": "s", "meta": {"quality_bucket": 3}}\n')
     (curated / "removed" / "part-0.jsonl").write_text('{"id": "r", "text": "removed", "source": "s"}\n')
+    (curated / "kept" / ".tmp-3").mkdir()  # a shard being written by a running curation
+    (curated / "kept" / ".tmp-3" / "part-3.jsonl").write_text('{"id": "t", "text": "half-written"}\n')
+    (curated / "kept" / "part-0.done.json").write_text('{\n  "shard": 0\n}\n')
     assert [(r["id"], r["quality_bucket"]) for r in read_documents(curated)] == [("k", 3)]
     tinyweb = tmp_path / "tinyweb"
     for sub in ("corpus", "evals"):

@@ -52,7 +52,7 @@ from hytron.data.mix import Blend
 FORMAT = "hytron-packed-v1"
 SPLITS = ("train", "val")
 _BLOCK = 1024  # samples whose components are drawn by one generator
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")  # in a folder; a file given by name may be any
 
 
 # ---------------------------------------------------------------- reading curated documents
@@ -78,7 +78,8 @@ def jsonl_files(path: str | Path) -> list[Path]:
         path = path / "kept"
     elif (path / "tinyweb.json").is_file():  # a raw `hytron tinyweb --out DIR` directory
         path = path / "corpus"
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(JSONL_SUFFIXES))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(JSONL_SUFFIXES)
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))  # no temp dirs
     if not files:
         raise FileNotFoundError(f"no JSONL files ({', '.join(JSONL_SUFFIXES)}) under {path}")
     return files
