@@ -136,6 +136,10 @@ def test_every_document_lands_once_with_bos_eos(packed, curated, tok):
     assert set(high) <= set(expected_high)
     assert len(data.index["splits"]["train"]["components"]["high"]["shards"]) > 1  # shard_tokens=4000 split it
     assert data.index["skipped"] == {"invalid_json": 1, "missing_text": 1}
+    buckets = data.index["buckets"]
+    assert sum(v["docs"] for s in ("train", "val") for v in buckets[s].values()) == len(docs)
+    assert sum(v["docs"] for s in ("train", "val") for b, v in buckets[s].items() if b == "none") == \
+        sum(d["quality_bucket"] is None for d in docs)
     assert data.index["splits"]["train"]["num_bytes"] > 0
     assert (packed / "tokenizer" / "tokenizer.json").is_file()
 

@@ -3,7 +3,8 @@
 On disk (`hytron tokenize --blend FILE --tokenizer DIR --out DIR`):
 
     OUT/index.json                      format, dtype, special ids, blend, weights, per split/component
-                                        shards (path, num_tokens, num_docs), tokens per source, skip counts
+                                        shards (path, num_tokens, num_docs), docs and tokens per source
+                                        and per quality bucket, skip counts by reason, warnings
     OUT/tokenizer/                      a copy of the tokenizer the ids belong to
     OUT/{train,val}/COMPONENT-00000.bin flat token ids (uint16 when vocab <= 65536, else uint32);
                                         each document is `<s> tokens </s>`, documents back to back
@@ -248,25 +249,27 @@ def pack(blend: Blend, tokenizer: Any, out_dir: str | Path, *, shard_tokens: int
     writers = {(s, c.name): _ShardWriter(tmp, s, c.name, dtype, shard_tokens)
                for s in SPLITS for c in blend.components}
     per_source: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
+    per_bucket: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}  # bucket as str ("none")
     stats = ReadStats()
     docs_read = tokens_written = 0
     pending: list[tuple[str, str, str]] = []  # (split, component, text) of documents not yet tokenized
-    pending_sources: list[str] = []  # their sources
+    pending_meta: list[tuple[str, str]] = []  # their (source, quality bucket)
 
     def flush() -> None:
         nonlocal tokens_written
         if not pending:
             return
         encoded = tokenizer.encode_batch([t for _, _, t in pending])
-        for (split, comp, text), source, ids in zip(pending, pending_sources, encoded):
+        for (split, comp, text), (source, bucket), ids in zip(pending, pending_meta, encoded):
             doc = [bos, *ids, eos]
             writers[split, comp].write(doc, len(text.encode("utf-8")))
-            src = per_source[split].setdefault(source, {"docs": 0, "tokens": 0})
-            src["docs"] += 1
-            src["tokens"] += len(doc)
+            for table, key in ((per_source, source), (per_bucket, bucket)):
+                row = table[split].setdefault(key, {"docs": 0, "tokens": 0})
+                row["docs"] += 1
+                row["tokens"] += len(doc)
             tokens_written += len(doc)
         pending.clear()
-        pending_sources.clear()
+        pending_meta.clear()
         if progress is not None:
             progress(docs_read, tokens_written)
 
@@ -280,7 +283,8 @@ def pack(blend: Blend, tokenizer: Any, out_dir: str | Path, *, shard_tokens: int
                 continue
             split = "val" if is_validation(record["id"], blend.seed, blend.validation_fraction) else "train"
             pending.append((split, comp, record["text"]))
-            pending_sources.append(record["source"])
+            bucket = record["quality_bucket"]
+            pending_meta.append((record["source"], "none" if bucket is None else str(bucket)))
             if len(pending) >= batch_docs:
                 flush()
     flush()
@@ -313,7 +317,8 @@ def pack(blend: Blend, tokenizer: Any, out_dir: str | Path, *, shard_tokens: int
         "bos_id": bos, "eos_id": eos, "pad_id": getattr(tokenizer, "pad_id", None),
         "tokenizer_sha256": hashlib.sha256((tmp / "tokenizer" / "tokenizer.json").read_bytes()).hexdigest(),
         "blend": blend.to_dict(), "weights": {k: v / total for k, v in kept.items()},
-        "splits": splits, "sources": per_source, "skipped": stats.counts, "warnings": warnings,
+        "splits": splits, "sources": per_source, "buckets": per_bucket, "skipped": stats.counts,
+        "warnings": warnings,
     }
     (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     if out_dir.exists():
