@@ -14,6 +14,7 @@ from hytron.lowp.formats import (
     fp8_bytes,
     pack_fp4,
     round_to_format,
+    round_to_format_ref,
 )
 
 ORACLE = {"e2m1": ml_dtypes.float4_e2m1fn, "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
@@ -45,11 +46,22 @@ def adversarial(fmt) -> torch.Tensor:
     return torch.cat([pts, -pts]).to(torch.float32)
 
 
+@pytest.mark.parametrize("round_fn", [round_to_format, round_to_format_ref], ids=["fast", "ref"])
 @pytest.mark.parametrize("fmt", [E2M1, E4M3, E5M2], ids=lambda f: f.name)
-def test_rne_matches_ml_dtypes_on_ties_neighbours_and_extremes(fmt):
+def test_rne_matches_ml_dtypes_on_ties_neighbours_and_extremes(fmt, round_fn):
     x = adversarial(fmt)
-    ours = round_to_format(x, fmt, "rne")
+    ours = round_fn(x, fmt, "rne")
     assert same_bits(ours, oracle_round(x, fmt)), fmt.name
+
+
+@pytest.mark.parametrize("fmt", [E2M1, E4M3, E5M2], ids=lambda f: f.name)
+def test_fast_stochastic_rounding_equals_the_reference_for_the_same_noise(fmt):
+    g = torch.Generator().manual_seed(2)
+    x = torch.cat([adversarial(fmt), torch.randn(50_000, generator=g) * fmt.max / 4])
+    x = x[~torch.isnan(x)]
+    for _ in range(3):
+        u = torch.rand(x.shape, generator=g)
+        assert same_bits(round_to_format(x, fmt, "sr", noise=u), round_to_format_ref(x, fmt, "sr", noise=u))
 
 
 @pytest.mark.parametrize("fmt", [E2M1, E4M3, E5M2], ids=lambda f: f.name)

@@ -43,12 +43,51 @@ ELEMENTS = {f.name: f for f in (E4M3, E5M2, E2M1)}
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
-def _step(a: torch.Tensor, fmt: ElementFormat) -> torch.Tensor:
+def _step_ref(a: torch.Tensor, fmt: ElementFormat) -> torch.Tensor:
     """Grid spacing at magnitude `a` (>= 0): 2^(max(floor(log2 a), emin) - mbits); subnormals share emin's."""
     _, e = torch.frexp(a)  # a = m * 2^e with m in [0.5, 1), so floor(log2 a) = e - 1
     e = torch.where(a == 0, fmt.emin + 1, e)  # frexp(0) gives e = 0; zero lives in the subnormal binade
     exponent = (e - 1).clamp(min=fmt.emin) - fmt.mbits
     return torch.ldexp(torch.ones_like(a), exponent)
+
+
+def _step(a: torch.Tensor, fmt: ElementFormat) -> torch.Tensor:
+    """_step_ref in three passes: keep only a's fp32 exponent bits (2^floor(log2 a); 0 for 0/subnormals)."""
+    pow2 = (a.view(torch.int32) & 0x7F800000).view(torch.float32)
+    return pow2.clamp_(min=2.0**fmt.emin).mul_(2.0**-fmt.mbits)
+
+
+def round_to_format_ref(
+    y: torch.Tensor,
+    fmt: ElementFormat,
+    rounding: str = "rne",
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round fp32 `y` onto `fmt`'s grid (saturating): RNE, or SR with uniform `noise` in [0, 1).
+
+    The plain reference (frexp/ldexp); `round_to_format` is the faster twin, tested to agree bit for bit.
+    SR: q = floor(|y| + u * step(|y|)) on the grid (the step is recomputed at the sum, which may cross
+    into the next binade), so E[q] = y for |y| <= max. `noise` (same shape) overrides the generator draw,
+    which lets tests replay one draw.
+    """
+    if y.dtype != torch.float32:
+        raise TypeError(f"round_to_format expects float32 values, got {y.dtype}")
+    a = y.abs().clamp(max=fmt.max)  # satfinite: inf -> max; NaN stays NaN
+    if rounding == "rne":
+        step = _step_ref(a, fmt)
+        m = torch.round(a / step) * step  # torch.round is round-half-to-even; /step and *step are exact
+    elif rounding == "sr":
+        u = noise if noise is not None else torch.rand(y.shape, generator=generator, device=y.device)
+        t = a + u * _step_ref(a, fmt)
+        step_t = _step_ref(t, fmt)
+        m = torch.floor(t / step_t) * step_t
+    else:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return torch.copysign(m.clamp(max=fmt.max), y)
+
+
+_TORCH_FP8 = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
 
 
 def round_to_format(
@@ -58,26 +97,27 @@ def round_to_format(
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Round fp32 `y` onto `fmt`'s grid (saturating): RNE, or SR with uniform `noise` in [0, 1).
+    """Round fp32 `y` onto `fmt`'s grid, saturating: RNE or SR. Same results as `round_to_format_ref`.
 
-    SR: q = floor(|y| + u * step(|y|)) on the grid (the step is recomputed at the sum, which may cross
-    into the next binade), so E[q] = y for |y| <= max. `noise` (same shape) overrides the generator draw,
-    which lets tests replay one draw.
+    Faster: FP8 RNE is torch's own (RNE) cast after clamping; otherwise the step comes from exponent bits
+    and the arithmetic runs in place. RNE never needs the final clamp (max is a grid point).
     """
     if y.dtype != torch.float32:
         raise TypeError(f"round_to_format expects float32 values, got {y.dtype}")
-    a = y.abs().clamp(max=fmt.max)  # satfinite: inf -> max; NaN stays NaN
+    if rounding == "rne" and fmt.name in _TORCH_FP8:
+        return y.clamp(-fmt.max, fmt.max).to(_TORCH_FP8[fmt.name]).to(torch.float32)
+    a = y.abs().clamp_(max=fmt.max)  # satfinite: inf -> max; NaN stays NaN
     if rounding == "rne":
         step = _step(a, fmt)
-        m = torch.round(a / step) * step  # torch.round is round-half-to-even; /step and *step are exact
+        m = a.div_(step).round_().mul_(step)  # round-half-to-even; dividing by a power of two is exact
     elif rounding == "sr":
         u = noise if noise is not None else torch.rand(y.shape, generator=generator, device=y.device)
-        t = a + u * _step(a, fmt)
+        t = a.addcmul_(u, _step(a, fmt))
         step_t = _step(t, fmt)
-        m = torch.floor(t / step_t) * step_t
+        m = t.div_(step_t).floor_().mul_(step_t).clamp_(max=fmt.max)
     else:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-    return torch.copysign(m.clamp(max=fmt.max), y)
+    return m.copysign_(y)
 
 
 def round_to_bf16(y: torch.Tensor) -> torch.Tensor:

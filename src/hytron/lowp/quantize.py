@@ -50,12 +50,10 @@ class Quantized:
     tile: tuple[int, int]
     shape: torch.Size
 
-    def _expanded_scale(self) -> torch.Tensor:
-        tr, tc = self.tile
-        return self.block_scale.repeat_interleave(tr, 0).repeat_interleave(tc, 1)
-
     def dequantize(self) -> torch.Tensor:
-        out = self.values if self.block_scale is None else self.values * self._expanded_scale()
+        out = self.values
+        if self.block_scale is not None:
+            out = _times_blocks(out, self.block_scale, self.tile)
         out = out * self.tensor_scale  # NVFP4: (q * s) is exact in fp32, this is the one rounding
         rows, cols = _rows_cols(self.shape)
         return out[:rows, :cols].reshape(self.shape)
@@ -97,8 +95,11 @@ def _block_amax(x2: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
     return x2.abs().reshape(r // tr, tr, c // tc, tc).amax(dim=(1, 3))
 
 
-def _expand(blocks: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
-    return blocks.repeat_interleave(tile[0], 0).repeat_interleave(tile[1], 1)
+def _times_blocks(x2: torch.Tensor, blocks: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
+    """x2 (R, C) times a per-tile value (R / tr, C / tc), broadcast over each tile without expanding it."""
+    tr, tc = tile
+    r, c = x2.shape
+    return (x2.reshape(r // tr, tr, c // tc, tc) * blocks[:, None, :, None]).reshape(r, c)
 
 
 # ---------------------------------------------------------------------------------------- FP8 per tensor
@@ -197,7 +198,7 @@ def quantize_mx(
     exp = torch.where(amax_b == 0, -127, exp.clamp(-127, 127))
     scale = torch.ldexp(torch.ones_like(amax_b), exp)
     scale = torch.where(torch.isfinite(amax_b), scale, torch.full_like(scale, float("nan")))
-    q = round_to_format(x2 / _expand(scale, tile), elem, rounding, generator)  # power-of-two divide: exact
+    q = round_to_format(_times_blocks(x2, 1.0 / scale, tile), elem, rounding, generator)  # 2^-e: exact
     return Quantized(fmt, q, scale, torch.ones((), device=x.device), tile, x.shape)
 
 
@@ -234,7 +235,7 @@ def quantize_nvfp4(
     mult = s_enc * torch.tensor(1.0 / 6.0, dtype=torch.float32)  # one fp32 product, reused (TE order)
     s_b = (amax_b * mult).clamp(max=E4M3.max).to(torch.float8_e4m3fn).to(torch.float32)  # clamp, then RNE
     enc_b = (1.0 / (s_b * s_dec)).clamp(max=FP32_MAX)  # s_b == 0 -> inf -> FLT_MAX
-    q = round_to_format(x2 * _expand(enc_b, tile), E2M1, rounding, generator)
+    q = round_to_format(_times_blocks(x2, enc_b, tile), E2M1, rounding, generator)
     s_b = torch.where(finite_b, s_b, torch.full_like(s_b, float("nan")))
     return Quantized("nvfp4", q, s_b, s_dec, tile, x.shape)
 
