@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 
 from hytron.tokenizer import BOS, CHAT_TEMPLATE, SPECIAL_TOKENS, Tokenizer
 
+# bounded, and no example database left in the checkout
+BOUNDED = {"database": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+
 CORPUS = [
     "The river Alder rises on Mount Kell and flows north to the sea.",
     "Lesson 3: 17 + 25 = 42. First add the ones: 7 + 5 = 12, write 2, carry 1.",
@@ -49,7 +52,7 @@ def test_training_learns_merges_deterministically(tok, saved, tmp_path):
     assert (again / "tokenizer.json").read_bytes() == (saved / "tokenizer.json").read_bytes()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, **BOUNDED)
 @given(st.text(max_size=200))
 def test_round_trips_arbitrary_unicode(tok, text):
     ids = tok.encode(text)
@@ -60,7 +63,7 @@ def test_round_trips_arbitrary_unicode(tok, text):
     assert sum(lengths[i] for i in ids) == len(text.encode("utf-8"))
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, **BOUNDED)
 @given(st.lists(st.sampled_from(["<s>", "</s>", "<pad>", "<think>", "<|im_start|>", "x", " ", "é"]), max_size=12))
 def test_special_token_strings_in_documents_stay_text(tok, parts):
     text = "".join(parts)
@@ -216,7 +219,7 @@ _content = st.lists(st.sampled_from(list("ab \n\t😀é/<>") + ["/think", "/no_t
                    max_size=12).map("".join)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, **BOUNDED)
 @given(st.lists(st.tuples(_content, _content), min_size=1, max_size=3), st.booleans())
 def test_transformers_agrees_on_random_chats(tok, hf, turns, gen):
     chat = [m for u, a in turns for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})]
