@@ -219,7 +219,7 @@ class _ShardWriter:
             return
         self._file.close()
         np.save(self.root / f"{self._name}.docs.npy", np.asarray(self._offsets, dtype=np.int64))
-        self.shards.append({"path": f"{self._name}.bin", "num_tokens": self._tokens,
+        self.shards.append({"path": f"{self._name}.bin", "component": self.component, "num_tokens": self._tokens,
                             "num_docs": len(self._offsets), "doc_offsets": f"{self._name}.docs.npy"})
         self._file = None
 
