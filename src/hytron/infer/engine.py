@@ -1,0 +1,328 @@
+"""Continuous batching over a HybridLM: prefill each request alone, decode all running requests together.
+
+Each running request owns one row (slot) of one batched `HybridCache`: Mamba conv + SSM state (constant
+size) and attention KV (grows with its length). A step of the engine
+  1. drops cancelled requests (waiting or running) and admits waiting ones while slots are free;
+  2. prefills admitted prompts, each alone in a batch-1 cache (no padding ever goes through Mamba), at
+     most `prefill_chunk` prompt tokens per step so long prompts do not stall the others for long;
+     a prompt finished prefilling samples its first token and joins the batch (its cache row is copied in);
+  3. decodes every running request by one token with a single `model(next_tokens (n, 1), cache)` call,
+     samples each row with its own parameters and generator, applies its thinking budget, releases text
+     and checks stop ids, stop strings and max_tokens; finished rows leave the batch.
+The batched cache is rebuilt (rows copied with `HybridCache.insert`) only when its membership changes, so
+a step never computes rows of idle slots. Drive it with `step()` from one thread, or `start()` a daemon
+thread that steps whenever there is work. It works on token ids; text (for stop strings and streaming) goes
+through the `decode` function the caller passes.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+from hytron.infer.budget import ThinkingBudget
+from hytron.infer.request import Completion, Delta, EngineClosed, PromptTooLong, QueueFull, Request
+from hytron.infer.sampling import SamplingParams, make_generator, sample, sequence_logprobs, token_logprob
+from hytron.infer.text import TextStream
+
+
+class _Seq:
+    """Engine-side state of one request."""
+
+    def __init__(self, req: Request, engine: Engine):
+        p = req.params
+        self.req, self.params = req, p
+        self.generator = make_generator(p.seed)
+        self.budget = None
+        if p.thinking is not None and engine.think_end_id is not None:
+            self.budget = ThinkingBudget(engine.think_end_id, engine.newline_ids, p.max_thinking_tokens,
+                                         grace=p.grace(), thinking=p.thinking)
+        decode = engine.decode or (lambda ids: "")
+        self.reasoning = TextStream(decode)
+        self.answer = TextStream(decode, p.stop, p.include_stop_str_in_output)
+        self.stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else engine.stop_ids)
+        self.out: list[int] = []
+        self.logprobs = []
+        self.prompt_logprobs = []
+        self.reasoning_tokens = 0
+        self.last: Delta | None = None  # the delta of the finishing token, completed by Engine._finish
+        self.cache = None  # batch-1 cache while prefilling
+        self.prefilled = 0
+        self.pending: int | None = None  # last sampled token, to be fed at the next decode step
+        self.first_token_time: float | None = None
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None
+
+
+class Engine:
+    """Slot-based continuous batching for a `HybridLM` (see the module docstring)."""
+
+    def __init__(self, model, *, max_slots: int = 8, max_waiting: int = 64, max_len: int | None = None,
+                 prefill_chunk: int = 512, stop_ids: Iterable[int] = (), decode: Callable[[Sequence[int]], str]
+                 | None = None, think_start_id: int | None = None, think_end_id: int | None = None,
+                 newline_ids: Iterable[int] = ()):
+        if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
+            raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
+        self.model = model.eval()
+        self.vocab_size = model.config.vocab_size
+        self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
+        self.max_len = max_len or model.config.max_position_embeddings
+        self.stop_ids = frozenset(int(i) for i in stop_ids)
+        self.decode = decode
+        self.think_start_id, self.think_end_id = think_start_id, think_end_id
+        self.newline_ids = frozenset(newline_ids)
+        self._think_ids = tuple(i for i in (think_start_id, think_end_id) if i is not None)
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._prefilling: list[_Seq] = []
+        self._running: list[_Seq] = []  # row i of self._cache belongs to self._running[i]
+        self._cache = None
+        self._cv = threading.Condition()
+        self._next_id = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.stats = collections.Counter()  # prompt_tokens, generation_tokens, reasoning_tokens, finished_<reason>
+
+    # ---- public API --------------------------------------------------------------------------------
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+               on_delta: Callable[[Delta], None] | None = None) -> Request:
+        """Queue a request; returns its handle at once. Raises QueueFull, EngineClosed, PromptTooLong, ValueError."""
+        params = params or SamplingParams()
+        ids = [int(i) for i in prompt_ids]
+        if not ids:
+            raise ValueError("prompt must hold at least one token")
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size}), got {bad[:5]}")
+        if len(ids) + params.max_tokens > self.max_len:
+            raise PromptTooLong(len(ids), params.max_tokens, self.max_len)
+        if params.stop and self.decode is None:
+            raise ValueError("stop strings need the engine's decode function")
+        with self._cv:
+            if self._closed:
+                raise EngineClosed("the engine is shut down")
+            if len(self._waiting) >= self.max_waiting + max(0, self.max_slots - self.num_active):
+                raise QueueFull(f"{len(self._waiting)} requests are waiting (limit {self.max_waiting})")
+            req = Request(self._next_id, ids, params, on_delta)
+            req._wake = self._wake
+            self._next_id += 1
+            self._waiting.append(req)
+            self._cv.notify()
+        return req
+
+    @property
+    def num_active(self) -> int:
+        return len(self._running) + len(self._prefilling)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._prefilling or self._running)
+
+    def run_until_idle(self) -> None:
+        """Step in this thread until every submitted request has finished."""
+        while self.has_work():
+            self.step()
+
+    def start(self) -> Engine:
+        """Run the engine in a daemon thread that steps while there is work."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="hytron-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Refuse new requests, cancel the others, and stop the thread."""
+        with self._cv:
+            self._closed = True
+            for r in list(self._waiting) + [s.req for s in self._prefilling + self._running]:
+                r._cancelled = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return
+            self._thread = None
+        self.run_until_idle()  # finish what the thread left: every handle gets its 'cancelled' result
+
+    def cache_bytes(self) -> int:
+        return self._cache.memory_bytes()["total"] if self._cache is not None else 0
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self.has_work() and not self._closed:
+                    self._cv.wait(0.5)
+                if self._closed and not self.has_work():
+                    return
+            self.step()
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One scheduling step: drop cancelled, admit, prefill (bounded), decode one token for every runner."""
+        with self._cv:
+            for r in [r for r in self._waiting if r.cancelled]:
+                self._waiting.remove(r)
+                self._finish(_Seq(r, self), "cancelled")
+            while self._waiting and self.num_active < self.max_slots:
+                self._prefilling.append(_Seq(self._waiting.popleft(), self))
+        leaving = [s for s in self._running if s.req.cancelled]
+        for s in [s for s in self._prefilling if s.req.cancelled]:
+            self._prefilling.remove(s)
+            self._finish(s, "cancelled")
+        for s in leaving:
+            s.finish_reason = "cancelled"
+        joining: list[_Seq] = []
+        try:
+            budget = self.prefill_chunk
+            for s in list(self._prefilling):
+                if budget <= 0:
+                    break
+                budget -= self._prefill(s, budget)
+                if s.prefilled == len(s.req.prompt_ids):
+                    self._prefilling.remove(s)
+                    if s.finish_reason is None:
+                        joining.append(s)
+                    else:
+                        self._finish(s, s.finish_reason)
+            if any(s.finish_reason is None for s in self._running):
+                self._decode()
+        except Exception as e:  # keep serving: fail the requests in flight, reset the batch
+            msg = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+            for s in self._running + joining + self._prefilling:
+                s.finish_reason = s.finish_reason or "error"
+                self._finish(s, s.finish_reason, error=msg)
+            self._running, self._prefilling, self._cache = [], [], None
+            return
+        staying = [s for s in self._running if s.finish_reason is None]
+        for s in self._running:
+            if s.finish_reason is not None:
+                self._finish(s, s.finish_reason)
+        if len(staying) != len(self._running) or joining:
+            rows = [(self._cache, i) for i, s in enumerate(self._running) if s.finish_reason is None]
+            rows += [(s.cache, 0) for s in joining]
+            self._running = staying + joining
+            self._cache = self._gather(rows)
+            for s in joining:
+                s.cache = None
+
+    def _gather(self, rows):
+        """A new batched cache holding the given (cache, row) pairs, in order; None when empty."""
+        if not rows:
+            return None
+        longest = max(int(c.lengths[r]) for c, r in rows)
+        new = self.model.new_cache(len(rows), capacity=max(16, longest + 16))
+        for i, (c, r) in enumerate(rows):
+            new.insert(i, c, row=r)
+        return new
+
+    def _prefill(self, s: _Seq, budget: int) -> int:
+        """Feed up to `budget` more prompt tokens of `s`; sample its first token when the prompt is done."""
+        prompt = s.req.prompt_ids
+        if s.cache is None:
+            s.cache = self.model.new_cache(1, capacity=len(prompt) + 16)
+        a = s.prefilled
+        b = min(len(prompt), a + budget)
+        chunk = torch.tensor([prompt[a:b]])
+        want_prompt_lp = s.params.prompt_logprobs is not None
+        logits = self.model(chunk, s.cache, last_only=not want_prompt_lp)[0]  # (L or 1, V)
+        if want_prompt_lp:
+            targets = torch.tensor(prompt[a + 1:b + 1])
+            s.prompt_logprobs += sequence_logprobs(logits[:len(targets)], targets, s.params.prompt_logprobs)
+        s.prefilled = b
+        self.stats["prompt_tokens"] += b - a
+        if b == len(prompt):
+            if s.params.max_tokens == 0:
+                s.finish_reason = "length"
+            else:
+                self._accept(s, logits[-1])
+        return b - a
+
+    def _decode(self) -> None:
+        feed = torch.tensor([[s.pending if s.pending is not None else 0] for s in self._running])
+        logits = self.model(feed, self._cache)[:, -1]  # (n, V)
+        for s, row in zip(self._running, logits):
+            if s.finish_reason is None:
+                self._accept(s, row)
+
+    def _accept(self, s: _Seq, logits: torch.Tensor) -> None:
+        """Choose the next token of `s` from its logits (V,), record it, release text, check for the end."""
+        p = s.params
+        forced = s.budget.forced() if s.budget is not None else None
+        if forced is not None:
+            token = forced
+        else:
+            banned = self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
+            token = sample(logits, p, s.generator, banned)
+        now = time.monotonic()
+        s.first_token_time = s.first_token_time or now
+        s.out.append(token)
+        s.pending = token
+        self.stats["generation_tokens"] += 1
+        delta = Delta(token_ids=[token])
+        if p.logprobs is not None:
+            lp = token_logprob(logits, token, p.logprobs)
+            s.logprobs.append(lp)
+            delta.logprobs.append(lp)
+        in_thinking = s.budget.observe(token, forced=forced is not None) if s.budget is not None else False
+        if token in s.stop_ids:
+            s.finish_reason, s.stop_reason = "stop", token
+        elif in_thinking:
+            s.reasoning_tokens += 1
+            self.stats["reasoning_tokens"] += 1
+            delta.reasoning = s.reasoning.flush() if token == self.think_end_id else s.reasoning.push(token)
+        else:
+            delta.text = s.answer.push(token)
+            if s.answer.stopped is not None:
+                s.finish_reason, s.stop_reason = "stop", s.answer.stopped
+        if s.finish_reason is None and len(s.out) >= p.max_tokens:
+            s.finish_reason = "length"
+        if s.finish_reason is None:
+            s.req._emit(delta)
+        else:
+            s.last = delta  # sent by _finish, with the flushed text and the finish reason
+
+    def _finish(self, s: _Seq, reason: str, error: str | None = None) -> None:
+        last = s.last or Delta()
+        if reason not in ("cancelled", "error"):
+            last.reasoning += s.reasoning.flush()
+            last.text += s.answer.flush()
+        reasoning = s.reasoning.text[:s.reasoning.released]
+        answer = s.answer.text[:s.answer.released]
+        last.finish_reason = reason
+        self.stats[f"finished_{reason}"] += 1
+        c = Completion(request_id=s.req.id, prompt_ids=s.req.prompt_ids, token_ids=list(s.out), text=answer,
+                       reasoning=reasoning, finish_reason=reason, stop_reason=s.stop_reason,
+                       reasoning_tokens=s.reasoning_tokens,
+                       thinking_forced=bool(s.budget is not None and s.budget.forced_end),
+                       logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs, arrival_time=s.req.arrival_time,
+                       first_token_time=s.first_token_time, finish_time=time.monotonic(), error=error)
+        s.req._finish(c, last)
+
+
+def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None,
+             **engine_kwargs) -> list[Completion]:
+    """Generate for many prompts in this thread with continuous batching; results in prompt order.
+
+    `engine_kwargs` go to `Engine` (max_slots, stop_ids, decode, think_end_id, newline_ids, ...).
+    """
+    plist = list(params) if isinstance(params, Sequence) else [params or SamplingParams()] * len(prompts)
+    if len(plist) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(plist)} sampling params")
+    engine_kwargs.setdefault("max_waiting", len(prompts))
+    engine = Engine(model, **engine_kwargs)
+    reqs = [engine.submit(p, sp) for p, sp in zip(prompts, plist)]
+    engine.run_until_idle()
+    return [r.result() for r in reqs]

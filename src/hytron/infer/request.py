@@ -1,0 +1,130 @@
+"""What a caller holds while the engine generates: the request handle, the streamed deltas, the final result."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from hytron.infer.sampling import SamplingParams, TokenLogprob
+
+
+class EngineError(RuntimeError):
+    """Base of the engine's refusals."""
+
+
+class QueueFull(EngineError):
+    """The waiting queue is at its bound: retry later (servers answer 429)."""
+
+
+class EngineClosed(EngineError):
+    """The engine was shut down."""
+
+
+class PromptTooLong(ValueError):
+    """prompt + max_tokens exceed the engine's `max_len`; carries the counts for a helpful error."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, max_len: int):
+        self.prompt_tokens, self.max_tokens, self.max_len = prompt_tokens, max_tokens, max_len
+        super().__init__(f"This model's maximum context length is {max_len} tokens. However, you requested "
+                         f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} in "
+                         f"the completion). Please reduce the length of the prompt or max_tokens.")
+
+
+@dataclass
+class Delta:
+    """What one engine step added to a request: new ids, released text split into reasoning and answer."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""  # answer text released by this step
+    reasoning: str = ""  # thinking text released by this step
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None  # set on the last delta: stop | length | cancelled | error
+
+
+@dataclass
+class Completion:
+    """The finished request."""
+
+    request_id: int
+    prompt_ids: list[int]
+    token_ids: list[int]  # every generated id (thinking, </think>, answer; a sampled stop id included)
+    text: str  # the answer (stop string removed unless include_stop_str_in_output)
+    reasoning: str  # the thinking text ("" with thinking off)
+    finish_reason: str  # stop | length | cancelled | error
+    stop_reason: str | int | None  # the stop string or stop id that ended it
+    reasoning_tokens: int  # thinking tokens, the closing </think> included
+    thinking_forced: bool  # the budget (not the model) closed the thinking
+    logprobs: list[TokenLogprob]
+    prompt_logprobs: list[TokenLogprob]  # for prompt tokens 1..n-1 (the first has no context)
+    arrival_time: float
+    first_token_time: float | None
+    finish_time: float
+    error: str | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class Request:
+    """Handle to a submitted request: iterate it for deltas (or pass `on_delta`), `result()` to wait, `cancel()`."""
+
+    def __init__(self, request_id: int, prompt_ids: list[int], params: SamplingParams,
+                 on_delta: Callable[[Delta], None] | None = None):
+        self.id = request_id
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.arrival_time = time.monotonic()
+        self._on_delta = on_delta
+        self._queue: queue.SimpleQueue[Delta] | None = None if on_delta else queue.SimpleQueue()
+        self._done = threading.Event()
+        self._cancelled = False
+        self._completion: Completion | None = None
+        self._wake: Callable[[], None] = lambda: None  # set by the engine: wakes its loop
+
+    def cancel(self) -> None:
+        """Stop generating: the engine frees the slot at its next step and finishes with 'cancelled'."""
+        self._cancelled = True
+        self._wake()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Completion:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.id} not finished after {timeout}s")
+        assert self._completion is not None
+        return self._completion
+
+    def __iter__(self) -> Iterator[Delta]:
+        if self._queue is None:
+            raise RuntimeError("this request streams to its on_delta callback")
+        while True:
+            d = self._queue.get()
+            yield d
+            if d.finish_reason is not None:
+                return
+
+    # ---- called by the engine thread ----
+    def _emit(self, delta: Delta) -> None:
+        if self._on_delta is not None:
+            self._on_delta(delta)
+        else:
+            self._queue.put(delta)
+
+    def _finish(self, completion: Completion, last: Delta) -> None:
+        self._completion = completion
+        self._emit(last)
+        self._done.set()

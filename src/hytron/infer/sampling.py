@@ -1,0 +1,145 @@
+"""Per-request sampling: validated parameters, next-token choice (greedy, temperature, top-k, top-p, min-p), logprobs.
+
+Each request owns a `torch.Generator` seeded from its `seed`, so a seeded request samples the same tokens
+whether it runs alone or batched with others (given the same logits). Sampling draws one uniform number per
+token and inverts the CDF of the filtered distribution, which keeps a seeded draw stable under the tiny
+logit differences that batching can cause.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SamplingParams:
+    """How to generate one completion. `temperature=0` is greedy; `max_tokens` counts thinking tokens too."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()  # stop strings, matched in the answer text (never inside thinking)
+    stop_token_ids: tuple[int, ...] = ()  # extra ids that end generation (besides the engine's stop ids)
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    logprobs: int | None = None  # None: none; k >= 0: chosen token's logprob plus the top k
+    prompt_logprobs: int | None = None  # same, for every prompt token after the first (completions `echo`)
+    # thinking: None = raw text (no reasoning tracking); True = the prompt ends inside an open <think>
+    # section (generation starts in the thinking); False = answer only (<think>/</think> are never sampled)
+    thinking: bool | None = None
+    max_thinking_tokens: int | None = None
+    thinking_grace: int | None = None  # extra tokens allowed to reach a newline; None = 10% of the budget
+
+    def __post_init__(self) -> None:
+        self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        self.stop_token_ids = tuple(int(i) for i in self.stop_token_ids)
+
+        def need(cond: bool, name: str, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"{name}: {msg} (got {getattr(self, name)!r})")
+
+        need(isinstance(self.max_tokens, int) and self.max_tokens >= 0, "max_tokens", "must be an integer >= 0")
+        need(_finite(self.temperature) and self.temperature >= 0, "temperature", "must be a number >= 0")
+        need(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        need(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "must be an integer >= 0 (0 = off)")
+        need(_finite(self.min_p) and 0 <= self.min_p <= 1, "min_p", "must be in [0, 1]")
+        need(self.seed is None or isinstance(self.seed, int), "seed", "must be an integer or None")
+        need(self.thinking in (None, True, False), "thinking", "must be None, True or False")
+        need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
+        for name in ("logprobs", "prompt_logprobs", "max_thinking_tokens", "thinking_grace"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int) and v >= 0), name, "must be an integer >= 0 or None")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    def grace(self) -> int:
+        """Tokens allowed past `max_thinking_tokens` while waiting for a newline (NIM: 10% of the budget)."""
+        if self.thinking_grace is not None:
+            return self.thinking_grace
+        return math.ceil(0.1 * (self.max_thinking_tokens or 0))
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class TokenLogprob:
+    """The log-probability of one token under the model (raw logits, before temperature or filters)."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)  # (id, logprob), best first
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    return g
+
+
+def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
+    """logits (V,) fp32 -> logits with temperature applied and filtered tokens set to -inf."""
+    x = logits / params.temperature
+    if params.top_k and params.top_k < x.numel():
+        kth = torch.topk(x, params.top_k).values[-1]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if params.min_p > 0:
+        probs = torch.softmax(x, -1)
+        x = x.masked_fill(probs < params.min_p * probs.max(), float("-inf"))
+    if params.top_p < 1:
+        sorted_x, order = torch.sort(x, descending=True)
+        cum = torch.softmax(sorted_x, -1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_x, -1) >= params.top_p  # keep the smallest prefix reaching top_p
+        x = x.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    return x
+
+
+def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator,
+           banned: tuple[int, ...] = ()) -> int:
+    """Choose the next token from logits (V,) under `params`; `banned` ids are never chosen."""
+    logits = logits.float()
+    if banned:
+        logits = logits.clone()
+        logits[list(banned)] = float("-inf")
+    if params.greedy:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(filter_logits(logits, params), -1)
+    u = torch.rand((), generator=generator)
+    cdf = probs.cumsum(-1)
+    idx = int(torch.searchsorted(cdf, u * cdf[-1], right=True).clamp(max=probs.numel() - 1))
+    while probs[idx] == 0:  # never land on a filtered token through rounding at a CDF plateau
+        idx -= 1
+    return idx
+
+
+def token_logprob(logits: Tensor, token_id: int, top: int) -> TokenLogprob:
+    """Logprob of `token_id` under logits (V,), and the `top` most likely alternatives."""
+    lp = torch.log_softmax(logits.float(), -1)
+    alts: list[tuple[int, float]] = []
+    if top > 0:
+        vals, ids = torch.topk(lp, min(top, lp.numel()))
+        alts = [(int(i), float(v)) for i, v in zip(ids, vals)]
+    return TokenLogprob(int(token_id), float(lp[token_id]), alts)
+
+
+def sequence_logprobs(logits: Tensor, targets: Tensor, top: int) -> list[TokenLogprob]:
+    """logits (n, V), row j predicting targets[j] -> one TokenLogprob per target (n of them)."""
+    lp = torch.log_softmax(logits.float(), -1)  # (n, V)
+    chosen = lp.gather(1, targets[:, None])[:, 0]
+    if top > 0:
+        vals, idx = torch.topk(lp, min(top, lp.size(-1)), dim=-1)
+    out = []
+    for j in range(lp.size(0)):
+        alts = [(int(i), float(v)) for i, v in zip(idx[j], vals[j])] if top > 0 else []
+        out.append(TokenLogprob(int(targets[j]), float(chosen[j]), alts))
+    return out

@@ -1,0 +1,217 @@
+"""The engine: batched == alone, per-request sampling, stops, cancellation, bounded queue, errors, threads."""
+
+import threading
+
+import pytest
+import torch
+from tests.conftest import randomize
+
+from hytron.infer import Engine, EngineClosed, PromptTooLong, QueueFull, SamplingParams, generate
+from hytron.model import HybridConfig, HybridLM
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return randomize(HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=96)).eval())
+
+
+def prompts(n: int, seed: int = 1) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(16, 96, (int(torch.randint(1, 30, (), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+
+
+def test_greedy_batched_equals_alone_with_queueing_and_chunked_prefill(model):
+    ps = prompts(7)
+    params = SamplingParams(max_tokens=12, temperature=0)
+    alone = [generate(model, [p], params)[0].token_ids for p in ps]
+    # 3 slots for 7 requests: later ones are admitted while earlier ones decode; prompts prefilled in chunks of 5
+    batched = [c.token_ids for c in generate(model, ps, params, max_slots=3, prefill_chunk=5)]
+    assert batched == alone
+    assert all(len(t) == 12 for t in alone)
+
+
+def test_greedy_equals_plain_argmax_loop_without_cache(model):
+    p = prompts(1, seed=4)[0]
+    ids = torch.tensor([p])
+    for _ in range(8):
+        ids = torch.cat([ids, model(ids)[:, -1:].argmax(-1)], dim=1)
+    got = generate(model, [p], SamplingParams(max_tokens=8, temperature=0))[0].token_ids
+    assert got == ids[0, len(p):].tolist()
+
+
+def test_seeded_sampling_is_reproducible_alone_or_batched(model):
+    ps = prompts(4, seed=2)
+    params = [SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, top_k=40, seed=100 + i) for i in range(4)]
+    alone = [generate(model, [p], sp)[0].token_ids for p, sp in zip(ps, params)]
+    batched = [c.token_ids for c in generate(model, ps, params, max_slots=4)]
+    assert batched == alone
+    other = generate(model, [ps[0]], SamplingParams(max_tokens=10, temperature=1.0, seed=999))[0].token_ids
+    assert other != alone[0]
+
+
+def test_different_params_per_request_in_one_batch(model):
+    p = prompts(1, seed=3)[0]
+    greedy = SamplingParams(max_tokens=6, temperature=0)
+    hot = SamplingParams(max_tokens=6, temperature=5.0, seed=7)
+    a, b, c = generate(model, [p, p, p], [greedy, hot, SamplingParams(max_tokens=2, temperature=0)], max_slots=3)
+    assert a.token_ids == generate(model, [p], greedy)[0].token_ids
+    assert b.token_ids == generate(model, [p], hot)[0].token_ids
+    assert c.token_ids == a.token_ids[:2] and c.finish_reason == "length"
+
+
+def test_stop_ids_end_generation_and_max_tokens_zero_only_prefills(model):
+    p = prompts(1, seed=5)[0]
+    free = generate(model, [p], SamplingParams(max_tokens=10, temperature=0))[0]
+    stop_at = free.token_ids[3]
+    first = free.token_ids.index(stop_at)
+    got = generate(model, [p], SamplingParams(max_tokens=10, temperature=0), stop_ids=[stop_at])[0]
+    assert got.token_ids == free.token_ids[: first + 1]
+    assert got.finish_reason == "stop" and got.stop_reason == stop_at
+    ignored = generate(model, [p], SamplingParams(max_tokens=10, temperature=0, ignore_eos=True), stop_ids=[stop_at])
+    assert ignored[0].token_ids == free.token_ids
+    zero = generate(model, [p], SamplingParams(max_tokens=0, prompt_logprobs=0))[0]
+    assert zero.token_ids == [] and zero.finish_reason == "length" and len(zero.prompt_logprobs) == len(p) - 1
+
+
+def chars_decode(ids):  # a toy detokenizer: token i is one character
+    return "".join(chr(65 + i % 58) for i in ids)
+
+
+def test_stop_strings_across_token_boundaries(model):
+    p = prompts(1, seed=6)[0]
+    free = generate(model, [p], SamplingParams(max_tokens=12, temperature=0), decode=chars_decode)[0]
+    text = free.text
+    assert text == chars_decode(free.token_ids)
+    stop = text[4:7]  # three tokens: the match spans token boundaries
+    cut = text.index(stop)
+    got = generate(model, [p], SamplingParams(max_tokens=12, temperature=0, stop=[stop, "\x00never"]),
+                   decode=chars_decode)[0]
+    assert got.text == text[:cut] and got.finish_reason == "stop" and got.stop_reason == stop
+    assert len(got.token_ids) == cut + len(stop)
+    params = SamplingParams(max_tokens=12, temperature=0, stop=stop, include_stop_str_in_output=True)
+    kept = generate(model, [p], params, decode=chars_decode)[0]
+    assert kept.text == text[: cut + len(stop)]
+
+
+def test_streamed_deltas_add_up_to_the_result(model):
+    p = prompts(1, seed=7)[0]
+    engine = Engine(model, decode=chars_decode)
+    req = engine.submit(p, SamplingParams(max_tokens=9, temperature=0, logprobs=2))
+    engine.run_until_idle()
+    deltas = list(req)
+    res = req.result()
+    assert "".join(d.text for d in deltas) == res.text
+    assert [t for d in deltas for t in d.token_ids] == res.token_ids
+    assert [d.finish_reason for d in deltas] == [None] * (len(deltas) - 1) + ["length"]
+    assert len(res.logprobs) == 9 and all(len(lp.top) == 2 for lp in res.logprobs)
+    assert all(lp.top[0][1] >= lp.logprob for lp in res.logprobs)  # greedy picks the top token
+    assert res.first_token_time is not None and res.finish_time >= res.first_token_time
+
+
+def test_prompt_logprobs_match_a_full_forward(model):
+    p = prompts(1, seed=8)[0] + prompts(1, seed=9)[0]
+    got = generate(model, [p], SamplingParams(max_tokens=1, prompt_logprobs=3), prefill_chunk=7)[0].prompt_logprobs
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([p]))[0].float(), -1)
+    want = [float(lp[j, p[j + 1]]) for j in range(len(p) - 1)]
+    assert [x.token_id for x in got] == p[1:]
+    assert [x.logprob for x in got] == pytest.approx(want, abs=1e-4)
+    assert [x.top[0][0] for x in got] == lp[:-1].argmax(-1).tolist()
+
+
+def test_cancel_frees_the_slot_and_others_continue(model):
+    ps = prompts(3, seed=10)
+    engine = Engine(model, max_slots=2)
+    params = SamplingParams(max_tokens=30, temperature=0)
+    a, b, c = (engine.submit(p, params) for p in ps)
+    engine.step()
+    engine.step()
+    a.cancel()
+    c.cancel()  # still waiting
+    engine.step()
+    assert engine.num_active == 1  # a's slot is free again within one step
+    engine.run_until_idle()
+    assert a.result().finish_reason == "cancelled" and len(a.result().token_ids) < 30
+    assert c.result().finish_reason == "cancelled" and c.result().token_ids == []
+    assert b.result().token_ids == generate(model, [ps[1]], params)[0].token_ids
+
+
+def test_bounded_queue_and_admission_errors(model):
+    engine = Engine(model, max_slots=1, max_waiting=2, max_len=64)
+    params = SamplingParams(max_tokens=4, temperature=0)
+    reqs = [engine.submit([20, 21], params) for _ in range(3)]  # 1 slot + 2 waiting
+    with pytest.raises(QueueFull):
+        engine.submit([20, 21], params)
+    with pytest.raises(PromptTooLong, match="maximum context length is 64"):
+        engine.submit([20] * 61, params)
+    with pytest.raises(ValueError, match="token ids"):
+        engine.submit([20, 96], params)
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.submit([], params)
+    engine.run_until_idle()
+    assert all(r.result().finish_reason == "length" for r in reqs)
+    engine.submit([20, 21], params)  # room again
+    engine.close()
+    with pytest.raises(EngineClosed):
+        engine.submit([20, 21], params)
+
+
+def test_sampling_params_name_the_bad_field():
+    for kw, field in [({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_k": -2}, "top_k"),
+                      ({"max_tokens": -1}, "max_tokens"), ({"stop": [""]}, "stop"),
+                      ({"temperature": float("nan")}, "temperature"), ({"max_thinking_tokens": -5},
+                                                                       "max_thinking_tokens")]:
+        with pytest.raises(ValueError, match=field):
+            SamplingParams(**kw)
+
+
+class Flaky(torch.nn.Module):
+    """The real model, failing on demand: fault injection for the engine's error path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config, self.fail = model, model.config, False
+
+    def forward(self, *a, **kw):
+        if self.fail:
+            raise RuntimeError("injected failure")
+        return self.inner(*a, **kw)
+
+    def new_cache(self, *a, **kw):
+        return self.inner.new_cache(*a, **kw)
+
+
+def test_a_failing_step_fails_its_requests_and_the_engine_keeps_serving(model, capsys):
+    flaky = Flaky(model)
+    engine = Engine(flaky, max_slots=2)
+    params = SamplingParams(max_tokens=20, temperature=0)
+    a = engine.submit([20, 21, 22], params)
+    engine.step()
+    flaky.fail = True
+    engine.step()
+    assert a.result(timeout=1).finish_reason == "error" and "injected failure" in a.result().error
+    flaky.fail = False
+    b = engine.submit([20, 21, 22], params)
+    engine.run_until_idle()
+    assert b.result().token_ids == generate(model, [[20, 21, 22]], params)[0].token_ids
+
+
+def test_engine_thread_serves_concurrent_submitters(model):
+    engine = Engine(model, max_slots=4, max_waiting=16).start()
+    ps = prompts(8, seed=11)
+    params = SamplingParams(max_tokens=6, temperature=0)
+    results = [None] * len(ps)
+
+    def client(i):
+        results[i] = engine.submit(ps[i], params).result(timeout=60).token_ids
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(ps))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    engine.close()
+    assert results == [c.token_ids for c in generate(model, ps, params)]
+    assert engine._thread is None
