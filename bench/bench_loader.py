@@ -110,9 +110,9 @@ def main() -> None:
     print(f"  numpy baseline    {1 / base_s:10,.0f} batches/s  {base_s * 1e6:8.1f} us/batch")
     if step is not None:
         print(f"  hytron-small train step {step * 1e3:.1f} ms (fwd+bwd+AdamW, {torch.get_num_threads()} threads)")
-    print(f"ratio PackedLoader/numpy time per batch: {ours_s / base_s:.2f}x")
     if step is not None:
         print(f"loader share of a training step: {100 * ours_s / (step + ours_s):.3f}% (goal < 2%)")
+    print(f"ratio PackedLoader/numpy time per batch: {ours_s / base_s:.2f}x")
 
 
 if __name__ == "__main__":
