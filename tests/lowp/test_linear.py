@@ -182,3 +182,13 @@ def test_native_fp8_matches_emulation_on_cuda():
     emulated = QuantLinear.from_linear(lin, PrecisionRecipe.from_name("fp8", native_fp8=False))
     x = torch.randn(32, 64, device="cuda")
     torch.testing.assert_close(native(x), emulated(x), rtol=1e-3, atol=1e-3)
+
+
+def test_emulated_gemms_ignore_bf16_autocast():
+    # the training loop autocasts to bf16 on GPUs; the emulated GEMM must still multiply exact fp32 values
+    _, q = pair(PrecisionRecipe.from_name("nvfp4"), 64, 48, bias=False)
+    x = torch.randn(32, 64)
+    plain = q(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = q(x)
+    assert under_autocast.dtype == torch.float32 and torch.equal(plain, under_autocast)

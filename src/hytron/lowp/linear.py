@@ -61,7 +61,8 @@ class _QuantLinearFn(torch.autograd.Function):
         ctx.save_for_backward(x2, weight)
         if layer.hp_forward or layer.identity_forward:  # exactly nn.Linear's kernel on x's own shape
             return F.linear(x, weight, bias)
-        y2 = layer._fprop(x2)
+        with torch.autocast(x.device.type, enabled=False):  # emulated GEMMs stay fp32 under bf16 autocast
+            y2 = layer._fprop(x2)
         if bias is not None:
             y2 = y2 + bias.to(y2.dtype)
         return y2.reshape(*x.shape[:-1], n).to(x.dtype)
@@ -72,15 +73,22 @@ class _QuantLinearFn(torch.autograd.Function):
         layer = ctx.layer
         dy2 = dy.reshape(-1, weight.shape[0])  # (M, N)
         dx = dw = db = None
+        with torch.autocast(dy.device.type, enabled=False):
+            dx, dw = _QuantLinearFn._grads(ctx, dy2, x2, weight, layer)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy2.sum(0).to(weight.dtype)
+        return dx, dw, db, None
+
+    @staticmethod
+    def _grads(ctx, dy2, x2, weight, layer):
+        dx = dw = None
         if ctx.needs_input_grad[0]:
             dx2 = dy2.mm(weight.to(dy2.dtype)) if layer.hp_backward else layer._dgrad(dy2)
             dx = dx2.reshape(ctx.x_shape).to(x2.dtype)
         if ctx.needs_input_grad[1]:
             dw = _matmul_t(dy2.t(), x2.t()) if layer.hp_backward else layer._wgrad(dy2, x2)
             dw = dw.to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy2.sum(0).to(weight.dtype)
-        return dx, dw, db, None
+        return dx, dw
 
 
 class QuantLinear(nn.Linear):
