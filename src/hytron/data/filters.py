@@ -17,12 +17,14 @@ KEEP: Verdict = (True, None, None)
 
 
 def repair_unicode(text: str) -> tuple[str, bool]:
-    """Fix mojibake and broken escapes with ftfy; pure-ASCII text (most of it) skips the costly check."""
+    """Fix mojibake and broken escapes with ftfy; pure-ASCII text (most of it) skips the costly check.
+
+    Typographic quotes are kept (ftfy's `uncurl_quotes` is off): repair should undo damage, not restyle."""
     if text.isascii():
         return text, False
     import ftfy
 
-    fixed = ftfy.fix_text(text)
+    fixed = ftfy.fix_text(text, uncurl_quotes=False)
     return fixed, fixed != text
 
 

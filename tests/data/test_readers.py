@@ -1,0 +1,122 @@
+"""Readers: every format reads the same documents, sharding inside files loses and repeats nothing,
+malformed input becomes counted records instead of crashes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from hytron.data.curate_config import CurateConfig, InputConfig
+from hytron.data.document import Document, Malformed
+from hytron.data.pipeline import curate
+from hytron.data.readers import expand_inputs, plan_shards, read_shard
+from hytron.data.writers import iter_records
+
+GOOD = "The river flows past the old mill. It was built in 1820 and still grinds grain. " * 3
+
+
+def _docs(n):
+    return [{"id": f"d{i}", "text": f"Document {i}. {GOOD}", "source": "s", "url": f"u{i}"} for i in range(n)]
+
+
+def _read_all(paths, **kw):
+    cfg = InputConfig(**kw)
+    out = []
+    for shard in plan_shards(paths, cfg.shard_bytes, cfg.shard_records):
+        out += list(read_shard(shard, cfg))
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "jsonl.zst", "parquet"])
+def test_formats_read_identically_and_split_within_files(tmp_path, fmt):
+    rows = _docs(300)
+    path = tmp_path / f"part.{fmt}"
+    lines = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    if fmt == "jsonl":
+        path.write_bytes(lines)
+    elif fmt == "jsonl.gz":
+        path.write_bytes(gzip.compress(lines))
+    elif fmt == "jsonl.zst":
+        import zstandard
+
+        path.write_bytes(zstandard.ZstdCompressor().compress(lines))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    shards = plan_shards([path], shard_bytes=4096, shard_records=70)
+    assert len(shards) > 3  # one file, several shards
+    docs = _read_all([path], shard_bytes=4096, shard_records=70)
+    assert [d.id for d in docs] == [r["id"] for r in rows]
+    assert all(isinstance(d, Document) and d.meta == {"url": f"u{i}"} for i, d in enumerate(docs))
+
+
+def test_text_html_and_warc_inputs(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text(GOOD)
+    (folder / "b.html").write_text(f"<html><body><nav>Home | About</nav><article><p>{GOOD}</p></article>"
+                                   "<footer>Copyright</footer></body></html>")
+    warc_path = tmp_path / "crawl.warc.gz"
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with warc_path.open("wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for i, (ctype, body) in enumerate([("text/html", f"<html><body><p>{GOOD}</p></body></html>"),
+                                           ("image/png", "PNGDATA")]):
+            http = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.0")
+            w.write_record(w.create_warc_record(f"https://example.test/{i}", "response",
+                                                payload=__import__("io").BytesIO(body.encode()),
+                                                http_headers=http))
+    items = _read_all([folder, warc_path])
+    texts = {i.id: i for i in items}
+    assert texts["a.txt"].text == GOOD
+    assert "The river flows" in texts["b.html"].text and "Home | About" not in texts["b.html"].text
+    warc_docs = [i for i in items if isinstance(i, Document) and i.meta.get("url", "").startswith("https://")]
+    assert len(warc_docs) == 1 and "old mill" in warc_docs[0].text
+    assert [i.reason for i in items if isinstance(i, Malformed)] == ["not_html"]
+
+
+def test_malformed_lines_are_counted_never_crash(tmp_path):
+    good = json.dumps({"id": "ok", "text": GOOD})
+    lines = [good.encode(), b'{"id": "broken", "text": ', b'\xff\xfe not utf8', b'[1, 2]',
+             json.dumps({"id": "notext"}).encode(), json.dumps({"id": "empty", "text": "  "}).encode(),
+             json.dumps({"id": "big", "text": "x" * 5000}).encode(), json.dumps({"text": GOOD}).encode()]
+    path = tmp_path / "messy.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    items = _read_all([path], max_doc_bytes=2000)
+    reasons = {i.id if isinstance(i, Document) else i.reason for i in items}
+    assert reasons == {"ok", "invalid_json", "invalid_utf8", "not_an_object", "missing_text", "empty_text",
+                       "oversized", f"{path}@{sum(len(x) + 1 for x in lines[:-1])}"}
+    assert len(items) == len(lines)
+
+
+def test_damaged_files_become_counted_records_in_a_full_run(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    good = "".join(json.dumps(r) + "\n" for r in _docs(20)).encode()
+    (inp / "a.jsonl").write_bytes(good + b"not json at all\n")
+    (inp / "b.jsonl.gz").write_bytes(gzip.compress(good)[:-30])  # truncated download
+    (inp / "c.parquet").write_bytes(b"PAR1 this is not parquet")
+    cfg = CurateConfig()
+    cfg.quality.enabled = False
+    cfg.executor.workers = 1
+    m = curate([inp], tmp_path / "out", cfg, progress=False)
+    read = m["removed_by_step"]["read"]
+    assert read["invalid_json"] == 1 and read["unreadable_file"] == 2
+    removed = list(iter_records(tmp_path / "out", "removed"))
+    kept = list(iter_records(tmp_path / "out", "kept"))
+    assert m["counts"]["input"] == len(removed) + len(kept) and m["balanced"]
+    assert sum(r["id"].startswith(str(inp / "b.jsonl.gz")) for r in removed) == 1
+
+
+def test_unknown_input_is_a_clear_error(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unknown format"):
+        expand_inputs([tmp_path / "x.csv"])
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        expand_inputs([tmp_path / "missing.jsonl"])
