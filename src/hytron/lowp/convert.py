@@ -93,3 +93,22 @@ def precision_summary(model: nn.Module) -> dict[str, int]:
     quant = sum(1 for _, m in quant_linears(model) if not m.hp_forward)
     linear = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
     return {"quantized": quant, "high_precision": linear - quant}
+
+
+def precision_state(model: nn.Module) -> dict[str, dict]:
+    """Per-layer state outside state_dict() (SR generators, amax histories, high-precision switch), by name.
+
+    Save it with a checkpoint and give it back to `load_precision_state` to resume bit-exactly.
+    """
+    return {name: m.precision_state() for name, m in quant_linears(model)}
+
+
+def load_precision_state(model: nn.Module, state: dict[str, dict]) -> None:
+    """Restore what `precision_state` saved into a model converted with the same recipe."""
+    layers = dict(quant_linears(model))
+    if set(layers) != set(state):
+        missing, extra = sorted(set(layers) - set(state)), sorted(set(state) - set(layers))
+        raise ValueError(f"precision state does not match the model's quantized layers: missing "
+                         f"{missing[:3]}, unexpected {extra[:3]} (same recipe?)")
+    for name, layer in layers.items():
+        layer.load_precision_state(state[name])

@@ -207,6 +207,29 @@ class QuantLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _QuantLinearFn.apply(x, self.weight, self.bias, self)
 
+    _ROLES = ("q_weight", "q_weight_t", "q_act", "q_act_t", "q_grad", "q_grad_t")
+
+    def precision_state(self) -> dict:
+        """What state_dict() lacks for an exact resume: SR generator states, amax histories, switch flags."""
+        amax = {}
+        for role in self._ROLES:
+            h = getattr(self, role).history
+            if h is not None and h.history is not None:
+                amax[role] = {"history": h.history.detach().cpu().clone(), "steps": h.steps}
+        return {"generators": {str(d): g.get_state() for d, g in self._generators.items()}, "amax": amax,
+                "hp_forward": self.hp_forward, "hp_backward": self.hp_backward}
+
+    def load_precision_state(self, state: dict) -> None:
+        for device, g_state in state["generators"].items():
+            self.generator(torch.device(device)).set_state(g_state)
+        for role, h in state["amax"].items():
+            history = getattr(self, role).history
+            if history is None:
+                raise ValueError(f"precision state has an amax history for {role}, but this layer's recipe "
+                                 f"{self.recipe.name!r} does not use delayed scaling there")
+            history.history, history.steps = h["history"].to(self.weight.device), h["steps"]
+        self.hp_forward, self.hp_backward = state["hp_forward"], state["hp_backward"]
+
     def extra_repr(self) -> str:
         hp = [p for p, on in (("forward", self.hp_forward), ("backward", self.hp_backward)) if on]
         return f"{super().extra_repr()}, recipe={self.recipe.name}" + (f", high_precision={hp}" if hp else "")
