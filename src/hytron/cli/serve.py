@@ -1,0 +1,70 @@
+"""Serving verbs: `hytron serve MODEL_DIR` (OpenAI-compatible HTTP server + chat page) and `hytron chat MODEL_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model over the OpenAI API (vLLM dialect) with a chat page at /")
+    p.add_argument("model_dir", help="model directory (Nemotron-H format with tokenizer files)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("HYTRON_API_KEY"),
+                   help="require this key (Authorization: Bearer KEY) on every route but /health and / "
+                        "(default: $HYTRON_API_KEY)")
+    p.add_argument("--served-model-name", help="model id clients use (default: the directory name)")
+    p.add_argument("--max-slots", type=int, default=8, help="requests decoded together")
+    p.add_argument("--max-waiting", type=int, default=64, help="queued requests beyond the slots; more get 429")
+    p.add_argument("--max-model-len", type=int, help="context limit, prompt + completion (default: the model's)")
+    p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
+    p.add_argument("--max-thinking-tokens", type=int, help="default thinking budget (requests may set their own)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=cmd_serve)
+
+
+def _config(args):
+    from hytron.serve import ServeConfig
+
+    return ServeConfig(host=args.host, port=args.port, api_key=getattr(args, "api_key", None),
+                       model_name=getattr(args, "served_model_name", None), max_slots=args.max_slots,
+                       max_waiting=getattr(args, "max_waiting", 64), max_len=args.max_model_len,
+                       max_tokens_limit=getattr(args, "max_tokens_limit", 4096),
+                       max_thinking_tokens=args.max_thinking_tokens, threads=args.threads)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hytron.serve import Backend, create_app
+
+    cfg = _config(args)
+    backend = Backend.load(args.model_dir, cfg)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+        print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
+    print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}) "
+          f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1)", flush=True)
+    uvicorn.run(create_app(backend), host=cfg.host, port=cfg.port, log_level=args.log_level)
+    return 0
+
+
+def add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="chat with a model in the terminal (/think, /no_think, /budget N, /reset)")
+    p.add_argument("model_dir", help="model directory (Nemotron-H format with tokenizer files)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--max-thinking-tokens", type=int, help="thinking budget (default: unlimited)")
+    p.add_argument("--no-think", action="store_true", help="start with thinking off")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--max-slots", type=int, default=1)
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from hytron.serve.terminal import chat_loop
+
+    return chat_loop(args)

@@ -1,0 +1,191 @@
+"""The OpenAI-compatible HTTP app: routes, API-key and body-size guard, tokenizer endpoints, metrics, chat page.
+
+    app = create_app(Backend.load(model_dir, ServeConfig(api_key="sk-...")))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+The API key (when set) is required on every route except `/health` and the chat page itself, as
+`Authorization: Bearer KEY` or `x-api-key: KEY` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
+from hytron.serve import errors, openai
+from hytron.serve.backend import Backend
+from hytron.serve.errors import ERROR_RESPONSES, APIError, error_body
+from hytron.serve.metrics import Metrics
+from hytron.serve.page import CHAT_PAGE
+from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+
+PUBLIC = {"/health", "/", "/favicon.ico"}
+GEN_RESPONSES = {**ERROR_RESPONSES, 200: {"content": {"application/json": {}, "text/event-stream": {}},
+                                          "description": "a completion, or an SSE stream with stream=true"}}
+
+
+class Guard:
+    """ASGI middleware: API key on every non-public route, request body capped at `max_body` bytes (413)."""
+
+    def __init__(self, app, api_key: str | None, max_body: int, metrics: Metrics):
+        self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.metrics.http.labels(str(message["status"])).inc()
+            await send(message)
+
+        if self.api_key and scope["path"] not in PUBLIC and not self._authorized(scope):
+            return await self._reject(counting_send, 401, "invalid or missing API key (send Authorization: Bearer "
+                                                          "KEY)", {"www-authenticate": "Bearer"})
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return await self._reject(counting_send, 413, f"request body larger than {self.max_body} bytes")
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            # every body of this API is JSON: read it as JSON whatever the client labelled it (curl -d ...)
+            scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+                         + [(b"content-type", b"application/json")])
+            body, more = [], True
+            size = 0
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    return await self._reject(counting_send, 413, f"request body larger than {self.max_body} bytes")
+                body.append(chunk)
+                more = message.get("more_body", False)
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": b"".join(body), "more_body": False}
+                return await receive()
+
+            return await self.app(scope, replay, counting_send)
+        return await self.app(scope, receive, counting_send)
+
+    def _authorized(self, scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return hmac.compare_digest(given, self.api_key.encode())
+
+    @staticmethod
+    async def _reject(send, status: int, message: str, headers: dict | None = None):
+        body = json.dumps(error_body(status, message)).encode()
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(backend: Backend) -> FastAPI:
+    """The FastAPI app serving `backend`; the engine thread starts with the app and stops with it."""
+    cfg = backend.config
+    metrics = Metrics(backend)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        backend.start()
+        yield
+        backend.close()
+
+    app = FastAPI(title="hytron", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="OpenAI-compatible API (vLLM dialect) for a hytron hybrid model.")
+    errors.install(app)
+    app.state.backend, app.state.metrics = backend, metrics
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(CHAT_PAGE)
+
+    @app.get("/health")
+    async def health():
+        if backend.engine._closed:
+            raise APIError(503, "engine is shut down")
+        return {"status": "ok"}
+
+    @app.get("/v1/models", responses=ERROR_RESPONSES)
+    async def models():
+        return {"object": "list", "data": [_card(backend)]}
+
+    @app.get("/v1/models/{model_id}", responses=ERROR_RESPONSES)
+    async def model(model_id: str):
+        openai.check_model(backend, model_id)
+        return _card(backend)
+
+    @app.post("/v1/chat/completions", responses=GEN_RESPONSES)
+    async def chat(body: ChatCompletionRequest, request: Request):
+        return await openai.chat_completions(backend, body, request, metrics)
+
+    @app.post("/v1/completions", responses=GEN_RESPONSES)
+    async def complete(body: CompletionRequest, request: Request):
+        return await openai.completions(backend, body, request, metrics)
+
+    @app.post("/tokenize", responses=ERROR_RESPONSES)
+    async def tokenize(body: TokenizeRequest):
+        openai.check_model(backend, body.model)
+        if (body.prompt is None) == (body.messages is None):
+            raise APIError(400, "give exactly one of prompt or messages", "prompt")
+        if body.prompt is not None:
+            ids = backend.encode(body.prompt)
+        else:
+            msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+            enable = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
+            try:
+                ids = backend.tokenizer.apply_chat_template(msgs, add_generation_prompt=body.add_generation_prompt,
+                                                            enable_thinking=enable)
+            except ValueError as e:
+                raise APIError(400, str(e), "messages") from None
+        out = {"count": len(ids), "max_model_len": backend.max_len, "tokens": ids}
+        if body.return_token_strs:
+            out["token_strs"] = [backend.token_strs[i] for i in ids]
+        return out
+
+    @app.post("/detokenize", responses=ERROR_RESPONSES)
+    async def detokenize(body: DetokenizeRequest):
+        openai.check_model(backend, body.model)
+        backend.check_ids(body.tokens, "tokens")
+        return {"prompt": backend.tokenizer.decode(body.tokens)}
+
+    @app.get("/tokenizer_info", responses=ERROR_RESPONSES)
+    async def tokenizer_info():
+        tok = backend.tokenizer
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "bos_token": "<s>",
+                "pad_token": "<pad>", "eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id,
+                "pad_token_id": tok.pad_id, "chat_template": tok.chat_template, "model_max_length": backend.max_len,
+                "vocab_size": tok.vocab_size, "add_bos_token": False, "add_eos_token": False}
+
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics"}})
+    async def prometheus():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/version")
+    async def version():
+        from hytron import __version__
+
+        return {"version": __version__}
+
+    app.add_middleware(Guard, api_key=cfg.api_key, max_body=cfg.max_body_bytes, metrics=metrics)
+    return app
+
+
+def _card(backend: Backend) -> dict:
+    return {"id": backend.name, "object": "model", "created": backend.created, "owned_by": "hytron",
+            "root": backend.name, "parent": None, "max_model_len": backend.max_len}

@@ -1,0 +1,131 @@
+"""The served model: model + tokenizer + engine thread, chat prompts with /think control, async result streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hytron.infer import Completion, Delta, Engine, SamplingParams, newline_ids
+from hytron.model import HybridLM
+from hytron.tokenizer import Tokenizer
+
+
+@dataclass
+class ServeConfig:
+    """Server limits and defaults (all checked per request; over a limit is a 400, never a crash)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    model_name: str | None = None  # served name; default: the model directory's name
+    max_slots: int = 8  # requests decoded together
+    max_waiting: int = 64  # queued beyond the slots; more -> 429
+    max_len: int | None = None  # context limit (prompt + completion); default: the model's
+    max_tokens_limit: int = 4096  # the largest max_tokens a request may ask for
+    default_max_tokens: int = 512  # chat requests that give none get min(this, room left)
+    max_n: int = 8
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_prompts: int = 64  # prompts in one completions request
+    max_thinking_tokens: int | None = None  # default thinking budget (None = unlimited)
+    prefill_chunk: int = 512
+    reasoning_content: bool = True  # also return reasoning under the older `reasoning_content` name
+    threads: int | None = None  # torch threads for the engine
+
+
+class Backend:
+    """Owns the model and the engine thread; turns chats and prompts into engine requests."""
+
+    def __init__(self, model: HybridLM, tokenizer: Tokenizer, config: ServeConfig, name: str = "hytron"):
+        self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
+        self.name = config.model_name or name
+        self.created = int(time.time())
+        self.max_len = config.max_len or model.config.max_position_embeddings
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
+        self.token_strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        self.engine = Engine(
+            model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
+            prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
+            think_start_id=tokenizer.think_start_id, think_end_id=tokenizer.think_end_id,
+            newline_ids=newline_ids(enumerate(self.token_strs)))
+
+    @classmethod
+    def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
+        model_dir = Path(model_dir)
+        model = HybridLM.from_pretrained(model_dir)
+        return cls(model, Tokenizer.load(model_dir), config or ServeConfig(), name=model_dir.name)
+
+    def start(self) -> Backend:
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.engine.start()
+        return self
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # ---- text <-> ids -----------------------------------------------------------------------------
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def check_ids(self, ids: Sequence[int], param: str) -> None:
+        from hytron.serve.errors import APIError
+
+        bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
+        if bad:
+            raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
+                           param)
+
+    def chat_prompt(self, messages: list[dict], enable_thinking: bool | None) -> tuple[list[int], bool]:
+        """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open."""
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking)
+        return ids, self.opens_thinking(ids)
+
+    def opens_thinking(self, ids: Sequence[int]) -> bool:
+        t = self.tokenizer
+        last_open = max((i for i, x in enumerate(ids) if x == t.think_start_id), default=-1)
+        last_close = max((i for i, x in enumerate(ids) if x == t.think_end_id), default=-1)
+        return last_open > last_close
+
+    # ---- async bridge -------------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Stream:
+        """Submit to the engine; the returned stream yields Deltas in the event loop (raises engine refusals)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Delta] = asyncio.Queue()
+
+        def on_delta(delta: Delta) -> None:  # engine thread -> event loop
+            with contextlib.suppress(RuntimeError):  # the loop is gone (shutting down): nobody listens
+                loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+        return Stream(self.engine.submit(prompt_ids, params, on_delta=on_delta), queue)
+
+
+class Stream:
+    """Async view of one engine request."""
+
+    def __init__(self, request, queue: asyncio.Queue):
+        self.request, self.queue = request, queue
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        while True:
+            d = await self.queue.get()
+            yield d
+            if d.finish_reason is not None:
+                return
+
+    async def result(self) -> Completion:
+        async for _ in self:
+            pass
+        return self.request.result()
+
+    def cancel(self) -> None:
+        self.request.cancel()

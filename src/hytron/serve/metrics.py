@@ -1,0 +1,65 @@
+"""Prometheus metrics of the server (vLLM's semantics, `hytron_` names): queue, tokens, latencies, outcomes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from hytron.infer import Completion
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _EngineCollector:
+    """Reads the engine's live counters at scrape time (no double bookkeeping)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def collect(self):
+        e, name = self.backend.engine, self.backend.name
+        for metric, value, help_ in [
+            ("hytron_num_requests_running", e.num_active, "requests holding a slot (prefilling or decoding)"),
+            ("hytron_num_requests_waiting", e.num_waiting, "requests queued for a slot"),
+            ("hytron_cache_bytes", e.cache_bytes(), "bytes held by the batched inference cache"),
+        ]:
+            g = GaugeMetricFamily(metric, help_, labels=["model_name"])
+            g.add_metric([name], value)
+            yield g
+        for key, help_ in [("prompt_tokens", "prompt tokens prefilled"),
+                           ("generation_tokens", "tokens generated (thinking included)"),
+                           ("reasoning_tokens", "thinking tokens generated")]:
+            c = CounterMetricFamily(f"hytron_{key}", help_, labels=["model_name"])
+            c.add_metric([name], e.stats[key])
+            yield c
+
+
+class Metrics:
+    def __init__(self, backend):
+        self.registry = CollectorRegistry()
+        self.registry.register(_EngineCollector(backend))
+        labels = ["model_name"]
+        self.name = backend.name
+        self.success = Counter("hytron_request_success", "finished requests by finish reason",
+                               labels + ["finished_reason"], registry=self.registry)
+        self.ttft = Histogram("hytron_time_to_first_token_seconds", "arrival to first token", labels,
+                              buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.e2e = Histogram("hytron_e2e_request_latency_seconds", "arrival to last token", labels,
+                             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.itl = Histogram("hytron_inter_token_latency_seconds", "mean time between output tokens", labels,
+                             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.http = Counter("hytron_http_requests", "HTTP responses by status code", ["status"],
+                            registry=self.registry)
+        self.queue_full = Gauge("hytron_last_queue_full_timestamp_seconds", "last time a request got 429",
+                                registry=self.registry)
+
+    def observe(self, c: Completion) -> None:
+        self.success.labels(self.name, c.finish_reason).inc()
+        self.e2e.labels(self.name).observe(c.finish_time - c.arrival_time)
+        if c.first_token_time is not None:
+            self.ttft.labels(self.name).observe(c.first_token_time - c.arrival_time)
+            if c.completion_tokens > 1:
+                self.itl.labels(self.name).observe((c.finish_time - c.first_token_time) / (c.completion_tokens - 1))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
