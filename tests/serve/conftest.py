@@ -1,0 +1,74 @@
+"""Serve fixtures: a tiny chat model directory and real uvicorn servers on 127.0.0.1 ephemeral ports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+from tests.infer.chatmodel import save_chat_model
+
+from hytron.serve import Backend, ServeConfig, create_app
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return save_chat_model(tmp_path_factory.mktemp("chat-model") / "tiny-chat")
+
+
+class RunningServer:
+    def __init__(self, backend: Backend, app, server, thread):
+        self.backend, self.app, self.server, self.thread = backend, app, server, thread
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def engine(self):
+        return self.backend.engine
+
+
+@contextmanager
+def running_server(model_dir, **config):
+    """Start uvicorn in a thread (port 0 = ephemeral), yield it, and always stop it."""
+    import uvicorn
+
+    backend = Backend.load(model_dir, ServeConfig(**config))
+    app = create_app(backend)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningServer(backend, app, server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    with running_server(model_dir, api_key=API_KEY, max_slots=8, max_waiting=64, max_len=512,
+                        max_tokens_limit=256, max_body_bytes=64 * 1024) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def http(server):
+    import httpx
+
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:
+        yield c
