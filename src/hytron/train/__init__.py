@@ -1,0 +1,1 @@
+"""Training: the pre-training loop and the library pieces it shares with SFT, RL and distillation."""

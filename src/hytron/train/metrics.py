@@ -1,0 +1,101 @@
+"""Run telemetry: metrics as JSONL (plus TensorBoard when installed) and a progress bar with tokens/s."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class MetricsLog:
+    """Append-only JSONL of dict records. On resume, records past the resumed step are dropped first,
+    so the file reads as one uninterrupted run."""
+
+    def __init__(self, path: str | Path, enabled: bool = True, truncate_after: int | None = None):
+        self.path = Path(path)
+        self.enabled = enabled
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if truncate_after is not None and self.path.exists():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a crash
+                if rec.get("step", 0) <= truncate_after:
+                    kept.append(line)
+            self.path.write_text("".join(k + "\n" for k in kept))
+        try:  # optional: TensorBoard event files beside the JSONL
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+        except Exception:  # noqa: BLE001 - tensorboard not installed
+            self._tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled or not record:
+            return
+        record = {**record, "time": round(time.time(), 3)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k not in ("step", "time") and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, record.get("step", 0))
+            self._tb.flush()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class Progress:
+    """A tqdm bar when tqdm is installed and enabled, else a line every few seconds on stderr."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = ""):
+        self.enabled, self.total, self.n = enabled, total, initial
+        self._bar = None
+        self._last = 0.0
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+                             file=sys.stderr)
+        except ImportError:
+            self._bar = None
+
+    def update(self, **fields) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.update(1)
+        elif time.time() - self._last > 5 or self.n == self.total:
+            print(f"step {self.n}/{self.total} {text}", file=sys.stderr, flush=True)
+            self._last = time.time()
+
+    def note(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
