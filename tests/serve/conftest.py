@@ -14,6 +14,17 @@ from hytron.serve import Backend, ServeConfig, create_app
 API_KEY = "test-key-123"
 
 
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread():
+    """One torch thread: tiny models run fastest that way, and the CI machine's 2 cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     return save_chat_model(tmp_path_factory.mktemp("chat-model") / "tiny-chat")

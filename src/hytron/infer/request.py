@@ -126,5 +126,5 @@ class Request:
 
     def _finish(self, completion: Completion, last: Delta) -> None:
         self._completion = completion
+        self._done.set()  # before the last delta: its receiver may ask for the result at once
         self._emit(last)
-        self._done.set()

@@ -99,6 +99,7 @@ def create_app(backend: Backend) -> FastAPI:
     """The FastAPI app serving `backend`; the engine thread starts with the app and stops with it."""
     cfg = backend.config
     metrics = Metrics(backend)
+    backend.observers.append(metrics.observe)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

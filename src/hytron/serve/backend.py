@@ -45,6 +45,7 @@ class Backend:
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.name = config.model_name or name
         self.created = int(time.time())
+        self.observers: list = []  # called with every finished Completion (in the engine thread)
         self.max_len = config.max_len or model.config.max_position_embeddings
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
@@ -99,14 +100,20 @@ class Backend:
     # ---- async bridge -------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Stream:
         """Submit to the engine; the returned stream yields Deltas in the event loop (raises engine refusals)."""
+        self.engine.start()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta] = asyncio.Queue()
+        handle: list = []
 
         def on_delta(delta: Delta) -> None:  # engine thread -> event loop
+            if delta.finish_reason is not None and handle:
+                for observe in self.observers:
+                    observe(handle[0].result())
             with contextlib.suppress(RuntimeError):  # the loop is gone (shutting down): nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, delta)
 
-        return Stream(self.engine.submit(prompt_ids, params, on_delta=on_delta), queue)
+        handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta))
+        return Stream(handle[0], queue)
 
 
 class Stream:

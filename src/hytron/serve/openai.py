@@ -97,8 +97,6 @@ async def _results(request: Request, streams: list[Stream], metrics) -> list[Com
         results = [await s.result() for s in streams]
     finally:
         watcher.cancel()
-    for r in results:
-        metrics.observe(r)
     errors = [r.error for r in results if r.finish_reason == "error"]
     if errors:
         raise APIError(500, f"generation failed: {errors[0]}")
@@ -149,9 +147,6 @@ def _stream_response(request: Request, streams: list[Stream], events, metrics) -
             watcher.cancel()
             for s in streams:
                 s.cancel()  # a no-op when finished; frees the slot when the client went away
-            for s in streams:
-                if s.request.done:
-                    metrics.observe(s.request.result())
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
