@@ -42,7 +42,7 @@ def _max_tokens(backend: Backend, asked: int | None, prompt_len: int, default: i
     cfg = backend.config
     if asked is not None and asked > cfg.max_tokens_limit:
         raise APIError(400, f"max_tokens must be at most {cfg.max_tokens_limit}, got {asked}", "max_tokens")
-    n = asked if asked is not None else max(1, min(default, backend.max_len - prompt_len))
+    n = asked if asked is not None else max(1, min(default, cfg.max_tokens_limit, backend.max_len - prompt_len))
     if prompt_len + n > backend.max_len:
         e = PromptTooLong(prompt_len, n, backend.max_len)
         raise APIError(400, str(e), "messages", "context_length_exceeded")
