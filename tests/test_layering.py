@@ -14,12 +14,12 @@ LAYERS = {
     "tokenizer": 2, "packing": 2,
     "model": 3, "lowp": 3, "infer": 3,
     "train": 4, "reasoning": 4, "eval": 4,
-    "serve": 5, "claims": 5, "report": 5,
+    "serve": 5, "claims": 5, "report": 5, "quickstart": 5,
     "cli": 6, "__main__": 6,
 }
 # same-layer imports that are allowed (importer -> importees)
 SIDEWAYS = {"lowp": {"model"}, "infer": {"model"}, "train": {"lowp", "infer"}, "eval": {"infer", "train"},
-            "reasoning": {"infer", "train"}}
+            "reasoning": {"infer", "train"}, "quickstart": {"report"}, "claims": {"quickstart", "report"}}
 
 
 def _component(path: Path) -> str:

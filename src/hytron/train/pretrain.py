@@ -9,6 +9,7 @@ losses on CPU). The final model is written as a Nemotron-H model directory with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -39,10 +40,8 @@ class _StopRequested:
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay with the caller
                 self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: signals stay with the caller
-                pass
         return self
 
     def _handle(self, signum, frame):
@@ -224,6 +223,10 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
 
     # ---- finish ---------------------------------------------------------------------------------------------
     summary = {"status": status, "step": step, "tokens": step * tokens_per_step, "out_dir": str(out)}
+    if step >= cfg.steps and status == "finished" and start_step == cfg.steps and (out / "model").is_dir():
+        summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else summary
+        dist.teardown()
+        return summary  # already finished earlier: nothing to redo
     if step >= cfg.steps and status == "finished":
         last_eval = evaluate(wrapped, data, cfg, info, amp)
         metrics.write({"step": step, "tokens": step * tokens_per_step, **last_eval})
