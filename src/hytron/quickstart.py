@@ -158,6 +158,10 @@ def run(cfg: QuickstartConfig) -> dict:
 
     stage("6/6 evaluating")
     evaluation = evaluate_model(out / "run" / "model", sources[0] if not cfg.inputs else None)
+    if evaluation:
+        from hytron.train.cards import write_cards
+
+        write_cards(out / "run" / "model", out / "run", evals=evaluation)
     done("6/6 evaluating")
 
     counts = manifest.get("counts", manifest.get("summary", {}))

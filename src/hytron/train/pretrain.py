@@ -240,6 +240,10 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     summary.update(last_eval)
     if info.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if "model_dir" in summary:  # model card and data card travel with every model directory
+            from hytron.train.cards import write_cards
+
+            write_cards(out / "model", out, evals={k: v for k, v in last_eval.items() if k != "val_tokens"})
     dist.teardown()
     return summary
 
