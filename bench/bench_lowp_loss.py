@@ -112,35 +112,40 @@ def train_one(name: str, data: Path, vocab: int, args) -> dict:
     return result
 
 
-def svg_plot(results: dict, path: Path, key: str = "val") -> None:
-    """Validation-loss curves as a dependency-free SVG line plot."""
-    w, h, pad = 760, 460, 60
-    points = {n: r[key] for n, r in results.items() if r[key]}
-    xs = [s for pts in points.values() for s, _ in pts]
-    ys = [v for pts in points.values() for _, v in pts if math.isfinite(v)]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    y1 = min(y1, y0 + 3 * (sorted(ys)[len(ys) // 2] - y0 + 1e-9))  # clip early-training spikes
-    sx = lambda s: pad + (s - x0) / max(1e-9, x1 - x0) * (w - 2 * pad)
-    sy = lambda v: h - pad - (min(v, y1) - y0) / max(1e-9, y1 - y0) * (h - 2 * pad)
+def svg_plot(series: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> None:
+    """Line plot of named (x, y) series as a dependency-free SVG."""
+    w, h, pad = 780, 480, 64
+    series = {n: [(x, y) for x, y in pts if math.isfinite(y)] for n, pts in series.items()}
+    series = {n: pts for n, pts in series.items() if pts}
+    xs = [x for pts in series.values() for x, _ in pts]
+    ys = sorted(y for pts in series.values() for _, y in pts)
+    x0, x1, y0, y1 = min(xs), max(xs), ys[0], ys[-1]
+    y1 = min(y1, ys[len(ys) // 2] + 3 * (ys[len(ys) // 2] - y0) + 1e-9)  # clip early-training spikes
+    sx = lambda x: pad + (x - x0) / max(1e-9, x1 - x0) * (w - 2 * pad)
+    sy = lambda y: h - pad - (min(y, y1) - y0) / max(1e-9, y1 - y0) * (h - 2 * pad)
     colors = ["#000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
               "#bcbd22", "#17becf", "#aa3377"]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
            f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
-           f'<text x="{w / 2}" y="20" text-anchor="middle">hytron-tiny on TinyWeb: validation loss by '
-           f'precision</text>',
+           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>',
            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#444"/>',
            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>',
-           f'<text x="{w / 2}" y="{h - 20}" text-anchor="middle">step</text>']
+           f'<text x="{w / 2}" y="{h - 22}" text-anchor="middle">step</text>',
+           f'<text x="16" y="{h / 2}" transform="rotate(-90 16 {h / 2})" text-anchor="middle">'
+           f'{ylabel}</text>']
     for i in range(5):
-        v = y0 + (y1 - y0) * i / 4
-        out.append(f'<text x="{pad - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-        s = x0 + (x1 - x0) * i / 4
-        out.append(f'<text x="{sx(s):.1f}" y="{h - pad + 16}" text-anchor="middle">{s:.0f}</text>')
-    for i, (name, pts) in enumerate(points.items()):
+        y = y0 + (y1 - y0) * i / 4
+        out.append(f'<text x="{pad - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
+        x = x0 + (x1 - x0) * i / 4
+        out.append(f'<text x="{sx(x):.1f}" y="{h - pad + 16}" text-anchor="middle">{x:.0f}</text>')
+    if y0 < 0 < y1:  # the reference level of a gap plot
+        out.append(f'<line x1="{pad}" y1="{sy(0):.1f}" x2="{w - pad}" y2="{sy(0):.1f}" stroke="#999" '
+                   f'stroke-dasharray="4 4"/>')
+    for i, (name, pts) in enumerate(series.items()):
         c = colors[i % len(colors)]
-        line = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in pts if math.isfinite(v))
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{line}"/>')
-        out.append(f'<text x="{w - pad - 150}" y="{pad + 14 * i}" fill="{c}">{name}</text>')
+        out.append(f'<text x="{w - pad - 130}" y="{pad + 15 * i}" fill="{c}">{name}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 
@@ -173,9 +178,14 @@ def main() -> None:
         for name in names:
             results[name] = train_one(name, data, vocab, args)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
-    svg_plot(results, out / "val_loss.svg")
     base = results["fp32"]
-    print(f"\nwrote {out / 'results.json'} and {out / 'val_loss.svg'}")
+    fp32_at = dict(base["val"])
+    svg_plot({n: r["val"] for n, r in results.items()}, out / "val_loss.svg",
+             "hytron-tiny on TinyWeb: validation loss by precision recipe", "validation loss (nats/token)")
+    svg_plot({n: [(s, 100 * (v - fp32_at[s]) / fp32_at[s]) for s, v in r["val"] if s in fp32_at]
+              for n, r in results.items() if n != "fp32"}, out / "val_gap.svg",
+             "validation loss gap vs fp32 (same seeds, batches, tokens)", "relative gap (%)")
+    print(f"\nwrote {out / 'results.json'}, {out / 'val_loss.svg'} and {out / 'val_gap.svg'}")
     print(f"{'recipe':18s} {'final val':>9s} {'gap vs fp32':>11s} {'step time':>10s}")
     for name, r in results.items():
         gap = (r["final_val"] - base["final_val"]) / base["final_val"]
