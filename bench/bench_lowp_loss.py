@@ -177,7 +177,8 @@ def main() -> None:
         data, vocab = build_data(Path(tmp), args.docs, args.vocab)
         for name in names:
             results[name] = train_one(name, data, vocab, args)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+            # written after every recipe, so an interrupted run keeps what it measured
+            (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     base = results["fp32"]
     fp32_at = dict(base["val"])
     svg_plot({n: r["val"] for n, r in results.items()}, out / "val_loss.svg",
