@@ -102,7 +102,8 @@ def test_quality_buckets_rank_good_text_above_junk(outcome):
     junk_scores = [r["meta"]["quality_scores"]["linear"] for i, r in removed.items()
                    if labels[i]["kind"] in ("boilerplate", "spam") and "quality_scores" in r["meta"]]
     good_scores = [r["meta"]["quality_scores"]["linear"] for i, r in kept.items() if labels[i]["kind"] == "clean"]
-    assert sum(junk_scores) / len(junk_scores) < sum(good_scores) / len(good_scores) - 0.3
+    median_good = sorted(good_scores)[len(good_scores) // 2]
+    assert len(junk_scores) > 1000 and sum(j < median_good for j in junk_scores) / len(junk_scores) >= 0.95
     assert len(manifest["quality"]["thresholds"]) == 2
 
 

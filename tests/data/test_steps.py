@@ -135,3 +135,16 @@ def test_config_errors_name_the_field(tmp_path):
     bad.write_text("executor: {kind: slurm}\n")
     with pytest.raises(ConfigError, match=r"executor.kind"):
         load_curate_config(bad)
+
+
+def test_curate_recipes_load_and_the_default_recipe_is_the_default():
+    from pathlib import Path
+
+    from hytron.config import to_dict
+    from hytron.data.curate_config import CurateConfig
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("curate*.yaml"))
+    assert len(recipes) >= 2
+    for path in recipes:
+        load_curate_config(path)
+    assert to_dict(load_curate_config(recipes[0])) == to_dict(CurateConfig())

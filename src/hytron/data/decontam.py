@@ -36,23 +36,21 @@ class EvalIndex:
     def __init__(self, items: list[tuple[str, str]], n: int = 13, min_overlap: float = 0.8):
         self.n = n
         self.items: list[_Item] = []
-        self.grams: dict[int, dict[tuple, list[int]]] = {}  # gram length -> gram -> item indices
+        self.long: dict[tuple, list[int]] = {}  # n-gram -> items of n or more words
+        self.short: dict[tuple, list[tuple[tuple, int]]] = {}  # first two words -> (whole item, index)
         for item_id, text in items:
             toks = tokens(text)
-            if not toks:
+            if len(toks) < 2:  # a one-word item would match everywhere; it cannot be decontaminated by n-grams
                 continue
             k = len(self.items)
             if len(toks) >= n:
                 grams = {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
                 self.items.append(_Item(item_id, max(1, math.ceil(min_overlap * len(grams))), len(grams)))
-                length = n
+                for g in grams:
+                    self.long.setdefault(g, []).append(k)
             else:
-                grams = {tuple(toks)}
                 self.items.append(_Item(item_id, 1, 1))
-                length = len(toks)
-            table = self.grams.setdefault(length, {})
-            for g in grams:
-                table.setdefault(g, []).append(k)
+                self.short.setdefault(tuple(toks[:2]), []).append((tuple(toks), k))
 
     @classmethod
     def from_files(cls, paths: list[str | Path], n: int = 13, min_overlap: float = 0.8) -> EvalIndex:
@@ -82,14 +80,16 @@ class EvalIndex:
         """(item id, share of the item's n-grams found) for the first item the text contains, else None."""
         toks = tokens(text)
         hits: dict[int, int] = {}
-        for length, table in self.grams.items():
-            seen = set()
-            for i in range(len(toks) - length + 1):
-                g = tuple(toks[i:i + length])
-                if g in table and g not in seen:
-                    seen.add(g)
-                    for k in table[g]:
-                        hits[k] = hits.get(k, 0) + 1
+        n = self.n
+        if self.long:
+            for g in {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}:
+                for k in self.long.get(g, ()):
+                    hits[k] = hits.get(k, 0) + 1
+        if self.short:  # short items: look only where a document bigram starts one
+            for i in range(len(toks) - 1):
+                for whole, k in self.short.get((toks[i], toks[i + 1]), ()):
+                    if tuple(toks[i:i + len(whole)]) == whole:
+                        hits[k] = max(hits.get(k, 0), 1)
         for k in sorted(hits):
             item = self.items[k]
             if hits[k] >= item.need:

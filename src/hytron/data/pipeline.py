@@ -327,13 +327,13 @@ def _train_quality(out: Path, cfg: CurateConfig, shards: list[readers.Shard]) ->
     per_shard = -(-cfg.quality.sample_docs // max(len(shards), 1))
     random_docs = []
     for shard in shards:  # the first docs of every shard: deterministic and spread over the input
+        taken = 0
         for item in readers.read_shard(shard, cfg.input):
-            if len(random_docs) >= cfg.quality.sample_docs:
+            if taken >= per_shard or len(random_docs) >= cfg.quality.sample_docs:
                 break
             if not isinstance(item, Malformed):
                 random_docs.append(item.text)
-                if len(random_docs) % per_shard == 0:
-                    break
+                taken += 1
     model = quality.QualityModel.train(reference, random_docs, cfg.quality.classifiers, cfg.quality.seed)
     model.save(qdir)
     _write_json(qdir / "training.json", {"reference_docs": len(reference), "random_docs": len(random_docs)})
@@ -344,6 +344,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
            overwrite: bool = False, progress: bool = True) -> dict:
     """Run (or resume) curation of `inputs` into `out_dir`; returns the manifest."""
     out = Path(out_dir)
+    _CONTEXT.clear()  # tasks run inline in this process must not see a previous run's plan or models
     cfg = resolve_defaults(inputs, copy.deepcopy(cfg) if cfg else CurateConfig())
     if overwrite and out.exists():
         for name in ("kept", "removed", "synthetic", "quality", ".work", "manifest.json"):

@@ -2,8 +2,8 @@
 
 Two classifier kinds are trained offline on the same data (DCLM's recipe, scaled down): positives are
 high-quality reference documents, negatives a deterministic sample of the input crawl.
-- `linear`: scikit-learn HashingVectorizer (word 1-2 grams, 2**20 features) + logistic-loss SGD; P(reference).
-- `bayes`: multinomial naive Bayes on hashed word 1-3 gram counts; log-odds of reference.
+- `linear`: logistic-loss SGD on L2-normalised hashed word 1-2 gram counts (2**20 features); P(reference).
+- `bayes`: multinomial naive Bayes on the same counts; log-odds of reference.
 (fastText was measured first: `fasttext-numpy2-wheel` 0.9.2 raised "Encountered NaN" when a second model was
 trained in the same process, so it is not used.) Higher scores mean more reference-like.
 Buckets follow the Nemotron-CC recipe: per classifier, token-weighted score
@@ -27,11 +27,22 @@ def _clean(text: str) -> str:
     return _NL.sub(" ", text.lower()).strip()
 
 
+def _vectorizer():
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    # counts of hashed word 1-2 grams; stateless, so nothing but the classifiers needs saving
+    return HashingVectorizer(n_features=2**20, ngram_range=(1, 2), alternate_sign=False, norm=None)
+
+
 class QualityModel:
-    """The trained classifiers; `score(texts)` gives {name: float32[len(texts)]} of P(reference)."""
+    """The trained classifiers; `score(texts)` gives {name: float32[len(texts)]}, higher = more reference-like.
+
+    Both classifiers read the same hashed n-gram counts (vectorised once per batch): naive Bayes the counts,
+    the logistic model their L2-normalised rows."""
 
     def __init__(self, models: dict):
         self.models = models
+        self._vec = _vectorizer()
 
     @property
     def names(self) -> list[str]:
@@ -42,38 +53,34 @@ class QualityModel:
         if len(reference) < 10 or len(random_docs) < 10:
             raise ValueError(f"quality: need at least 10 reference and 10 random documents to train, got "
                              f"{len(reference)} and {len(random_docs)}")
-        models: dict = {}
+        from sklearn.linear_model import SGDClassifier
+        from sklearn.naive_bayes import MultinomialNB
+        from sklearn.preprocessing import normalize
+
         texts = [_clean(t) for t in reference] + [_clean(t) for t in random_docs]
         labels = np.array([1] * len(reference) + [0] * len(random_docs))
         order = np.random.default_rng(seed).permutation(len(texts))
+        counts = _vectorizer().transform([texts[i] for i in order])
+        models: dict = {}
         if "bayes" in kinds:
-            from sklearn.feature_extraction.text import HashingVectorizer
-            from sklearn.naive_bayes import MultinomialNB
-
-            vec = HashingVectorizer(n_features=2**20, ngram_range=(1, 3), alternate_sign=False, norm=None)
-            nb = MultinomialNB(alpha=0.1)
-            nb.fit(vec.transform([texts[i] for i in order]), labels[order])
-            models["bayes"] = (vec, nb)
+            models["bayes"] = MultinomialNB(alpha=0.1).fit(counts, labels[order])
         if "linear" in kinds:
-            from sklearn.feature_extraction.text import HashingVectorizer
-            from sklearn.linear_model import SGDClassifier
-
-            vec = HashingVectorizer(n_features=2**20, ngram_range=(1, 2), alternate_sign=False, norm="l2")
             clf = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=20, tol=None, random_state=seed)
-            clf.fit(vec.transform([texts[i] for i in order]), labels[order])
-            models["linear"] = (vec, clf)
+            models["linear"] = clf.fit(normalize(counts), labels[order])
         return cls(models)
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
-        cleaned = [_clean(t) for t in texts]
+        if not texts:
+            return {}
+        from sklearn.preprocessing import normalize
+
+        counts = self._vec.transform([_clean(t) for t in texts])
         out = {}
-        if "bayes" in self.models and cleaned:
-            vec, nb = self.models["bayes"]
-            logp = nb.predict_log_proba(vec.transform(cleaned))
+        if "bayes" in self.models:
+            logp = self.models["bayes"].predict_log_proba(counts)
             out["bayes"] = (logp[:, 1] - logp[:, 0]).astype(np.float32)  # log-odds: continuous, ties are rare
-        if "linear" in self.models and cleaned:
-            vec, clf = self.models["linear"]
-            out["linear"] = clf.predict_proba(vec.transform(cleaned))[:, 1].astype(np.float32)
+        if "linear" in self.models:
+            out["linear"] = self.models["linear"].predict_proba(normalize(counts))[:, 1].astype(np.float32)
         return out
 
     def save(self, folder: str | Path) -> None:
@@ -85,9 +92,7 @@ class QualityModel:
     @classmethod
     def load(cls, folder: str | Path) -> QualityModel:
         folder = Path(folder)
-        models: dict = {}
-        for path in sorted(folder.glob("*.pkl")):
-            models[path.stem] = pickle.loads(path.read_bytes())  # our own files, written by save()
+        models = {p.stem: pickle.loads(p.read_bytes()) for p in sorted(folder.glob("*.pkl"))}  # written by save()
         if not models:
             raise FileNotFoundError(f"no quality classifiers in {folder}")
         return cls(models)
