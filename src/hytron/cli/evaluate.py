@@ -1,0 +1,64 @@
+"""Evaluation verbs: `hytron eval MODEL_DIR`, `hytron reproduce CLAIM --out DIR`, `hytron report RUN_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model directory: held-out loss/bpb, TinyWeb QA, reasoning, lm-eval",
+                       description="Writes MODEL_DIR/eval.json (and refreshes the model and data cards). QA tasks "
+                                   "are multiple choice ranked by log-likelihood (see hytron.eval.tasks).")
+    p.add_argument("model_dir", help="a Nemotron-H model directory with its tokenizer (e.g. runs/x/model)")
+    p.add_argument("--evals", default=None, help="a TinyWeb folder (or its evals/); default: the crawl named in "
+                   "the model card, else TinyWeb seed-0 evaluation sets")
+    p.add_argument("--tasks", type=_csv, default=["validation", "world_qa", "arithmetic"],
+                   help="comma-separated: validation, world_qa, arithmetic, reasoning (default: the first three)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many items per task")
+    p.add_argument("--lm-eval", dest="lm_eval", type=_csv, default=[], metavar="TASKS",
+                   help="lm-evaluation-harness task names to run in process (offline; needs hytron[eval])")
+    p.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of local lm-eval task YAMLs")
+    p.add_argument("--write-lm-eval-tasks", default=None, metavar="DIR",
+                   help="write TinyWeb QA as lm-eval tasks (hytron_world_qa, hytron_arithmetic) into DIR, then "
+                        "run them unless --lm-eval names others")
+    p.add_argument("--reasoning-n", type=int, default=100, help="reasoning problems (task `reasoning`)")
+    p.add_argument("--budgets", type=_csv, default=["0", "8", "16", "32", "64", "none"],
+                   help="thinking budgets for the reasoning curve (`none` = unbounded)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass when scoring")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write eval.json or cards")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hytron.eval import evaluate_model
+
+    tasks = list(args.tasks)
+    extra = {}
+    if "reasoning" in tasks:
+        tasks.remove("reasoning")
+        from hytron.reasoning import evaluate_reasoning
+
+        budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
+        extra["reasoning"] = lambda: evaluate_reasoning(args.model_dir, n=args.reasoning_n, budgets=budgets)
+    lm_tasks, include = list(args.lm_eval), args.lm_eval_include
+    if args.write_lm_eval_tasks:
+        from pathlib import Path
+
+        from hytron.eval.harness import evals_from_card
+        from hytron.eval.lm_eval_bridge import write_tinyweb_tasks
+
+        src = args.evals or evals_from_card(Path(args.model_dir))
+        if src is None:
+            raise ValueError("--write-lm-eval-tasks needs --evals DIR (a TinyWeb folder)")
+        include = str(write_tinyweb_tasks(src, args.write_lm_eval_tasks, limit=args.limit))
+        lm_tasks = lm_tasks or ["hytron_world_qa", "hytron_arithmetic"]
+    results = evaluate_model(args.model_dir, evals=args.evals, tasks=tasks, limit=args.limit, lm_eval_tasks=lm_tasks,
+                             lm_eval_include=include, extra=extra, write=not args.no_write,
+                             batch_size=args.batch_size)
+    print(json.dumps(results, indent=2))
+    return 0
