@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hytron.lowp import PrecisionRecipe, QuantLinear, QuantSpec, fake_quantize, rht, rht_matrix
+from hytron.lowp import PrecisionRecipe, Quantized, QuantLinear, QuantSpec, fake_quantize, rht, rht_matrix
 
 IDENTITY = PrecisionRecipe(name="identity")
 
@@ -192,3 +192,25 @@ def test_emulated_gemms_ignore_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = q(x)
     assert under_autocast.dtype == torch.float32 and torch.equal(plain, under_autocast)
+
+
+@pytest.mark.parametrize("name", ["fp8", "fp8-delayed"])
+def test_native_fp8_plumbing_matches_emulation(monkeypatch, name):
+    # the CUDA branch keeps Quantized operands (for torch._scaled_mm); run it on CPU, where its GEMM
+    # falls back to dequantize + matmul, and check its transposes/scales give the emulated results exactly
+    x, dy = torch.randn(32, 64), torch.randn(32, 48)
+    runs = []
+    for native in (False, True):
+        torch.manual_seed(0)
+        lin = nn.Linear(64, 48, bias=False)
+        q = QuantLinear.from_linear(lin, PrecisionRecipe.from_name(name))
+        monkeypatch.setattr(QuantLinear, "_native", lambda self, device, on=native: on)
+        xs = x.clone().requires_grad_()
+        for _ in range(2):  # twice, so delayed scaling uses a non-empty history
+            xs.grad, q.weight.grad = None, None
+            y = q(xs)
+            y.backward(dy)
+        assert isinstance(q.quantized_weight("fprop"), Quantized) == native
+        runs.append((y, xs.grad, q.weight.grad))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

@@ -142,7 +142,10 @@ class QuantLinear(nn.Linear):
         return self.generator(device) if spec.rounding == "sr" else None
 
     def _native(self, device: torch.device) -> bool:
-        return self.recipe.native_fp8 and device.type == "cuda"
+        """Native FP8 GEMMs: a CUDA device and a recipe whose three operands are all per-tensor FP8."""
+        fp8 = all(s.fmt in ("e4m3", "e5m2") for s in (self.recipe.weight, self.recipe.activation,
+                                                         self.recipe.gradient))
+        return self.recipe.native_fp8 and fp8 and device.type == "cuda"
 
     def _weight_symmetric(self) -> bool:
         """Quantizing W along K or along N gives the same values: per-tensor, bf16/identity, 16x16 tiles."""
@@ -160,7 +163,7 @@ class QuantLinear(nn.Linear):
             self._cache_key, self._cache = key, {}
             self.weight_quantizations += 1
         if role not in self._cache:
-            native = self._native(w.device) and self.recipe.weight.fmt in ("e4m3", "e5m2")
+            native = self._native(w.device)
             wd = w.detach()
             if role == "dgrad" and self._weight_symmetric():
                 fprop = self.quantized_weight("fprop")
@@ -186,7 +189,8 @@ class QuantLinear(nn.Linear):
         w = self.quantized_weight("dgrad")
         if isinstance(w, Quantized):  # native FP8: dx = dy W = dy (Wᵀ)ᵀ with Wᵀ (K, N) per-tensor
             dyq = self.q_grad.quantize(dy2, g)
-            wt = Quantized(w.fmt, w.values.t().contiguous(), None, w.tensor_scale, (1, 1), w.shape)
+            values_t = w.values.t().contiguous()
+            wt = Quantized(w.fmt, values_t, None, w.tensor_scale, (1, 1), values_t.shape)
             if native_fp8_ok(dyq, wt):
                 return fp8_matmul_t(dyq, wt)
             return _matmul_t(dyq.dequantize(), wt.dequantize())
@@ -197,7 +201,7 @@ class QuantLinear(nn.Linear):
         dyt, xt = dy2.t(), x2.t()  # (N, M), (K, M): contraction over tokens M
         if self._rht is not None:  # same R on both operands, tokens zero-padded to whole tiles
             dyt, xt = rht(dyt, self._rht), rht(xt, self._rht)
-        if self._native(dy2.device) and self.recipe.gradient.fmt in ("e4m3", "e5m2"):
+        if self._native(dy2.device):
             dyq, xq = self.q_grad_t.quantize(dyt, g), self.q_act_t.quantize(xt, ga)
             if native_fp8_ok(dyq, xq):
                 return fp8_matmul_t(dyq, xq)
