@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hytron.model import kernels
 from hytron.model.cache import MambaState
 from hytron.model.ssd import ssd_chunked, ssd_step
 
@@ -69,6 +70,9 @@ class Mamba2(nn.Module):
             if self.conv1d.bias is not None:
                 conv = conv + self.conv1d.bias[:, None]
             xBC = F.silu(conv).transpose(1, 2)
+        elif state is None and (fast := kernels.fast_conv(xBC.transpose(1, 2).contiguous(), self.conv1d.weight,
+                                                          self.conv1d.bias)) is not None:
+            xBC = fast.transpose(1, 2)  # CUDA causal-conv1d kernel (fresh sequence)
         else:  # depthwise causal conv: left context is the cached inputs, or zeros for a fresh sequence
             xBC = xBC.transpose(1, 2)  # (b, conv_dim, L)
             past = (state.conv.to(xBC.dtype) if state is not None
@@ -89,8 +93,9 @@ class Mamba2(nn.Module):
             y, state.ssm = ssd_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
             y = y[:, None]
         else:
-            y, final = ssd_chunked(x, dt, A, B, C, self.chunk_size,
-                                   initial_state=state.ssm if state is not None else None)
+            init = state.ssm if state is not None else None
+            fast = kernels.fast_scan(x, dt, A, B, C, self.chunk_size, init)  # None on CPU / without mamba-ssm
+            y, final = fast if fast is not None else ssd_chunked(x, dt, A, B, C, self.chunk_size, initial_state=init)
             if state is not None:
                 state.ssm = final.to(state.ssm.dtype)
         y = y + x * self.D.to(y.dtype)[:, None]

@@ -125,6 +125,10 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     model = build_model(cfg, int(data.index["vocab_size"])).to(info.device)
     recipe = apply_precision(model, cfg.precision)
     amp = autocast_dtype(cfg.precision, info.device)
+    if cfg.compile:
+        from hytron.model.kernels import compile_blocks
+
+        compile_blocks(model)
     wrapped = dist.wrap(model, cfg.distributed, info)
 
     # ---- optimizer ----------------------------------------------------------------------------------------

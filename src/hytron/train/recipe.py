@@ -71,6 +71,7 @@ class TrainConfig:
     checkpoint_every: int = 50  # 0: only at the end
     keep_checkpoints: int = 2
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    compile: bool = False  # torch.compile each block (regional compilation); worth it on GPUs
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
