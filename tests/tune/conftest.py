@@ -1,0 +1,36 @@
+"""Shared fixtures for hytron.tune: a small packed corpus (vocab 512, so it fits the hytron-tiny preset)."""
+
+import json
+
+import pytest
+import torch
+from tests.train.conftest import corpus_docs
+
+from hytron.data.mix import single_component_blend
+from hytron.packing import iter_texts, pack
+from hytron.tokenizer import Tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny matmuls only lose to thread hand-offs, badly so on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def packed_corpus(tmp_path_factory):
+    """(packed dir, tokenizer): the training tests' synthetic corpus, 10% held out."""
+    root = tmp_path_factory.mktemp("tune-corpus")
+    (root / "kept").mkdir()
+    (root / "kept" / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus_docs(300)))
+    tok = Tokenizer.train(iter_texts([root / "kept"]), vocab_size=512)
+    pack(single_component_blend([str(root / "kept")], validation_fraction=0.1), tok, root / "packed")
+    return root / "packed", tok
+
+
+@pytest.fixture(scope="session")
+def packed_data(packed_corpus):
+    return packed_corpus[0]
