@@ -32,8 +32,8 @@ from hytron.model import HybridConfig, HybridLM
 from hytron.packing import PackedLoader, iter_eval_batches, iter_texts, pack
 from hytron.tokenizer import Tokenizer
 
-DEFAULT_RECIPES = ("fp32,bf16,fp8,mxfp8,mxfp4,nvfp4,nvfp4-no-rht,nvfp4-no-sr,nvfp4-1d-weights,"
-                   "nvfp4-all-layers,nvfp4+switch")
+DEFAULT_RECIPES = ("fp32,nvfp4,mxfp4,nvfp4-no-rht,nvfp4-no-sr,nvfp4-1d-weights,nvfp4-all-layers,"
+                   "nvfp4+switch,fp8,mxfp8,bf16")
 
 
 def build_data(work: Path, docs: int, vocab: int) -> tuple[Path, int]:
@@ -164,21 +164,33 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", default=DEFAULT_RECIPES)
     ap.add_argument("--out", default="runs/bench_lowp_loss", help="JSON + SVG go here")
+    ap.add_argument("--resume", action="store_true", help="keep recipes already in OUT/results.json from a "
+                    "run with the same settings (finish a long list over several runs)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("recipes", "out", "resume")}
+    results = {}
+    if args.resume and (out / "results.json").exists():
+        saved = json.loads((out / "results.json").read_text())
+        if {k: saved["args"].get(k) for k in settings} != settings:
+            raise SystemExit(f"--resume: {out / 'results.json'} has other settings: {saved['args']}")
+        results = saved["results"]
+        print(f"resuming: {', '.join(results)} already measured")
     names = args.recipes.split(",")
     if names[0] != "fp32":
         names = ["fp32", *[n for n in names if n != "fp32"]]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} steps x "
           f"{args.batch} x {args.seq} = {args.steps * args.batch * args.seq:,} tokens per recipe")
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data, vocab = build_data(Path(tmp), args.docs, args.vocab)
         for name in names:
+            if name in results:
+                continue
             results[name] = train_one(name, data, vocab, args)
             # written after every recipe, so an interrupted run keeps what it measured
             (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    results = {n: results[n] for n in names if n in results}
     base = results["fp32"]
     fp32_at = dict(base["val"])
     svg_plot({n: r["val"] for n, r in results.items()}, out / "val_loss.svg",
