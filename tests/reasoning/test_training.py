@@ -1,0 +1,120 @@
+"""SFT and GRPO runs: loss falls, exact resume, reward shaping and the Dr.GRPO objective."""
+
+import json
+
+import pytest
+import torch
+
+from hytron.config import ConfigError
+from hytron.reasoning.data import write_jsonl
+from hytron.reasoning.generation import Solver
+from hytron.train.metrics import read_metrics
+from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
+from hytron.train.sft import SFTConfig, load_sft_recipe, sft
+
+
+def _load(model_dir):
+    from hytron.model import HybridLM
+    from hytron.tokenizer import Tokenizer
+
+    return HybridLM.from_pretrained(model_dir), Tokenizer.load(model_dir)
+
+
+def sft_config(data, tok_dir, out, **changes):
+    cfg = {"name": "t", "out_dir": str(out), "steps": 6, "seed": 0, "log_every": 1, "eval_every": 3,
+           "checkpoint_every": 3, "tokenizer": str(tok_dir), "model": {"preset": "hytron-tiny"},
+           "data": {"path": str(data), "seq_len": 320, "batch_size": 4, "val_rows": 8},
+           "optim": {"lr": 3e-3, "warmup_steps": 1}}
+    cfg.update(changes)
+    from hytron.config import from_dict
+
+    return from_dict(SFTConfig, cfg)
+
+
+@pytest.fixture(scope="module")
+def sft_run(rows, tok_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    data = write_jsonl(rows, root / "rows.jsonl")
+    whole = sft(sft_config(data, tok_dir, root / "whole"), progress=False)
+    return root, data, whole
+
+
+def test_sft_learns_and_exports_a_loadable_chat_model(sft_run):
+    root, _, whole = sft_run
+    losses = [r["loss"] for r in read_metrics(root / "whole" / "metrics.jsonl") if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5
+    from hytron.reasoning.generation import load_solver
+
+    solver = load_solver(whole["model_dir"])
+    assert solver.tokenizer.vocab_size == solver.model.config.vocab_size
+
+
+def test_sft_resume_is_exact(sft_run, tok_dir):
+    root, data, whole = sft_run
+    cfg = sft_config(data, tok_dir, root / "split")
+    first = sft(cfg, progress=False, max_steps_this_run=3)
+    assert first["status"].startswith("paused")
+    sft(cfg, progress=False)
+    a = [r["loss"] for r in read_metrics(root / "whole" / "metrics.jsonl") if "loss" in r]
+    b = [r["loss"] for r in read_metrics(root / "split" / "metrics.jsonl") if "loss" in r]
+    assert a == b
+
+
+def test_sft_recipe_loads_and_errors_name_the_field(tmp_path):
+    cfg = load_sft_recipe("sft-tiny", ["data.batch_size=2", "tokenizer=/x"])
+    assert cfg.data.batch_size == 2 and cfg.tokenizer == "/x"
+    with pytest.raises(ConfigError, match="data.seq_len"):
+        load_sft_recipe("sft-tiny", ["data.seq_len=0"])
+    with pytest.raises(ConfigError, match="rl.group_size"):
+        load_sft_recipe("rl-tiny", ["rl.group_size=1"], cls=RLConfig)
+
+
+def test_length_penalty_only_separates_correct_answers():
+    correct = [True, True, True, False, False]
+    lengths = [10, 20, 40, 5, 100]
+    r = group_rewards(correct, lengths, 0.5)
+    assert r[3] == r[4] == 0.0  # wrong: 0 whatever the length
+    assert r[0] > r[1] > r[2] > 0.5 - 1e-9 and max(r) <= 1.0  # correct: shorter is better, never below 1 - alpha
+    assert group_rewards(correct, lengths, 0.0)[:3] == [1.0, 1.0, 1.0]
+    adv = dr_grpo_advantages(r)
+    assert abs(sum(adv)) < 1e-12
+    assert adv == pytest.approx([x - sum(r) / 5 for x in r])  # no division by the group's std
+    assert dr_grpo_advantages([2 * x for x in r]) == pytest.approx([2 * a for a in adv])
+
+
+def test_policy_gradient_step_raises_the_logprob_of_a_positively_advantaged_completion(tok):
+    from tests.conftest import tiny_model
+
+    model = tiny_model(vocab_size=tok.vocab_size).train()
+    seqs = [[1, 3, 20, 21, 22, 23], [1, 3, 20, 30, 31]]
+    starts = [3, 3]
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before, mask = token_logprobs(model, seqs, starts, 1.0, tok.pad_id)
+    assert mask.sum() == 3 + 2
+    adv = torch.tensor([[1.0], [-1.0]])
+    (-(before * adv * mask).sum() / 10).backward()
+    opt.step()
+    with torch.no_grad():
+        after, _ = token_logprobs(model, seqs, starts, 1.0, tok.pad_id)
+    gain = ((after - before.detach()) * mask).sum(-1)
+    assert gain[0] > 0 > gain[1]
+
+
+def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
+    _, _, whole = sft_run
+    from hytron.config import from_dict
+
+    cfg = from_dict(RLConfig, {"name": "rl", "out_dir": str(tmp_path / "rl"), "steps": 2, "log_every": 1,
+                               "checkpoint_every": 1, "model": {"init_from": whole["model_dir"]},
+                               "optim": {"lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
+                               "rl": {"prompts_per_step": 2, "group_size": 2, "max_tokens": 24}})
+    assert grpo(cfg, progress=False, max_steps_this_run=1)["status"].startswith("paused")
+    summary = grpo(cfg, progress=False)
+    assert summary["status"] == "finished"
+    recs = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(0 <= r["accuracy"] <= 1 and r["thinking_tokens"] <= 24 for r in recs)
+    assert Solver(*_load(summary["model_dir"])).tokenizer.vocab_size == json.loads(
+        (tmp_path / "rl" / "model" / "config.json").read_text())["vocab_size"]
+    with pytest.raises(ConfigError, match="model.init_from"):
+        grpo(from_dict(RLConfig, {"out_dir": str(tmp_path / "x")}), progress=False)
