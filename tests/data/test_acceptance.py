@@ -115,3 +115,12 @@ def test_manifest_is_a_data_card(tinyweb_20k, outcome):
     tokens = sum(sum(b.values()) for b in manifest["tokens_by_source_bucket"].values())
     assert tokens == sum(r["meta"]["tokens"] for r in kept.values())
     json.dumps(manifest)
+
+
+def test_heuristics_skipped_only_for_top_buckets(outcome):
+    _, removed, kept, manifest = outcome
+    skip_from = manifest["config"]["quality"]["skip_heuristics_from_bucket"]
+    spared = [r for r in kept.values() if r["meta"].get("heuristic")]
+    assert spared, "no kept document failed a heuristic: the top-bucket exemption was never exercised"
+    assert all(r["quality_bucket"] >= skip_from for r in spared)
+    assert all(r["meta"]["quality_bucket"] < skip_from for r in removed.values() if r["step"] == "heuristics")

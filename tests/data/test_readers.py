@@ -120,3 +120,18 @@ def test_unknown_input_is_a_clear_error(tmp_path):
         expand_inputs([tmp_path / "x.csv"])
     with pytest.raises(FileNotFoundError, match="input not found"):
         expand_inputs([tmp_path / "missing.jsonl"])
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_output_shards_round_trip_in_every_compression(tmp_path, compression):
+    from hytron.data.writers import ShardWriter
+
+    w = ShardWriter(tmp_path, "kept", 3, compression)
+    rows = [{"id": str(i), "text": f"héllo {i}", "source": "s", "quality_bucket": i % 5} for i in range(50)]
+    for r in rows:
+        w.write(r)
+    assert not w.path.exists()  # only visible once complete
+    w.close()
+    assert w.path.name == {"none": "part-00003.jsonl", "gzip": "part-00003.jsonl.gz",
+                           "zstd": "part-00003.jsonl.zst"}[compression]
+    assert list(iter_records(tmp_path, "kept")) == rows

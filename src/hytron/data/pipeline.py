@@ -373,6 +373,9 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     else:
         _write_json(plan_path, {"fingerprint": fingerprint, "config": resolved, "inputs": input_info,
                                 "shards": [dataclasses.asdict(s) for s in shards]})
+    if progress and cfg.quality.enabled and not cfg.quality.reference:
+        print("[curate] quality buckets off: set quality.reference to JSONL files of high-quality text "
+              "(quality_bucket will be null and heuristics apply to every document)", file=sys.stderr)
     _train_quality(out, cfg, shards)
     n = len(shards)
     t0 = time.time()
