@@ -124,3 +124,13 @@ def test_heuristics_skipped_only_for_top_buckets(outcome):
     assert spared, "no kept document failed a heuristic: the top-bucket exemption was never exercised"
     assert all(r["quality_bucket"] >= skip_from for r in spared)
     assert all(r["meta"]["quality_bucket"] < skip_from for r in removed.values() if r["step"] == "heuristics")
+
+
+def test_tinyweb_evaluate_matches_this_oracle(tinyweb_20k, curated_20k, outcome):
+    labels, removed, _, _ = outcome
+    score = tinyweb.evaluate(tinyweb_20k, curated_20k[0])
+    for kind in tinyweb.JUNK_KINDS:
+        of_kind = [i for i, lab in labels.items() if lab["kind"] == kind]
+        assert score["kinds"][kind]["recall"] == sum(i in removed for i in of_kind) / len(of_kind)
+        assert score["kinds"][kind]["precision"] >= 0.95
+    assert score["good_kept"] >= 0.99 and score["pii_redacted"] == 1.0

@@ -67,4 +67,13 @@ def cmd_curate(args) -> int:
     print(f"{c['input']} in, {c['kept']} kept, {c['removed']} removed, {c['synthetic']} synthetic -> {args.out}")
     for step, reasons in m["removed_by_step"].items():
         print(f"  {step}: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])))
+    from hytron.data import tinyweb
+
+    for path in args.inputs:
+        if tinyweb.is_tinyweb(path) and len(args.inputs) == 1:
+            score = tinyweb.evaluate(path, args.out)
+            print("against TinyWeb's ground truth (recall / precision):")
+            for kind, s in score["kinds"].items():
+                print(f"  {kind:16s} {s['recall']:.3f} / {s['precision']:.3f}  ({s['docs']} docs)")
+            print(f"  good docs kept {score['good_kept']:.3f}, planted PII redacted {score['pii_redacted']:.3f}")
     return 0

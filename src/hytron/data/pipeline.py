@@ -356,6 +356,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
             print(f"[curate] {out} is already complete (manifest.json); pass --overwrite to redo it",
                   file=sys.stderr)
         return manifest
+    t_start = time.time()
     files = readers.expand_inputs(inputs)
     shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records)
     input_info = [{"path": str(f), "format": readers.detect_format(f), "bytes": f.stat().st_size,
@@ -379,13 +380,20 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     _train_quality(out, cfg, shards)
     n = len(shards)
     t0 = time.time()
+    seconds = {"plan_and_train_quality": round(t0 - t_start, 2)}
     todo = [i for i in range(n) if not _marker(out, "stage", i).is_file()]
     run_tasks(stage_shard, str(out), todo, cfg.executor, "stage", progress)
+    seconds["stage"] = round(time.time() - t0, 2)
+    t1 = time.time()
     summary = (json.loads((_work(out) / "decisions" / "summary.json").read_text())
                if _marker(out, "decide").is_file() else decide(out, cfg, n))
+    seconds["decide"] = round(time.time() - t1, 2)
+    t1 = time.time()
     todo = [i for i in range(n) if not _marker(out, "finish", i).is_file()]
     run_tasks(finish_shard, str(out), todo, cfg.executor, "finish", progress)
-    manifest = _manifest(out, resolved, input_info, n, summary, time.time() - t0)
+    seconds["finish"] = round(time.time() - t1, 2)
+    seconds["total_this_invocation"] = round(time.time() - t_start, 2)
+    manifest = _manifest(out, resolved, input_info, n, summary, seconds)
     if (_work(out) / "quality" / "done").is_file():
         shutil.copytree(_work(out) / "quality", out / "quality", dirs_exist_ok=True)
     _write_json(out / "manifest.json", manifest)
@@ -402,7 +410,7 @@ def _merge(into: dict, add: dict) -> None:
             into[k] = into.get(k, 0) + v
 
 
-def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summary: dict, seconds: float) -> dict:
+def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summary: dict, seconds: dict) -> dict:
     from hytron import __version__
 
     total: dict = {}
@@ -412,7 +420,7 @@ def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summar
     training = _work(out) / "quality" / "training.json"
     return {
         "format": FORMAT_VERSION, "generator": "hytron.data.pipeline", "hytron_version": __version__,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 2),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
         "inputs": input_info, "config": resolved, "shards": n_shards,
         "counts": {"input": total.get("input", 0), "kept": total.get("kept", 0), "removed": n_removed,
                    "synthetic": sum(total.get("synthetic", {}).values())},

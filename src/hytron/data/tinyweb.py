@@ -192,3 +192,34 @@ def read_labels(tinyweb_dir: str | Path) -> dict[str, dict]:
 
 def is_tinyweb(path: str | Path) -> bool:
     return (Path(path) / "tinyweb.json").is_file()
+
+
+# the curation steps whose job it is to remove each junk kind (hytron.data.pipeline.STEPS)
+OWNING_STEPS = {"boilerplate": {"heuristics"}, "spam": {"heuristics"}, "truncated": {"heuristics", "language"},
+                "gibberish": {"language", "heuristics"}, "foreign": {"language"},
+                "duplicate_exact": {"exact_dedup"}, "duplicate_near": {"fuzzy_dedup"},
+                "leak": {"decontamination"}}
+
+
+def evaluate(tinyweb_dir: str | Path, curated_dir: str | Path) -> dict:
+    """Score a curation of this crawl against the truth: per junk kind, recall (share removed by any step) and
+    precision (of the docs removed by the kind's owning steps, the share that are this kind rather than
+    good text); good docs kept; planted PII values gone from kept text."""
+    from hytron.data.writers import iter_records
+
+    labels = read_labels(tinyweb_dir)
+    removed = {r["id"]: r["step"] for r in iter_records(curated_dir, "removed")}
+    kept = {r["id"]: r["text"] for r in iter_records(curated_dir, "kept")}
+    out: dict = {"kinds": {}}
+    for kind in JUNK_KINDS:
+        ids = [i for i, lab in labels.items() if lab["kind"] == kind]
+        by_owner = [i for i, step in removed.items() if step in OWNING_STEPS[kind] and i in labels]
+        true = sum(labels[i]["kind"] == kind for i in by_owner)
+        false = sum(labels[i]["kind"] in GOOD_KINDS for i in by_owner)
+        out["kinds"][kind] = {"docs": len(ids), "recall": sum(i in removed for i in ids) / max(len(ids), 1),
+                              "precision": true / max(true + false, 1)}
+    good = [i for i, lab in labels.items() if lab["kind"] in GOOD_KINDS]
+    out["good_kept"] = sum(i in kept for i in good) / max(len(good), 1)
+    planted = [(i, p["value"]) for i, lab in labels.items() if i in kept for p in lab.get("pii", [])]
+    out["pii_redacted"] = sum(v not in kept[i] for i, v in planted) / max(len(planted), 1)
+    return out
