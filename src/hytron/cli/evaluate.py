@@ -62,3 +62,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size)
     print(json.dumps(results, indent=2))
     return 0
+
+
+def add_reproduce(sub) -> None:
+    from hytron.claims import CLAIMS
+
+    p = sub.add_parser("reproduce", help="reproduce a headline claim at laptop scale: " + ", ".join(CLAIMS),
+                       description="Writes OUT/result.json (headline figure, settings, seed) and PNG plots. "
+                                   "--quick is the CI size (a minute or two on a CPU).")
+    p.add_argument("claim", choices=CLAIMS)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quick", action="store_true", help="the smallest size (CI); default: the full CPU size")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import torch
+
+    from hytron.claims import run_claim
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_claim(args.claim, args.out, quick=args.quick)
+    print(json.dumps({"claim": result["claim"], "headline": result["headline"], "plots": result["plots"],
+                      "seconds": result["seconds"], "out": args.out}, indent=2))
+    return 0
