@@ -88,3 +88,29 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(json.dumps({"claim": result["claim"], "headline": result["headline"], "plots": result["plots"],
                       "seconds": result["seconds"], "out": args.out}, indent=2))
     return 0
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a training run",
+                       description="Loss curves, throughput, curation funnel, data blend, evaluation tables, "
+                                   "budget curves and any claim reproductions, in RUN_DIR/report.html.")
+    p.add_argument("run_dir", help="a training run directory (config.json, metrics.jsonl, model/)")
+    p.add_argument("--out", default=None, help="HTML file to write (default RUN_DIR/report.html)")
+    p.add_argument("--claims", nargs="*", default=[], metavar="DIR",
+                   help="`hytron reproduce` output folders to include")
+    p.add_argument("--cards", action="store_true", help="also (re)write the model and data cards in RUN_DIR/model")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hytron.report import build_report
+
+    if args.cards:
+        from hytron.train.cards import write_cards
+
+        write_cards(Path(args.run_dir) / "model", args.run_dir)
+    path = build_report(args.run_dir, args.out, args.claims)
+    print(f"wrote {path}")
+    return 0
