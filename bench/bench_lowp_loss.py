@@ -162,6 +162,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 is often "
+                    "faster on an oversubscribed machine")
     ap.add_argument("--recipes", default=DEFAULT_RECIPES)
     ap.add_argument("--out", default="runs/bench_lowp_loss", help="JSON + SVG go here")
     ap.add_argument("--resume", action="store_true", help="keep recipes already in OUT/results.json from a "
@@ -169,7 +171,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("recipes", "out", "resume")}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {k: v for k, v in vars(args).items() if k not in ("recipes", "out", "resume", "threads")}
     results = {}
     if args.resume and (out / "results.json").exists():
         saved = json.loads((out / "results.json").read_text())
