@@ -215,3 +215,20 @@ def test_engine_thread_serves_concurrent_submitters(model):
     engine.close()
     assert results == [c.token_ids for c in generate(model, ps, params)]
     assert engine._thread is None
+
+
+def test_a_failing_callback_does_not_stop_the_engine_thread(model, capsys):
+    engine = Engine(model, max_slots=2).start()
+    params = SamplingParams(max_tokens=5, temperature=0)
+
+    def broken(delta):
+        raise RuntimeError("callback bug")
+
+    bad = engine.submit([20, 21, 22], params, on_delta=broken)
+    good = engine.submit([20, 21, 22], params)
+    assert good.result(timeout=60).token_ids == generate(model, [[20, 21, 22]], params)[0].token_ids
+    assert bad.result(timeout=60).finish_reason == "length"
+    assert engine.healthy
+    engine.close()
+    assert not engine.healthy
+    assert "callback bug" in capsys.readouterr().err

@@ -1,9 +1,21 @@
 """Generation on token ids: sampling, thinking budgets, and the continuous-batching engine over HybridLM caches.
 
-    from hytron.infer import Engine, SamplingParams, generate
-    results = generate(model, [prompt_ids], SamplingParams(max_tokens=64, temperature=0,
-                       thinking=True, max_thinking_tokens=256), stop_ids=tok.stop_ids,
-                       decode=tok.decode, think_end_id=tok.think_end_id, newline_ids=ids_with_newline)
+Offline, many prompts at once (results in prompt order)::
+
+    from hytron.infer import SamplingParams, generate, newline_ids
+
+    kw = dict(stop_ids=tok.stop_ids, decode=lambda ids: tok.decode(ids, skip_special=True),
+              think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
+              newline_ids=newline_ids((i, tok.decode([i])) for i in range(tok.vocab_size)))
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True)  # ends in "<think>\\n" when on
+    [c] = generate(model, [prompt], SamplingParams(max_tokens=512, temperature=0, thinking=True,
+                                                   max_thinking_tokens=256), max_slots=8, **kw)
+    c.reasoning, c.text, c.reasoning_tokens, c.thinking_forced, c.finish_reason, c.token_ids
+
+`thinking=True` means the prompt leaves a `<think>` section open (the budget applies, thinking text goes to
+`reasoning`); `False` means answer only (`<think>`/`</think>` are never sampled); `None` is raw text.
+Online: `Engine(model, **kw).start()`, then `req = engine.submit(ids, params)` from any thread; iterate
+`req` for `Delta`s (or pass `on_delta=`), `req.result()` waits, `req.cancel()` frees the slot.
 """
 
 from hytron.infer.budget import ThinkingBudget, newline_ids

@@ -102,6 +102,8 @@ class Engine:
             raise PromptTooLong(len(ids), params.max_tokens, self.max_len)
         if params.stop and self.decode is None:
             raise ValueError("stop strings need the engine's decode function")
+        if params.thinking is not None and self.think_end_id is None:
+            raise ValueError("thinking control needs the engine's think_end_id")
         with self._cv:
             if self._closed:
                 raise EngineClosed("the engine is shut down")
@@ -121,6 +123,11 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def healthy(self) -> bool:
+        """Accepting requests, and its thread (if started) is alive."""
+        return not self._closed and (self._thread is None or self._thread.is_alive())
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._prefilling or self._running)
@@ -166,7 +173,11 @@ class Engine:
                     self._cv.wait(0.5)
                 if self._closed and not self.has_work():
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # never let the thread die with requests waiting on it
+                traceback.print_exc()
+                self._fail_all(f"{type(e).__name__}: {e}")
 
     @torch.inference_mode()
     def step(self) -> None:
@@ -199,12 +210,8 @@ class Engine:
             if any(s.finish_reason is None for s in self._running):
                 self._decode()
         except Exception as e:  # keep serving: fail the requests in flight, reset the batch
-            msg = f"{type(e).__name__}: {e}"
             traceback.print_exc()
-            for s in self._running + joining + self._prefilling:
-                s.finish_reason = s.finish_reason or "error"
-                self._finish(s, s.finish_reason, error=msg)
-            self._running, self._prefilling, self._cache = [], [], None
+            self._fail_all(f"{type(e).__name__}: {e}", joining)
             return
         staying = [s for s in self._running if s.finish_reason is None]
         for s in self._running:
@@ -217,6 +224,14 @@ class Engine:
             self._cache = self._gather(rows)
             for s in joining:
                 s.cache = None
+
+    def _fail_all(self, msg: str, extra: list[_Seq] = ()) -> None:
+        """Finish every admitted request (with 'error' unless it already had a reason) and empty the batch."""
+        for s in [*self._running, *extra, *self._prefilling]:
+            if not s.req.done:
+                reason = s.finish_reason or "error"
+                self._finish(s, reason, error=msg if reason == "error" else None)
+        self._running, self._prefilling, self._cache = [], [], None
 
     def _gather(self, rows):
         """A new batched cache holding the given (cache, row) pairs, in order; None when empty."""

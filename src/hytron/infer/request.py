@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -120,7 +121,10 @@ class Request:
     # ---- called by the engine thread ----
     def _emit(self, delta: Delta) -> None:
         if self._on_delta is not None:
-            self._on_delta(delta)
+            try:
+                self._on_delta(delta)
+            except Exception:  # the caller's callback failed: report it, keep the engine going
+                traceback.print_exc()
         else:
             self._queue.put(delta)
 

@@ -118,8 +118,8 @@ def create_app(backend: Backend) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        if backend.engine._closed:
-            raise APIError(503, "engine is shut down")
+        if not backend.engine.healthy:
+            raise APIError(503, "the engine is not running")
         return {"status": "ok"}
 
     @app.get("/v1/models", responses=ERROR_RESPONSES)
