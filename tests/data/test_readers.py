@@ -85,13 +85,14 @@ def test_malformed_lines_are_counted_never_crash(tmp_path):
     good = json.dumps({"id": "ok", "text": GOOD})
     lines = [good.encode(), b'{"id": "broken", "text": ', b'\xff\xfe not utf8', b'[1, 2]',
              json.dumps({"id": "notext"}).encode(), json.dumps({"id": "empty", "text": "  "}).encode(),
-             json.dumps({"id": "big", "text": "x" * 5000}).encode(), json.dumps({"text": GOOD}).encode()]
+             json.dumps({"id": "big", "text": "x" * 5000}).encode(), b'{"id": "sur", "text": "a \\ud800 b"}',
+             json.dumps({"text": GOOD}).encode()]
     path = tmp_path / "messy.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     items = _read_all([path], max_doc_bytes=2000)
     reasons = {i.id if isinstance(i, Document) else i.reason for i in items}
     assert reasons == {"ok", "invalid_json", "invalid_utf8", "not_an_object", "missing_text", "empty_text",
-                       "oversized", f"{path}@{sum(len(x) + 1 for x in lines[:-1])}"}
+                       "oversized", "invalid_unicode", f"{path}@{sum(len(x) + 1 for x in lines[:-1])}"}
     assert len(items) == len(lines)
 
 
@@ -99,7 +100,7 @@ def test_damaged_files_become_counted_records_in_a_full_run(tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
     good = "".join(json.dumps(r) + "\n" for r in _docs(20)).encode()
-    (inp / "a.jsonl").write_bytes(good + b"not json at all\n")
+    (inp / "a.jsonl").write_bytes(good + b"not json at all\n" + b'{"id": "s", "text": "lone \\udc80 surrogate"}\n')
     (inp / "b.jsonl.gz").write_bytes(gzip.compress(good)[:-30])  # truncated download
     (inp / "c.parquet").write_bytes(b"PAR1 this is not parquet")
     cfg = CurateConfig()
@@ -107,7 +108,7 @@ def test_damaged_files_become_counted_records_in_a_full_run(tmp_path):
     cfg.executor.workers = 1
     m = curate([inp], tmp_path / "out", cfg, progress=False)
     read = m["removed_by_step"]["read"]
-    assert read["invalid_json"] == 1 and read["unreadable_file"] == 2
+    assert read["invalid_json"] == 1 and read["unreadable_file"] == 2 and read["invalid_unicode"] == 1
     removed = list(iter_records(tmp_path / "out", "removed"))
     kept = list(iter_records(tmp_path / "out", "kept"))
     assert m["counts"]["input"] == len(removed) + len(kept) and m["balanced"]

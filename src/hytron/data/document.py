@@ -25,7 +25,9 @@ class Malformed:
 
     id: str
     source: str
-    reason: str  # invalid_utf8 | invalid_json | not_an_object | missing_text | empty_text | oversized | unreadable_file
+    # invalid_utf8 | invalid_unicode | invalid_json | not_an_object | missing_text | empty_text | oversized |
+    # unreadable_file | not_html
+    reason: str
     raw: str
     detail: str = ""
 

@@ -42,7 +42,7 @@ from hytron.data.executors import run_tasks
 from hytron.data.writers import ShardWriter, iter_records
 
 FORMAT_VERSION = 1
-STEPS = ("read", "language", "decontamination", "heuristics", "exact_dedup", "fuzzy_dedup")
+STEPS = ("read", "error", "language", "decontamination", "heuristics", "exact_dedup", "fuzzy_dedup")
 
 
 # ---- work state ---------------------------------------------------------------------------------------------
@@ -108,30 +108,46 @@ def stage_shard(out_dir: str, index: int) -> None:
                             "removed": {"step": "read", "reason": item.reason, "score": None,
                                         "detail": item.detail}})
             continue
-        text, attrs, removed = item.text, {}, None
-        if cfg.unicode_repair:
-            text, fixed = filters.repair_unicode(text)
-            if fixed:
-                attrs["unicode_repaired"] = True
-        if cfg.language.enabled:
-            (keep, reason, score), code, conf = filters.identify_language(text, cfg.language)
-            attrs.update(language=code, language_score=conf)
-            if not keep:
-                removed = {"step": "language", "reason": reason, "score": score, "detail": ""}
-        if removed is None and "eval_index" in ctx:
-            hit = ctx["eval_index"].check(text)
-            if hit:
-                removed = {"step": "decontamination", "reason": "eval_overlap", "score": hit[1], "detail": hit[0]}
-        rec = {"id": item.id, "text": text, "source": item.source, "meta": item.meta, "attrs": attrs,
-               "removed": removed}
-        if removed is None:
-            attrs["tokens"] = approx_tokens(text)
-            if cfg.heuristics.enabled:
-                keep, reason, score = filters.heuristic_verdict(text, cfg.heuristics)
-                attrs["heuristic"] = None if keep else [reason, score]
+        try:
+            rec = _stage_document(item, cfg, ctx)
+        except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
+            rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
+                   "removed": {"step": "error", "reason": "processing_error", "score": None,
+                               "detail": f"{type(e).__name__}: {e}"}}
+        if rec["removed"] is None:
             survivors.append(len(records))
         records.append(rec)
+    _finish_stage(out, index, records, survivors, ctx)
 
+
+def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
+    """Phase A steps for one document: the staged record, with `removed` set if a step removed it."""
+    text, attrs, removed = item.text, {}, None
+    if cfg.unicode_repair:
+        text, fixed = filters.repair_unicode(text)
+        if fixed:
+            attrs["unicode_repaired"] = True
+    if cfg.language.enabled:
+        (keep, reason, score), code, conf = filters.identify_language(text, cfg.language)
+        attrs.update(language=code, language_score=conf)
+        if not keep:
+            removed = {"step": "language", "reason": reason, "score": score, "detail": ""}
+    if removed is None and "eval_index" in ctx:
+        hit = ctx["eval_index"].check(text)
+        if hit:
+            removed = {"step": "decontamination", "reason": "eval_overlap", "score": hit[1], "detail": hit[0]}
+    if removed is None:
+        attrs["tokens"] = approx_tokens(text)
+        if cfg.heuristics.enabled:
+            keep, reason, score = filters.heuristic_verdict(text, cfg.heuristics)
+            attrs["heuristic"] = None if keep else [reason, score]
+    return {"id": item.id, "text": text, "source": item.source, "meta": item.meta, "attrs": attrs,
+            "removed": removed}
+
+
+def _finish_stage(out: Path, index: int, records: list[dict], survivors: list[int], ctx: dict) -> None:
+    """Batch quality scores and dedup hashes for the survivors; write the staged shard and its marker."""
+    cfg: CurateConfig = ctx["cfg"]
     texts = [records[k]["text"] for k in survivors]
     scores = ctx["quality"].score(texts) if "quality" in ctx and texts else {}
     n_perm = cfg.dedup.bands * cfg.dedup.rows

@@ -145,7 +145,11 @@ def _record(obj, pos_id: str, path: str, text_field: str, id_field: str, source_
         return Malformed(doc_id, source, "missing_text", raw, detail)
     if not text.strip():
         return Malformed(doc_id, source, "empty_text", raw)
-    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:  # lone surrogates from JSON escapes such as "\ud800"
+        return Malformed(doc_id, source, "invalid_unicode", raw.encode("utf-8", "backslashreplace").decode(), str(e))
+    if size > max_bytes:
         return Malformed(doc_id, source, "oversized", raw, f"over {max_bytes} bytes")
     meta = {k: v for k, v in obj.items() if k not in (text_field, id_field, source_field)}
     return Document(doc_id, text, source, meta)
