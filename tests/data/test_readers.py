@@ -46,7 +46,7 @@ def test_formats_read_identically_and_split_within_files(tmp_path, fmt):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), path)
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=64)  # shards cross row groups
     shards = plan_shards([path], shard_bytes=4096, shard_records=70)
     assert len(shards) > 3  # one file, several shards
     docs = _read_all([path], shard_bytes=4096, shard_records=70)

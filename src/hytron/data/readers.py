@@ -1,8 +1,10 @@
 """Input readers and shard planning: JSONL (plain, .gz, .zst), Parquet, text/HTML folders, WARC.
 
 `plan_shards(inputs, ...)` turns paths into a deterministic list of `Shard`s, splitting inside large files:
-plain JSONL by byte ranges aligned to line starts, compressed JSONL by line ranges (one counting pass),
-Parquet by row ranges, folders of .txt/.md/.html files by groups of files; WARC files are one shard each.
+plain JSONL by byte ranges aligned to line starts, compressed JSONL by line ranges (one counting pass; each
+shard decompresses from the file start, so prefer plain JSONL or more, smaller files for very large inputs),
+Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html files by groups
+of files; WARC files are one shard each.
 `read_shard(shard, ...)` yields `Document`s, or `Malformed` records for input it cannot use (bad UTF-8,
 invalid JSON, missing/empty/oversized text, unreadable files): nothing is skipped silently.
 
@@ -220,8 +222,16 @@ def _read_parquet(shard: Shard, cfg) -> Iterator[Document | Malformed]:
     try:
         import pyarrow.parquet as pq
 
-        table = pq.ParquetFile(shard.path).read().slice(shard.start, shard.end - shard.start)
-        rows = table.to_pylist()
+        pf = pq.ParquetFile(shard.path)
+        groups, first, row = [], None, 0  # read only the row groups that overlap [start, end)
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if row < shard.end and row + n > shard.start:
+                groups.append(g)
+                first = row if first is None else first
+            row += n
+        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+        rows = table.slice(shard.start - (first or 0), shard.end - shard.start).to_pylist()
     except Exception as e:  # noqa: BLE001 - any damage: one counted record, not a crash
         yield Malformed(f"{shard.path}:{shard.start}", default_source, "unreadable_file", "",
                         f"{type(e).__name__}: {e}")
