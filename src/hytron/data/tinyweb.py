@@ -21,6 +21,8 @@ decontamination. Every world-fact question is answerable from the corpus: the su
 article (for n_docs >= ~3,000; smaller crawls cover the QA subjects first). The world itself is
 `hytron.data.world.World.generate(seed)`, so more consistent text and QA can be made from the same seed.
 Good kinds are `clean` and `pii` (kept, with PII redacted); all others are junk.
+`evaluate(tinyweb_dir, curated_dir)` scores a curation run against these labels (per junk kind recall and
+precision, good docs kept, PII redacted); `hytron curate` prints it when its input is a TinyWeb folder.
 """
 
 from __future__ import annotations
