@@ -118,7 +118,8 @@ class Engine:
 
     @property
     def num_active(self) -> int:
-        return len(self._running) + len(self._prefilling)
+        """Requests holding a slot and not yet finished."""
+        return sum(not s.req.done for s in self._running) + len(self._prefilling)
 
     @property
     def num_waiting(self) -> int:
@@ -238,7 +239,8 @@ class Engine:
         if not rows:
             return None
         longest = max(int(c.lengths[r]) for c, r in rows)
-        new = self.model.new_cache(len(rows), capacity=max(16, longest + 16))
+        capacity = 1 << max(4, (longest + 16 - 1).bit_length())  # a power of two: stable as rows come and go
+        new = self.model.new_cache(len(rows), capacity=capacity)
         for i, (c, r) in enumerate(rows):
             new.insert(i, c, row=r)
         return new

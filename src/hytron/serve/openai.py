@@ -38,14 +38,14 @@ def _check_common(backend: Backend, body: _Sampling) -> None:
         backend.check_ids(body.stop_token_ids, "stop_token_ids")
 
 
-def _max_tokens(backend: Backend, asked: int | None, prompt_len: int, default: int) -> int:
+def _max_tokens(backend: Backend, asked: int | None, prompt_len: int, default: int, param: str = "messages") -> int:
     cfg = backend.config
     if asked is not None and asked > cfg.max_tokens_limit:
         raise APIError(400, f"max_tokens must be at most {cfg.max_tokens_limit}, got {asked}", "max_tokens")
     n = asked if asked is not None else max(1, min(default, cfg.max_tokens_limit, backend.max_len - prompt_len))
     if prompt_len + n > backend.max_len:
         e = PromptTooLong(prompt_len, n, backend.max_len)
-        raise APIError(400, str(e), "messages", "context_length_exceeded")
+        raise APIError(400, str(e), param, "context_length_exceeded")
     return n
 
 
@@ -270,7 +270,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
         encoded.append(ids)
     jobs = []
     for ids in encoded:
-        max_tokens = _max_tokens(backend, body.max_tokens, len(ids), cfg.default_max_tokens)
+        max_tokens = _max_tokens(backend, body.max_tokens, len(ids), cfg.default_max_tokens, "prompt")
         for i in range(body.n):
             jobs.append((ids, _params(body, max_tokens, i, logprobs=body.logprobs,
                                       prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None
