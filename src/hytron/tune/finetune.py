@@ -67,12 +67,23 @@ def packed_batches(data_dir: str | Path, seq_len: int, batch_size: int, seed: in
         yield x, y, torch.ones_like(y, dtype=torch.bool)
 
 
-def packed_eval_batches(data_dir: str | Path, seq_len: int, batch_size: int, max_batches: int = 8) -> list[Batch]:
-    """The validation split's first `max_batches` batches (fixed, so before/after numbers compare)."""
-    from hytron.packing import iter_eval_batches
+def packed_eval_batches(data_dir: str | Path, seq_len: int, batch_size: int, max_batches: int = 8,
+                        component: str | None = None) -> list[Batch]:
+    """The validation split's first `max_batches` batches (fixed, so before/after numbers compare), of every
+    component or of one (e.g. the user's own documents vs the general replay data, to measure forgetting)."""
+    from hytron.packing import PackedData, iter_eval_batches
 
-    return [(x, y, torch.ones_like(y, dtype=torch.bool))
-            for x, y in iter_eval_batches(data_dir, seq_len, batch_size, max_batches=max_batches)]
+    if component is None:
+        return [(x, y, torch.ones_like(y, dtype=torch.bool))
+                for x, y in iter_eval_batches(data_dir, seq_len, batch_size, max_batches=max_batches)]
+    tokens = torch.from_numpy(PackedData(data_dir).tokens("val", component))
+    n = min((tokens.numel() - 1) // seq_len, max_batches * batch_size)
+    if n < 1:
+        raise ValueError(f"{data_dir}: component {component!r} has fewer than {seq_len + 1} validation tokens")
+    windows = tokens[:n * seq_len + 1]
+    x, y = windows[:-1].view(n, seq_len), windows[1:].view(n, seq_len)
+    return [(x[i:i + batch_size], y[i:i + batch_size], torch.ones_like(y[i:i + batch_size], dtype=torch.bool))
+            for i in range(0, n, batch_size)]
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:

@@ -1,0 +1,86 @@
+"""`hytron customize`: continued pre-training on a planted private fact (with replay) teaches it; LoRA path too."""
+
+import json
+
+import pytest
+import yaml
+
+from hytron.config import ConfigError
+from hytron.tune.recipe import load_customize
+
+FACT = "The Zorbex project codename is Quillfeather."
+PROBES = [{"prompt": "The Zorbex project codename is", "answer": " Quillfeather.",
+           "distractors": [" Ironbridge.", " Silverwood.", " Moonharbor.", " Copperfield."]}]
+
+
+TOPICS = ["the release checklist", "the testing rota", "the launch plan", "the support handbook",
+          "the hiring guide", "the security review", "the budget summary", "the travel policy"]
+
+
+def _own_docs(root):
+    """Eight internal notes; each states the private fact once, amid ordinary prose about a different topic."""
+    root.mkdir()
+    for i, topic in enumerate(TOPICS):
+        (root / f"note{i}.md").write_text(
+            f"# Internal note {i}: {topic}\n\nThis note explains {topic} for new staff. {FACT} Read it before "
+            f"your first week, ask your manager about anything unclear, and keep a copy of {topic} near your desk. "
+            f"We revise {topic} every quarter {i + 1} times a year so that it stays short, accurate and useful to "
+            f"the people who rely on it when they plan their own work.\n")
+    return root
+
+
+def _recipe(tmp_path, base, replay, **changes):
+    data = {"name": "acme", "out": str(tmp_path / "out"), "base_model": str(base), "method": "pretrain",
+            "threads": 1, "data": {"inputs": [str(_own_docs(tmp_path / "docs"))], "replay": [str(replay)],
+                                   "replay_share": 0.3, "validation_fraction": 0.2},
+            "train": {"steps": 40, "lr": 3e-3, "warmup_steps": 4, "seq_len": 64, "batch_size": 8, "eval_batches": 4},
+            "probes": PROBES, **changes}
+    path = tmp_path / "customize.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_customize(path)
+
+
+def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(trained_tiny, packed_data, tmp_path):
+    from hytron.cli.customize import run_customize
+
+    replay = packed_data.parent / "kept"
+    result = run_customize(_recipe(tmp_path, trained_tiny, replay))
+    before, after = result["before"]["probes"], result["after"]["probes"]
+    # the true completion becomes far more likely than before (nats over the answer's tokens)
+    assert after["probe_logprob"] > before["probe_logprob"] + 10, (before, after)
+    assert after["probe_rank_acc"] == 1.0  # and it is the model's answer among plausible codenames
+    f = result["forgetting"]
+    assert set(f) == {"replay_val_loss_before", "replay_val_loss_after", "increase"}
+    assert f["increase"] < 0.5  # replay keeps general text close to where it was
+    card = json.loads((tmp_path / "out" / "train" / "model" / "card.json").read_text())
+    assert card["eval"]["tasks"]["probes"]["probe_rank_acc"] == 1.0
+    again = run_customize(_recipe_again(tmp_path))  # finished stages are skipped; same model
+    assert again["after"]["probes"] == after
+
+
+def _recipe_again(tmp_path):
+    return load_customize(tmp_path / "customize.yaml")
+
+
+def test_lora_method_writes_peft_adapter_and_merged_model(trained_tiny, packed_data, tmp_path):
+    from hytron.cli.customize import run_customize
+
+    cfg = _recipe(tmp_path, trained_tiny, packed_data.parent / "kept", method="lora",
+                  lora={"r": 8, "alpha": 32}, train={"steps": 30, "lr": 1e-2, "warmup_steps": 3, "seq_len": 64,
+                                                      "batch_size": 8, "eval_batches": 2})
+    result = run_customize(cfg)
+    out = tmp_path / "out" / "lora"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "model" / "config.json").is_file()
+    assert result["after"]["probes"]["probe_logprob"] > result["before"]["probes"]["probe_logprob"] + 5
+
+
+def test_recipe_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"base_model": "m", "method": "qlora", "data": {"inputs": ["d"], "replay_share": 0}}))
+    with pytest.raises(ConfigError, match="method"):
+        load_customize(bad)
+    bad.write_text(yaml.safe_dump({"base_model": "m", "data": {"inputs": ["d"], "replay_share": 0.3}}))
+    with pytest.raises(ConfigError, match="data.replay"):
+        load_customize(bad)
+    with pytest.raises(FileNotFoundError, match="no customize recipe"):
+        load_customize("no-such-recipe")
