@@ -11,6 +11,17 @@ pytest.importorskip("matplotlib", reason="claim plots need matplotlib (pip insta
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a loaded 2-core CI machine two OpenMP workers fight other jobs and run 3-10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _reproduce(claim, out, capsys):
     assert main(["reproduce", claim, "--out", str(out), "--quick"]) == 0
     printed = capsys.readouterr().out
@@ -69,3 +80,30 @@ def test_reproduce_rejects_unknown_claims(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "speed", "--out", "x"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_reproduce_reasoning_quick(tmp_path, capsys):
+    r = _reproduce("reasoning", tmp_path / "reasoning", capsys)
+    h, d = r["headline"], r["details"]
+    assert h["thinking_tokens_before"] == d["before"]["mean_thinking_tokens"]
+    assert h["token_ratio"] == pytest.approx(d["before"]["mean_thinking_tokens"]
+                                             / max(d["after"]["mean_thinking_tokens"], 1e-9))
+    for side in ("before", "after"):
+        budgets = [c["budget"] for c in d[side]["curve"]]
+        assert budgets == r["settings"]["budgets"]
+        capped = [c for c in d[side]["curve"] if c["budget"] == 0]
+        assert capped and capped[0]["mean_thinking_tokens"] <= 1  # budget 0 (grace 0): thinking closed at once
+
+
+def test_equal_accuracy_ratio():
+    from hytron.claims.reasoning import equal_accuracy_ratio
+
+    before = {"accuracy": 0.80, "mean_thinking_tokens": 100.0, "curve": []}
+    after = {"curve": [{"accuracy": 0.50, "mean_thinking_tokens": 5.0},
+                       {"accuracy": 0.795, "mean_thinking_tokens": 20.0},
+                       {"accuracy": 0.82, "mean_thinking_tokens": 40.0}]}
+    assert equal_accuracy_ratio(before, after) == pytest.approx(5.0)
+    assert equal_accuracy_ratio({**before, "accuracy": 0.95}, after) is None
+    assert equal_accuracy_ratio({**before, "accuracy": 0.0}, after) is None  # nothing solved: no ratio
+    zero = {"curve": [{"accuracy": 0.9, "mean_thinking_tokens": 0.0}]}
+    assert equal_accuracy_ratio(before, zero) == pytest.approx(100.0)  # at least one token in the denominator
