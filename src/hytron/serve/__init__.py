@@ -1,4 +1,21 @@
-"""OpenAI-compatible serving of hytron models: the HTTP app, the engine backend, the chat page and terminal chat."""
+"""OpenAI-compatible serving of hytron models: the HTTP app, the engine backend, the chat page and terminal chat.
+
+    hytron serve MODEL_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-thinking-tokens N]
+    hytron chat MODEL_DIR                      # the same engine in the terminal
+
+Endpoints (vLLM's dialect): `/v1/models`, `/v1/chat/completions`, `/v1/completions` (`echo` + `logprobs`
+for log-likelihood evaluation), `/tokenize`, `/detokenize`, `/tokenizer_info`, `/health`, `/metrics`
+(Prometheus), and the chat page at `/`. Reasoning comes back in `message.reasoning` and
+`message.reasoning_content` (`delta.reasoning` when streaming); per request, `thinking_token_budget` caps the
+thinking, and `chat_template_kwargs.enable_thinking`, `reasoning_effort: "none"` or `/no_think` in a message
+turn it off.
+
+Evaluate a served model with lm-evaluation-harness, offline (it uses the server's tokenizer endpoints):
+
+    HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 lm_eval --model local-completions \\
+        --model_args model=NAME,base_url=http://127.0.0.1:8000/v1/completions,num_concurrent=1,max_retries=1,\\
+max_length=2048,tokenized_requests=True --tasks TASK --include_path DIR_WITH_TASK_YAML
+"""
 
 from hytron.serve.app import create_app
 from hytron.serve.backend import Backend, ServeConfig
