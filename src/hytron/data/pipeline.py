@@ -73,11 +73,14 @@ _CONTEXT: dict[str, dict] = {}
 
 
 def _context(out_dir: str) -> dict:
-    """Plan, config and models for tasks, loaded once per process."""
-    if out_dir not in _CONTEXT:
+    """Plan, config and models for tasks, loaded once per process and plan (long-lived Ray workers may
+    serve several runs into the same folder)."""
+    plan_path = _work(Path(out_dir)) / "plan.json"
+    key = f"{out_dir}@{plan_path.stat().st_mtime_ns}"
+    if key not in _CONTEXT:
         from hytron.config import from_dict
 
-        plan = json.loads((_work(Path(out_dir)) / "plan.json").read_text())
+        plan = json.loads(plan_path.read_text())
         cfg = from_dict(CurateConfig, plan["config"])
         ctx = {"cfg": cfg, "shards": [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]}
         if cfg.decontam.enabled and cfg.decontam.eval_files:
@@ -88,8 +91,8 @@ def _context(out_dir: str) -> dict:
             ctx["quality"] = quality.QualityModel.load(qdir)
         ctx["minhash"] = dedup.MinHasher(cfg.dedup.bands * cfg.dedup.rows, cfg.dedup.seed)
         _CONTEXT.clear()
-        _CONTEXT[out_dir] = ctx
-    return _CONTEXT[out_dir]
+        _CONTEXT[key] = ctx
+    return _CONTEXT[key]
 
 
 # ---- phase A: stage -----------------------------------------------------------------------------------------
@@ -414,7 +417,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         shutil.copytree(_work(out) / "quality", out / "quality", dirs_exist_ok=True)
     _write_json(out / "manifest.json", manifest)
     shutil.rmtree(_work(out))
-    _CONTEXT.pop(str(out), None)
+    _CONTEXT.clear()
     return manifest
 
 
