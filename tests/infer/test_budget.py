@@ -148,3 +148,20 @@ def test_streamed_reasoning_and_answer_deltas(tok):
     assert all(d.text == "" for d in deltas[: first_answer + 1])
     assert all(d.reasoning == "" for d in deltas[first_answer + 1:])
     assert r.token_ids.index(tok.think_end_id) == 6
+
+
+def test_stop_strings_apply_to_the_answer_not_the_thinking(tok):
+    m = never_stops(tok, 3)
+    kw = engine_kwargs(tok)
+    prompt = chat_prompt(tok, "Think first.")
+    params = dict(max_tokens=30, temperature=0, thinking=True, max_thinking_tokens=8, thinking_grace=0)
+    free = generate(m, [prompt], SamplingParams(**params), **kw)[0]
+    assert len(free.reasoning) > 4 and len(free.text) > 4
+    inside = free.reasoning[1:4]
+    if inside not in free.text:  # a stop string seen only in the thinking never stops generation
+        same = generate(m, [prompt], SamplingParams(**params, stop=[inside]), **kw)[0]
+        assert same.token_ids == free.token_ids and same.finish_reason == "length"
+    answer_stop = free.text[2:4]
+    cut = generate(m, [prompt], SamplingParams(**params, stop=[answer_stop]), **kw)[0]
+    assert cut.reasoning == free.reasoning and cut.finish_reason == "stop"
+    assert cut.text == free.text[: free.text.index(answer_stop)]
