@@ -232,3 +232,12 @@ def test_a_failing_callback_does_not_stop_the_engine_thread(model, capsys):
     engine.close()
     assert not engine.healthy
     assert "callback bug" in capsys.readouterr().err
+
+
+def test_greedy_batched_equals_alone_with_moe_blocks():
+    torch.manual_seed(0)
+    moe = randomize(HybridLM(HybridConfig.from_name("hytron-tiny-moe", vocab_size=96)).eval())
+    ps = prompts(5, seed=12)
+    params = SamplingParams(max_tokens=8, temperature=0)
+    alone = [generate(moe, [p], params)[0].token_ids for p in ps]
+    assert [c.token_ids for c in generate(moe, ps, params, max_slots=3, prefill_chunk=9)] == alone
