@@ -65,3 +65,7 @@ def test_cards_include_eval_table_and_say_what_is_missing(run, tmp_path):
     assert "| world_qa | acc | 0.25 |" in card
     assert "recipe is unknown" in card
     assert "data unknown" in (run["model"] / "DATA_CARD.md").read_text()
+    # the pre-training loop passes its last validation metrics as a flat dict
+    write_cards(run["model"], run["run"], evals={"val_loss": 3.5, "val_bpb": 1.25})
+    card = (run["model"] / "README.md").read_text()
+    assert "| validation (training data) | val_loss | 3.5 |" in card and "| val_bpb | 1.25 |" in card

@@ -202,9 +202,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def eval_rows(evals: dict | None) -> list[list[Any]]:
-    """Flatten an eval.json into (task, metric, value) rows."""
+    """Flatten an eval.json ({"tasks": {task: {metric: value}}}) into (task, metric, value) rows; a flat
+    {metric: value} dict (the training loop's last validation) is one task, `validation (training data)`."""
+    evals = evals or {}
+    tasks = evals.get("tasks")
+    if tasks is None:
+        tasks = {"validation (training data)": evals}
     rows = []
-    for task, res in ((evals or {}).get("tasks") or {}).items():
+    for task, res in (tasks or {}).items():
         if isinstance(res, dict):
             for k, v in res.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
