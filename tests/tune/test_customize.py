@@ -84,3 +84,10 @@ def test_recipe_errors_name_the_field(tmp_path):
         load_customize(bad)
     with pytest.raises(FileNotFoundError, match="no customize recipe"):
         load_customize("no-such-recipe")
+
+
+def test_shipped_recipe_loads():
+    cfg = load_customize("customize")
+    assert cfg.method == "pretrain" and cfg.data.replay_share == 0.3 and cfg.probes[0]["distractors"]
+    lora = load_customize("customize", {"method": "lora", "lora.r": 4})
+    assert lora.method == "lora" and lora.lora.r == 4
