@@ -65,3 +65,15 @@ def test_hytron_eval_cli_writes_json_and_refreshes_cards(tiny_run, capsys):
 def test_eval_names_unknown_tasks(tiny_run, capsys):
     assert main(["eval", str(tiny_run["model"]), "--tasks", "validation,trivia", "--no-write", "--limit", "2"]) == 2
     assert "unknown task(s) ['trivia']" in capsys.readouterr().err
+
+
+def test_eval_reasoning_task_runs_the_reasoning_evaluation(tmp_path, capsys):
+    from tests.infer.chatmodel import save_chat_model
+
+    model = save_chat_model(tmp_path / "chat")
+    assert main(["eval", str(model), "--tasks", "reasoning", "--reasoning-n", "2", "--budgets", "0,none",
+                 "--max-tokens", "12"]) == 0
+    r = json.loads((model / "eval.json").read_text())["tasks"]["reasoning"]
+    assert r["n"] == 2 and [c["budget"] for c in r["curve"]] == [0, None]
+    assert 0 <= r["accuracy"] <= 1 and "no_think" in r
+    assert r["curve"][0]["mean_thinking_tokens"] <= r["curve"][1]["mean_thinking_tokens"]

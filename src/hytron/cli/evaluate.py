@@ -27,6 +27,7 @@ def add_eval(sub) -> None:
                    help="write TinyWeb QA as lm-eval tasks (hytron_world_qa, hytron_arithmetic) into DIR, then "
                         "run them unless --lm-eval names others")
     p.add_argument("--reasoning-n", type=int, default=100, help="reasoning problems (task `reasoning`)")
+    p.add_argument("--max-tokens", type=int, default=256, help="reasoning: tokens per answer, thinking included")
     p.add_argument("--budgets", type=_csv, default=["0", "8", "16", "32", "64", "none"],
                    help="thinking budgets for the reasoning curve (`none` = unbounded)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass when scoring")
@@ -44,7 +45,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from hytron.reasoning import evaluate_reasoning
 
         budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
-        extra["reasoning"] = lambda: evaluate_reasoning(args.model_dir, n=args.reasoning_n, budgets=budgets)
+        extra["reasoning"] = lambda: evaluate_reasoning(args.model_dir, n=args.reasoning_n, budgets=budgets,
+                                                        max_tokens=args.max_tokens)
     lm_tasks, include = list(args.lm_eval), args.lm_eval_include
     if args.write_lm_eval_tasks:
         from pathlib import Path

@@ -53,7 +53,7 @@ def sha256_json(data: Any) -> str:
 def _read_json(path: Path) -> Any | None:
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
