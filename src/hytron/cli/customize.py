@@ -370,7 +370,12 @@ def run_customize(cfg) -> dict:
     after = _evaluate(model_dir, tok, out / "packed", cfg)
     from hytron.train.cards import write_cards
 
-    write_cards(model_dir, run_dir, evals={"tasks": after, "before_customization": before})
+    evals = {"tasks": after, "before_customization": before}
+    try:
+        write_cards(model_dir, run_dir, evals=evals)
+    except (KeyError, ValueError) as e:  # a run directory the card writer cannot read (e.g. SFT metrics)
+        _say(f"cards: could not read the run facts of {run_dir} ({e!r}); writing the cards without them")
+        write_cards(model_dir, None, evals=evals)
     timings["eval"] = round(time.perf_counter() - t0, 1)
     forgetting = {}
     if "heldout_replay" in before and "heldout_replay" in after:
