@@ -89,3 +89,16 @@ def test_group_aware_heads_and_bad_plans():
     a_old, a_new = model.backbone.layers[0].mixer.A_log, pruned.backbone.layers[0].mixer.A_log
     assert torch.equal(a_new, a_old[[0, 2, 3, 5, 6, 7]])
     assert candidate_plans(model.config, imp, model.num_params() // 5) == []  # beyond half of every width
+
+
+def test_moe_model_prunes_hidden_and_depth(tmp_path):
+    model = tiny_model("hytron-tiny-moe")
+    x = torch.randint(0, 512, (2, 24))
+    imp = estimate_importance(model, [(x, x)])
+    with torch.no_grad():
+        assert torch.equal(prune_model(model, imp, PrunePlan())(x), model(x))
+    pruned = prune_model(model, imp, PrunePlan(drop_layers=(1,), hidden_size=48, mamba_num_heads=6))
+    assert pruned.config.pattern == "MM*EM" and pruned.config.hidden_size == 48
+    pruned.save_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(HybridLM.from_pretrained(tmp_path)(x)).all()
