@@ -31,7 +31,8 @@ def test_no_request_from_the_openapi_spec_causes_a_5xx(model_dir):
                 seen.setdefault(label, set()).add(response.status_code)
                 assert response.status_code < 500, f"{label}: {response.status_code} {response.text[:500]}"
                 case.validate_response(response, checks=[checks.not_a_server_error, checks.status_code_conformance,
-                                                         checks.content_type_conformance])
+                                                         checks.content_type_conformance,
+                                                         checks.response_schema_conformance])
 
             fuzz()
         assert server.thread.is_alive()

@@ -21,11 +21,30 @@ from hytron.serve.backend import Backend
 from hytron.serve.errors import ERROR_RESPONSES, APIError, error_body
 from hytron.serve.metrics import Metrics
 from hytron.serve.page import CHAT_PAGE
-from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from hytron.serve.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    ModelCard,
+    ModelList,
+    TextCompletion,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 
 PUBLIC = {"/health", "/", "/favicon.ico"}
-GEN_RESPONSES = {**ERROR_RESPONSES, 200: {"content": {"application/json": {}, "text/event-stream": {}},
-                                          "description": "a completion, or an SSE stream with stream=true"}}
+
+
+def _ok(model, stream: bool = False) -> dict:
+    """OpenAPI responses: the 200 body's schema (plus an SSE stream when `stream`), and every error."""
+    event = {"type": "object", "required": ["data"], "properties": {  # one SSE event: JSON chunk, or [DONE]
+        "data": {"type": "string", "description": "a JSON chunk object, or [DONE] at the end"}}}
+    content = {"text/event-stream": {"schema": event}} if stream else {}
+    return {**ERROR_RESPONSES, 200: {"model": model, "content": content,
+                                     "description": "the result" + (", or an SSE stream with stream=true"
+                                                                    if stream else "")}}
 
 
 class Guard:
@@ -122,24 +141,24 @@ def create_app(backend: Backend) -> FastAPI:
             raise APIError(503, "the engine is not running")
         return {"status": "ok"}
 
-    @app.get("/v1/models", responses=ERROR_RESPONSES)
+    @app.get("/v1/models", responses=_ok(ModelList))
     async def models():
         return {"object": "list", "data": [_card(backend)]}
 
-    @app.get("/v1/models/{model_id}", responses=ERROR_RESPONSES)
+    @app.get("/v1/models/{model_id}", responses=_ok(ModelCard))
     async def model(model_id: str):
         openai.check_model(backend, model_id)
         return _card(backend)
 
-    @app.post("/v1/chat/completions", responses=GEN_RESPONSES)
+    @app.post("/v1/chat/completions", responses=_ok(ChatCompletion, stream=True))
     async def chat(body: ChatCompletionRequest, request: Request):
         return await openai.chat_completions(backend, body, request, metrics)
 
-    @app.post("/v1/completions", responses=GEN_RESPONSES)
+    @app.post("/v1/completions", responses=_ok(TextCompletion, stream=True))
     async def complete(body: CompletionRequest, request: Request):
         return await openai.completions(backend, body, request, metrics)
 
-    @app.post("/tokenize", responses=ERROR_RESPONSES)
+    @app.post("/tokenize", responses=_ok(TokenizeResponse))
     async def tokenize(body: TokenizeRequest):
         openai.check_model(backend, body.model)
         if (body.prompt is None) == (body.messages is None):
@@ -159,7 +178,7 @@ def create_app(backend: Backend) -> FastAPI:
             out["token_strs"] = [backend.token_strs[i] for i in ids]
         return out
 
-    @app.post("/detokenize", responses=ERROR_RESPONSES)
+    @app.post("/detokenize", responses=_ok(DetokenizeResponse))
     async def detokenize(body: DetokenizeRequest):
         openai.check_model(backend, body.model)
         backend.check_ids(body.tokens, "tokens")
