@@ -8,8 +8,9 @@ import torch
 from hytron.config import ConfigError
 from hytron.reasoning.data import write_jsonl
 from hytron.reasoning.generation import Solver
+from hytron.reasoning.grpo import run_grpo
 from hytron.train.metrics import read_metrics
-from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
+from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, token_logprobs
 from hytron.train.sft import SFTConfig, load_sft_recipe, sft
 
 
@@ -108,8 +109,8 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
                                "checkpoint_every": 1, "model": {"init_from": whole["model_dir"]},
                                "optim": {"lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
                                "rl": {"prompts_per_step": 2, "group_size": 2, "max_tokens": 24}})
-    assert grpo(cfg, progress=False, max_steps_this_run=1)["status"].startswith("paused")
-    summary = grpo(cfg, progress=False)
+    assert run_grpo(cfg, progress=False, max_steps_this_run=1)["status"].startswith("paused")
+    summary = run_grpo(cfg, progress=False)
     assert summary["status"] == "finished"
     recs = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2]
@@ -117,4 +118,4 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     assert Solver(*_load(summary["model_dir"])).tokenizer.vocab_size == json.loads(
         (tmp_path / "rl" / "model" / "config.json").read_text())["vocab_size"]
     with pytest.raises(ConfigError, match="model.init_from"):
-        grpo(from_dict(RLConfig, {"out_dir": str(tmp_path / "x")}), progress=False)
+        run_grpo(from_dict(RLConfig, {"out_dir": str(tmp_path / "x")}), progress=False)

@@ -95,10 +95,11 @@ def add_rl(sub) -> None:
 
 
 def cmd_rl(args: argparse.Namespace) -> int:
-    from hytron.train.rl import RLConfig, grpo
+    from hytron.reasoning.grpo import run_grpo
+    from hytron.train.rl import RLConfig
     from hytron.train.sft import load_sft_recipe
 
-    summary = grpo(load_sft_recipe(args.recipe, args.overrides, args.section, cls=RLConfig),
+    summary = run_grpo(load_sft_recipe(args.recipe, args.overrides, args.section, cls=RLConfig),
                    progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0 if summary["status"] == "finished" or summary["status"].startswith("paused") else 130

@@ -8,18 +8,20 @@ One row is one conversation, in the schema of Nemotron's post-training data (a p
 
 `reasoning: "off"` rows train the model to answer straight after the empty `<think></think>` the chat
 template pre-fills for `/no_think`; any reasoning such a row carries is dropped. Users bring their own rows
-in the same schema (`read_chat_jsonl` validates them and names the bad line).
+in the same schema; reading, validating and encoding rows is `hytron.train.sft`'s (re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from hytron.reasoning.tasks import Problem, answer_text
 from hytron.reasoning.traces import render_trace, truncate_trace
+from hytron.train.sft import encode_row, normalise_row, read_chat_jsonl, write_jsonl
+
+__all__ = ["encode_row", "normalise_row", "problem_row", "prompt_messages", "read_chat_jsonl", "sft_rows",
+           "write_jsonl"]
 
 NO_THINK = " /no_think"
 
@@ -60,75 +62,3 @@ def sft_rows(problems: Sequence[Problem], style: str = "verbose", seed: int = 0,
             trace = truncate_trace(trace, rng)
         rows.append(problem_row(p, trace))
     return rows
-
-
-# ---- JSONL ----------------------------------------------------------------------------------------------------
-def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_chat_jsonl(path: str | Path) -> list[dict]:
-    """Chat rows from a JSONL file, each checked: `messages` (role/content strings, an assistant turn) and an
-    optional `reasoning` of "on"/"off" (or true/false)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SFT data file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
-        try:
-            rows.append(normalise_row(row))
-        except ValueError as e:
-            raise ValueError(f"{path}:{n}: {e}") from None
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
-
-
-def normalise_row(row: dict) -> dict:
-    """The row with `reasoning` as "on"/"off" (inferred from the last assistant turn when absent)."""
-    if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
-        raise ValueError("a row needs a non-empty 'messages' list")
-    for i, m in enumerate(row["messages"]):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"messages[{i}] needs string 'role' and 'content'")
-    if not any(m["role"] == "assistant" for m in row["messages"]):
-        raise ValueError("a row needs at least one assistant message to train on")
-    flag = row.get("reasoning")
-    if flag is None:
-        last = [m for m in row["messages"] if m["role"] == "assistant"][-1]
-        flag = "on" if (last.get("reasoning_content") or "</think>" in last["content"]) else "off"
-    elif isinstance(flag, bool):
-        flag = "on" if flag else "off"
-    if flag not in ("on", "off"):
-        raise ValueError(f"'reasoning' must be \"on\" or \"off\" (or true/false), got {row.get('reasoning')!r}")
-    return {**row, "reasoning": flag}
-
-
-def encode_row(tokenizer, row: dict) -> tuple[list[int], list[int]]:
-    """(ids, loss_mask) of a row through the chat template; mask 1 exactly on assistant tokens. A reasoning-off
-    row has its reasoning removed, so its assistant turns render as `<think></think>ANSWER<|im_end|>`."""
-    row = normalise_row(row)
-    messages = row["messages"]
-    if row["reasoning"] == "off":
-        messages = [_without_reasoning(m) if m["role"] == "assistant" else m for m in messages]
-    return tokenizer.render_chat(messages, enable_thinking=row["reasoning"] == "on")
-
-
-def _without_reasoning(message: dict) -> dict:
-    content = message["content"]
-    if "</think>" in content:
-        content = content.split("</think>")[-1].strip()
-    return {k: v for k, v in message.items() if k != "reasoning_content"} | {"content": content}

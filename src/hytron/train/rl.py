@@ -1,7 +1,8 @@
 """GRPO with verifiable rewards, top to bottom: Dr.GRPO normalisation and a length penalty on correct answers only.
 
-Each step samples `prompts_per_step` fresh problems (seeded by step, so a resumed run sees the same ones),
-`group_size` completions each through `hytron.infer` (the thinking budget applies when set), and scores them:
+Each step takes `prompts_per_step` prompts from the caller (verifiable problems, seeded by step, so a
+resumed run sees the same ones), samples `group_size` completions each through `hytron.infer` (the
+thinking budget applies when set), and scores them with the prompt's verifier:
 
     reward = 0                                   if the answer is wrong (or missing)
     reward = 1 - length_penalty * sigmoid(z)     if correct; z = (thinking tokens - mean) / std over the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,8 @@ from hytron.train.sft import export_model, load_tokenizer
 
 @dataclass
 class RLSpec:
-    kinds: list[str] = field(default_factory=lambda: ["arithmetic"])  # problem generators (hytron.reasoning.tasks)
+    kinds: list[str] = field(default_factory=lambda: ["arithmetic"])  # hytron.reasoning.tasks generators to draw
+    # prompts from (read by hytron.reasoning.grpo_task, which builds the prompts for `grpo`)
     prompts_per_step: int = 8
     group_size: int = 8  # completions per prompt
     temperature: float = 1.0
@@ -46,7 +49,7 @@ class RLSpec:
     length_penalty: float = 0.5  # alpha: a correct answer's reward ranges over [1 - alpha, 1]
     clip_eps: float = 0.2
     updates_per_batch: int = 1  # PPO epochs over each batch of rollouts (1 = on-policy)
-    no_think_share: float = 0.0  # share of groups rolled out with /no_think (Nano 2 RL uses both modes)
+    no_think_share: float = 0.0  # share of prompts rolled out with /no_think (Nano 2 RL uses both modes)
 
     def __post_init__(self):
         for f in ("prompts_per_step", "group_size", "max_tokens", "updates_per_batch"):
@@ -104,10 +107,78 @@ def token_logprobs(model, sequences: list[list[int]], starts: list[int], tempera
     return lp, mask[:, 1:]
 
 
-def grpo(cfg: RLConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
-    """Run (or resume) GRPO as described by `cfg`; returns a summary with the final `model_dir`."""
-    from hytron.reasoning.generation import Solver
-    from hytron.reasoning.tasks import generate_problems
+@dataclass
+class RolloutPrompt:
+    """One prompt to roll out: its ids, whether generation starts inside `<think>`, and the verifier."""
+
+    prompt_ids: list[int]
+    is_correct: Callable[[str], bool]  # answer text (after </think>) -> correct?
+    thinking: bool = True
+
+
+@dataclass
+class Rollout:
+    """One sampled completion."""
+
+    prompt_ids: list[int]
+    token_ids: list[int]  # generated ids: thinking, </think>, answer, end of turn
+    reasoning: str
+    text: str  # the answer
+    thinking_tokens: int  # inside <think>...</think>, the closing tag not counted
+    thinking_forced: bool  # the budget, not the model, closed the thinking
+    finish_reason: str
+    correct: bool
+
+
+class Roller:
+    """Samples completions with `hytron.infer` (thinking budgets included) and verifies them."""
+
+    def __init__(self, model, tokenizer, max_slots: int = 32):
+        from hytron.infer import newline_ids
+
+        self.model, self.tokenizer, self.max_slots = model, tokenizer, max_slots
+        self.newline_ids = newline_ids((i, tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
+
+    def rollout(self, prompts: Sequence[RolloutPrompt], *, samples: int = 1, temperature: float = 0.0,
+                top_p: float = 1.0, seed: int = 0, max_tokens: int = 512, max_thinking_tokens: int | None = None,
+                thinking_grace: int | None = None) -> list[list[Rollout]]:
+        """`samples` completions per prompt (each seeded by prompt and sample), one list per prompt."""
+        from hytron.infer import SamplingParams, generate
+
+        tok = self.tokenizer
+        ids, params, owners = [], [], []
+        for pi, p in enumerate(prompts):
+            for s in range(samples):
+                ids.append(p.prompt_ids)
+                params.append(SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                             seed=(seed * 1_000_003 + pi * 997 + s) % (2**62), thinking=p.thinking,
+                                             max_thinking_tokens=max_thinking_tokens if p.thinking else None,
+                                             thinking_grace=thinking_grace))
+                owners.append(pi)
+        was = self.model.training
+        with torch.inference_mode():
+            done = generate(self.model, ids, params, max_slots=self.max_slots, stop_ids=tok.stop_ids,
+                            decode=tok.decode, think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
+                            newline_ids=self.newline_ids)
+        self.model.train(was)
+        out: list[list[Rollout]] = [[] for _ in prompts]
+        for pi, c in zip(owners, done):
+            p, gen = prompts[pi], list(c.token_ids)
+            n_think = 0
+            if p.thinking:
+                n_think = gen.index(tok.think_end_id) if tok.think_end_id in gen else len(gen)
+            out[pi].append(Rollout(p.prompt_ids, gen, c.reasoning, c.text, n_think, c.thinking_forced,
+                                   c.finish_reason, p.is_correct(c.text)))
+        return out
+
+
+def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPrompt]], *, progress: bool = True,
+         max_steps_this_run: int | None = None) -> dict:
+    """Run (or resume) GRPO as described by `cfg`; returns a summary with the final `model_dir`.
+
+    `prompts_for_step(step, tokenizer)` gives the step's prompts (deterministic in `step`, so a resumed run
+    rolls out the same ones); `hytron.reasoning.grpo_task` builds it from verifiable problem generators.
+    """
 
     # ---- setup ---------------------------------------------------------------------------------------------
     if cfg.distributed != "none":
@@ -128,7 +199,7 @@ def grpo(cfg: RLConfig, *, progress: bool = True, max_steps_this_run: int | None
     model = HybridLM.from_pretrained(cfg.model.init_from).to(device)
     o = cfg.optim
     optimizer = torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-    solver = Solver(model, tokenizer, max_slots=r.prompts_per_step * r.group_size)
+    roller = Roller(model, tokenizer, max_slots=r.prompts_per_step * r.group_size)
 
     # ---- resume -------------------------------------------------------------------------------------------
     start_step = 0
@@ -163,15 +234,10 @@ def grpo(cfg: RLConfig, *, progress: bool = True, max_steps_this_run: int | None
                        min_lr_ratio=o.min_lr_ratio, decay_fraction=o.decay_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            # rollouts: fresh problems for this step, a group of samples each
-            problems = generate_problems(r.kinds, r.prompts_per_step, seed=cfg.seed * 1_000 + 7 + step)
-            n_off = round(r.no_think_share * len(problems))
-            groups = []
-            for thinking, chunk in ((True, problems[n_off:]), (False, problems[:n_off])):
-                if chunk:
-                    groups += solver.solve(chunk, thinking=thinking, samples=r.group_size, temperature=r.temperature,
-                                           seed=cfg.seed * 1_000_003 + step, max_tokens=r.max_tokens,
-                                           max_thinking_tokens=r.max_thinking_tokens)
+            # rollouts: this step's prompts, a group of samples each
+            groups = roller.rollout(prompts_for_step(step, tokenizer), samples=r.group_size,
+                                    temperature=r.temperature, seed=cfg.seed * 1_000_003 + step,
+                                    max_tokens=r.max_tokens, max_thinking_tokens=r.max_thinking_tokens)
             sequences, starts, advantages, rewards_all, forced_at = [], [], [], [], []
             for attempts in groups:
                 ok = [a.correct and a.finish_reason == "stop" for a in attempts]

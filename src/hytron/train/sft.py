@@ -1,7 +1,9 @@
 """Chat SFT, top to bottom: loss only on assistant tokens, built from the pre-training loop's pieces.
 
-`sft(config)` trains a model (a preset, or `model.init_from` a Nemotron-H directory) on chat JSONL rows
-(`hytron.reasoning.data` schema: `messages` + per-row `reasoning` on/off). Rows are rendered by the
+`sft(config)` trains a model (a preset, or `model.init_from` a Nemotron-H directory) on chat JSONL rows:
+`{"messages": [{role, content[, reasoning_content]}, ...], "reasoning": "on" | "off"}` (the per-row switch
+of Nemotron's post-training data; `off` drops the reasoning so the turn trains the empty `<think></think>`
+that `/no_think` pre-fills). Rows are rendered by the
 tokenizer's chat template; the loss mask is the template's assistant mask (assistant content and its
 `<|im_end|>`, nothing of the system/user turns or role headers), averaged over the step's assistant tokens.
 Checkpoints, exact resume, metrics JSONL, LR schedule, precision and DDP wrapping are those of
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +87,78 @@ def load_tokenizer(cfg) -> object:
     return Tokenizer.load(where)
 
 
+# ---- chat rows (JSONL) ------------------------------------------------------------------------------------
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_chat_jsonl(path: str | Path) -> list[dict]:
+    """Chat rows from a JSONL file, each checked: `messages` (role/content strings, an assistant turn) and an
+    optional `reasoning` of "on"/"off" (or true/false)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SFT data file not found: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
+        try:
+            rows.append(normalise_row(row))
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: {e}") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def normalise_row(row: dict) -> dict:
+    """The row with `reasoning` as "on"/"off" (inferred from the last assistant turn when absent)."""
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
+        raise ValueError("a row needs a non-empty 'messages' list")
+    for i, m in enumerate(row["messages"]):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"messages[{i}] needs string 'role' and 'content'")
+    if not any(m["role"] == "assistant" for m in row["messages"]):
+        raise ValueError("a row needs at least one assistant message to train on")
+    flag = row.get("reasoning")
+    if flag is None:
+        last = [m for m in row["messages"] if m["role"] == "assistant"][-1]
+        flag = "on" if (last.get("reasoning_content") or "</think>" in last["content"]) else "off"
+    elif isinstance(flag, bool):
+        flag = "on" if flag else "off"
+    if flag not in ("on", "off"):
+        raise ValueError(f"'reasoning' must be \"on\" or \"off\" (or true/false), got {row.get('reasoning')!r}")
+    return {**row, "reasoning": flag}
+
+
+def encode_row(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    """(ids, loss_mask) of a row through the chat template; mask 1 exactly on assistant tokens. A reasoning-off
+    row has its reasoning removed, so its assistant turns render as `<think></think>ANSWER<|im_end|>`."""
+    row = normalise_row(row)
+    messages = row["messages"]
+    if row["reasoning"] == "off":
+        messages = [_without_reasoning(m) if m["role"] == "assistant" else m for m in messages]
+    return tokenizer.render_chat(messages, enable_thinking=row["reasoning"] == "on")
+
+
+def _without_reasoning(message: dict) -> dict:
+    content = message["content"]
+    if "</think>" in content:
+        content = content.split("</think>")[-1].strip()
+    return {k: v for k, v in message.items() if k != "reasoning_content"} | {"content": content}
+
+
 class ChatBatches:
     """Encoded rows in seeded shuffled order, one epoch after another; resumable via state_dict.
 
@@ -143,8 +218,6 @@ def masked_loss_sum(model, inputs, targets, mask, amp=None) -> torch.Tensor:
 
 def encode_rows(tokenizer, rows: list[dict], seq_len: int) -> tuple[list, int]:
     """(examples, dropped): encoded rows that fit in `seq_len` and train on at least one token."""
-    from hytron.reasoning.data import encode_row
-
     examples, dropped = [], 0
     for row in rows:
         ids, mask = encode_row(tokenizer, row)
@@ -181,8 +254,6 @@ def export_model(model: HybridLM, state: dict, tokenizer, path: Path) -> Path:
 
 def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
     """Fine-tune (or resume) the run described by `cfg`; returns a summary (see the module docstring)."""
-    from hytron.reasoning.data import read_chat_jsonl
-
     # ---- setup ---------------------------------------------------------------------------------------------
     info = dist.setup(cfg.device)
     if cfg.threads:

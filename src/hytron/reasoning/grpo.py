@@ -1,0 +1,32 @@
+"""GRPO on verifiable problems: the per-step prompts `hytron.train.rl.grpo` rolls out, and the `hytron rl` entry.
+
+    from hytron.reasoning.grpo import run_grpo
+    run_grpo(load_sft_recipe("rl-tiny", ["model.init_from=runs/sft-tiny/model"], cls=RLConfig))
+
+Step `s` draws `rl.prompts_per_step` problems of `rl.kinds` from seed `seed * 1000 + 7 + s` (so a resumed
+run rolls out the same problems, and none come from the SFT or evaluation seeds' streams); the first
+`round(no_think_share * n)` of them are asked with `/no_think`. The verifier is `tasks.check_answer`.
+"""
+
+from __future__ import annotations
+
+from hytron.reasoning.generation import problem_prompt
+from hytron.reasoning.tasks import generate_problems
+from hytron.train.rl import RLConfig, RolloutPrompt, grpo
+
+
+def problem_prompts(cfg: RLConfig):
+    """`prompts_for_step(step, tokenizer)` for `grpo`: seeded verifiable problems, some with /no_think."""
+    r = cfg.rl
+
+    def prompts_for_step(step: int, tokenizer) -> list[RolloutPrompt]:
+        problems = generate_problems(r.kinds, r.prompts_per_step, seed=cfg.seed * 1_000 + 7 + step)
+        n_off = round(r.no_think_share * len(problems))
+        return [problem_prompt(tokenizer, p, thinking=i >= n_off) for i, p in enumerate(problems)]
+
+    return prompts_for_step
+
+
+def run_grpo(cfg: RLConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
+    """GRPO on `cfg.rl.kinds` problems; see `hytron.train.rl` for the objective."""
+    return grpo(cfg, problem_prompts(cfg), progress=progress, max_steps_this_run=max_steps_this_run)
