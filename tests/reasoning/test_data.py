@@ -98,3 +98,18 @@ def test_user_jsonl_roundtrip_and_errors_name_the_line(tmp_path, rows):
     # no 'reasoning' field: inferred from the assistant turn
     inline = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>a</think>b"}]}
     assert normalise_row(inline)["reasoning"] == "on"
+
+
+def test_cli_reasoning_data_writes_rows_and_verbs_are_discovered(tmp_path, capsys):
+    from hytron.cli import build_parser, main
+
+    out = tmp_path / "rows.jsonl"
+    assert main(["reasoning-data", "--out", str(out), "--n", "30", "--kinds", "arithmetic,ordering",
+                 "--off-share", "0.2"]) == 0
+    rows = read_chat_jsonl(out)
+    assert len(rows) == 30 and {r["kind"] for r in rows} == {"arithmetic", "ordering"}
+    assert json.loads(capsys.readouterr().out)["rows"] == 30
+    verbs = build_parser()._subparsers._group_actions[0].choices
+    assert {"sft", "rl", "reasoning-data", "reasoning-distill"} <= set(verbs)
+    assert main(["reasoning-data", "--out", str(out), "--kinds", "sudoku"]) == 2  # one clear error line
+    assert "unknown problem kind" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def plot_budget_curves(results: Mapping[str, dict], path: str | Path, title: str
     """Accuracy against mean thinking tokens used, one line per result (labels = keys), as a PNG.
 
     Each point is one budget; x is the mean thinking tokens actually spent at that budget (so models with
-    different trace lengths share an axis). Needs matplotlib (`pip install hytron[plot]`).
+    different trace lengths share an axis). Needs matplotlib (the `eval` extra).
     """
     try:
         import matplotlib
@@ -72,7 +72,7 @@ def plot_budget_curves(results: Mapping[str, dict], path: str | Path, title: str
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise ImportError("plot_budget_curves needs matplotlib: pip install 'hytron[plot]'") from e
+        raise ImportError("plot_budget_curves needs matplotlib: pip install 'hytron[eval]'") from e
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, res in results.items():
         pts = sorted(res["curve"], key=lambda c: c["mean_thinking_tokens"])
