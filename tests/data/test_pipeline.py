@@ -31,7 +31,7 @@ def test_small_run_accounts_for_everything(curated_small):
     assert m["counts"]["input"] == 2000 == m["counts"]["kept"] + m["counts"]["removed"]
     rec = next(iter_records(out, "kept"))
     assert set(rec) == {"id", "text", "source", "quality_bucket", "meta"} and rec["quality_bucket"] in range(5)
-    assert not (out / ".work").exists() and (out / "quality" / "linear.pkl").is_file()
+    assert not (out / ".work").exists() and (out / "quality" / "linear.npz").is_file()
 
 
 def test_more_workers_give_identical_output(tinyweb_small, curated_small, tmp_path, make_config):

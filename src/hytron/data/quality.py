@@ -13,7 +13,6 @@ classifiers; bins map to 5 buckets: 19 -> 4 (high), 18 -> 3, 12-17 -> 2, 7-11 ->
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
@@ -37,11 +36,13 @@ def _vectorizer():
 class QualityModel:
     """The trained classifiers; `score(texts)` gives {name: float32[len(texts)]}, higher = more reference-like.
 
-    Both classifiers read the same hashed n-gram counts (vectorised once per batch): naive Bayes the counts,
-    the logistic model their L2-normalised rows."""
+    Both classifiers are linear in the same hashed n-gram counts (vectorised once per batch), so each is kept
+    as a weight vector and a bias: naive Bayes' log-odds are `counts @ (log P(f|ref) - log P(f|random)) +
+    (log prior ratio)`; the logistic model scores `sigmoid(normalize(counts) @ coef + intercept)`. They are saved
+    as plain arrays (`.npz`, loaded with allow_pickle=False): nothing is ever unpickled."""
 
-    def __init__(self, models: dict):
-        self.models = models
+    def __init__(self, models: dict[str, tuple[np.ndarray, float]]):
+        self.models = models  # name -> (weights float64[2**20], bias)
         self._vec = _vectorizer()
 
     @property
@@ -61,12 +62,15 @@ class QualityModel:
         labels = np.array([1] * len(reference) + [0] * len(random_docs))
         order = np.random.default_rng(seed).permutation(len(texts))
         counts = _vectorizer().transform([texts[i] for i in order])
-        models: dict = {}
+        models: dict[str, tuple[np.ndarray, float]] = {}
         if "bayes" in kinds:
-            models["bayes"] = MultinomialNB(alpha=0.1).fit(counts, labels[order])
+            nb = MultinomialNB(alpha=0.1).fit(counts, labels[order])
+            models["bayes"] = (nb.feature_log_prob_[1] - nb.feature_log_prob_[0],
+                               float(nb.class_log_prior_[1] - nb.class_log_prior_[0]))
         if "linear" in kinds:
             clf = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=20, tol=None, random_state=seed)
-            models["linear"] = clf.fit(normalize(counts), labels[order])
+            clf.fit(normalize(counts), labels[order])
+            models["linear"] = (clf.coef_[0].astype(np.float64), float(clf.intercept_[0]))
         return cls(models)
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -77,22 +81,26 @@ class QualityModel:
         counts = self._vec.transform([_clean(t) for t in texts])
         out = {}
         if "bayes" in self.models:
-            logp = self.models["bayes"].predict_log_proba(counts)
-            out["bayes"] = (logp[:, 1] - logp[:, 0]).astype(np.float32)  # log-odds: continuous, ties are rare
+            w, b = self.models["bayes"]
+            out["bayes"] = (counts @ w + b).astype(np.float32)  # log-odds: continuous, ties are rare
         if "linear" in self.models:
-            out["linear"] = self.models["linear"].predict_proba(normalize(counts))[:, 1].astype(np.float32)
+            w, b = self.models["linear"]
+            out["linear"] = (1.0 / (1.0 + np.exp(-(normalize(counts) @ w + b)))).astype(np.float32)
         return out
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, model in self.models.items():
-            (folder / f"{name}.pkl").write_bytes(pickle.dumps(model))
+        for name, (w, b) in self.models.items():
+            np.savez(folder / f"{name}.npz", weights=w, bias=np.array(b))
 
     @classmethod
     def load(cls, folder: str | Path) -> QualityModel:
         folder = Path(folder)
-        models = {p.stem: pickle.loads(p.read_bytes()) for p in sorted(folder.glob("*.pkl"))}  # written by save()
+        models = {}
+        for p in sorted(folder.glob("*.npz")):
+            with np.load(p, allow_pickle=False) as z:
+                models[p.stem] = (z["weights"], float(z["bias"]))
         if not models:
             raise FileNotFoundError(f"no quality classifiers in {folder}")
         return cls(models)
