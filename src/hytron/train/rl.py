@@ -40,7 +40,7 @@ from hytron.train.sft import export_model, load_tokenizer
 @dataclass
 class RLSpec:
     kinds: list[str] = field(default_factory=lambda: ["arithmetic"])  # hytron.reasoning.tasks generators to draw
-    # prompts from (read by hytron.reasoning.grpo_task, which builds the prompts for `grpo`)
+    # prompts from (read by hytron.reasoning.grpo, which builds the prompts for `grpo`)
     prompts_per_step: int = 8
     group_size: int = 8  # completions per prompt
     temperature: float = 1.0
@@ -102,6 +102,8 @@ def token_logprobs(model, sequences: list[list[int]], starts: list[int], tempera
     for i, (s, a) in enumerate(zip(sequences, starts)):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, a:len(s)] = True
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     logits = model(ids[:, :-1]).float() / temperature  # (B, L-1, V)
     lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
     return lp, mask[:, 1:]
@@ -177,7 +179,7 @@ def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPr
     """Run (or resume) GRPO as described by `cfg`; returns a summary with the final `model_dir`.
 
     `prompts_for_step(step, tokenizer)` gives the step's prompts (deterministic in `step`, so a resumed run
-    rolls out the same ones); `hytron.reasoning.grpo_task` builds it from verifiable problem generators.
+    rolls out the same ones); `hytron.reasoning.grpo` builds it from verifiable problem generators.
     """
 
     # ---- setup ---------------------------------------------------------------------------------------------
