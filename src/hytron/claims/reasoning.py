@@ -74,8 +74,9 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
     from hytron.config import from_dict
     from hytron.reasoning import evaluate_reasoning, generate_problems, load_solver, sft_rows, shortest_correct_rows
     from hytron.reasoning.data import write_jsonl
+    from hytron.reasoning.grpo import run_grpo
     from hytron.tokenizer import Tokenizer
-    from hytron.train.rl import RLConfig, grpo
+    from hytron.train.rl import RLConfig
 
     started = time.perf_counter()
     s = settings or (QUICK if quick else FULL)
@@ -121,7 +122,7 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
             "optim": {"lr": 2e-4, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0},
             "rl": {"kinds": ["arithmetic"], "prompts_per_step": s.rl_prompts, "group_size": s.rl_group,
                    "max_tokens": s.max_tokens, "length_penalty": 0.5}})
-        model = grpo(cfg, progress=False)["model_dir"]
+        model = run_grpo(cfg, progress=False)["model_dir"]
     after = evaluate(model)
     log(f"after: accuracy {after['accuracy']:.3f}, mean thinking tokens {after['mean_thinking_tokens']:.1f}")
 
