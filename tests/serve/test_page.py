@@ -13,7 +13,8 @@ from tests.serve.conftest import API_KEY
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(not (CHROMIUM and os.path.exists(CHROMIUM)), reason="needs a chromium binary (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(not (CHROMIUM and os.path.exists(CHROMIUM)),
+                                    reason="needs a chromium binary (apt-get install chromium)")
 
 
 def api_answer(server, messages, thinking: bool, budget: int | None, max_tokens: int) -> dict:
