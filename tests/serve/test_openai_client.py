@@ -119,3 +119,24 @@ def test_completions_echo_logprobs_for_loglikelihood(client, server):
         assert lp.token_logprobs[1:len(ids)] == pytest.approx(want, abs=1e-4)
         assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
         assert choice.text.startswith(server.backend.decode(ids))
+
+
+def test_streaming_n_choices_and_completion_logprobs(client):
+    kw = dict(model="tiny-chat", messages=[{"role": "user", "content": "Hi /no_think"}], max_tokens=6,
+              temperature=1.0, seed=5, n=2)
+    plain = client.chat.completions.create(**kw)
+    texts = {0: "", 1: ""}
+    finished = set()
+    for c in client.chat.completions.create(stream=True, **kw):
+        for ch in c.choices:
+            texts[ch.index] += ch.delta.content or ""
+            if ch.finish_reason:
+                finished.add(ch.index)
+    assert finished == {0, 1}
+    assert [texts[i] for i in (0, 1)] == [c.message.content for c in plain.choices]
+    streamed = list(client.completions.create(model="tiny-chat", prompt="The fox", max_tokens=5, temperature=0,
+                                              logprobs=2, stream=True))
+    lps = [lp for c in streamed if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.token_logprobs]
+    whole = client.completions.create(model="tiny-chat", prompt="The fox", max_tokens=5, temperature=0, logprobs=2)
+    assert lps == pytest.approx(whole.choices[0].logprobs.token_logprobs, abs=1e-5)
+    assert all(1 <= len(t) <= 2 for t in whole.choices[0].logprobs.top_logprobs)  # same-text ids share a key
