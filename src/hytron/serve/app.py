@@ -152,11 +152,11 @@ def create_app(backend: Backend) -> FastAPI:
 
     @app.post("/v1/chat/completions", responses=_ok(ChatCompletion, stream=True))
     async def chat(body: ChatCompletionRequest, request: Request):
-        return await openai.chat_completions(backend, body, request, metrics)
+        return await openai.chat_completions(backend, body, request)
 
     @app.post("/v1/completions", responses=_ok(TextCompletion, stream=True))
     async def complete(body: CompletionRequest, request: Request):
-        return await openai.completions(backend, body, request, metrics)
+        return await openai.completions(backend, body, request)
 
     @app.post("/tokenize", responses=_ok(TokenizeResponse))
     async def tokenize(body: TokenizeRequest):

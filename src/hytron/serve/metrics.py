@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hytron.infer import Completion
@@ -50,8 +50,6 @@ class Metrics:
                              buckets=LATENCY_BUCKETS, registry=self.registry)
         self.http = Counter("hytron_http_requests", "HTTP responses by status code", ["status"],
                             registry=self.registry)
-        self.queue_full = Gauge("hytron_last_queue_full_timestamp_seconds", "last time a request got 429",
-                                registry=self.registry)
 
     def observe(self, c: Completion) -> None:
         self.success.labels(self.name, c.finish_reason).inc()

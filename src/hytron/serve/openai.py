@@ -91,7 +91,7 @@ async def _watch_disconnect(request: Request, streams: list[Stream]) -> None:
             return
 
 
-async def _results(request: Request, streams: list[Stream], metrics) -> list[Completion]:
+async def _results(request: Request, streams: list[Stream]) -> list[Completion]:
     watcher = asyncio.create_task(_watch_disconnect(request, streams))
     try:
         results = [await s.result() for s in streams]
@@ -137,7 +137,7 @@ def _usage(prompt_tokens: int, results: list[Completion]) -> dict:
             "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results)}}
 
 
-def _stream_response(request: Request, streams: list[Stream], events, metrics) -> StreamingResponse:
+def _stream_response(request: Request, streams: list[Stream], events) -> StreamingResponse:
     async def body():
         watcher = asyncio.create_task(_watch_disconnect(request, streams))
         try:
@@ -162,7 +162,7 @@ def _chat_logprobs(backend: Backend, lps: list[TokenLogprob]) -> dict:
                         for x in lps]}
 
 
-async def chat_completions(backend: Backend, body: ChatCompletionRequest, request: Request, metrics):
+async def chat_completions(backend: Backend, body: ChatCompletionRequest, request: Request):
     _check_common(backend, body)
     cfg = backend.config
     messages = []
@@ -197,7 +197,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
         return {"reasoning": text, **({"reasoning_content": text} if cfg.reasoning_content else {})}
 
     if not body.stream:
-        results = await _results(request, streams, metrics)
+        results = await _results(request, streams)
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text,
                                             **reasoning_fields(r.reasoning if thinking else None)},
                     "logprobs": _chat_logprobs(backend, r.logprobs) if body.logprobs else None,
@@ -236,7 +236,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                         "choices": [], "usage": _usage(len(ids), results)})
         yield "data: [DONE]\n\n"
 
-    return _stream_response(request, streams, events, metrics)
+    return _stream_response(request, streams, events)
 
 
 # ---- completions --------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def _completion_logprobs(backend: Backend, ids: list[int], lps: list[TokenLogpro
             "text_offset": offsets}
 
 
-async def completions(backend: Backend, body: CompletionRequest, request: Request, metrics):
+async def completions(backend: Backend, body: CompletionRequest, request: Request):
     _check_common(backend, body)
     cfg = backend.config
     if body.suffix:
@@ -281,7 +281,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
     prompt_tokens = sum(len(ids) for ids in encoded)
 
     if not body.stream:
-        results = await _results(request, streams, metrics)
+        results = await _results(request, streams)
         choices = []
         for k, r in enumerate(results):
             ids = encoded[k // body.n]
@@ -325,4 +325,4 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
                         "choices": [], "usage": _usage(prompt_tokens, results)})
         yield "data: [DONE]\n\n"
 
-    return _stream_response(request, streams, events, metrics)
+    return _stream_response(request, streams, events)
