@@ -26,8 +26,8 @@ from hytron.claims.common import line_plot, write_result
 @dataclass
 class ReasoningClaimSettings:
     train_problems: int = 3000
-    sft_steps: int = 300
-    sft_batch: int = 16
+    sft_steps: int = 250
+    sft_batch: int = 8
     distill_rounds: int = 1
     distill_problems: int = 200
     distill_samples: int = 6
@@ -41,7 +41,7 @@ class ReasoningClaimSettings:
     seed: int = 0
 
 
-FULL = ReasoningClaimSettings()
+FULL = ReasoningClaimSettings()  # ~15 min on 2 CPU cores; bench/bench_reasoning.py is the 25-40 min version
 QUICK = ReasoningClaimSettings(train_problems=200, sft_steps=6, sft_batch=4, distill_problems=6, distill_samples=2,
                                distill_steps=2, rl_steps=1, rl_prompts=2, rl_group=2, eval_problems=6,
                                max_tokens=48, budgets=[0, 8, None])
