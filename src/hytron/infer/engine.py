@@ -339,7 +339,11 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | S
     if len(plist) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(plist)} sampling params")
     engine_kwargs.setdefault("max_waiting", len(prompts))
-    engine = Engine(model, **engine_kwargs)
-    reqs = [engine.submit(p, sp) for p, sp in zip(prompts, plist)]
-    engine.run_until_idle()
+    was_training = model.training
+    try:
+        engine = Engine(model, **engine_kwargs)
+        reqs = [engine.submit(p, sp) for p, sp in zip(prompts, plist)]
+        engine.run_until_idle()
+    finally:
+        model.train(was_training)  # the engine runs in eval mode; leave the caller's model as it was
     return [r.result() for r in reqs]
