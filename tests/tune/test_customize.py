@@ -54,12 +54,10 @@ def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(tr
     assert f["increase"] < 0.5  # replay keeps general text close to where it was
     card = json.loads((tmp_path / "out" / "train" / "model" / "card.json").read_text())
     assert card["eval"]["tasks"]["probes"]["probe_rank_acc"] == 1.0
-    again = run_customize(_recipe_again(tmp_path))  # finished stages are skipped; same model
-    assert again["after"]["probes"] == after
+    from hytron.cli import main  # the verb again: finished stages are skipped, the same model comes out
 
-
-def _recipe_again(tmp_path):
-    return load_customize(tmp_path / "customize.yaml")
+    assert main(["customize", str(tmp_path / "customize.yaml"), "--set", "threads=1"]) == 0
+    assert json.loads((tmp_path / "out" / "customize.json").read_text())["after"]["probes"] == after
 
 
 def test_lora_method_writes_peft_adapter_and_merged_model(trained_tiny, packed_data, tmp_path):
