@@ -157,11 +157,7 @@ def run(cfg: QuickstartConfig) -> dict:
     done(f"5/6 pre-training {s['preset']} for {s['steps']} steps")
 
     stage("6/6 evaluating")
-    evaluation = evaluate_model(out / "run" / "model", sources[0] if not cfg.inputs else None)
-    if evaluation:
-        from hytron.train.cards import write_cards
-
-        write_cards(out / "run" / "model", out / "run", evals=evaluation)
+    evaluation = evaluate_model(out / "run" / "model", sources[0] if not cfg.inputs else None)  # refreshes cards
     done("6/6 evaluating")
 
     counts = manifest.get("counts", manifest.get("summary", {}))
@@ -174,9 +170,20 @@ def run(cfg: QuickstartConfig) -> dict:
 
 
 def evaluate_model(model_dir: Path, tinyweb_dir: Path | None) -> dict:
-    """The eval harness's standard suite when it is available; an empty dict otherwise."""
-    try:
-        from hytron.eval import evaluate_model_dir
-    except ImportError:
-        return {}
-    return evaluate_model_dir(model_dir, tinyweb_dir=tinyweb_dir)
+    """The eval harness's standard suite (held-out loss and bits/byte, TinyWeb QA and arithmetic when a TinyWeb
+    dir is given); only the headline numbers are kept here, the full results land in MODEL_DIR/eval.json."""
+    from hytron.eval import evaluate_model_dir
+
+    results = evaluate_model_dir(model_dir, tinyweb_dir=tinyweb_dir)
+    return {k: v for k, v in _flatten(results).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
