@@ -37,9 +37,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
           f"{pre['step']} steps")
     if "val_loss" in pre:
         print(f"validation loss {pre['val_loss']:.3f} nats/token, {pre['val_bpb']:.3f} bits/byte")
-    for key, value in result.get("eval", {}).items():
-        if isinstance(value, (int, float)):
-            print(f"  {key}: {value:.4g}")
+    ev = result.get("eval", {})
+    if "tasks.validation.bpb" in ev:
+        print(f"held-out TinyWeb text: {ev['tasks.validation.bpb']:.3f} bits/byte")
+    for task in ("world_qa", "arithmetic"):
+        if f"tasks.{task}.acc" in ev:
+            print(f"{task}: accuracy {ev[f'tasks.{task}.acc']:.3f} (chance {ev[f'tasks.{task}.chance']:.2f}, "
+                  f"{ev[f'tasks.{task}.n']:.0f} items)")
     if model_dir:
         print(f"model (Nemotron-H format + tokenizer): {model_dir}")
         print(f"  chat in the terminal:   hytron chat {model_dir}")
