@@ -8,7 +8,8 @@ tokens is decoded for `--steps` tokens with the same `model(next_token, cache)` 
 The cache is filled synthetically (random KV entries and Mamba states, lengths set to the context): a decode
 step's cost does not depend on the values, and it spares a 16k-token prefill through six attention layers
 on a 2-core CPU. Memory is what the cache actually allocates for one sequence (fp32, KV capacity = context +
-steps). Best of `--repeats`. Ratios (hybrid / attention) printed last.
+steps). `--real-prefill` prefills random tokens instead (slow at 16k). Best of `--repeats`. Ratios
+(hybrid / attention) printed last.
 
     python bench/bench_hybrid.py [--preset hytron-small] [--contexts 1024 4096 16384] [--steps 16] [--threads 2]
 """
@@ -33,6 +34,16 @@ def attention_twin(cfg: HybridConfig) -> HybridConfig:
                key=lambda w: abs(cfg.replace(pattern=pattern, intermediate_size=w).num_params(embeddings=False)
                                  - target))
     return cfg.replace(pattern=pattern, intermediate_size=best, name=f"{cfg.name}-attention")
+
+
+@torch.inference_mode()
+def prefilled_cache(model: HybridLM, context: int, steps: int, chunk: int = 1024):
+    """A real prefill of `context` random tokens, in chunks (the engine's prefill path)."""
+    cache = model.new_cache(1, capacity=context + steps)
+    ids = torch.randint(16, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
+    for a in range(0, context, chunk):
+        model(ids[:, a:a + chunk], cache, last_only=True)
+    return cache
 
 
 def filled_cache(model: HybridLM, context: int, steps: int):
@@ -66,6 +77,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--real-prefill", action="store_true", help="prefill random tokens instead of a synthetic fill")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,12 +90,12 @@ def main() -> None:
         print(f"{name:9s} {c.pattern:14s} {c.num_params(embeddings=False):>10,} params without embeddings "
               f"(MLP width {c.intermediate_size}), {c.num_params():,} in all")
     print(f"batch 1, {args.steps} decode steps per run, best of {args.repeats}, {torch.get_num_threads()} threads, "
-          f"fp32; cache filled synthetically to the context")
+          f"fp32; cache {'prefilled with random tokens' if args.real_prefill else 'filled synthetically'}")
     rows = []
     for ctx in args.contexts:
         row = {"context": ctx}
         for name, m in models.items():
-            cache = filled_cache(m, ctx, args.steps)
+            cache = (prefilled_cache if args.real_prefill else filled_cache)(m, ctx, args.steps)
             decode_time(m, cache, ctx, 2)  # warm-up
             best = min(decode_time(m, cache, ctx, args.steps) for _ in range(args.repeats))
             row[f"{name}_tok_s"] = args.steps / best
