@@ -89,6 +89,8 @@ def chat_loop(args, stdin=None, stdout=None) -> int:
             say(f"{reset if in_reasoning else ''}\n{dim}[{r.finish_reason} · {r.completion_tokens} tokens, "
                 f"{r.reasoning_tokens} thinking]{reset}\n")
             history.append({"role": "assistant", "content": r.text})
+    except KeyboardInterrupt:  # Ctrl-C at the prompt: leave quietly
+        say("\n")
     finally:
         backend.close()
     return 0
