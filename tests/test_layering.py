@@ -15,7 +15,7 @@ LAYERS = {
     "model": 3, "lowp": 3, "infer": 3,
     "train": 4, "reasoning": 4, "eval": 4, "tune": 4,
     "serve": 5, "claims": 5, "report": 5, "quickstart": 5,
-    "cli": 6, "__main__": 6,
+    "cli": 6, "__main__": 7,
 }
 # same-layer imports that are allowed (importer -> importees)
 SIDEWAYS = {"lowp": {"model"}, "infer": {"model"}, "train": {"lowp", "infer"}, "eval": {"infer", "train"},
