@@ -10,7 +10,7 @@ Rounds are interleaved and the median kept (these machines are shared and noisy)
 printed last. Emulation is expected to cost several times a plain GEMM on CPU: it is for studying
 numerics, not for speed (native FP8 on a CUDA GPU is the fast path).
 
-    python bench/bench_lowp_overhead.py [--tokens 2048] [--d-model 256] [--blocks 4] [--rounds 5] [--json out]
+    python bench/bench_lowp_overhead.py [--tokens 2048] [--d-model 256] [--rounds 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def main() -> None:
     ap.add_argument("--workloads", default="mlp,hybrid")
     ap.add_argument("--recipes", default=",".join(r for r in RECIPE_NAMES if r != "fp32"))
     ap.add_argument("--json", default=None, help="write the medians here")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     recipes = ["fp32", "bf16-native", *args.recipes.split(",")]
     workloads = args.workloads.split(",")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tokens/step {args.tokens}")
