@@ -25,23 +25,23 @@ from hytron.claims.common import line_plot, write_result
 
 @dataclass
 class ReasoningClaimSettings:
-    train_problems: int = 3000
-    sft_steps: int = 250
-    sft_batch: int = 8
-    distill_rounds: int = 1
-    distill_problems: int = 200
+    train_problems: int = 6000
+    sft_steps: int = 600
+    sft_batch: int = 16
+    distill_rounds: int = 2
+    distill_problems: int = 300
     distill_samples: int = 6
-    distill_steps: int = 80
-    rl_steps: int = 10
+    distill_steps: int = 150
+    rl_steps: int = 20
     rl_prompts: int = 8
     rl_group: int = 6
-    eval_problems: int = 100
+    eval_problems: int = 200
     max_tokens: int = 256
     budgets: list[int | None] = field(default_factory=lambda: [0, 8, 16, 32, 64, None])
     seed: int = 0
 
 
-FULL = ReasoningClaimSettings()  # ~15 min on 2 CPU cores; bench/bench_reasoning.py is the 25-40 min version
+FULL = ReasoningClaimSettings()  # ~15-25 min on 2 shared CPU cores with --threads 1
 QUICK = ReasoningClaimSettings(train_problems=200, sft_steps=6, sft_batch=4, distill_problems=6, distill_samples=2,
                                distill_steps=2, rl_steps=1, rl_prompts=2, rl_group=2, eval_problems=6,
                                max_tokens=48, budgets=[0, 8, None])
