@@ -138,7 +138,7 @@ def line_plot(path: Path, series: dict[str, tuple[list[float], list[float]]], *,
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
     for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        ax.plot(xs, ys, marker="o" if len(xs) <= 40 else None, markersize=3, linewidth=1.2, label=name)
     if hline is not None:
         ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
     if logx:
