@@ -44,7 +44,8 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     cfg = load_config(args.name) if Path(args.name).is_dir() else HybridConfig.from_name(args.name)
     counts = cfg.block_counts()
     total, active = cfg.num_params(), cfg.num_params(active=True)
-    print(f"model        {cfg.name or args.name}" + (f"  ({PRESETS[cfg.name]['class']} class)" if cfg.name in PRESETS else ""))
+    weight_class = f"  ({PRESETS[cfg.name]['class']} class)" if cfg.name in PRESETS else ""
+    print(f"model        {cfg.name or args.name}{weight_class}")
     print(f"parameters   {total:,} total ({_human(total)}), {active:,} active per token ({_human(active)})")
     print(f"             {cfg.num_params(embeddings=False):,} without embeddings and LM head")
     print(f"pattern      {cfg.pattern}")
