@@ -92,8 +92,11 @@ def main() -> None:
           f"{ours.flops_per_token(args.seq) / 1e6:.1f}M -> MFU {100 * mfu:.1f}%")
 
     # ---- 2. batch-1 greedy decode ------------------------------------------------------------------------
+    # training moved the two copies apart by rounding differences; decode from identical weights again
     ours.eval()
-    theirs.eval()
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        theirs = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").eval()
     prompt = torch.randint(3, cfg.vocab_size, (1, 16))
 
     @torch.no_grad()
