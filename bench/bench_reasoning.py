@@ -66,11 +66,15 @@ def main() -> None:
     ap.add_argument("--train-problems", type=int, default=6000)
     ap.add_argument("--sft-steps", type=int, default=600)
     ap.add_argument("--distill-rounds", type=int, default=2)
-    ap.add_argument("--distill-problems", type=int, default=400)
+    ap.add_argument("--distill-problems", type=int, default=500)
     ap.add_argument("--distill-samples", type=int, default=8)
-    ap.add_argument("--distill-steps", type=int, default=150)
+    ap.add_argument("--distill-steps", type=int, default=80)
+    ap.add_argument("--distill-lr", type=float, default=1e-3)
+    ap.add_argument("--verbose-model", default=None,
+                    help="skip stage 1: use this already verbose-SFT'd model dir (e.g. OUT/sft_verbose/model of an "
+                         "earlier run with the same seeds) and only re-evaluate it")
     ap.add_argument("--rl-steps", type=int, default=20)
-    ap.add_argument("--eval-problems", type=int, default=200)
+    ap.add_argument("--eval-problems", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)  # more threads thrash on shared cores
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,16 +90,20 @@ def main() -> None:
             f.write(line + "\n")
 
     # ---- 1. verbose SFT ----------------------------------------------------------------------------------------
-    problems = generate_problems("arithmetic", args.train_problems, seed=0)
-    rows = sft_rows(problems, "verbose", seed=0, off_share=0.1, truncated_share=0.05)
-    data = write_jsonl(rows, out / "sft_verbose.jsonl")
-    tok = Tokenizer.train(("\n".join(m["content"] + "\n" + m.get("reasoning_content", "") for m in r["messages"])
-                           for r in rows), vocab_size=512)
-    tok.save(out / "tokenizer")
-    t = time.perf_counter()
-    model = sft_run(out / "sft_verbose", data, args.sft_steps, 4e-3, tokenizer=str(out / "tokenizer"))
-    results["stages"]["sft_verbose_s"] = round(time.perf_counter() - t, 1)
-    log(f"SFT on {len(rows)} verbose rows: {args.sft_steps} steps in {results['stages']['sft_verbose_s']}s")
+    if args.verbose_model:
+        model = args.verbose_model
+        log(f"stage 1 skipped: verbose model {model}")
+    else:
+        problems = generate_problems("arithmetic", args.train_problems, seed=0)
+        rows = sft_rows(problems, "verbose", seed=0, off_share=0.1, truncated_share=0.05)
+        data = write_jsonl(rows, out / "sft_verbose.jsonl")
+        tok = Tokenizer.train(("\n".join(m["content"] + "\n" + m.get("reasoning_content", "")
+                                         for m in r["messages"]) for r in rows), vocab_size=512)
+        tok.save(out / "tokenizer")
+        t = time.perf_counter()
+        model = sft_run(out / "sft_verbose", data, args.sft_steps, 4e-3, tokenizer=str(out / "tokenizer"))
+        results["stages"]["sft_verbose_s"] = round(time.perf_counter() - t, 1)
+        log(f"SFT on {len(rows)} verbose rows: {args.sft_steps} steps in {results['stages']['sft_verbose_s']}s")
     evaluate("verbose", model, args.eval_problems, results, log)
 
     # ---- 2. rejection-sampling self-distillation ---------------------------------------------------------------
@@ -109,7 +117,8 @@ def main() -> None:
             log(f"distill round {k}: no problem solved in {args.distill_samples} samples; stopping distillation")
             break
         data_k = write_jsonl(rows_k, out / f"distill_{k}.jsonl")
-        model = sft_run(out / f"distill_{k}", data_k, args.distill_steps, 1e-3, init_from=model, seed=k + 1)
+        model = sft_run(out / f"distill_{k}", data_k, args.distill_steps, args.distill_lr, init_from=model,
+                        seed=k + 1)
         distilled += 1
         results["stages"][f"distill_{k}"] = {**stats, "seconds": round(time.perf_counter() - t, 1)}
         log(f"distill round {k}: {json.dumps(results['stages'][f'distill_{k}'])}")
