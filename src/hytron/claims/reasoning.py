@@ -7,7 +7,8 @@ chosen for one command):
   2. rejection-sampling self-distillation: sample traces, keep each problem's shortest correct one, SFT on
      those rows from the current model (`distill_rounds` rounds);
   3. GRPO (Dr.GRPO normalisation, length penalty on correct answers only)        -> "after".
-Both models are evaluated greedily on the same held-out problems at several thinking budgets.
+Both models (and the model after step 2) are evaluated greedily on the same held-out problems at several
+thinking budgets.
 Headline: mean thinking tokens before / after (unbounded budget) with the accuracy change, and the ratio at
 equal accuracy: before's mean thinking tokens over the fewest mean tokens at which "after" (at any budget) is
 within 1 point of before's accuracy (`null` if it never is, or if "before" solves nothing).
@@ -101,6 +102,7 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
     log(f"before: accuracy {before['accuracy']:.3f}, mean thinking tokens {before['mean_thinking_tokens']:.1f}")
 
     # 2. rejection-sampling self-distillation
+    distilled_rounds = 0
     for k in range(s.distill_rounds):
         pool = generate_problems("arithmetic", s.distill_problems, seed=100 + k)
         rows_k, stats = shortest_correct_rows(load_solver(model), pool, samples=s.distill_samples, temperature=1.0,
@@ -111,7 +113,13 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
             continue
         model = _sft(work / f"distill_{k}", write_jsonl(rows_k, work / f"distill_{k}.jsonl"), s.distill_steps, 1e-3,
                      s.sft_batch, s.seed + k + 1, init_from=model)
+        distilled_rounds += 1
         log(f"distill round {k}: {stats}")
+
+    distilled = evaluate(model) if distilled_rounds else None  # measure what each stage does to accuracy and length
+    if distilled is not None:
+        log(f"after distillation: accuracy {distilled['accuracy']:.3f}, mean thinking tokens "
+            f"{distilled['mean_thinking_tokens']:.1f}")
 
     # 3. GRPO with the length penalty on correct answers
     if s.rl_steps:
@@ -134,12 +142,13 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
                 "thinking_tokens_after": after["mean_thinking_tokens"],
                 "equal_accuracy_token_ratio": equal_accuracy_ratio(before, after),
                 "goal": ">= 5x fewer thinking tokens with accuracy within 1 point"}
-    curves = {"before (verbose SFT)": before, "after (distill + GRPO)": after}
+    curves = {"before (verbose SFT)": before, **({"after distillation": distilled} if distilled else {}),
+              "after (distill + GRPO)": after}
     points = {n: sorted(r["curve"], key=lambda c: c["mean_thinking_tokens"]) for n, r in curves.items()}
     plots = [line_plot(out / "budget_curves.png",
                        {n: ([c["mean_thinking_tokens"] for c in pts], [100 * c["accuracy"] for c in pts])
                         for n, pts in points.items()},
                        xlabel="mean thinking tokens per answer (one point per budget)", ylabel="accuracy (%)",
                        title="Reasoning claim: accuracy vs thinking budget, before and after")]
-    return write_result(out, "reasoning", headline, s, s.seed, {"before": before, "after": after, "stages": stages},
-                        plots, started)
+    details = {"before": before, "after_distillation": distilled, "after": after, "stages": stages}
+    return write_result(out, "reasoning", headline, s, s.seed, details, plots, started)
