@@ -1,6 +1,6 @@
 """Benchmark: a tiny hybrid SFT'd on verbose reasoning traces, then made efficient (self-distillation, then GRPO).
 
-    python bench/bench_reasoning.py --out runs/bench_reasoning        # ~25-40 min on 2 shared CPU cores
+    python bench/bench_reasoning.py --out runs/bench_reasoning        # ~25 min on 2 shared CPU cores
 
 Stages, all on multi-step arithmetic (2-3 operations on numbers <= 9, values <= 30):
   1. train a 512-id BPE tokenizer on the SFT rows; SFT `hytron-tiny` from scratch on verbose traces
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_reasoning")
     ap.add_argument("--train-problems", type=int, default=6000)
     ap.add_argument("--sft-steps", type=int, default=600)
-    ap.add_argument("--distill-rounds", type=int, default=2)
+    ap.add_argument("--distill-rounds", type=int, default=3)
     ap.add_argument("--distill-problems", type=int, default=500)
     ap.add_argument("--distill-samples", type=int, default=8)
     ap.add_argument("--distill-steps", type=int, default=80)
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--verbose-model", default=None,
                     help="skip stage 1: use this already verbose-SFT'd model dir (e.g. OUT/sft_verbose/model of an "
                          "earlier run with the same seeds) and only re-evaluate it")
-    ap.add_argument("--rl-steps", type=int, default=20)
+    ap.add_argument("--rl-steps", type=int, default=40)
     ap.add_argument("--eval-problems", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)  # more threads thrash on shared cores
     args = ap.parse_args()
