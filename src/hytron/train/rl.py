@@ -276,7 +276,7 @@ def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPr
                                  else torch.zeros(()))
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                record.update(loss=float(loss), grad_norm=float(grad_norm))
+                record.update(loss=float(loss.detach()), grad_norm=float(grad_norm))
             step += 1
             record["step_s"] = time.perf_counter() - t0
             if cfg.log_every and (step % cfg.log_every == 0 or step == 1):
