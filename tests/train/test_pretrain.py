@@ -112,3 +112,16 @@ def test_continued_pretraining_starts_from_a_model_directory(reference_run, pack
     pretrain(cfg, progress=False)
     first = _losses(tmp_path)[1]
     assert first < _losses(out)[1] - 0.3  # starts from the trained weights, not from scratch
+
+
+def test_nvfp4_run_resumes_bit_for_bit_including_stochastic_rounding(packed_tinyweb, tmp_path):
+    # stochastic rounding draws from per-layer generators that a plain state_dict does not hold
+    straight = tiny_recipe(packed_tinyweb, tmp_path / "a", steps=6, checkpoint_every=3, eval_every=0,
+                           precision="nvfp4")
+    pretrain(straight, progress=False)
+    split = tiny_recipe(packed_tinyweb, tmp_path / "b", steps=6, checkpoint_every=3, eval_every=0,
+                        precision="nvfp4")
+    pretrain(split, progress=False, max_steps_this_run=3)
+    pretrain(split, progress=False)
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
+    assert HybridLM.from_pretrained(tmp_path / "b" / "model") is not None  # exported as a plain model

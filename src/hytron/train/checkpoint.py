@@ -204,3 +204,34 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, 
         fqn, key = name.rsplit("/", 1)
         state.setdefault(fqn, {})[key] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def split_tensors(tree: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Nested dicts/lists holding tensors -> (flat tensors for safetensors, a JSON tree with references)."""
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}, {"__tensor__": prefix}
+    if isinstance(tree, dict):
+        tensors, out = {}, {}
+        for k, v in tree.items():
+            t, out[k] = split_tensors(v, f"{prefix}/{k}" if prefix else str(k))
+            tensors.update(t)
+        return tensors, out
+    if isinstance(tree, (list, tuple)):
+        tensors, out = {}, []
+        for i, v in enumerate(tree):
+            t, j = split_tensors(v, f"{prefix}/{i}")
+            tensors.update(t)
+            out.append(j)
+        return tensors, out
+    return {}, tree
+
+
+def join_tensors(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of `split_tensors`."""
+    if isinstance(tree, dict):
+        if set(tree) == {"__tensor__"}:
+            return tensors[tree["__tensor__"]]
+        return {k: join_tensors(v, tensors) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [join_tensors(v, tensors) for v in tree]
+    return tree

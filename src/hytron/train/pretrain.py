@@ -9,10 +9,8 @@ losses on CPU). The final model is written as a Nemotron-H model directory with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -22,34 +20,20 @@ import torch.nn.functional as F
 from hytron.config import save_resolved
 from hytron.model import HybridConfig, HybridLM
 from hytron.packing import PackedData, PackedLoader, iter_eval_batches
-from hytron.train import checkpoint as ckpt
 from hytron.train import distributed as dist
+from hytron.train.loop import (
+    StopRequested,
+    clip_and_step,
+    export_model,
+    make_optimizer,
+    resume,
+    save_checkpoint,
+    set_lr,
+)
 from hytron.train.metrics import MetricsLog, Progress
 from hytron.train.recipe import TrainConfig
-from hytron.train.schedule import lr_at
 
 LOWP_RECIPES_EXCLUDED = ("auto", "fp32", "bf16")
-
-
-class _StopRequested:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints at the end of the current step and exits cleanly."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: signals stay with the caller
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, old in self._old.items():
-            signal.signal(s, old)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> HybridLM:
@@ -133,7 +117,7 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
 
     # ---- optimizer ----------------------------------------------------------------------------------------
     o = cfg.optim
-    optimizer = torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    optimizer = make_optimizer(model, o)
 
     # ---- data ------------------------------------------------------------------------------------------------
     loader = PackedLoader(data, cfg.data.seq_len, cfg.data.batch_size * cfg.data.grad_accum, seed=cfg.seed,
@@ -141,32 +125,13 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     tokens_per_step = cfg.data.seq_len * cfg.data.batch_size * cfg.data.grad_accum * info.world_size
 
     # ---- resume -------------------------------------------------------------------------------------------
-    start_step = 0
-    found = ckpt.load_latest(out / "checkpoints")
-    if found is not None:
-        path, tensors, state = found
-        optim_sd = ckpt.unflatten_optimizer_state(tensors.get("optimizer", {}), state["optimizer"])
-        dist.load_full_state(model, optimizer, tensors["model"], optim_sd)
-        loader.load_state_dict(state["loader"])
-        ckpt.set_rng_state(tensors["rng"], state["rng"])
-        start_step = int(state["step"])
-        if info.is_main:
-            print(f"resumed from {path} at step {start_step}")
+    start_step, _ = resume(out / "checkpoints", model, optimizer, loader)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=info.is_main, truncate_after=start_step)
 
     def save(step: int) -> dict:
-        """Checkpoint (collective under FSDP); returns the full model state dict (complete on rank 0)."""
-        model_sd, optim_sd = dist.full_state(model, optimizer)
-        if info.is_main:
-            opt_tensors, opt_meta = ckpt.flatten_optimizer_state(optim_sd)
-            rng_tensors, rng_meta = ckpt.rng_state()
-            ckpt.write_checkpoint(out / "checkpoints", step,
-                                  {"model": model_sd, "optimizer": opt_tensors, "rng": rng_tensors},
-                                  {"optimizer": opt_meta, "loader": loader.state_dict(), "rng": rng_meta,
-                                   "config": cfg.to_dict(), "tokens": step * tokens_per_step},
-                                  keep=cfg.keep_checkpoints)
-        dist.barrier()
-        return model_sd
+        return save_checkpoint(out / "checkpoints", step, model, optimizer,
+                               {"loader": loader.state_dict(), "config": cfg.to_dict(),
+                                "tokens": step * tokens_per_step}, keep=cfg.keep_checkpoints)
 
     # ---- loop ---------------------------------------------------------------------------------------------------
     wrapped.train()
@@ -175,13 +140,10 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     last_eval: dict = {}
     step = start_step
     status = "finished"
-    with _StopRequested() as stop:
+    with StopRequested() as stop:
         while step < end_step:
             t0 = time.perf_counter()
-            lr = lr_at(step, base_lr=o.lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps, schedule=o.schedule,
-                       min_lr_ratio=o.min_lr_ratio, decay_fraction=o.decay_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(optimizer, step, cfg.steps, o)
             if recipe is not None and recipe.should_switch(step, cfg.steps):
                 from hytron.lowp import set_high_precision
 
@@ -198,14 +160,11 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
                     loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
                     (loss / cfg.data.grad_accum).backward()
                 loss_sum += loss.detach().double().cpu()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip) if o.grad_clip > 0
-                         else torch.zeros(()))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = clip_and_step(model, optimizer, o.grad_clip)
             step += 1
             loss_value = float(dist.all_reduce_mean((loss_sum / cfg.data.grad_accum).to(info.device)))
             dt = time.perf_counter() - t0
-            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
+            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                       "tokens": step * tokens_per_step, "tok_s": tokens_per_step / dt, "step_s": dt}
             if cfg.log_every and (step % cfg.log_every == 0 or step == 1):
                 metrics.write(record)
@@ -236,7 +195,7 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
         metrics.write({"step": step, "tokens": step * tokens_per_step, **last_eval})
         model_sd = save(step)
         if info.is_main:
-            export_model(model.config, model_sd, data, out / "model")
+            export_model(model.config, model_sd, packed_tokenizer(data), out / "model")
             summary["model_dir"] = str(out / "model")
     elif status == "finished":
         save(step)  # a partial run (max_steps_this_run): resumable later
@@ -252,17 +211,9 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     return summary
 
 
-def export_model(config: HybridConfig, state: dict, data: PackedData, path: Path) -> Path:
-    """Write trained weights as a Nemotron-H directory with the tokenizer its data was packed with.
-
-    `state` is a full (unsharded) state dict. Quantized layers (a lowp recipe) keep their master weights under
-    the plain names; only the tensors a plain `HybridLM` has are exported, so the directory loads anywhere.
-    """
+def packed_tokenizer(data: PackedData):
+    """The tokenizer packed data was made with (a copy travels in the packed dir), or None for old dirs."""
     from hytron.tokenizer import Tokenizer
 
-    with torch.device("meta"):
-        plain = HybridLM(config)
-    plain.load_state_dict({k: state[k].detach().cpu() for k in plain.state_dict()}, assign=True)
     tok_dir = data.dir / "tokenizer"
-    tokenizer = Tokenizer.load(tok_dir) if tok_dir.is_dir() else None
-    return plain.save_pretrained(path, tokenizer=tokenizer)
+    return Tokenizer.load(tok_dir) if tok_dir.is_dir() else None

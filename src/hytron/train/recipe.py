@@ -117,8 +117,9 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None, section: str | None = None) -> TrainConfig:
-    """Load a recipe's training section, with `key.sub=value` overrides (values parsed as YAML)."""
+def load_recipe(name_or_path: str, overrides: list[str] | None = None, section: str | None = None,
+                cls: type = TrainConfig):
+    """Load a recipe (or one `section` of it) as `cls`, with `key.sub=value` overrides (values parsed as YAML)."""
     import yaml
 
     data = load_mapping(recipe_path(name_or_path))
@@ -132,4 +133,4 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, section: 
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
         key, value = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(value))
-    return from_dict(TrainConfig, data, where=f"recipe {name_or_path}")
+    return from_dict(cls, data, where=f"recipe {name_or_path}")

@@ -29,12 +29,18 @@ import torch
 
 from hytron.config import ConfigError, save_resolved
 from hytron.model import HybridLM
-from hytron.train import checkpoint as ckpt
+from hytron.train.loop import (
+    StopRequested,
+    clip_and_step,
+    export_model,
+    make_optimizer,
+    resume,
+    save_checkpoint,
+    set_lr,
+)
 from hytron.train.metrics import MetricsLog, Progress
-from hytron.train.pretrain import _StopRequested
 from hytron.train.recipe import TrainConfig
-from hytron.train.schedule import lr_at
-from hytron.train.sft import export_model, load_tokenizer
+from hytron.train.sft import load_tokenizer
 
 
 @dataclass
@@ -200,42 +206,25 @@ def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPr
     # ---- model and optimizer --------------------------------------------------------------------------------
     model = HybridLM.from_pretrained(cfg.model.init_from).to(device)
     o = cfg.optim
-    optimizer = torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    optimizer = make_optimizer(model, o)
     roller = Roller(model, tokenizer, max_slots=r.prompts_per_step * r.group_size)
 
     # ---- resume -------------------------------------------------------------------------------------------
-    start_step = 0
-    found = ckpt.load_latest(out / "checkpoints")
-    if found is not None:
-        path, tensors, state = found
-        model.load_state_dict(tensors["model"])
-        optimizer.load_state_dict(ckpt.unflatten_optimizer_state(tensors.get("optimizer", {}), state["optimizer"]))
-        ckpt.set_rng_state(tensors["rng"], state["rng"])
-        start_step = int(state["step"])
-        print(f"resumed from {path} at step {start_step}")
+    start_step, _ = resume(out / "checkpoints", model, optimizer)
     metrics = MetricsLog(out / "metrics.jsonl", truncate_after=start_step)
 
     def save(step: int) -> dict:
-        model_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        opt_tensors, opt_meta = ckpt.flatten_optimizer_state(optimizer.state_dict())
-        rng_tensors, rng_meta = ckpt.rng_state()
-        ckpt.write_checkpoint(out / "checkpoints", step,
-                              {"model": model_sd, "optimizer": opt_tensors, "rng": rng_tensors},
-                              {"optimizer": opt_meta, "rng": rng_meta, "config": cfg.to_dict()},
-                              keep=cfg.keep_checkpoints)
-        return model_sd
+        return save_checkpoint(out / "checkpoints", step, model, optimizer, {"config": cfg.to_dict()},
+                               keep=cfg.keep_checkpoints)
 
     # ---- loop ---------------------------------------------------------------------------------------------------
     end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, start_step + max_steps_this_run)
     bar = Progress(total=cfg.steps, initial=start_step, enabled=progress, desc=cfg.name)
     step, status = start_step, "finished"
-    with _StopRequested() as stop:
+    with StopRequested() as stop:
         while step < end_step:
             t0 = time.perf_counter()
-            lr = lr_at(step, base_lr=o.lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps, schedule=o.schedule,
-                       min_lr_ratio=o.min_lr_ratio, decay_fraction=o.decay_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(optimizer, step, cfg.steps, o)
             # rollouts: this step's prompts, a group of samples each
             groups = roller.rollout(prompts_for_step(step, tokenizer), samples=r.group_size,
                                     temperature=r.temperature, seed=cfg.seed * 1_000_003 + step,
@@ -272,11 +261,8 @@ def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPr
                     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - r.clip_eps, 1 + r.clip_eps) * adv)
                     loss = -(surrogate * mask).sum() / norm
                     loss.backward()
-                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip) if o.grad_clip > 0
-                                 else torch.zeros(()))
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                record.update(loss=float(loss.detach()), grad_norm=float(grad_norm))
+                    grad_norm = clip_and_step(model, optimizer, o.grad_clip)
+                record.update(loss=float(loss.detach()), grad_norm=grad_norm)
             step += 1
             record["step_s"] = time.perf_counter() - t0
             if cfg.log_every and (step % cfg.log_every == 0 or step == 1):
@@ -295,7 +281,7 @@ def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPr
     # ---- finish ---------------------------------------------------------------------------------------------
     summary = {"status": status, "step": step, "out_dir": str(out)}
     if step >= cfg.steps and status == "finished":
-        summary["model_dir"] = str(export_model(model, save(step), tokenizer, out / "model"))
+        summary["model_dir"] = str(export_model(model.config, save(step), tokenizer, out / "model"))
     elif status == "finished":
         save(step)
         summary["status"] = f"paused at step {step} of {cfg.steps}"

@@ -22,14 +22,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hytron.config import ConfigError, from_dict, load_mapping, save_resolved
-from hytron.model import HybridLM
-from hytron.train import checkpoint as ckpt
+from hytron.config import ConfigError, save_resolved
 from hytron.train import distributed as dist
+from hytron.train.loop import (
+    StopRequested,
+    clip_and_step,
+    export_model,
+    make_optimizer,
+    resume,
+    save_checkpoint,
+    set_lr,
+)
 from hytron.train.metrics import MetricsLog, Progress
-from hytron.train.pretrain import _StopRequested, apply_precision, autocast_dtype, build_model
-from hytron.train.recipe import TrainConfig, recipe_path
-from hytron.train.schedule import lr_at
+from hytron.train.pretrain import apply_precision, autocast_dtype, build_model
+from hytron.train.recipe import TrainConfig, load_recipe
 
 
 @dataclass
@@ -59,23 +65,7 @@ class SFTConfig(TrainConfig):
 def load_sft_recipe(name_or_path: str, overrides: list[str] | None = None, section: str | None = None,
                     cls: type = SFTConfig):
     """Load an SFT (or RL: `cls`) recipe with `key.sub=value` overrides, like `train.recipe.load_recipe`."""
-    import yaml
-
-    data = load_mapping(recipe_path(name_or_path))
-    if section is not None:
-        if section not in data:
-            raise ConfigError(f"recipe {name_or_path}: has no {section!r} section (sections: {sorted(data)})")
-        data = data[section]
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
-        key, value = item.split("=", 1)
-        node = data
-        *parents, last = key.strip().split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[last] = yaml.safe_load(value)
-    return from_dict(cls, data, where=f"recipe {name_or_path}")
+    return load_recipe(name_or_path, overrides, section=section, cls=cls)
 
 
 def load_tokenizer(cfg) -> object:
@@ -244,14 +234,6 @@ def evaluate_masked(model, examples, batch_size: int, pad_id: int, device, amp=N
     return {"val_loss": total / max(1, count), "val_tokens": count}
 
 
-def export_model(model: HybridLM, state: dict, tokenizer, path: Path) -> Path:
-    """The trained weights (master weights of quantized layers under their plain names) + tokenizer."""
-    with torch.device("meta"):
-        plain = HybridLM(model.config)
-    plain.load_state_dict({k: state[k].detach().cpu() for k in plain.state_dict()}, assign=True)
-    return plain.save_pretrained(path, tokenizer=tokenizer)
-
-
 def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
     """Fine-tune (or resume) the run described by `cfg`; returns a summary (see the module docstring)."""
     # ---- setup ---------------------------------------------------------------------------------------------
@@ -274,7 +256,7 @@ def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None
 
     # ---- optimizer ----------------------------------------------------------------------------------------
     o = cfg.optim
-    optimizer = torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    optimizer = make_optimizer(model, o)
 
     # ---- data ------------------------------------------------------------------------------------------------
     rows = read_chat_jsonl(cfg.data.path)
@@ -289,46 +271,25 @@ def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None
                           rank=info.rank, world_size=info.world_size)
 
     # ---- resume -------------------------------------------------------------------------------------------
-    start_step = 0
-    found = ckpt.load_latest(out / "checkpoints")
-    if found is not None:
-        path, tensors, state = found
-        optim_sd = ckpt.unflatten_optimizer_state(tensors.get("optimizer", {}), state["optimizer"])
-        dist.load_full_state(model, optimizer, tensors["model"], optim_sd)
-        batches.load_state_dict(state["loader"])
-        ckpt.set_rng_state(tensors["rng"], state["rng"])
-        start_step = int(state["step"])
-        if info.is_main:
-            print(f"resumed from {path} at step {start_step}")
+    start_step, _ = resume(out / "checkpoints", model, optimizer, batches)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=info.is_main, truncate_after=start_step)
     if info.is_main and start_step == 0:
         metrics.write({"step": 0, "train_rows": len(train_examples), "val_rows": len(val_examples),
                        "dropped_too_long": dropped})
 
     def save(step: int) -> dict:
-        model_sd, optim_sd = dist.full_state(model, optimizer)
-        if info.is_main:
-            opt_tensors, opt_meta = ckpt.flatten_optimizer_state(optim_sd)
-            rng_tensors, rng_meta = ckpt.rng_state()
-            ckpt.write_checkpoint(out / "checkpoints", step,
-                                  {"model": model_sd, "optimizer": opt_tensors, "rng": rng_tensors},
-                                  {"optimizer": opt_meta, "loader": batches.state_dict(), "rng": rng_meta,
-                                   "config": cfg.to_dict()}, keep=cfg.keep_checkpoints)
-        dist.barrier()
-        return model_sd
+        return save_checkpoint(out / "checkpoints", step, model, optimizer,
+                               {"loader": batches.state_dict(), "config": cfg.to_dict()}, keep=cfg.keep_checkpoints)
 
     # ---- loop ---------------------------------------------------------------------------------------------------
     wrapped.train()
     end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, start_step + max_steps_this_run)
     bar = Progress(total=cfg.steps, initial=start_step, enabled=progress and info.is_main, desc=cfg.name)
     step, status, last_eval = start_step, "finished", {}
-    with _StopRequested() as stop:
+    with StopRequested() as stop:
         while step < end_step:
             t0 = time.perf_counter()
-            lr = lr_at(step, base_lr=o.lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps, schedule=o.schedule,
-                       min_lr_ratio=o.min_lr_ratio, decay_fraction=o.decay_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(optimizer, step, cfg.steps, o)
             if recipe is not None and recipe.should_switch(step, cfg.steps):
                 from hytron.lowp import set_high_precision
 
@@ -344,14 +305,11 @@ def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None
                     # every rank divides by the global token count; DDP averages gradients over ranks
                     (part * info.world_size / n_tokens).backward()
                 loss_sum += part.detach().double().cpu()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip) if o.grad_clip > 0
-                         else torch.zeros(()))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = clip_and_step(model, optimizer, o.grad_clip)
             step += 1
             loss_value = float(dist.all_reduce_sum(loss_sum.to(info.device)) / n_tokens)
             dt = time.perf_counter() - t0
-            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
+            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                       "assistant_tokens": int(n_tokens), "step_s": dt}
             if cfg.log_every and (step % cfg.log_every == 0 or step == 1):
                 metrics.write(record)
@@ -379,7 +337,7 @@ def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None
             metrics.write({"step": step, **last_eval})
         model_sd = save(step)
         if info.is_main:
-            summary["model_dir"] = str(export_model(model, model_sd, tokenizer, out / "model"))
+            summary["model_dir"] = str(export_model(model.config, model_sd, tokenizer, out / "model"))
     elif status == "finished":
         save(step)
         summary["status"] = f"paused at step {step} of {cfg.steps}"
