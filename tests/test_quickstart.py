@@ -21,6 +21,7 @@ def test_quickstart_ci_size_end_to_end_then_resumes_as_a_no_op(tmp_path, capsys)
     assert pre["status"] == "finished" and pre["step"] == 24
     assert 0 < result["curation"]["kept_docs"] < result["curation"]["input_docs"]
     assert result["eval"]["tasks.world_qa.n"] > 0 and 0 < result["eval"]["tasks.validation.bpb"] < 10
+    assert (out / "run" / "report.html").is_file() and "<svg" in (out / "run" / "report.html").read_text()
     assert (out / "run" / "model" / "README.md").is_file() and (out / "run" / "model" / "DATA_CARD.md").is_file()
     losses = [json.loads(line)["loss"] for line in (out / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]

@@ -9,6 +9,7 @@ claims (`hytron reproduce`) reuse these stages.
     OUT/tokenizer/    byte-level BPE trained on the curated text
     OUT/packed/       token shards per blend component, index.json
     OUT/run/          checkpoints, metrics.jsonl, config.json, summary.json, model/ (Nemotron-H + tokenizer)
+    OUT/run/report.html   the run as one self-contained page (loss curves, curation funnel, evals, cards)
     OUT/quickstart.json   what ran, with timings and the headline figures
 """
 
@@ -160,11 +161,15 @@ def run(cfg: QuickstartConfig) -> dict:
     evaluation = evaluate_model(out / "run" / "model", sources[0] if not cfg.inputs else None)  # refreshes cards
     done("6/6 evaluating")
 
+    from hytron.report import build_report
+
+    report = build_report(out / "run")  # one self-contained HTML page: curves, curation funnel, evals
+
     counts = manifest.get("counts", manifest.get("summary", {}))
     result = {"out": str(out), "size": cfg.size, "settings": s, "seconds": timings,
               "curation": {"input_docs": counts.get("input"), "kept_docs": counts.get("kept")},
               "train_tokens": index["splits"]["train"]["num_tokens"], "pretrain": summary, "eval": evaluation,
-              "model_dir": summary.get("model_dir")}
+              "model_dir": summary.get("model_dir"), "report": str(report)}
     (out / "quickstart.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

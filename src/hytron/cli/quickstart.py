@@ -50,5 +50,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"  serve an OpenAI API:    hytron serve {model_dir}   (http://127.0.0.1:8000/v1)")
         print(f"  evaluate:               hytron eval {model_dir}")
         print(f"  in transformers:        AutoModelForCausalLM.from_pretrained('{model_dir}')")
+    print(f"report: {result['report']}   (model card: {model_dir}/README.md, data card: {model_dir}/DATA_CARD.md)")
     print(f"summary: {result['out']}/quickstart.json")
     return 0
