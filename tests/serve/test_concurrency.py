@@ -6,6 +6,7 @@ import json
 import time
 
 import httpx
+import pytest
 from tests.serve.conftest import API_KEY
 
 CHAT = "/v1/chat/completions"
@@ -61,21 +62,36 @@ def test_32_concurrent_streaming_clients(server, http):
     assert wait_idle(server.engine)
 
 
-def test_client_disconnect_stops_generation(server, http):
+@pytest.fixture
+def slow_steps(server):
+    """Each model call takes >= 10 ms, so a 250-token generation outlasts the client on any machine (on a quiet
+    one a tiny model would otherwise finish before the client hangs up, and there would be nothing to cancel)."""
+    handle = server.engine.model.register_forward_pre_hook(lambda module, args: time.sleep(0.01))
+    yield
+    handle.remove()
+
+
+def test_client_disconnect_stops_generation(server, http, slow_steps):
     before = server.engine.stats["finished_cancelled"]
     body = {"messages": [{"role": "user", "content": "Talk for a long time."}], "max_tokens": 250,
             "ignore_eos": True, "stream": True}
     with http.stream("POST", CHAT, json=body) as r:
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")
+        deadline = time.monotonic() + 5  # the engine thread picks the request up asynchronously
+        while server.engine.num_active + server.engine.num_waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
         assert server.engine.num_active + server.engine.num_waiting == 1
     # the connection is closed: the engine drops the request within a step or so
-    assert wait_idle(server.engine)
+    deadline = time.monotonic() + 10
+    while server.engine.stats["finished_cancelled"] == before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.engine.stats["finished_cancelled"] == before + 1
+    assert wait_idle(server.engine)
     assert 'finished_reason="cancelled"' in http.get("/metrics").text
 
 
-def test_non_streaming_disconnect_also_cancels(server):
+def test_non_streaming_disconnect_also_cancels(server, slow_steps):
     before = server.engine.stats["finished_cancelled"]
     body = {"messages": [{"role": "user", "content": "Go on."}], "max_tokens": 250, "ignore_eos": True}
     headers = {"Authorization": f"Bearer {API_KEY}"}
