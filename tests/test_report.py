@@ -10,10 +10,10 @@ import re
 import shutil
 
 import pytest
-from tests.eval.tinyrun import build_tiny_run
 
 from hytron.cli import main
 from hytron.report.page import funnel
+from tests.eval.tinyrun import build_tiny_run
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 

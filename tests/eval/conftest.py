@@ -1,6 +1,7 @@
 """Eval fixtures: a real tiny run (TinyWeb -> curate -> pack -> pre-train), built once per session."""
 
 import pytest
+
 from tests.eval.tinyrun import build_tiny_run
 
 

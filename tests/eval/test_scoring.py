@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import randomize
-from tests.infer.chatmodel import tiny_chat_model, train_tokenizer
 
 from hytron.eval.scoring import Scorer, bits_per_byte
+from tests.conftest import randomize
+from tests.infer.chatmodel import tiny_chat_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")

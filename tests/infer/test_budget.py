@@ -4,12 +4,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import randomize
-from tests.infer.chatmodel import tiny_chat_model, train_tokenizer
 
 from hytron.infer import Engine, SamplingParams, ThinkingBudget, generate, newline_ids
 from hytron.infer.budget import newline_ids as newline_ids_fn
 from hytron.model import HybridConfig, HybridLM
+from tests.conftest import randomize
+from tests.infer.chatmodel import tiny_chat_model, train_tokenizer
 
 END, NL = 6, 10
 

@@ -4,10 +4,10 @@ import threading
 
 import pytest
 import torch
-from tests.conftest import randomize
 
 from hytron.infer import Engine, EngineClosed, PromptTooLong, QueueFull, SamplingParams, generate
 from hytron.model import HybridConfig, HybridLM
+from tests.conftest import randomize
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.infer.chatmodel import train_tokenizer
 
 from hytron.infer import SamplingParams, TextStream, sample
 from hytron.infer.sampling import filter_logits
+from tests.infer.chatmodel import train_tokenizer
 
 
 def draws(logits, params, n=300, seed=0):

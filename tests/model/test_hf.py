@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from tests.conftest import randomize
 
 from hytron.model import HybridConfig, HybridLM
+from tests.conftest import randomize
 
 transformers = pytest.importorskip("transformers")
 

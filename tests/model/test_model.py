@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from tests.conftest import tiny_model
 
 from hytron.config import ConfigError
 from hytron.model import PRESETS, HybridConfig, HybridLM
+from tests.conftest import tiny_model
 
 PRESETS_WITH_COUNTS = [n for n, p in PRESETS.items() if "published" in p]
 

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import tiny_model
 
 from hytron.reasoning.data import encode_row, normalise_row, read_chat_jsonl, sft_rows, write_jsonl
 from hytron.reasoning.tasks import generate_problems
 from hytron.train.sft import collate, masked_loss_sum
+from tests.conftest import tiny_model
 
 
 def split_by_mask(tok, ids, mask):

@@ -2,11 +2,11 @@
 evaluation returns the accuracy-vs-budget curve and plots it."""
 
 import pytest
-from tests.conftest import tiny_model
 
 from hytron.reasoning.evaluate import evaluate_reasoning, plot_budget_curves
 from hytron.reasoning.generation import Solver
 from hytron.reasoning.tasks import generate_problems
+from tests.conftest import tiny_model
 
 
 @pytest.fixture(scope="module")

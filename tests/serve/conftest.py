@@ -7,9 +7,9 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from tests.infer.chatmodel import save_chat_model
 
 from hytron.serve import Backend, ServeConfig, create_app
+from tests.infer.chatmodel import save_chat_model
 
 API_KEY = "test-key-123"
 

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from tests.serve.conftest import API_KEY
 
 CHAT = "/v1/chat/completions"

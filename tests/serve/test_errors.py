@@ -5,6 +5,7 @@ import time
 
 import httpx
 import pytest
+
 from tests.serve.conftest import API_KEY, running_server
 
 CHAT = "/v1/chat/completions"

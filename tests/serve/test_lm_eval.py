@@ -19,6 +19,7 @@ import sys
 
 import pytest
 import torch
+
 from tests.serve.conftest import running_server
 
 pytest.importorskip("lm_eval")

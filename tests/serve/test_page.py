@@ -9,6 +9,7 @@ import shutil
 
 import httpx
 import pytest
+
 from tests.serve.conftest import API_KEY
 
 sync_api = pytest.importorskip("playwright.sync_api")

@@ -2,6 +2,7 @@
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+
 from tests.serve.conftest import API_KEY, running_server
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -4,9 +4,9 @@ import hashlib
 import json
 
 import pytest
-from tests.eval.tinyrun import build_tiny_run
 
 from hytron.train.cards import sha256_json, write_cards
+from tests.eval.tinyrun import build_tiny_run
 
 
 @pytest.fixture(scope="module")

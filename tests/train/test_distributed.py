@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from tests.train.conftest import tiny_recipe
 
 from hytron.train.metrics import read_metrics
 from hytron.train.pretrain import pretrain
+from tests.train.conftest import tiny_recipe
 
 STEPS = 4
 

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from tests.train.conftest import tiny_recipe
 
 from hytron.model import HybridLM
 from hytron.train import checkpoint as ckpt
 from hytron.train.metrics import read_metrics
 from hytron.train.pretrain import pretrain
+from tests.train.conftest import tiny_recipe
 
 
 def _losses(out_dir):

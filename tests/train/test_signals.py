@@ -9,10 +9,10 @@ import time
 
 import pytest
 import yaml
-from tests.train.conftest import tiny_recipe
 
 from hytron.train.metrics import read_metrics
 from hytron.train.pretrain import pretrain
+from tests.train.conftest import tiny_recipe
 
 STEPS = 30
 

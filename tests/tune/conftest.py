@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from tests.train.conftest import corpus_docs
 
 from hytron.data.mix import single_component_blend
 from hytron.packing import iter_texts, pack
 from hytron.tokenizer import Tokenizer
+from tests.train.conftest import corpus_docs
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +39,8 @@ def packed_data(packed_corpus):
 @pytest.fixture(scope="session")
 def trained_tiny(packed_corpus, tmp_path_factory):
     """A hytron-tiny model pre-trained 60 steps on the corpus (so importance and distillation mean something)."""
-    from tests.train.conftest import tiny_recipe
-
     from hytron.train.pretrain import pretrain
+    from tests.train.conftest import tiny_recipe
 
     packed, _ = packed_corpus
     out = tmp_path_factory.mktemp("trained-tiny")

@@ -2,13 +2,13 @@
 
 import torch
 import torch.nn.functional as F
-from tests.conftest import tiny_model
-from tests.tune.conftest import calib_batches, load
 
 from hytron.tune import TuneConfig, chat_batches, finetune, packed_batches, packed_eval_batches, teacher_topk, topk_kl
 from hytron.tune.finetune import collate
 from hytron.tune.importance import estimate_importance
 from hytron.tune.prune import prune_model, search_plan
+from tests.conftest import tiny_model
+from tests.tune.conftest import calib_batches, load
 
 
 def test_topk_kl_zero_only_at_the_teacher_and_matches_full_kl():

@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from tests.conftest import tiny_model
 
 from hytron.model import HybridLM
 from hytron.tune import LoRAConfig, TuneConfig, apply_lora, finetune, load_adapter, merge_lora, save_adapter
 from hytron.tune.lora import ALL_TARGETS, lora_modules
+from tests.conftest import tiny_model
 
 
 def _tiny(seed=0, **overrides):

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from tests.conftest import tiny_model
-from tests.tune.conftest import calib_batches, load
 
 from hytron.model import HybridLM
 from hytron.tune.importance import calibration_loss, estimate_importance
 from hytron.tune.prune import PrunePlan, candidate_plans, prune_model, search_plan
+from tests.conftest import tiny_model
+from tests.tune.conftest import calib_batches, load
 
 
 def test_keep_everything_plan_is_exact():
