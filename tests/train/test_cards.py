@@ -69,3 +69,14 @@ def test_cards_include_eval_table_and_say_what_is_missing(run, tmp_path):
     write_cards(run["model"], run["run"], evals={"val_loss": 3.5, "val_bpb": 1.25})
     card = (run["model"] / "README.md").read_text()
     assert "| validation (training data) | val_loss | 3.5 |" in card and "| val_bpb | 1.25 |" in card
+
+
+def test_run_facts_of_an_sft_run_without_token_counts(tmp_path):
+    # SFT/RL metrics log assistant tokens, not pre-training token counts: the card must still be written
+    import json
+
+    from hytron.train.cards import run_facts
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.5, "assistant_tokens": 40}) + "\n")
+    facts = run_facts(tmp_path)
+    assert facts["tokens"] is None and facts["final_train_loss"] == 2.5 and facts["steps"] == 1

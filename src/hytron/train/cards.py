@@ -158,7 +158,7 @@ def run_facts(run_dir: str | Path) -> dict:
     train = [m for m in metrics if "loss" in m]
     return {
         "path": str(run_dir), "config": config, "config_sha256": sha256_json(config) if config else None,
-        "summary": summary, "tokens": summary.get("tokens") or (train[-1]["tokens"] if train else None),
+        "summary": summary, "tokens": summary.get("tokens") or (train[-1].get("tokens") if train else None),
         "steps": summary.get("step") or (train[-1]["step"] if train else None),
         "final_train_loss": train[-1]["loss"] if train else None,
         "final_val_loss": evals[-1]["val_loss"] if evals else summary.get("val_loss"),
