@@ -19,7 +19,8 @@ import torch
 
 from hytron.model import HybridConfig, HybridLM
 from hytron.packing import PackedLoader
-from hytron.train.schedule import lr_at
+from hytron.train.loop import clip_and_step, make_optimizer, set_lr
+from hytron.train.recipe import OptimSpec
 
 
 @dataclass
@@ -48,7 +49,8 @@ def train_and_track(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate: 
 
         recipe = PrecisionRecipe.from_name(precision)
         convert(model, recipe)
-    opt = torch.optim.AdamW(model.param_groups(0.1), lr=s.lr, betas=(0.9, 0.95), eps=1e-8)
+    optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, grad_clip=1.0)  # WSD, decay 0.1, AdamW(0.9, 0.95)
+    opt = make_optimizer(model, optim)
     loader = PackedLoader(data_dir, s.seq_len, s.batch_size, seed=s.seed)
     tokens_per_step = s.batch_size * s.seq_len
     train, evals, step_times = [], [], []
@@ -64,17 +66,12 @@ def train_and_track(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate: 
 
     model.train()
     for step in range(s.steps):
-        lr = lr_at(step, base_lr=s.lr, total_steps=s.steps, warmup_steps=s.warmup_steps, schedule="wsd",
-                   min_lr_ratio=0.1, decay_fraction=0.2)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, step, s.steps, optim)
         x, y = next(loader)
         t0 = time.perf_counter()
         loss = model.loss(x, y)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        clip_and_step(model, opt, optim.grad_clip)
         step_times.append(time.perf_counter() - t0)
         value = loss.item()
         train.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "loss": value})
