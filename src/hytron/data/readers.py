@@ -75,13 +75,50 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return out
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of a (multi-frame) .zst file that raise EOFError when the file ends inside a frame:
+    zstandard's `stream_reader` just stops there, which turned a cut-off download into a silent partial read."""
+
+    def __init__(self, path: Path):
+        import zstandard
+
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._raw = path.open("rb")
+        self._buf = b""
+        self._inside = False  # input was fed to the current frame and its end not seen yet
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            data = self._raw.read(1 << 16)
+            if not data:
+                if self._inside:
+                    raise EOFError(f"{self._raw.name}: zstd stream truncated (the file ends inside a frame)")
+                return 0
+            while data:
+                self._buf += self._obj.decompress(data)
+                self._inside = not self._obj.eof
+                data = b""
+                if self._obj.eof:  # a frame ended: the rest of the chunk starts the next one
+                    data = self._obj.unused_data
+                    self._obj = self._dctx.decompressobj()
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open_lines(path: Path, fmt: str):
     if fmt == "jsonl.gz":
         return gzip.open(path, "rb")
     if fmt == "jsonl.zst":
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb")))
+        return io.BufferedReader(_ZstdFrames(path))
     return path.open("rb")
 
 
