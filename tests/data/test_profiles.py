@@ -123,3 +123,16 @@ def test_short_menu_lines_are_not_joined():
 def test_documents_rules_name_the_junk(text, reason):
     keep, got, _ = filters.heuristic_verdict(text, HeuristicConfig(), "documents")
     assert (keep, got) == (False, reason)
+
+
+def test_summary_says_what_was_kept_the_top_reasons_and_where_each_reason_is(documents_run):
+    from hytron.data.summary import removal_summary
+
+    out, manifest = documents_run
+    lines = removal_summary(manifest, out)
+    c = manifest["counts"]
+    assert lines[0].startswith(f"kept {c['kept']} of {c['input']} documents") and "'documents'" in lines[0]
+    top_reason, top_n = max(((r, n) for by in manifest["removed_by_step"].values() for r, n in by.items()),
+                            key=lambda x: x[1])
+    assert f"{top_reason} {top_n}" in lines[1]
+    assert str(out / "removed") in lines[2] and "--explain" in lines[2]
