@@ -25,7 +25,7 @@ def cmd_tinyweb(args) -> int:
 
 def add_curate(sub) -> None:
     p = sub.add_parser("curate", help="curate documents: filter, dedup, score quality, redact PII, decontaminate")
-    p.add_argument("inputs", nargs="*", help="files or folders: .jsonl[.gz|.zst], .parquet, .txt/.md/.html "
+    p.add_argument("inputs", nargs="*", help="files or folders: .jsonl[.gz|.zst], .parquet, .txt/.md/.html/.pdf/.docx "
                                              "folders, .warc[.gz]; a TinyWeb folder brings its evals and reference")
     p.add_argument("--out", required=True, help="output folder (kept/, removed/, manifest.json)")
     p.add_argument("--config", help="YAML/JSON curation config (any subset of hytron.data.curate_config fields)")
