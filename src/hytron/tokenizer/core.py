@@ -109,7 +109,7 @@ class Tokenizer:
         self.stop_ids: tuple[int, ...] = tuple(dict.fromkeys(
             int(i) for i in (*generation_eos, self.eos_id, self.end_of_turn_id) if i is not None))
         self.im_end_id = self.end_of_turn_id  # the older name
-        self._prefix = self._post_processor_prefix()
+        self.post_processor_prefix = self._post_processor_prefix()
 
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self._tok.token_to_id(token)
@@ -286,8 +286,8 @@ class Tokenizer:
     def document_prefix(self) -> list[int]:
         """Ids a document starts with: the post-processor's (e.g. BOS) if it adds any, else BOS, else EOS (the
         separator of GPT-2-style tokenizers without BOS): scoring needs one token of context."""
-        if self._prefix:
-            return list(self._prefix)
+        if self.post_processor_prefix:
+            return list(self.post_processor_prefix)
         return [i for i in (self.bos_id if self.bos_id is not None else self.eos_id,) if i is not None]
 
     def _encode_without_added_tokens(self, text: str) -> list[int]:
@@ -324,10 +324,10 @@ class Tokenizer:
         """
         if enable_thinking is not None:
             template_kwargs["enable_thinking"] = enable_thinking
-        variables = {**self.special_tokens_map, **template_kwargs}
         return self._template_for(tools).render(
             messages, tools=tools, add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message, variables=variables,
+            continue_final_message=continue_final_message, special_tokens=self.special_tokens_map,
+            variables=template_kwargs,
             mark=self._control.mark if sanitize else None, spans=_spans)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False,

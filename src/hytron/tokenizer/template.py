@@ -174,10 +174,11 @@ class ChatTemplate:
 
     def render(self, messages: Sequence[dict], *, tools: list | None = None, documents: list | None = None,
                add_generation_prompt: bool = False, continue_final_message: bool = False,
-               variables: dict | None = None, mark: Callable[[Any], Any] | None = None,
-               spans: list | None = None) -> str:
-        """The rendered chat. `variables`: special tokens and template kwargs; `mark` wraps control tokens in
-        user input (see the module docstring); `spans` collects `{% generation %}` character spans."""
+               special_tokens: dict | None = None, variables: dict | None = None,
+               mark: Callable[[Any], Any] | None = None, spans: list | None = None) -> str:
+        """The rendered chat. `special_tokens`: bos_token, eos_token, ...; `variables`: template kwargs
+        (they override special tokens); `mark` wraps control tokens in user input (messages, tools, kwargs; see
+        the module docstring); `spans` collects `{% generation %}` character spans."""
         import jinja2
 
         if continue_final_message and add_generation_prompt:
@@ -187,6 +188,7 @@ class ChatTemplate:
         if mark is not None:
             chat, tools, documents = mark(chat), mark(tools), mark(documents)
             kwargs = mark(kwargs)
+        kwargs = {**(special_tokens or {}), **kwargs}
         final = None
         if continue_final_message:  # mark where the message ends, render, cut there (as transformers does)
             if not chat or chat[-1]["role"] != "assistant" or not isinstance(chat[-1].get("content"), str):
