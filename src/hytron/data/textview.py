@@ -103,12 +103,15 @@ def _code_words(m: re.Match) -> str:
 
 
 def _clean_inline(line: str) -> str:
-    line = _TAG.sub("", line)
-    line = _IMAGE.sub("", line)
-    line = _LINK.sub(r"\1", line)
-    line = _URL.sub("", line)
-    line = _INLINE_CODE.sub(_code_words, line)
-    return _HEADING.sub("", line).strip()
+    if "<" in line:
+        line = _TAG.sub("", line)
+    if "](" in line:
+        line = _LINK.sub(r"\1", _IMAGE.sub("", line))
+    if "://" in line or "www." in line:
+        line = _URL.sub("", line)
+    if "`" in line or '"' in line:
+        line = _INLINE_CODE.sub(_code_words, line)
+    return _HEADING.sub("", line).strip() if line.lstrip().startswith("#") else line.strip()
 
 
 def _paragraphs(text: str) -> list[list[str]]:
