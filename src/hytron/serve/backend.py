@@ -36,6 +36,13 @@ class ServeConfig:
     prefill_chunk: int = 512
     reasoning_content: bool = True  # also return reasoning under the older `reasoning_content` name
     threads: int | None = None  # torch threads for the engine
+    # HTTP: a client must send a whole request (headers and body) within `read_timeout` seconds; on SIGTERM,
+    # requests in flight get `shutdown_timeout` seconds; Host must be in `allowed_hosts` (None: the bound
+    # address's names, any for 0.0.0.0/::); browsers from `cors_origins` may call the API (none by default)
+    read_timeout: float = 30.0
+    shutdown_timeout: float = 10.0
+    allowed_hosts: tuple[str, ...] | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 class Backend:
@@ -50,6 +57,7 @@ class Backend:
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
         self.token_strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        self.max_token_bytes = max(len(s.encode("utf-8", "replace")) for s in self.token_strs) or 1
         self.engine = Engine(
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
@@ -76,7 +84,12 @@ class Backend:
         return self.tokenizer.decode(ids, skip_special=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+        return self.tokenizer.encode_batch([text])[0]  # the batch call releases the GIL (encode holds it)
+
+    def min_tokens(self, texts: Sequence[str]) -> int:
+        """A lower bound on the tokens of `texts`, without tokenizing: no token spells more than
+        `max_token_bytes` bytes (halved again, in case a normalizer shortens the text)."""
+        return sum(len(t.encode("utf-8", "replace")) for t in texts) // (2 * self.max_token_bytes)
 
     def check_ids(self, ids: Sequence[int], param: str) -> None:
         from hytron.serve.errors import APIError
@@ -84,7 +97,7 @@ class Backend:
         bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
         if bad:
             raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
-                           param)
+                           param, "limit_exceeded")
 
     def chat_prompt(self, messages: list[dict], enable_thinking: bool | None) -> tuple[list[int], bool]:
         """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open."""
