@@ -72,8 +72,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if errors[0].get("type") == "json_invalid":
         e = errors[0]
         return f"request body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}", None
-    e = min(errors, key=lambda e: (e.get("type") in _TYPE_ERRORS, -len(e.get("loc", ()))))
-    fields = {_location(x.get("loc", ())) for x in errors}
+    real = [e for e in errors if e.get("type") not in _TYPE_ERRORS] or errors
+    e = max(real, key=lambda e: len(e.get("loc", ())))  # the union branch that got furthest
+    fields = {_location(x.get("loc", ())) for x in real}
     param = _location(e.get("loc", ())) or None
     where = f"{param}: " if param else "request body: "
     more = f" (and {len(fields) - 1} more fields)" if len(fields) > 1 else ""

@@ -91,7 +91,7 @@ class TextPart(_Body):
         if kind in ("image_url", "input_image", "image"):
             raise PydanticCustomError("unsupported", "images are not supported (this model reads text parts only)")
         if isinstance(kind, str) and kind != "text":
-            raise PydanticCustomError("unsupported", "content parts of type {kind!r} are not supported (only "
+            raise PydanticCustomError("unsupported", "content parts of type '{kind}' are not supported (only "
                                       "'text')", {"kind": kind[:40]})
         return v
 
