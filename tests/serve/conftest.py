@@ -46,12 +46,13 @@ def running_server(model_dir, **config):
     """Start uvicorn in a thread (port 0 = ephemeral), yield it, and always stop it."""
     import uvicorn
 
-    from hytron.serve.http import server_config
+    from hytron.serve import http
 
     backend = Backend.load(model_dir, ServeConfig(**config))
     app = create_app(backend)
     cfg = backend.config
-    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, cfg.read_timeout, cfg.shutdown_timeout))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           **http.options(cfg.read_timeout, cfg.shutdown_timeout)))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -118,6 +118,6 @@ def test_sigterm_exits_within_the_shutdown_deadline(model_dir):
             pytest.fail("hytron serve still running 60 s after SIGTERM")
         finally:
             body.close()
-        assert code == 0, proc.stdout.read().decode()
+        assert code in (0, -signal.SIGTERM), proc.stdout.read().decode()  # uvicorn re-raises the signal
         assert time.monotonic() - t0 < 60
         t.join(30)

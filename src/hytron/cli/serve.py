@@ -31,7 +31,16 @@ def add_serve(sub) -> None:
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="a web origin (https://app.example) whose pages may call the API (repeatable; default: none)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"], default="auto",
+                   help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
+                        "auto: the one the chat template writes")
+    _add_dtype(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _add_dtype(p) -> None:
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype (default: float32 on CPU, the checkpoint's own on GPU)")
 
 
 def _config(args):
@@ -45,7 +54,8 @@ def _config(args):
                        read_timeout=getattr(args, "read_timeout", 30.0),
                        shutdown_timeout=getattr(args, "shutdown_timeout", 10.0),
                        allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()) or None,
-                       cors_origins=tuple(getattr(args, "cors_origin", None) or ()))
+                       cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
+                       tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -72,6 +82,7 @@ def add_chat(sub) -> None:
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--max-slots", type=int, default=1)
     p.add_argument("--threads", type=int)
+    _add_dtype(p)
     p.set_defaults(func=cmd_chat)
 
 

@@ -61,14 +61,12 @@ class DeadlineH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def server_config(app, host: str, port: int, read_timeout: float, shutdown_timeout: float,
-                  log_level: str = "warning") -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                          http=functools.partial(DeadlineH11Protocol, read_timeout=read_timeout),
-                          timeout_keep_alive=5, timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
-                          h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+def options(read_timeout: float, shutdown_timeout: float) -> dict:
+    """`uvicorn.Config` keyword arguments: the deadline protocol, the graceful-shutdown bound, the header cap."""
+    return dict(http=functools.partial(DeadlineH11Protocol, read_timeout=read_timeout), timeout_keep_alive=5,
+                timeout_graceful_shutdown=shutdown_timeout, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
 
 
 def run(app, host: str, port: int, read_timeout: float, shutdown_timeout: float, log_level: str = "warning") -> None:
     """Serve `app` until SIGINT/SIGTERM; then finish (or, after `shutdown_timeout` s, cancel) requests in flight."""
-    uvicorn.Server(server_config(app, host, port, read_timeout, shutdown_timeout, log_level)).run()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **options(read_timeout, shutdown_timeout))

@@ -42,7 +42,22 @@ def _integral(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def _valid_unicode_inside(v):
+    """Every string (keys too) inside a free-form JSON value is valid Unicode."""
+    if isinstance(v, str):
+        _valid_unicode(v)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _valid_unicode(k)
+            _valid_unicode_inside(x)
+    elif isinstance(v, list):
+        for x in v:
+            _valid_unicode_inside(x)
+    return v
+
+
 Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+JSONObject = Annotated[dict, AfterValidator(_valid_unicode_inside)]
 Int = Annotated[int, Strict(), BeforeValidator(_integral)]
 Num = Annotated[float, Strict()]  # a JSON number: 1 and 0.5, never "0.5" or true
 Prob = Annotated[Num, Field(ge=0.0, le=1.0)]
@@ -96,11 +111,46 @@ class TextPart(_Body):
         return v
 
 
+# ---- tools (OpenAI function calling) ----
+class FunctionDef(_Body):
+    name: Annotated[Text, Field(min_length=1, max_length=256)]
+    description: Text | None = None
+    parameters: JSONObject | None = None  # a JSON schema
+
+
+class ToolDef(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: Text
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class FunctionCall(_Body):
+    name: Text
+    arguments: Text  # JSON text
+
+
+class ToolCallIn(_Body):
+    id: Text | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
     reasoning_content: Text | None = None
     reasoning: Text | None = None
+    tool_calls: Annotated[list[ToolCallIn], Field(max_length=128)] | None = None  # assistant turns
+    tool_call_id: Text | None = None  # tool turns
+    name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -109,7 +159,14 @@ class ChatMessage(_Body):
 
 
 class ChatTemplateKwargs(_Body):
+    """Variables for the chat template (vLLM's `chat_template_kwargs`): any key is passed through."""
+
     enable_thinking: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _valid_text(self):
+        _valid_unicode_inside(self.model_extra or {})
+        return self
 
 
 class _Sampling(_Body):
@@ -158,6 +215,10 @@ class ChatCompletionRequest(_Sampling):
     thinking_token_budget: Annotated[Int, Field(ge=0, le=1 << 24)] | None = None
     max_thinking_tokens: Annotated[Int, Field(ge=0, le=1 << 24)] | None = None  # NIM's name
     include_reasoning: StrictBool = True
+    # tools: rendered through the model's chat template; calls in the output come back as `tool_calls`
+    tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool = True
 
     @field_validator("top_logprobs")
     @classmethod
@@ -200,10 +261,11 @@ class TokenizeRequest(_Body):
     model: Text | None = None
     prompt: Text | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)] | None = None
-    add_special_tokens: StrictBool = True  # accepted for compatibility: hytron adds no BOS to plain prompts
+    add_special_tokens: StrictBool = True  # what the tokenizer's post-processor adds (e.g. BOS) to a prompt
     add_generation_prompt: StrictBool = True
     return_token_strs: StrictBool = False
     chat_template_kwargs: ChatTemplateKwargs | None = None
+    tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
 
 
 class DetokenizeRequest(_Body):
@@ -234,11 +296,18 @@ class Usage(BaseModel):
     completion_tokens_details: UsageDetails | None = None
 
 
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: dict
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
     content: str | None
     reasoning: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):
