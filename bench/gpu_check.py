@@ -75,7 +75,8 @@ class Run:
         self.t0 = time.monotonic()
         self.stage_peak = 0.0
         self.budget = args.budget
-        scale = args.budget / sum(STAGES.values())
+        wanted = [s.strip() for s in args.stages.split(",") if s.strip() in STAGES]
+        scale = args.budget / max(1, sum(STAGES[k] for k in wanted))  # the budget is shared by the chosen stages
         self.stage_budget = {k: v * scale for k, v in STAGES.items()}
         if self.dry:
             # every block kind but MoE (which the gpu tests cover), in 5 blocks: CI's CPUs are slow and shared
@@ -362,6 +363,9 @@ def _train_variants(run: Run, res: dict, deadline: float, ids, flops: float, pea
             print(f"   {name}: {res['variants'][name]['error']}", flush=True)
         model = None
         run.free()
+    if not any("tok_s" in v for v in res["variants"].values()):
+        raise RuntimeError("no training variant finished: " + "; ".join(f"{k}: {v.get('error')}"
+                                                                          for k, v in res["variants"].items()))
 
 
 def _inference_model(run: Run, cfg: HybridConfig) -> HybridLM:
@@ -389,11 +393,16 @@ def stage_decode(run: Run, res: dict, deadline: float) -> None:
 
     s, cfg = run.sizes, run.model_cfg
     model = _inference_model(run, cfg)
-    theirs = _hf_twin(run, model).eval()
+    try:
+        theirs, hf_error = _hf_twin(run, model).eval(), None
+    except Exception as e:  # noqa: BLE001 - hytron's own figures still count
+        theirs, hf_error = None, f"{type(e).__name__}: {e}"
     gen = torch.Generator().manual_seed(0)
 
     @torch.inference_mode()
     def hf_generate(prompt, n):
+        if theirs is None:
+            raise RuntimeError(f"no transformers model: {hf_error}")
         return theirs.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
                                pad_token_id=0)[:, prompt.size(1):]
 
@@ -435,6 +444,8 @@ def stage_decode(run: Run, res: dict, deadline: float) -> None:
         print(f"   batch {batch:4d}: " + "  ".join(f"{k} {v['tok_s']:9.1f}" if "tok_s" in v else f"{k} ERR"
                                                   for k, v in row.items() if isinstance(v, dict)), flush=True)
     res["rows"] = rows
+    if not any("tok_s" in v for row in rows.values() for v in row.values() if isinstance(v, dict)):
+        raise RuntimeError("no decode runner finished (see rows)")
     seq = rows.get("1", {}).get("hytron_graph", {}).get("tok_s")
     for batch in s["batches"]:
         got = rows.get(str(batch), {}).get("hytron_graph", {}).get("tok_s")
