@@ -52,6 +52,7 @@ def test_gpu_check_dry_run_executes_every_stage_and_writes_every_field(tmp_path)
             assert row[r].get("tok_s", 0) > 0, (batch, r, row[r])
         # same weights, fp32 on CPU: hytron decodes the greedy tokens transformers decodes
         assert row["same_tokens_fraction_vs_transformers"] >= 0.9  # a near-tie may flip one token
+        assert row["hytron_graph"]["decode_only_tok_s"] > 0
     for batch in (8, 32, 128):
         assert st["decode"][f"ratio_batched_vs_sequential_{batch}"] > 0
 
