@@ -135,21 +135,28 @@ def test_native_fp8_gemm_matches_emulation():
         assert rel(native, emulated) < FP8, (fa, fb)
 
 
-def test_fp8_training_step_native_matches_emulated():
+def test_fp8_training_step_native_matches_emulated(monkeypatch):
     """A converted model's loss and gradients: native FP8 GEMMs (torch._scaled_mm) vs the exact emulation."""
+    import hytron.lowp.linear as linear
     from hytron.lowp import PrecisionRecipe, convert
     from hytron.lowp.native import scaled_mm_available
 
     if not scaled_mm_available(torch.device("cuda")):
         pytest.skip("this GPU has no FP8 tensor cores (needs compute capability >= 8.9)")
+    calls = []
+    native_mm = linear.fp8_matmul_t
+    monkeypatch.setattr(linear, "fp8_matmul_t", lambda *a, **k: calls.append(1) or native_mm(*a, **k))
     results, base = [], tiny_model()
     for native in (True, False):
         m = copy.deepcopy(base).cuda().train()
         convert(m, PrecisionRecipe.from_name("fp8", native_fp8=native))
-        ids = torch.randint(0, m.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1)).cuda()
+        # 2 x 64 = 128 tokens: every GEMM dimension a multiple of 16, as _scaled_mm requires (most layers)
+        ids = torch.randint(0, m.config.vocab_size, (2, 65), generator=torch.Generator().manual_seed(1)).cuda()
         loss = m.loss(ids[:, :-1], ids[:, 1:])
         loss.backward()
         results.append((loss.detach(), torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])))
+        assert (len(calls) > 0) == native, "native run must use _scaled_mm, the emulated run must not"
+        calls.clear()
     (l_n, g_n), (l_e, g_e) = results
     assert rel(l_n, l_e) < FP8 and rel(g_n, g_e) < 10 * FP8  # gradients pass through several FP8 GEMMs
 
