@@ -76,8 +76,8 @@ def kernels_available() -> dict[str, bool]:
 def fast_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
               initial_state: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """A faster scan with `ssd_chunked`'s contract, or None when none applies (the caller runs the reference)."""
-    if _scan_backend == "reference":
-        return None
+    if _scan_backend == "reference" or torch.compiler.is_compiling():  # inside torch.compile the reference
+        return None  # is traced and compiled with the rest of the block
     if _scan_backend == "compile":
         return _compiled_scan()(x, dt, A, B, C, chunk_size, initial_state)
     if not x.is_cuda:
@@ -93,7 +93,7 @@ def fast_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size
 
 def fast_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
     """Depthwise causal conv + SiLU over (b, channels, L) from causal-conv1d, or None when it does not apply."""
-    if not x.is_cuda:
+    if not x.is_cuda or torch.compiler.is_compiling():
         return None
     fn = _causal_conv1d()
     if fn is None:
