@@ -6,7 +6,7 @@ rules must see paragraphs, and code must not count as prose (a `{` in an example
 
 `prose_view(text)` returns a `View`:
   prose       paragraphs separated by a blank line, one logical line per wrapped paragraph (list items keep
-              their own lines); inline code replaced by a placeholder word, Markdown links by their text,
+              their own lines); inline code replaced by the identifiers in it, Markdown links by their text,
               images, HTML tags, URLs and heading markers removed
   code_words  words in code: fenced blocks (``` ~~~), doctest paragraphs (>>>), tables, lists of identifiers
               or signatures, and paragraphs indented deeper than the document's base indent that do not read
