@@ -249,6 +249,8 @@ def load_config(path: str | Path) -> HybridConfig:
         data = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{cfg_file}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg_file}: must hold a JSON object, got {type(data).__name__}")
     return config_from_hf(data, source=str(cfg_file))
 
 
@@ -273,6 +275,10 @@ def load_pretrained(cls, path, device=None, dtype: torch.dtype | None = None):
         if tuple(tensors[name].shape) != tuple(ref.shape):
             raise ValueError(f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, the config "
                              f"needs {tuple(ref.shape)}")
+    if dtype is None and torch.device(device or "cpu").type == "cpu":
+        # bf16/fp16 checkpoints compute in fp32 on CPU by default (CPU half-precision matmuls are slow and
+        # lossy); pass dtype= to keep them. On a GPU they load as stored.
+        dtype = torch.float32
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict(tensors, assign=True)

@@ -1,4 +1,9 @@
-"""The served model: model + tokenizer + engine thread, chat prompts with /think control, async result streams."""
+"""The served model: model + tokenizer + engine thread, chat prompts through the model's template, async streams.
+
+Works on any Nemotron-H directory: hytron's own, or one written by transformers with its own tokenizer, chat
+template and stop ids (`hytron.tokenizer`). Chat prompts are rendered with control-token strings in messages
+encoded as text, so a client cannot forge a turn.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import torch
 from hytron.infer import Completion, Delta, Engine, SamplingParams, newline_ids
 from hytron.model import HybridLM
 from hytron.tokenizer import Tokenizer
+from hytron.tokenizer.tools import parser_for
 
 
 @dataclass
@@ -36,6 +42,15 @@ class ServeConfig:
     prefill_chunk: int = 512
     reasoning_content: bool = True  # also return reasoning under the older `reasoning_content` name
     threads: int | None = None  # torch threads for the engine
+    tool_parser: str | None = None  # xml | json | none; None = chosen from the chat template
+    dtype: str | None = None  # compute dtype; None = fp32 on CPU, the checkpoint's own on GPU
+    # HTTP: a client must send a whole request (headers and body) within `read_timeout` seconds; on SIGTERM,
+    # requests in flight get `shutdown_timeout` seconds; Host must be in `allowed_hosts` (None: the bound
+    # address's names, any for 0.0.0.0/::); browsers from `cors_origins` may call the API (none by default)
+    read_timeout: float = 30.0
+    shutdown_timeout: float = 10.0
+    allowed_hosts: tuple[str, ...] | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 class Backend:
@@ -50,6 +65,12 @@ class Backend:
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
         self.token_strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        self.max_token_bytes = max(len(s.encode("utf-8", "replace")) for s in self.token_strs) or 1
+        self.tool_parser = parser_for(tokenizer.chat_template, config.tool_parser)
+        # decoded text leaves out special tokens, except the tool-call markers the parser reads
+        keep = {tokenizer.token_to_id(t) for t in (self.tool_parser.start, self.tool_parser.end)} \
+            if self.tool_parser else set()
+        self.hidden_ids = frozenset(tokenizer.special_ids - keep)
         self.engine = Engine(
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
@@ -58,9 +79,10 @@ class Backend:
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
-        model_dir = Path(model_dir)
-        model = HybridLM.from_pretrained(model_dir)
-        return cls(model, Tokenizer.load(model_dir), config or ServeConfig(), name=model_dir.name)
+        model_dir, config = Path(model_dir), config or ServeConfig()
+        dtype = getattr(torch, config.dtype) if config.dtype else None
+        model = HybridLM.from_pretrained(model_dir, dtype=dtype)
+        return cls(model, Tokenizer.load(model_dir), config, name=model_dir.name)
 
     def start(self) -> Backend:
         if self.config.threads:
@@ -73,10 +95,16 @@ class Backend:
 
     # ---- text <-> ids -----------------------------------------------------------------------------
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special=True)
+        return self.tokenizer.decode([i for i in ids if i not in self.hidden_ids])
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """A raw prompt's ids; the post-processor's tokens (e.g. BOS) added as vLLM and transformers add them."""
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def min_tokens(self, texts: Sequence[str]) -> int:
+        """A lower bound on the tokens of `texts`, without tokenizing: no token spells more than
+        `max_token_bytes` bytes (halved again, in case a normalizer shortens the text)."""
+        return sum(len(t.encode("utf-8", "replace")) for t in texts) // (2 * self.max_token_bytes)
 
     def check_ids(self, ids: Sequence[int], param: str) -> None:
         from hytron.serve.errors import APIError
@@ -84,15 +112,21 @@ class Backend:
         bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
         if bad:
             raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
-                           param)
+                           param, "limit_exceeded")
 
-    def chat_prompt(self, messages: list[dict], enable_thinking: bool | None) -> tuple[list[int], bool]:
-        """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking)
+    def chat_prompt(self, messages: list[dict], enable_thinking: bool | None, tools: list[dict] | None = None,
+                    add_generation_prompt: bool = True, **template_kwargs) -> tuple[list[int], bool]:
+        """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open.
+        Control-token strings inside the messages are encoded as text."""
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                 enable_thinking=enable_thinking, tools=tools, sanitize=True,
+                                                 **template_kwargs)
         return ids, self.opens_thinking(ids)
 
     def opens_thinking(self, ids: Sequence[int]) -> bool:
         t = self.tokenizer
+        if t.think_start_id is None or t.think_end_id is None:
+            return False
         last_open = max((i for i, x in enumerate(ids) if x == t.think_start_id), default=-1)
         last_close = max((i for i, x in enumerate(ids) if x == t.think_end_id), default=-1)
         return last_open > last_close
