@@ -13,7 +13,7 @@ LAYERS = {
     "data": 1,
     "tokenizer": 2, "packing": 2,
     "model": 3, "lowp": 3, "infer": 3,
-    "train": 4, "reasoning": 4, "eval": 4, "tune": 4,
+    "train": 4, "reasoning": 4, "eval": 4, "tune": 4, "export": 4,
     "serve": 5, "claims": 5, "report": 5, "quickstart": 5,
     "cli": 6, "__main__": 7,
 }

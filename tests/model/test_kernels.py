@@ -1,6 +1,9 @@
 """Optional fast paths agree with the plain-PyTorch reference; the CPU path never loads CUDA kernels."""
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,18 +21,82 @@ def test_cpu_forward_never_imports_cuda_kernel_packages(tiny):
                              torch.zeros(1, 4, 1, 2), torch.zeros(1, 4, 1, 2), 4, None) is None
 
 
+@pytest.fixture
+def scan_backend():
+    previous = kernels.scan_backend()
+    yield kernels.set_scan_backend
+    kernels.set_scan_backend(previous)
+
+
+def test_unknown_scan_backend_is_refused_by_name(scan_backend):
+    with pytest.raises(ValueError, match="'triton9'"):
+        scan_backend("triton9")
+    if not kernels.kernels_available()["mamba_ssm"]:
+        with pytest.raises(RuntimeError, match="mamba-ssm"):
+            scan_backend("mamba_ssm")
+
+
 @pytest.mark.slow
-def test_torch_compiled_scan_matches_reference():
+def test_torch_compiled_scan_matches_reference_forward_and_backward(scan_backend):
+    """The `compile` backend (what a GPU without mamba-ssm uses) through the same interface as the model."""
     g = torch.Generator().manual_seed(0)
     b, L, H, P, G, N = 2, 40, 4, 8, 2, 8
     x, B, C = torch.randn(b, L, H, P, generator=g), torch.randn(b, L, G, N, generator=g), torch.randn(
         b, L, G, N, generator=g)
     dt, A = torch.rand(b, L, H, generator=g), -torch.rand(H, generator=g)
     h0 = torch.randn(b, H, P, N, generator=g)
-    compiled = torch.compile(ssd_chunked, dynamic=False)
-    y, s = compiled(x, dt, A, B, C, 16, h0)
+    x.requires_grad_(True)
+    scan_backend("compile")
+    y, s = kernels.fast_scan(x, dt, A, B, C, 16, h0)
+    (gx,) = torch.autograd.grad(y.square().sum() + s.sum(), x)
     y_ref, s_ref = ssd_chunked(x, dt, A, B, C, 16, h0)
+    (gx_ref,) = torch.autograd.grad(y_ref.square().sum() + s_ref.sum(), x)
     assert torch.allclose(y, y_ref, atol=1e-5) and torch.allclose(s, s_ref, atol=1e-5)
+    assert torch.allclose(gx, gx_ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["hytron-tiny", "hytron-tiny-moe"])
+def test_static_decode_step_equals_model_decode(preset):
+    """decode_step (what the CUDA graph captures) gives the model's cached-decode logits, rows of unequal
+    lengths included, and leaves the cache in the same state."""
+    m = tiny_model(preset)
+    V = m.config.vocab_size
+    prompts = [torch.randint(3, V, (1, n)) for n in (5, 19, 33)]
+    caches = []
+    for _ in range(2):
+        batch = m.new_cache(3, capacity=64)
+        for r, p in enumerate(prompts):
+            one = m.new_cache(1, capacity=64)
+            with torch.no_grad():
+                m(p, one)
+            batch.insert(r, one)
+        caches.append(batch)
+    ref_cache, static_cache = caches
+    tok = torch.randint(3, V, (3, 1))
+    for _ in range(4):
+        with torch.no_grad():
+            ref = m(tok, ref_cache)[:, -1]
+        out = kernels.decode_step(m, static_cache, tok)
+        assert (out - ref).abs().max() < 1e-5
+        tok = ref.argmax(-1, keepdim=True)
+    assert torch.equal(static_cache.lengths, ref_cache.lengths)
+    for a, b in zip(static_cache.layers, ref_cache.layers):
+        if a is not None:
+            for t_a, t_b in zip(vars(a).values(), vars(b).values()):  # conv/ssm or k/v, same capacity
+                assert torch.allclose(t_a, t_b, atol=1e-5)
+
+
+def test_graphed_decoder_refuses_to_run_past_the_cache_capacity():
+    m = tiny_model()
+    cache = m.new_cache(2, capacity=16)
+    with torch.no_grad():
+        m(torch.randint(3, 512, (2, 14)), cache)
+    dec = kernels.GraphedDecoder(m, cache)
+    tok = torch.zeros(2, 1, dtype=torch.long)
+    dec.step(tok)
+    dec.step(tok)
+    with pytest.raises(RuntimeError, match="capacity 16"):
+        dec.step(tok)
 
 
 @pytest.mark.gpu
@@ -48,3 +115,52 @@ def test_cuda_kernels_match_reference_model():
     with torch.no_grad():
         ref = ref_model(ids.cpu())
     assert (fast.cpu() - ref).abs().max() < 1e-3
+
+
+# Triton reads TRITON_INTERPRET when it is imported (torch.compile may import it earlier in this process), so
+# the interpreter checks run in a fresh interpreter process, on CPU tensors.
+_TRITON_CHECK = """
+import torch
+from hytron.model import kernels
+from hytron.model.ssd import ssd_step
+from tests.conftest import tiny_model
+
+for (b, H, P, N, G) in [(3, 8, 16, 16, 2), (2, 6, 20, 24, 3)]:  # the second needs masked tiles
+    for dtype in (torch.float32, torch.bfloat16):
+        g = torch.Generator().manual_seed(0)
+        state = torch.randn(b, H, P, N, generator=g)
+        x, dt = torch.randn(b, H, P, generator=g).to(dtype), torch.rand(b, H, generator=g)
+        A = -torch.rand(H, generator=g) * 4
+        B, C = (torch.randn(b, G, N, generator=g).to(dtype) for _ in range(2))
+        y_ref, s_ref = ssd_step(state.clone(), x, dt, A, B, C)
+        y = kernels.fast_step(state, x, dt, A, B, C)  # updates `state` in place
+        assert y is not None, kernels._triton_step_failed
+        assert y.dtype == dtype and y.shape == (b, H, P)
+        assert torch.allclose(state, s_ref, atol=1e-6, rtol=1e-5)
+        assert torch.allclose(y.float(), y_ref.float(), atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-2)
+
+m = tiny_model()
+prompt = torch.randint(3, 512, (2, 9))
+outs = []
+for backend in ("auto", "reference"):  # "reference" switches the Triton step off too
+    kernels.set_scan_backend(backend)
+    cache = m.new_cache(2, capacity=32)
+    with torch.no_grad():
+        logits = [m(prompt, cache)[:, -1]] + [m(prompt[:, t:t + 1], cache)[:, -1] for t in range(4)]
+    outs.append(torch.stack(logits))
+assert kernels._triton_step_failed is None
+assert torch.allclose(outs[0], outs[1], atol=1e-5)
+print("triton step ok")
+"""
+
+
+@pytest.mark.slow
+def test_triton_decode_step_matches_reference_step_and_model_decode():
+    """hytron's Triton decode-step kernel (Triton's interpreter, CPU) vs `ssd_step`, alone and in the model."""
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _TRITON_CHECK], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "triton step ok" in proc.stdout, proc.stderr[-3000:]

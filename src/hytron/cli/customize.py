@@ -315,8 +315,14 @@ def run_customize(cfg) -> dict:
         from hytron.data.curate_config import load_curate_config
         from hytron.data.pipeline import curate
 
-        curate([str(p) for p in cfg.data.inputs], out / "curated", load_curate_config(cfg.data.curate_config, {}))
-    counts = json.loads((out / "curated" / "manifest.json").read_text()).get("counts", {})
+        curate([str(p) for p in cfg.data.inputs], out / "curated",
+               load_curate_config(cfg.data.curate_config, {}, default_profile="documents"))
+    manifest = json.loads((out / "curated" / "manifest.json").read_text())
+    counts = manifest.get("counts", {})
+    from hytron.data.summary import removal_summary
+
+    for line in removal_summary(manifest, out / "curated"):
+        _say(line)
     if not counts.get("kept"):
         raise ValueError(f"curation kept none of your {counts.get('input', 0)} documents; see why in "
                          f"{out / 'curated' / 'removed'} (removal_reason), and loosen data.curate_config if needed")
