@@ -96,3 +96,23 @@ def test_tokenizer_info_reports_the_checkpoints_tokens(served):
     assert info["stop_token_ids"] == list(s.backend.tokenizer.stop_ids)
     if name == "nemotron3":
         assert info["stop_token_ids"] == [2, 11] and info["eos_token"] == "</s>"
+
+
+def test_tool_choice_checks_and_prefill(served, hf_tok):
+    name, _, s, http = served
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    base = {"messages": msgs, "tools": [WEATHER_TOOL], "max_tokens": 4, "temperature": 0}
+    r = http.post("/v1/chat/completions", json={**base, "tool_choice": {"type": "function",
+                                                                        "function": {"name": "nope"}}})
+    if name == "plain":
+        assert r.status_code == 400
+        return
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
+    r = http.post("/v1/chat/completions", json={**base, "tool_choice": "required"}).json()
+    want = hf_tok.apply_chat_template(msgs, tools=[WEATHER_TOOL], add_generation_prompt=True, enable_thinking=False,
+                                      tokenize=True, return_dict=False)
+    opening = s.backend.tool_parser.opening()
+    assert r["usage"]["prompt_tokens"] == len(want) + len(s.backend.tokenizer.encode(opening, parse_special=True))
+    # what the random model wrote after the prefilled opening is no valid call: it comes back as content
+    msg = r["choices"][0]["message"]
+    assert msg.get("tool_calls") is None and msg["content"].startswith(opening)

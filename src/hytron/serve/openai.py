@@ -8,7 +8,8 @@ up within one step).
 
 Tools (`tools`, `tool_choice`) are rendered by the model's chat template; calls in the answer are parsed into
 `tool_calls` (`hytron.tokenizer.tools`: Nemotron 3 XML or Nano 2 JSON, chosen from the template), streamed as
-one `tool_calls` delta per call once the call is complete. `tool_choice` "required" or a named function
+one `tool_calls` delta with every call (whole arguments) when the answer ends; `parallel_tool_calls: false`
+keeps the first call only. `tool_choice` "required" or a named function
 prefills the start of a call after the generation prompt (with thinking off), so the model continues a call;
 there is no grammar-constrained decoding, and a call that does not parse comes back as content.
 Assistant `tool_calls` in the history get their `arguments` JSON text decoded into objects before rendering,
@@ -289,6 +290,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
 
     def message(r: Completion) -> tuple[dict, str]:
         content, calls = (r.text, []) if parser is None else split_tool_calls(parser, prefix + r.text, tools)
+        calls = calls if body.parallel_tool_calls else calls[:1]
         msg = {"role": "assistant", "content": content, **reasoning_fields(r.reasoning if thinking else None)}
         if calls:
             msg["tool_calls"] = [c.to_openai() for c in calls]
@@ -335,6 +337,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                 finish = d.finish_reason
                 if calls_streams[i]:
                     rest, calls = calls_streams[i].finish()
+                    calls = calls if body.parallel_tool_calls else calls[:1]
                     if rest:
                         yield chunk(i, {"content": rest})
                     if calls:
