@@ -28,10 +28,10 @@ from hytron.reasoning.data import sft_rows, write_jsonl
 from hytron.reasoning.distill import shortest_correct_rows
 from hytron.reasoning.evaluate import evaluate_reasoning, plot_budget_curves
 from hytron.reasoning.generation import load_solver
-from hytron.reasoning.grpo import run_grpo
+from hytron.reasoning.grpo import problem_prompts
 from hytron.reasoning.tasks import generate_problems
 from hytron.tokenizer import Tokenizer
-from hytron.train.rl import RLConfig
+from hytron.train.rl import RLConfig, grpo
 from hytron.train.sft import SFTConfig, sft
 
 BUDGETS = [0, 8, 16, 32, 64, None]
@@ -135,7 +135,7 @@ def main() -> None:
             "optim": {"lr": 2e-4, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0},
             "rl": {"kinds": ["arithmetic"], "prompts_per_step": 8, "group_size": 8, "max_tokens": 256,
                    "length_penalty": 0.5}})
-        model = run_grpo(cfg, progress=False)["model_dir"]
+        model = grpo(cfg, problem_prompts(cfg), progress=False)["model_dir"]
         results["stages"]["rl_s"] = round(time.perf_counter() - t, 1)
         log(f"GRPO: {args.rl_steps} steps in {results['stages']['rl_s']}s")
         evaluate("rl", model, args.eval_problems, results, log)

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from hytron.config import ConfigError
+from hytron.config import ConfigError, from_dict, load_recipe
 from hytron.reasoning.data import write_jsonl
 from hytron.reasoning.generation import Solver
-from hytron.reasoning.grpo import run_grpo
+from hytron.reasoning.grpo import problem_prompts
 from hytron.train.metrics import read_metrics
-from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, token_logprobs
-from hytron.train.sft import SFTConfig, load_sft_recipe, sft
+from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
+from hytron.train.sft import SFTConfig, sft
 
 
 def _load(model_dir):
@@ -27,8 +27,6 @@ def sft_config(data, tok_dir, out, **changes):
            "data": {"path": str(data), "seq_len": 320, "batch_size": 4, "val_rows": 8},
            "optim": {"lr": 3e-3, "warmup_steps": 1}}
     cfg.update(changes)
-    from hytron.config import from_dict
-
     return from_dict(SFTConfig, cfg)
 
 
@@ -62,12 +60,15 @@ def test_sft_resume_is_exact(sft_run, tok_dir):
 
 
 def test_sft_recipe_loads_and_errors_name_the_field(tmp_path):
-    cfg = load_sft_recipe("sft-tiny", ["data.batch_size=2", "tokenizer=/x"])
+    cfg = load_recipe(SFTConfig, "sft-tiny", ["data.batch_size=2", "tokenizer=/x"])
     assert cfg.data.batch_size == 2 and cfg.tokenizer == "/x"
     with pytest.raises(ConfigError, match="data.seq_len"):
-        load_sft_recipe("sft-tiny", ["data.seq_len=0"])
+        load_recipe(SFTConfig, "sft-tiny", ["data.seq_len=0"])
     with pytest.raises(ConfigError, match="rl.group_size"):
-        load_sft_recipe("rl-tiny", ["rl.group_size=1"], cls=RLConfig)
+        load_recipe(RLConfig, "rl-tiny", ["rl.group_size=1"])
+    for ignored in ("precision=fp8", "compile=true", "eval_every=5", "data.path=x"):  # settings GRPO cannot honour
+        with pytest.raises(ConfigError, match="unknown field"):
+            load_recipe(RLConfig, "rl-tiny", [ignored])
 
 
 def test_length_penalty_only_separates_correct_answers():
@@ -103,14 +104,12 @@ def test_policy_gradient_step_raises_the_logprob_of_a_positively_advantaged_comp
 
 def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     _, _, whole = sft_run
-    from hytron.config import from_dict
-
     cfg = from_dict(RLConfig, {"name": "rl", "out_dir": str(tmp_path / "rl"), "steps": 2, "log_every": 1,
                                "checkpoint_every": 1, "model": {"init_from": whole["model_dir"]},
                                "optim": {"lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
                                "rl": {"prompts_per_step": 2, "group_size": 2, "max_tokens": 24}})
-    assert run_grpo(cfg, progress=False, max_steps_this_run=1)["status"].startswith("paused")
-    summary = run_grpo(cfg, progress=False)
+    assert grpo(cfg, problem_prompts(cfg), progress=False, max_steps_this_run=1)["status"].startswith("paused")
+    summary = grpo(cfg, problem_prompts(cfg), progress=False)
     assert summary["status"] == "finished"
     recs = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2]
@@ -118,4 +117,5 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     assert Solver(*_load(summary["model_dir"])).tokenizer.vocab_size == json.loads(
         (tmp_path / "rl" / "model" / "config.json").read_text())["vocab_size"]
     with pytest.raises(ConfigError, match="model.init_from"):
-        run_grpo(from_dict(RLConfig, {"out_dir": str(tmp_path / "x")}), progress=False)
+        cfg = from_dict(RLConfig, {"out_dir": str(tmp_path / "x")})
+        grpo(cfg, problem_prompts(cfg), progress=False)

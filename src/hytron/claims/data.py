@@ -65,8 +65,9 @@ def prepare(work: Path, s: DataClaimSettings, log=print) -> tuple[dict[str, Path
 
 
 def run(out: str | Path, quick: bool = False, settings: DataClaimSettings | None = None, log=print) -> dict:
+    from hytron.data.io import read_jsonl
     from hytron.eval.scoring import Scorer
-    from hytron.eval.tasks import multiple_choice, read_jsonl, world_qa_items
+    from hytron.eval.tasks import multiple_choice, world_qa_items
     from hytron.tokenizer import Tokenizer
 
     started = time.perf_counter()

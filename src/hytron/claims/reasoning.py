@@ -75,9 +75,9 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
     from hytron.config import from_dict
     from hytron.reasoning import evaluate_reasoning, generate_problems, load_solver, sft_rows, shortest_correct_rows
     from hytron.reasoning.data import write_jsonl
-    from hytron.reasoning.grpo import run_grpo
+    from hytron.reasoning.grpo import problem_prompts
     from hytron.tokenizer import Tokenizer
-    from hytron.train.rl import RLConfig
+    from hytron.train.rl import RLConfig, grpo
 
     started = time.perf_counter()
     s = settings or (QUICK if quick else FULL)
@@ -130,7 +130,7 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
             "optim": {"lr": 2e-4, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0},
             "rl": {"kinds": ["arithmetic"], "prompts_per_step": s.rl_prompts, "group_size": s.rl_group,
                    "max_tokens": s.max_tokens, "length_penalty": 0.5}})
-        model = run_grpo(cfg, progress=False)["model_dir"]
+        model = grpo(cfg, problem_prompts(cfg), progress=False)["model_dir"]
     after = evaluate(model)
     log(f"after: accuracy {after['accuracy']:.3f}, mean thinking tokens {after['mean_thinking_tokens']:.1f}")
 

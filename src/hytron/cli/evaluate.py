@@ -62,6 +62,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_model(args.model_dir, evals=args.evals, tasks=tasks, limit=args.limit, lm_eval_tasks=lm_tasks,
                              lm_eval_include=include, extra=extra, write=not args.no_write,
                              batch_size=args.batch_size)
+    if not args.no_write:
+        from hytron.report.cards import refresh_cards
+
+        refresh_cards(args.model_dir, results)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -110,7 +114,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hytron.report import build_report
 
     if args.cards:
-        from hytron.train.cards import write_cards
+        from hytron.report.cards import write_cards
 
         write_cards(Path(args.run_dir) / "model", args.run_dir)
     path = build_report(args.run_dir, args.out, args.claims)

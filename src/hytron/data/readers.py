@@ -14,14 +14,13 @@ Records without an id get a stable one: `<path>@<byte offset>` or `<path>:<line/
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from hytron.data.document import Document, Malformed
+from hytron.data.io import open_bytes
 
 _TEXT_SUFFIXES = {".txt", ".md"}
 _HTML_SUFFIXES = {".html", ".htm"}
@@ -75,20 +74,10 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return out
 
 
-def _open_lines(path: Path, fmt: str):
-    if fmt == "jsonl.gz":
-        return gzip.open(path, "rb")
-    if fmt == "jsonl.zst":
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb")))
-    return path.open("rb")
-
-
 def _count_lines(path: Path, fmt: str) -> int:
     n = 0
     try:
-        with _open_lines(path, fmt) as f:
+        with open_bytes(path) as f:
             for _ in f:
                 n += 1
     except (OSError, EOFError, ValueError):  # a damaged file: read what is there, report the rest at read time
@@ -178,7 +167,7 @@ def _jsonl_lines(shard: Shard) -> Iterator[tuple[str, bytes]]:
         return
     nxt = 0  # index of the next line to read
     try:
-        with _open_lines(path, shard.fmt) as f:
+        with open_bytes(path) as f:
             for line in f:
                 if nxt >= shard.end:
                     break

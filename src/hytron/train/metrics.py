@@ -50,8 +50,10 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics JSONL file (none when it is missing), skipping a line torn by a crash."""
+    path = Path(path)
     out = []
-    for line in Path(path).read_text().splitlines():
+    for line in (path.read_text().splitlines() if path.is_file() else []):
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:

@@ -1,0 +1,105 @@
+"""One home for the file I/O every stage shares: (compressed) JSONL and atomic text/JSON writes. No torch.
+
+Compression follows the file name (`.gz` gzip, `.zst`/`.zstd` zstandard, anything else plain) unless a
+caller names it. Writes go to `NAME.tmp` and are renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+COMPRESSIONS = ("none", "gzip", "zstd")
+
+
+def compression_of(path: str | Path) -> str:
+    name = str(path).lower()
+    return "gzip" if name.endswith(".gz") else "zstd" if name.endswith((".zst", ".zstd")) else "none"
+
+
+def _zstandard():
+    try:
+        import zstandard
+    except ImportError:
+        raise ImportError("reading or writing .zst files needs zstandard: pip install 'hytron[curate]'") from None
+    return zstandard
+
+
+def open_bytes(path: str | Path, compression: str | None = None) -> IO[bytes]:
+    """A binary reader of `path`, decompressing by name (or `compression`)."""
+    kind = compression or compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "zstd":
+        return io.BufferedReader(_zstandard().ZstdDecompressor().stream_reader(open(path, "rb")))  # noqa: SIM115
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def open_text(path: str | Path, mode: str = "r", compression: str | None = None) -> IO[str]:
+    """A UTF-8 text reader (`mode` "r") or writer ("w") of `path`, (de)compressing by name or `compression`.
+    gzip output has no timestamp, so the same records always give the same bytes."""
+    kind = compression or compression_of(path)
+    if mode == "r":
+        return io.TextIOWrapper(open_bytes(path, kind), encoding="utf-8", errors="strict")
+    if mode != "w":
+        raise ValueError(f"open_text: mode must be 'r' or 'w', got {mode!r}")
+    raw = open(path, "wb")  # noqa: SIM115 - owned by the wrapper
+    if kind == "gzip":
+        raw = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)
+    elif kind == "zstd":
+        raw = _zstandard().ZstdCompressor().stream_writer(raw)
+    return io.TextIOWrapper(raw, encoding="utf-8")
+
+
+def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The records of a (compressed) JSONL file; blank lines skipped, a bad line raises `FILE:LINE: why`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"JSONL file not found: {path}")
+    rows = []
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def _tmp(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".tmp")
+
+
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
+    """Write records as (compressed, by name) JSONL, atomically; returns the path."""
+    path = Path(path)
+    tmp = _tmp(path)
+    with open_text(tmp, "w", compression_of(path)) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` atomically (a temporary file renamed into place); returns the path."""
+    path = Path(path)
+    tmp = _tmp(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | Path, data: Any, indent: int = 2, sort_keys: bool = False) -> Path:
+    """Write `data` as pretty JSON, atomically; returns the path."""
+    return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
