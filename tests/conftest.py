@@ -37,3 +37,20 @@ def tiny_model(preset: str = "hytron-tiny", **overrides) -> HybridLM:
 @pytest.fixture
 def tiny():
     return tiny_model()
+
+
+# ---- checkpoints written by transformers, one per chat convention (tests/fixtures/foreign.py) ----
+@pytest.fixture(scope="session")
+def foreign(tmp_path_factory):
+    """`foreign(name)` -> a model directory written by transformers: "nemotron3", "nano2" or "plain" (built once)."""
+    pytest.importorskip("transformers")
+    from tests.fixtures.foreign import BUILDERS
+
+    built: dict = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = BUILDERS[name](tmp_path_factory.mktemp(f"foreign-{name}") / name)
+        return built[name]
+
+    return get

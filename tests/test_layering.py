@@ -19,7 +19,7 @@ LAYERS = {
     "data": 1,
     "tokenizer": 2, "packing": 2,
     "model": 3, "lowp": 3, "infer": 3,
-    "train": 4, "tune": 4, "reasoning": 4, "eval": 4,
+    "train": 4, "tune": 4, "reasoning": 4, "eval": 4, "export": 4,
     "quickstart": 5, "tune.customize": 5, "claims": 5, "report": 5, "serve": 5,
     "cli": 6,
     "__init__": 0, "__main__": 7,  # the version string; `python -m hytron`, the one caller of the CLI

@@ -232,6 +232,9 @@ def pack(blend: Blend, tokenizer: Any, out_dir: str | Path, *, shard_tokens: int
 
     dtype = token_dtype(tokenizer.vocab_size)
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    # what a document starts with: BOS (or what the tokenizer's post-processor adds; EOS without any BOS)
+    prefix = tokenizer.document_prefix() if hasattr(tokenizer, "document_prefix") else [bos]
+    suffix = [eos] if eos is not None else []
     writers = {(s, c.name): _ShardWriter(tmp, s, c.name, dtype, shard_tokens)
                for s in SPLITS for c in blend.components}
     per_source: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
@@ -247,7 +250,7 @@ def pack(blend: Blend, tokenizer: Any, out_dir: str | Path, *, shard_tokens: int
             return
         encoded = tokenizer.encode_batch([t for _, _, t in pending])
         for (split, comp, text), (source, bucket), ids in zip(pending, pending_meta, encoded):
-            doc = [bos, *ids, eos]
+            doc = [*prefix, *ids, *suffix]
             writers[split, comp].write(doc, len(text.encode("utf-8")))
             for table, key in ((per_source, source), (per_bucket, bucket)):
                 row = table[split].setdefault(key, {"docs": 0, "tokens": 0})

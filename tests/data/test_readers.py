@@ -136,3 +136,33 @@ def test_output_shards_round_trip_in_every_compression(tmp_path, compression):
     assert w.path.name == {"none": "part-00003.jsonl", "gzip": "part-00003.jsonl.gz",
                            "zstd": "part-00003.jsonl.zst"}[compression]
     assert list(iter_records(tmp_path, "kept")) == rows
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "jsonl.zst"])
+@pytest.mark.parametrize("cut", [10, 400])
+def test_truncated_compressed_input_is_recorded_as_damage(tmp_path, fmt, cut):
+    """Issue 16: a cut-off .jsonl.zst read as "0 in" (or a partial count) with no damage record, unlike gzip.
+    Every line that could be read is a document, and the cut is one `unreadable_file` record naming it."""
+    import zstandard
+
+    good = "".join(json.dumps(r) + "\n" for r in _docs(200)).encode()
+    blob = gzip.compress(good) if fmt == "jsonl.gz" else zstandard.ZstdCompressor().compress(good)
+    path = tmp_path / f"cut.{fmt}"
+    path.write_bytes(blob[:-cut])
+    items = _read_all([path], shard_records=70)
+    damaged = [i for i in items if isinstance(i, Malformed)]
+    assert [d.reason for d in damaged] == ["unreadable_file"]
+    assert "truncated" in damaged[0].detail.lower() or "eof" in damaged[0].detail.lower()
+    docs = [i for i in items if isinstance(i, Document)]
+    assert [d.id for d in docs] == [f"d{i}" for i in range(len(docs))]  # a prefix, in order, nothing repeated
+
+
+def test_multi_frame_zst_reads_every_frame(tmp_path):
+    import zstandard
+
+    rows = _docs(90)
+    frames = [zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows[s:s + 30]).encode())
+              for s in (0, 30, 60)]
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(b"".join(frames))  # what `cat a.zst b.zst` or pzstd produces
+    assert [d.id for d in _read_all([path], shard_records=40)] == [r["id"] for r in rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hytron.cli import data, evaluate, model, quickstart, reasoning, serve, tokenize, train, tune
+from hytron.cli import data, evaluate, export, model, quickstart, reasoning, serve, tokenize, train, tune
 
 VERBS = {
     "quickstart": quickstart.add_quickstart,  # the whole stack on TinyWeb
@@ -35,6 +35,7 @@ VERBS = {
     "report": evaluate.add_report,
     "serve": serve.add_serve,
     "chat": serve.add_chat,
+    "export": export.add_export,
 }
 
 # optional packages -> the extra that installs them (a missing one is a one-line error naming the extra)

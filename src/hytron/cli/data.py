@@ -25,10 +25,12 @@ def cmd_tinyweb(args) -> int:
 
 def add_curate(sub) -> None:
     p = sub.add_parser("curate", help="curate documents: filter, dedup, score quality, redact PII, decontaminate")
-    p.add_argument("inputs", nargs="*", help="files or folders: .jsonl[.gz|.zst], .parquet, .txt/.md/.html "
+    p.add_argument("inputs", nargs="*", help="files or folders: .jsonl[.gz|.zst], .parquet, .txt/.md/.html/.pdf/.docx "
                                              "folders, .warc[.gz]; a TinyWeb folder brings its evals and reference")
     p.add_argument("--out", required=True, help="output folder (kept/, removed/, manifest.json)")
     p.add_argument("--config", help="YAML/JSON curation config (any subset of hytron.data.curate_config fields)")
+    p.add_argument("--profile", choices=["web", "documents"],
+                   help="heuristic rules: web (crawls; the default) or documents (your own files)")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray"], help="where shard tasks run (default local)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing or unfinished run in --out")
@@ -40,6 +42,7 @@ def add_curate(sub) -> None:
 def cmd_curate(args) -> int:
     from hytron.data import pipeline
     from hytron.data.curate_config import load_curate_config
+    from hytron.data.summary import removal_summary
 
     if args.explain:
         rec = pipeline.explain(args.out, args.explain)
@@ -57,6 +60,8 @@ def cmd_curate(args) -> int:
     if not args.inputs:
         raise ValueError("curate needs at least one input (or --explain ID)")
     overrides: dict = {"executor": {}}
+    if args.profile:
+        overrides["profile"] = args.profile
     if args.workers is not None:
         overrides["executor"]["workers"] = args.workers
     if args.executor:
@@ -64,9 +69,12 @@ def cmd_curate(args) -> int:
     cfg = load_curate_config(args.config, overrides)
     m = pipeline.curate(args.inputs, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
     c = m["counts"]
-    print(f"{c['input']} in, {c['kept']} kept, {c['removed']} removed, {c['synthetic']} synthetic -> {args.out}")
+    print(f"{c['input']} in, {c['kept']} kept, {c['removed']} removed, {c['synthetic']} synthetic -> {args.out} "
+          f"(profile {m['config']['profile']})")
     for step, reasons in m["removed_by_step"].items():
         print(f"  {step}: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])))
+    if m["removed_by_step"]:
+        print(removal_summary(m, args.out)[-1])
     from hytron.data import tinyweb
 
     for path in args.inputs:

@@ -22,7 +22,16 @@ def add_serve(sub) -> None:
     p.add_argument("--max-thinking-tokens", type=int, help="default thinking budget (requests may set their own)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"], default="auto",
+                   help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
+                        "auto: the one the chat template writes")
+    _add_dtype(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _add_dtype(p) -> None:
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype (default: float32 on CPU, the checkpoint's own on GPU)")
 
 
 def _config(args):
@@ -32,7 +41,8 @@ def _config(args):
                        model_name=getattr(args, "served_model_name", None), max_slots=args.max_slots,
                        max_waiting=getattr(args, "max_waiting", 64), max_len=args.max_model_len,
                        max_tokens_limit=getattr(args, "max_tokens_limit", 4096),
-                       max_thinking_tokens=args.max_thinking_tokens, threads=args.threads)
+                       max_thinking_tokens=args.max_thinking_tokens, threads=args.threads,
+                       tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -61,6 +71,7 @@ def add_chat(sub) -> None:
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--max-slots", type=int, default=1)
     p.add_argument("--threads", type=int)
+    _add_dtype(p)
     p.set_defaults(func=cmd_chat)
 
 

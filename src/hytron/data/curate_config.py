@@ -73,10 +73,19 @@ class HeuristicConfig:
         default_factory=lambda: {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
     c4_min_sentences: int = 3
     c4_min_words_per_line: int = 3
+    # the `documents` profile's junk detectors (hytron.data.filters.PROFILES["documents"])
+    max_garbage_char_ratio: float = 0.01  # control/replacement/private-use characters: binary or mis-decoded text
+    min_function_word_ratio: float = 0.05  # share of prose tokens that are English function words (gibberish)
+    min_word_variety: float = 0.3  # distinct words per window of `variety_window` words (keyword spam)
+    variety_window: int = 50
+    min_judged_words: int = 20  # shorter prose is not judged for gibberish or spam
+    boilerplate_min_marker_lines: int = 3  # cookie/privacy/copyright/share/menu lines
+    boilerplate_max_sentence_share: float = 0.3  # ... with less than this share of words in sentence lines
 
     def __post_init__(self):
         _check(0 < self.min_doc_words < self.max_doc_words, "heuristics.min_doc_words",
                "must be positive and below max_doc_words")
+        _check(self.variety_window >= 2, "heuristics.variety_window", "must be at least 2")
 
 
 @dataclass
@@ -160,6 +169,9 @@ class OutputConfig:
 
 @dataclass
 class CurateConfig:
+    # which heuristic rules run (hytron.data.filters.PROFILES): `web` for crawls (Gopher + C4 page rules),
+    # `documents` for your own files (junk detectors that hold on real text); every other step is shared
+    profile: Literal["web", "documents"] = "web"
     input: InputConfig = field(default_factory=InputConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     heuristics: HeuristicConfig = field(default_factory=HeuristicConfig)
@@ -173,9 +185,12 @@ class CurateConfig:
     unicode_repair: bool = True
 
 
-def load_curate_config(path: str | Path | None = None, overrides: dict | None = None) -> CurateConfig:
-    """Defaults, then the file at `path` (if any), then `overrides` (nested dict), validated by field name."""
+def load_curate_config(path: str | Path | None = None, overrides: dict | None = None,
+                       default_profile: str = "web") -> CurateConfig:
+    """Defaults (with `default_profile` unless the file names one), then the file at `path` (if any), then
+    `overrides` (nested dict), validated by field name."""
     data = load_mapping(path) if path else {}
+    data.setdefault("profile", default_profile)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict):
             data.setdefault(key, {}).update(value)

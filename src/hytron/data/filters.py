@@ -1,8 +1,16 @@
-"""Document filters: Unicode repair, language identification, Gopher and C4 heuristics.
+"""Document filters: Unicode repair, language identification, and the heuristic rules of each profile.
 
 Each filter answers `(keep, reason, score)`: `reason` names the rule that removed the document (None when
 kept) and `score` is the measured value that rule compared with its threshold, so a removal can be
 explained and thresholds re-tuned from the removed/ records alone.
+
+Profiles (`PROFILES`) are lists of rules, each `rule(text, view, cfg) -> Verdict` over the raw text and its
+prose view (hytron.data.textview):
+  web        Gopher quality, Gopher repetition and C4 page rules, for crawls; they judge the prose view, so
+             hard-wrapped lines count as the paragraphs they are and code examples are not prose
+  documents  for your own files: only the junk detectors that hold on real technical text (encoding garbage,
+             gibberish, keyword spam, navigation boilerplate); no line-punctuation, sentence-count, curly
+             bracket or alpha-word rules, which exist to strip web pages
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import re
 from collections import Counter
 
 from hytron.data.curate_config import HeuristicConfig, LanguageConfig
+from hytron.data.textview import FUNCTION_WORDS, View, prose_view
 
 Verdict = tuple[bool, "str | None", "float | None"]
 KEEP: Verdict = (True, None, None)
@@ -35,7 +44,10 @@ def identify_language(text: str, cfg: LanguageConfig) -> tuple[Verdict, str, int
     try:
         reliable, _, details = pycld2.detect(text)
     except pycld2.error:  # CLD2 rejects some byte sequences; retry on a printable-only copy
-        reliable, _, details = pycld2.detect("".join(c for c in text if c.isprintable() or c.isspace()))
+        try:
+            reliable, _, details = pycld2.detect("".join(c for c in text if c.isprintable() or c.isspace()))
+        except pycld2.error:  # binary garbage read as text: no language
+            return (False, "language_unknown", 0.0), "un", 0
     code, conf = details[0][1], details[0][2]
     if code == "un" or conf < cfg.min_confidence:
         return (False, "language_unknown", float(conf)), "un", conf
@@ -49,7 +61,7 @@ def identify_language(text: str, cfg: LanguageConfig) -> tuple[Verdict, str, int
 _STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])  # Gopher's list
 _BULLETS = ("•", "●", "○", "▪", "-", "*", "·")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?:\s|$)")
-_TERMINAL = ('.', '!', '?', '"', "'", "”", "’")
+_TERMINAL = ('.', '!', '?', '"', "'", "”", "’", ":")  # ':' ends a paragraph that introduces an example
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -95,12 +107,18 @@ def _dup_ngram_char_ratio(words: list[str], n: int) -> float:
     return sum(len(w) for w, c in zip(words, covered) if c) / max(total, 1)
 
 
-def gopher_quality(text: str, words: list[str], cfg: HeuristicConfig) -> Verdict:
-    n = len(words)
+def gopher_quality(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    """Gopher's quality rules; length counts all words (code too), the rest measure the prose."""
+    n = len(text.split())
     if n < cfg.min_doc_words:
         return False, "gopher_short_doc", float(n)
     if n > cfg.max_doc_words:
         return False, "gopher_long_doc", float(n)
+    text = view.prose
+    words = text.split()
+    n = len(words)
+    if n == 0:  # all code: nothing here for prose rules to judge
+        return KEEP
     mean_len = sum(len(w) for w in words) / n
     if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
         return False, "gopher_mean_word_length", mean_len
@@ -109,7 +127,8 @@ def gopher_quality(text: str, words: list[str], cfg: HeuristicConfig) -> Verdict
         return False, "gopher_symbol_ratio", symbols
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if lines:
-        bullets = sum(ln.startswith(_BULLETS) for ln in lines) / len(lines)
+        # a bulleted sentence is prose; bullet lines that are not sentences are link and menu lists
+        bullets = sum(ln.startswith(_BULLETS) and not ln.endswith(_TERMINAL) for ln in lines) / len(lines)
         if bullets > cfg.max_bullet_lines_ratio:
             return False, "gopher_bullet_lines", bullets
         ellipsis = sum(ln.endswith(("...", "…")) for ln in lines) / len(lines)
@@ -124,7 +143,9 @@ def gopher_quality(text: str, words: list[str], cfg: HeuristicConfig) -> Verdict
     return KEEP
 
 
-def gopher_repetition(text: str, words: list[str], cfg: HeuristicConfig) -> Verdict:
+def gopher_repetition(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    text = view.prose
+    words = text.split()
     paras = [p.strip() for p in re.split(r"\n{2,}", text) if p.strip()]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     para_frac, para_chars = _dup_fraction(paras)
@@ -155,9 +176,12 @@ def gopher_repetition(text: str, words: list[str], cfg: HeuristicConfig) -> Verd
     return KEEP
 
 
-def c4_quality(text: str, cfg: HeuristicConfig) -> Verdict:
-    """C4's page rules: lorem ipsum and curly braces remove a page; then count sentences on the lines C4
-    would keep (terminal punctuation, enough words, no javascript or policy boilerplate)."""
+def c4_quality(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    """C4's page rules on the prose: lorem ipsum and curly braces remove a page; then count sentences on the
+    lines C4 would keep (terminal punctuation, enough words, no javascript or policy boilerplate)."""
+    text = view.prose
+    if not text:
+        return KEEP
     low = text.lower()
     if "lorem ipsum" in low:
         return False, "c4_lorem_ipsum", None
@@ -177,13 +201,70 @@ def c4_quality(text: str, cfg: HeuristicConfig) -> Verdict:
     return KEEP
 
 
-def heuristic_verdict(text: str, cfg: HeuristicConfig) -> Verdict:
-    """The first failing rule of Gopher quality, Gopher repetition, then C4; KEEP if all pass."""
-    words = text.split()
-    for verdict in (gopher_quality(text, words, cfg),):
+# ---- documents profile: junk detectors that hold on real text ------------------------------------------------
+
+_ALPHA_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_BOILER_MARKERS = re.compile(r"cookie|privacy|terms of (?:use|service)|all rights reserved|copyright|©|share on|"
+                             r"follow us|back to top|sign (?:in|up)|log ?in|subscribe|newsletter|sitemap|\|.*\|",
+                             re.IGNORECASE)
+
+
+def _garbage_chars(text: str) -> int:
+    """Characters no text encoder writes: controls other than tab/newline, U+FFFD, private use."""
+    return sum(1 for c in text if (c < " " and c not in "\t\n\r") or "\x7f" <= c <= "\x9f" or c == "\ufffd"
+               or "\ue000" <= c <= "\uf8ff")
+
+
+def encoding_garbage(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    """Binary data or bytes decoded with the wrong codec (what Unicode repair could not undo)."""
+    share = _garbage_chars(text) / max(len(text), 1)
+    return (False, "encoding_garbage", share) if share > cfg.max_garbage_char_ratio else KEEP
+
+
+def gibberish(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    """Random letters, hex or symbol soup: prose without the function words every language-like text has."""
+    words = _ALPHA_WORD.findall(view.prose.lower())
+    tokens = view.prose.split()
+    if len(tokens) < cfg.min_judged_words:
+        return KEEP
+    share = sum(w in FUNCTION_WORDS for w in words) / len(tokens)
+    return (False, "gibberish", share) if share < cfg.min_function_word_ratio else KEEP
+
+
+def keyword_spam(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    """A few keywords repeated: mean share of distinct words in windows of `variety_window` prose words."""
+    words = _ALPHA_WORD.findall(view.prose.lower())
+    w = cfg.variety_window
+    if len(words) < max(cfg.min_judged_words, w):
+        return KEEP
+    starts = range(0, len(words) - w + 1, max(1, w // 2))
+    variety = sum(len(set(words[i:i + w])) for i in starts) / (w * len(starts))
+    return (False, "keyword_spam", variety) if variety < cfg.min_word_variety else KEEP
+
+
+def boilerplate(text: str, view: View, cfg: HeuristicConfig) -> Verdict:
+    """Navigation, cookie and footer text: several marker lines and little of the text in sentences."""
+    lines = [ln.strip() for ln in view.prose.splitlines() if ln.strip()]
+    markers = sum(bool(_BOILER_MARKERS.search(ln)) for ln in lines)
+    if markers < cfg.boilerplate_min_marker_lines:
+        return KEEP
+    words = sum(len(ln.split()) for ln in lines)
+    in_sentences = sum(len(ln.split()) for ln in lines
+                       if ln.endswith(_TERMINAL) and len(ln.split()) >= cfg.c4_min_words_per_line
+                       and not _BOILER_MARKERS.search(ln))
+    share = in_sentences / max(words, 1)
+    return (False, "boilerplate", share) if share < cfg.boilerplate_max_sentence_share else KEEP
+
+
+PROFILES = {"web": (gopher_quality, gopher_repetition, c4_quality),
+            "documents": (encoding_garbage, keyword_spam, gibberish, boilerplate)}
+
+
+def heuristic_verdict(text: str, cfg: HeuristicConfig, profile: str = "web", view: View | None = None) -> Verdict:
+    """The first failing rule of the profile's list, KEEP if all pass."""
+    view = view if view is not None else prose_view(text)
+    for rule in PROFILES[profile]:
+        verdict = rule(text, view, cfg)
         if not verdict[0]:
             return verdict
-    v = gopher_repetition(text, words, cfg)
-    if not v[0]:
-        return v
-    return c4_quality(text, cfg)
+    return KEEP

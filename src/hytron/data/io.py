@@ -30,13 +30,50 @@ def _zstandard():
     return zstandard
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of a (multi-frame) .zst file that raise EOFError when the file ends inside a frame:
+    zstandard's `stream_reader` just stops there, which turned a cut-off download into a silent partial read."""
+
+    def __init__(self, path: str | Path):
+        self._dctx = _zstandard().ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._buf = b""
+        self._inside = False  # input was fed to the current frame and its end not seen yet
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            data = self._raw.read(1 << 16)
+            if not data:
+                if self._inside:
+                    raise EOFError(f"{self._raw.name}: zstd stream truncated (the file ends inside a frame)")
+                return 0
+            while data:
+                self._buf += self._obj.decompress(data)
+                self._inside = not self._obj.eof
+                data = b""
+                if self._obj.eof:  # a frame ended: the rest of the chunk starts the next one
+                    data = self._obj.unused_data
+                    self._obj = self._dctx.decompressobj()
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def open_bytes(path: str | Path, compression: str | None = None) -> IO[bytes]:
     """A binary reader of `path`, decompressing by name (or `compression`)."""
     kind = compression or compression_of(path)
     if kind == "gzip":
         return gzip.open(path, "rb")
     if kind == "zstd":
-        return io.BufferedReader(_zstandard().ZstdDecompressor().stream_reader(open(path, "rb")))  # noqa: SIM115
+        return io.BufferedReader(_ZstdFrames(path))
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 

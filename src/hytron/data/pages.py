@@ -220,7 +220,7 @@ def truncated(text: str, rng: random.Random) -> str:
     return out.rstrip(".!?")
 
 
-_FOREIGN = {
+FOREIGN = {
     "fr": ["{city} est une ville de {country}.", "La ville est connue pour son marché et ses vieilles rues.",
            "Chaque année, des milliers de visiteurs viennent voir le pont de pierre.",
            "Le fleuve traverse le centre historique avant de rejoindre la mer.",
@@ -258,10 +258,10 @@ _FOREIGN = {
 
 def foreign(world: World, rng: random.Random) -> tuple[str, str]:
     """A page in another language about a world city, as (language code, text)."""
-    lang = rng.choice(sorted(_FOREIGN))
+    lang = rng.choice(sorted(FOREIGN))
     city = rng.choice(world.by_kind["city"])
     country = world.entities[city.attrs["country"]].name
-    sents = [_FOREIGN[lang][0]] + rng.sample(_FOREIGN[lang][1:], k=rng.randint(5, 8))
+    sents = [FOREIGN[lang][0]] + rng.sample(FOREIGN[lang][1:], k=rng.randint(5, 8))
     return lang, " ".join(sents).format(city=city.name, country=country)
 
 

@@ -2,11 +2,12 @@
 
 `curate(inputs, out_dir, cfg)` runs three phases over deterministic shards (hytron.data.readers):
 
-  A. stage (per shard, parallel)   read -> Unicode repair -> language id -> decontamination; then for the
-     survivors: token count, heuristic verdict (deferred), quality scores, exact key, MinHash signature.
-  B. decide (global, one process)  quality buckets from token-weighted percentiles; heuristic removals for
-     buckets below `quality.skip_heuristics_from_bucket`; exact dedup; fuzzy dedup. Input order decides
-     which copy is kept, so the result is independent of workers and executor.
+  A. stage (per shard, parallel)   read -> Unicode repair -> prose view -> `steps.STAGE_STEPS` (language id,
+     decontamination); then for the survivors: token count, the profile's heuristic verdict (deferred),
+     quality scores, exact key, MinHash signature.
+  B. decide (global, one process)  quality buckets from token-weighted percentiles; then `steps.DECIDE_STEPS`
+     (heuristic removals for buckets below `quality.skip_heuristics_from_bucket`, exact dedup, fuzzy dedup).
+     Input order decides which copy is kept, so the result is independent of workers and executor.
   C. finish (per shard, parallel)  PII redaction and optional rephrasing of kept docs; write kept/,
      removed/, synthetic/ (formats in hytron.data.writers) and per-shard stats.
 
@@ -15,9 +16,10 @@ records carry `step`, `removal_reason`, `score`, `detail`. Work state lives in O
 fingerprint of inputs+config, and a completion marker per phase and shard. Re-running the same command
 after a crash redoes only unfinished shards; a finished run (OUT/manifest.json present) is not redone.
 
-manifest.json (the data card): input files with sha256, the resolved config, the shard count, counts
-(input, kept, removed, synthetic), removals per step and reason, kept docs and tokens per source and
-quality bucket, PII and Unicode repair counts, quality thresholds.
+manifest.json (the data card): input files with sha256, the resolved config (profile and every threshold), the
+profile's steps and heuristic rules, the shard count, counts (input, kept, removed, synthetic), removals per
+step and reason, kept docs and tokens per source and quality bucket, PII and Unicode repair counts, quality
+thresholds.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
 from hytron.data.io import write_json
+from hytron.data.steps import DECIDE_STEPS, STAGE_STEPS, STEPS, Decision, Staged
+from hytron.data.textview import prose_view
 from hytron.data.writers import ShardWriter, iter_records
 
 FORMAT_VERSION = 1
-STEPS = ("read", "error", "language", "decontamination", "heuristics", "exact_dedup", "fuzzy_dedup")
 
 
 # ---- work state ---------------------------------------------------------------------------------------------
@@ -128,19 +131,18 @@ def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
         text, fixed = filters.repair_unicode(text)
         if fixed:
             attrs["unicode_repaired"] = True
-    if cfg.language.enabled:
-        (keep, reason, score), code, conf = filters.identify_language(text, cfg.language)
-        attrs.update(language=code, language_score=conf)
-        if not keep:
-            removed = {"step": "language", "reason": reason, "score": score, "detail": ""}
-    if removed is None and "eval_index" in ctx:
-        hit = ctx["eval_index"].check(text)
-        if hit:
-            removed = {"step": "decontamination", "reason": "eval_overlap", "score": hit[1], "detail": hit[0]}
+    doc = Staged(text, prose_view(text), attrs)
+    if doc.view.code_words:
+        attrs["code_share"] = round(doc.view.code_share, 4)
+    for step in STAGE_STEPS:
+        drop = step.run(doc, ctx)
+        if drop is not None:
+            removed = {"step": step.name, "reason": drop.reason, "score": drop.score, "detail": drop.detail}
+            break
     if removed is None:
         attrs["tokens"] = approx_tokens(text)
         if cfg.heuristics.enabled:
-            keep, reason, score = filters.heuristic_verdict(text, cfg.heuristics)
+            keep, reason, score = filters.heuristic_verdict(text, cfg.heuristics, cfg.profile, doc.view)
             attrs["heuristic"] = None if keep else [reason, score]
     return {"id": item.id, "text": text, "source": item.source, "meta": item.meta, "attrs": attrs,
             "removed": removed}
@@ -203,29 +205,22 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
         thresholds = {k: quality.percentile_thresholds(v, tokens) for k, v in scores.items()}
         buckets = [int(b) for b in quality.assign_buckets(scores, thresholds)]
         summary["quality_thresholds"] = thresholds
-    removed: dict[int, dict] = {}
-    skip_from = cfg.quality.skip_heuristics_from_bucket
-    for k, s in enumerate(side):
-        h = s["heuristic"]
-        if h and not (skip_from is not None and buckets[k] is not None and buckets[k] >= skip_from):
-            removed[k] = {"step": "heuristics", "reason": h[0], "score": h[1], "detail": ""}
-    if cfg.dedup.exact:
-        keys = [None if k in removed else s["exact"] for k, s in enumerate(side)]
-        for d in dedup.exact_duplicates(keys):
-            removed[d.index] = {"step": "exact_dedup", "reason": "exact_duplicate", "score": 1.0,
-                                "detail": side[d.kept]["id"]}
-    if cfg.dedup.fuzzy and n > 1:
+
+    def load_hashes():
         sigs, shingles = [], []
         for i in range(n_shards):
             z = np.load(stage / f"hashes-{i:05d}.npz")
             sigs.append(z["sigs"])
             off, sh = z["offsets"], z["shingles"]
             shingles += [sh[off[j]:off[j + 1]] for j in range(len(off) - 1)]
-        active = np.array([k not in removed for k in range(n)])
-        for d in dedup.fuzzy_duplicates(np.concatenate(sigs), shingles, cfg.dedup.bands, cfg.dedup.rows,
-                                        cfg.dedup.threshold, active):
-            removed[d.index] = {"step": "fuzzy_dedup", "reason": "near_duplicate", "score": round(d.score, 4),
-                                "detail": side[d.kept]["id"]}
+        return np.concatenate(sigs), shingles
+
+    d = Decision(cfg, side, buckets, load_hashes)
+    removed: dict[int, dict] = {}
+    for step in DECIDE_STEPS:
+        for k, drop in step.run(d).items():
+            removed[k] = {"step": step.name, "reason": drop.reason, "score": drop.score, "detail": drop.detail}
+            d.active[k] = False
     per_shard: list[dict] = [{} for _ in range(n_shards)]
     for k, (i, pos) in enumerate(where):
         per_shard[i][str(pos)] = {"bucket": buckets[k], "removed": removed.get(k)}
@@ -439,6 +434,8 @@ def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summar
         "format": FORMAT_VERSION, "generator": "hytron.data.pipeline", "hytron_version": __version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
         "inputs": input_info, "config": resolved, "shards": n_shards,
+        "profile": {"name": resolved["profile"], "steps": list(STEPS),
+                    "heuristic_rules": [r.__name__ for r in filters.PROFILES[resolved["profile"]]]},
         "counts": {"input": total.get("input", 0), "kept": total.get("kept", 0), "removed": n_removed,
                    "synthetic": sum(total.get("synthetic", {}).values())},
         "balanced": total.get("input", 0) == total.get("kept", 0) + n_removed,

@@ -1,10 +1,10 @@
-"""Input readers and shard planning: JSONL (plain, .gz, .zst), Parquet, text/HTML folders, WARC.
+"""Input readers and shard planning: JSONL (plain, .gz, .zst), Parquet, text/HTML/PDF/DOCX folders, WARC.
 
 `plan_shards(inputs, ...)` turns paths into a deterministic list of `Shard`s, splitting inside large files:
 plain JSONL by byte ranges aligned to line starts, compressed JSONL by line ranges (one counting pass; each
 shard decompresses from the file start, so prefer plain JSONL or more, smaller files for very large inputs),
-Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html files by groups
-of files; WARC files are one shard each.
+Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html/.pdf/.docx files by
+groups of files (each PDF page and DOCX section a document, hytron.data.office); WARC files are one shard each.
 `read_shard(shard, ...)` yields `Document`s, or `Malformed` records for input it cannot use (bad UTF-8,
 invalid JSON, missing/empty/oversized text, unreadable files): nothing is skipped silently.
 
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hytron.data import office
 from hytron.data.document import Document, Malformed
 from hytron.data.io import open_bytes
 
@@ -46,7 +47,7 @@ def detect_format(path: Path) -> str | None:
                         (".warc.gz", "warc"), (".warc", "warc")):
         if name.endswith(suffix):
             return fmt
-    if path.suffix.lower() in _TEXT_SUFFIXES | _HTML_SUFFIXES:
+    if path.suffix.lower() in _TEXT_SUFFIXES | _HTML_SUFFIXES | office.SUFFIXES:
         return "file"
     return None
 
@@ -64,12 +65,12 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
             files = sorted(f for f in p.rglob("*") if f.is_file() and detect_format(f))
             if not files:
                 raise ValueError(f"input folder {p} has no readable files (.jsonl[.gz|.zst], .parquet, .txt, "
-                                 ".md, .html, .warc[.gz])")
+                                 ".md, .html, .pdf, .docx, .warc[.gz])")
             out += files
         else:
             if detect_format(p) is None:
                 raise ValueError(f"input {p}: unknown format (expected .jsonl[.gz|.zst], .parquet, .txt, .md, "
-                                 ".html, .warc[.gz])")
+                                 ".html, .pdf, .docx, .warc[.gz])")
             out.append(p)
     return out
 
@@ -247,6 +248,9 @@ def _decode(data: bytes, pos_id: str, source: str) -> str | Malformed:
 def _read_files(shard: Shard, cfg) -> Iterator[Document | Malformed]:
     source = Path(shard.path).name
     for f in shard.files:
+        if Path(f).suffix.lower() in office.SUFFIXES:
+            yield from _read_office(f, shard.path, source, cfg)
+            continue
         try:
             data = Path(f).read_bytes()
         except OSError as e:
@@ -262,6 +266,18 @@ def _read_files(shard: Shard, cfg) -> Iterator[Document | Malformed]:
             text = html_to_text(text, cfg.html_main_content)
         obj = {"id": str(Path(f).relative_to(shard.path)), "text": text, "source": source, **meta}
         yield _record(obj, f, f, "text", "id", "source", source, text[:10_000], cfg.max_doc_bytes)
+
+
+def _read_office(f: str, folder: str, source: str, cfg) -> Iterator[Document | Malformed]:
+    """Each page (PDF) or section (DOCX) of `f` a document with the source path in meta; a file that cannot
+    be read is one counted `unreadable_file` record after whatever pages came before the damage."""
+    base = str(Path(f).relative_to(folder))
+    try:
+        for suffix, text, meta in office.READERS[Path(f).suffix.lower()](f):
+            obj = {"id": f"{base}#{suffix}", "text": text, "source": source, "path": f, **meta}
+            yield _record(obj, f"{f}#{suffix}", f, "text", "id", "source", source, text[:10_000], cfg.max_doc_bytes)
+    except Exception as e:  # noqa: BLE001 - damaged, encrypted or unsupported files are counted, never fatal
+        yield Malformed(f"{base}#unreadable", source, "unreadable_file", "", f"{f}: {type(e).__name__}: {e}")
 
 
 def _read_warc(shard: Shard, cfg) -> Iterator[Document | Malformed]:

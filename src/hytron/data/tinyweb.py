@@ -190,7 +190,7 @@ def is_tinyweb(path: str | Path) -> bool:
     return (Path(path) / "tinyweb.json").is_file()
 
 
-# the curation steps whose job it is to remove each junk kind (hytron.data.pipeline.STEPS)
+# the curation steps whose job it is to remove each junk kind (hytron.data.steps.STEPS)
 OWNING_STEPS = {"boilerplate": {"heuristics"}, "spam": {"heuristics"}, "truncated": {"heuristics", "language"},
                 "gibberish": {"language", "heuristics"}, "foreign": {"language"},
                 "duplicate_exact": {"exact_dedup"}, "duplicate_near": {"fuzzy_dedup"},

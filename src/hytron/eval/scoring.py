@@ -4,7 +4,9 @@ Every evaluation in `hytron.eval` (and the lm-eval bridge) goes through `Scorer`
 own harness and the same task scored through lm-evaluation-harness see identical numbers.
 
 Conventions (same as pre-training, where each document is packed as `<s> text </s>`):
-- a context starts with `<s>`; trailing whitespace of the context moves to the continuation before tokenizing
+- a context starts with the tokenizer's document prefix (`<s>` for hytron's and most tokenizers; what the
+  post-processor adds, or EOS for GPT-2-style tokenizers without BOS: `Tokenizer.document_prefix`);
+  trailing whitespace of the context moves to the continuation before tokenizing
   (BPE merges a space with the next word, so " Paris" is one token but "Answer: " + "Paris" would not be);
 - rows are right-padded: a causal model's logits at real positions never see the padding (Mamba's scan
   and attention both run left to right), so padding changes nothing and needs no mask.
@@ -53,7 +55,8 @@ class Scorer:
         """(`<s>` + context ids, continuation ids), with the context's trailing whitespace moved over."""
         stripped = context.rstrip()
         continuation = context[len(stripped):] + continuation
-        return [self.tokenizer.bos_id, *self.tokenizer.encode(stripped)], self.tokenizer.encode(continuation)
+        tok = self.tokenizer
+        return [*tok.document_prefix(), *tok.encode(stripped)], tok.encode(continuation)
 
     # ---- scoring -------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -89,7 +92,7 @@ class Scorer:
             if not cont:
                 raise ValueError("loglikelihood: empty continuation (nothing to score)")
             if not ctx:
-                ctx = [self.tokenizer.bos_id]
+                ctx = self.tokenizer.document_prefix()
             ids = (list(ctx) + list(cont))[-(self.max_len + 1):]
             rows.append((ids, min(len(cont), len(ids) - 1)))
         return [(lp, g) for lp, g, _ in self._score_rows(rows)]
@@ -108,7 +111,8 @@ class Scorer:
         tb = self.token_bytes
         rows, owners = [], []
         for d, text in enumerate(texts):
-            ids = [self.tokenizer.bos_id, *self.tokenizer.encode(text), *([self.tokenizer.eos_id] if eos else [])]
+            ids = [*self.tokenizer.document_prefix(), *self.tokenizer.encode(text),
+                   *([self.tokenizer.eos_id] if eos and self.tokenizer.eos_id is not None else [])]
             if len(ids) < 2:
                 continue  # an empty text without </s>: nothing to predict
             for s in range(0, len(ids) - 1, self.max_len):
@@ -128,7 +132,7 @@ class Scorer:
         from hytron.infer import SamplingParams, generate
 
         tok = self.tokenizer
-        prompts = [[tok.bos_id, *tok.encode(c)][-max(1, self.max_len - max_tokens):] for c in contexts]
+        prompts = [[*tok.document_prefix(), *tok.encode(c)][-max(1, self.max_len - max_tokens):] for c in contexts]
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=tuple(s for s in stop if s))
         with torch.inference_mode():
             done = generate(self.model, prompts, params, max_slots=max_slots, stop_ids=tok.stop_ids,

@@ -62,7 +62,7 @@ class HybridConfig:
         need(isinstance(self.pattern, str) and len(self.pattern) > 0, "pattern", "must be a non-empty string")
         bad = sorted(set(self.pattern) - set(BLOCK_KINDS))
         need(not bad, "pattern", f"unknown block kind(s) {bad}; use M (mamba), * (attention), - (mlp), E (moe)")
-        for f in ("vocab_size", "hidden_size", "conv_kernel", "chunk_size"):
+        for f in ("vocab_size", "hidden_size", "conv_kernel", "chunk_size", "max_position_embeddings"):
             need(getattr(self, f) > 0, f, "must be positive")
         need(self.norm_eps > 0, "norm_eps", "must be positive")
         if "*" in self.pattern:

@@ -59,11 +59,6 @@ def config_to_hf(c: HybridConfig, dtype: torch.dtype = torch.float32) -> dict:
         # hytron never clamps dt at run time; HF clamps prefill (not decode) at time_step_min, so a
         # negligible value keeps both paths identical (shared/research/hybrid-arch.md §2.6)
         "time_step_min": 1e-9, "time_step_max": c.time_step_max, "time_step_floor": c.time_step_floor,
-        "n_routed_experts": c.n_routed_experts or 8, "num_experts_per_tok": c.num_experts_per_tok or 2,
-        "moe_intermediate_size": c.moe_intermediate_size or 0,
-        "moe_shared_expert_intermediate_size": c.moe_shared_expert_intermediate_size or 0,
-        "n_shared_experts": c.n_shared_experts, "routed_scaling_factor": c.routed_scaling_factor,
-        "norm_topk_prob": c.norm_topk_prob, "n_group": c.n_group, "topk_group": c.topk_group,
         "layer_norm_epsilon": c.norm_eps, "initializer_range": c.initializer_range,
         "max_position_embeddings": c.max_position_embeddings, "tie_word_embeddings": False,
         "attention_bias": False, "mlp_bias": False, "use_bias": False, "mamba_proj_bias": False,
@@ -71,6 +66,14 @@ def config_to_hf(c: HybridConfig, dtype: torch.dtype = torch.float32) -> dict:
         "torch_dtype": str(dtype).removeprefix("torch."),
         "hytron": {"preset": c.name, "time_step_min": c.time_step_min},
     }
+    if "E" in c.pattern:  # MoE fields only for MoE models: converters (llama.cpp's) take them to mean MoE
+        out.update({
+            "n_routed_experts": c.n_routed_experts, "num_experts_per_tok": c.num_experts_per_tok,
+            "moe_intermediate_size": c.moe_intermediate_size,
+            "moe_shared_expert_intermediate_size": c.moe_shared_expert_intermediate_size,
+            "n_shared_experts": c.n_shared_experts, "routed_scaling_factor": c.routed_scaling_factor,
+            "norm_topk_prob": c.norm_topk_prob, "n_group": c.n_group, "topk_group": c.topk_group,
+        })
     out.update({k: v for k, v in c.extra.items() if k not in out})
     return out
 
@@ -246,6 +249,8 @@ def load_config(path: str | Path) -> HybridConfig:
         data = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{cfg_file}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg_file}: must hold a JSON object, got {type(data).__name__}")
     return config_from_hf(data, source=str(cfg_file))
 
 
@@ -270,6 +275,10 @@ def load_pretrained(cls, path, device=None, dtype: torch.dtype | None = None):
         if tuple(tensors[name].shape) != tuple(ref.shape):
             raise ValueError(f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, the config "
                              f"needs {tuple(ref.shape)}")
+    if dtype is None and torch.device(device or "cpu").type == "cpu":
+        # bf16/fp16 checkpoints compute in fp32 on CPU by default (CPU half-precision matmuls are slow and
+        # lossy); pass dtype= to keep them. On a GPU they load as stored.
+        dtype = torch.float32
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict(tensors, assign=True)

@@ -1,16 +1,44 @@
-"""Optional fast paths for the Mamba-2 mixer: mamba-ssm / causal-conv1d CUDA kernels and torch.compile.
+"""Optional fast paths for the model: fused SSD scan and conv kernels, torch.compile, CUDA-graph decode.
 
 Nothing here is imported on the CPU path unless asked for: the kernels are looked up lazily, only for CUDA
 tensors, and only once. Each fast path has a test that it agrees with the plain-PyTorch reference
-(`hytron.model.ssd`); the reference stays the definition.
+(`hytron.model.ssd`, the model's own cached forward); the reference stays the definition.
+
+The SSD scan backend is chosen by `set_scan_backend` (or the HYTRON_SCAN_BACKEND environment variable):
+  auto       mamba-ssm's fused Triton scan on CUDA when the package is installed, else the reference;
+  reference  always `ssd_chunked` (plain PyTorch, eager);
+  compile    `torch.compile` of `ssd_chunked` (CUDA or CPU; no extra package; compiles once per shape);
+  mamba_ssm  like auto, but an error when the package is missing.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import Tensor
+
+from hytron.model.cache import HybridCache, KVState, MambaState
+from hytron.model.ssd import ssd_chunked
+
+SCAN_BACKENDS = ("auto", "reference", "compile", "mamba_ssm")
+_scan_backend = "auto"
+
+
+def set_scan_backend(name: str) -> str:
+    """Choose how `Mamba2` runs the chunked scan (see the module docstring); returns the previous choice."""
+    global _scan_backend
+    if name not in SCAN_BACKENDS:
+        raise ValueError(f"unknown SSD scan backend {name!r}; choose one of {', '.join(SCAN_BACKENDS)}")
+    if name == "mamba_ssm" and _mamba_ssm_scan() is None:
+        raise RuntimeError("SSD scan backend 'mamba_ssm' needs the mamba-ssm package (with CUDA and Triton)")
+    previous, _scan_backend = _scan_backend, name
+    return previous
+
+
+def scan_backend() -> str:
+    return _scan_backend
 
 
 @functools.cache
@@ -32,6 +60,12 @@ def _causal_conv1d():
     return causal_conv1d_fn
 
 
+@functools.cache
+def _compiled_scan():
+    """`ssd_chunked` through torch.compile: one fused graph for forward and backward, static shapes."""
+    return torch.compile(ssd_chunked, dynamic=False, fullgraph=True)
+
+
 def kernels_available() -> dict[str, bool]:
     """Which optional CUDA kernels can be used on this machine."""
     if not torch.cuda.is_available():
@@ -41,7 +75,11 @@ def kernels_available() -> dict[str, bool]:
 
 def fast_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
               initial_state: Tensor | None) -> tuple[Tensor, Tensor] | None:
-    """The fused CUDA scan with `ssd_chunked`'s contract, or None when it does not apply (CPU, no package)."""
+    """A faster scan with `ssd_chunked`'s contract, or None when none applies (the caller runs the reference)."""
+    if _scan_backend == "reference":
+        return None
+    if _scan_backend == "compile":
+        return _compiled_scan()(x, dt, A, B, C, chunk_size, initial_state)
     if not x.is_cuda:
         return None
     scan = _mamba_ssm_scan()
@@ -68,3 +106,119 @@ def compile_blocks(model: torch.nn.Module, **compile_kwargs) -> torch.nn.Module:
     for block in model.backbone.layers:
         block.compile(**compile_kwargs)
     return model
+
+
+# ---- decode with static shapes (CUDA graphs) -------------------------------------------------------------
+def _attend_static(attn, x: Tensor, state: KVState, lengths: Tensor) -> Tensor:
+    """One decode token per row over the whole KV buffer, masked past each row's length: x (b, 1, d).
+
+    The same arithmetic as `Attention._decode`, but with no host synchronisation and no shape that depends
+    on the lengths, so it can be captured in a CUDA graph. It reads the full capacity, not just the span.
+    """
+    b = x.size(0)
+    hkv, d = attn.kv_heads, attn.head_dim
+    q = attn.q_proj(x).view(b, hkv, attn.heads // hkv, d)  # (b, Hkv, R, Dh)
+    idx = lengths.view(b, 1, 1, 1).expand(b, hkv, 1, d)
+    state.k.scatter_(2, idx, attn.k_proj(x).view(b, hkv, 1, d).to(state.k.dtype))
+    state.v.scatter_(2, idx, attn.v_proj(x).view(b, hkv, 1, d).to(state.v.dtype))
+    k, v = state.k.to(q.dtype), state.v.to(q.dtype)  # (b, Hkv, capacity, Dh)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * d**-0.5  # (b, Hkv, R, capacity)
+    hide = torch.arange(k.size(2), device=x.device)[None, :] > lengths[:, None]  # (b, capacity)
+    probs = torch.softmax(scores.masked_fill(hide[:, None, None, :], float("-inf")).float(), dim=-1)
+    out = torch.matmul(probs.to(v.dtype), v)  # (b, Hkv, R, Dh)
+    return attn.o_proj(out.reshape(b, 1, attn.heads * d))
+
+
+@torch.no_grad()
+def decode_step(model, cache: HybridCache, tokens: Tensor) -> Tensor:
+    """One greedy-decode step of every row, tokens (b, 1) -> logits (b, vocab), with static shapes.
+
+    Equal to `model(tokens, cache)[:, -1]` as long as every row has room (lengths < cache.capacity: the
+    caller reserves it). The cache's state tensors are updated in place (the model's decode rebinds them;
+    here they are copied back), so a CUDA graph captured around this call replays correctly.
+    """
+    h = model.backbone.embeddings(tokens)
+    for block, state in zip(model.backbone.layers, cache.layers):
+        if block.kind == "*":
+            h = h + _attend_static(block.mixer, block.norm(h), state, cache.lengths)
+        elif isinstance(state, MambaState):
+            conv, ssm = state.conv, state.ssm
+            h = block(h, state)
+            conv.copy_(state.conv)
+            ssm.copy_(state.ssm)
+            state.conv, state.ssm = conv, ssm
+        else:
+            h = block(h)
+    cache.lengths += 1
+    return model.lm_head(model.backbone.norm_f(h))[:, -1]
+
+
+class GraphedDecoder:
+    """`decode_step` for one cache, captured once as a CUDA graph and replayed per token (eager on CPU).
+
+    A decode step of a small model launches hundreds of small kernels; replaying them as one graph removes
+    the per-launch CPU cost that otherwise bounds batch-1 decode (state-spaces/mamba#355). The cache's KV
+    capacity is fixed once captured: `step` raises when a row would run past it.
+    """
+
+    def __init__(self, model, cache: HybridCache, warmup: int = 2):
+        self.model, self.cache = model, cache
+        self.device = cache.lengths.device
+        self.tokens = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=self.device)
+        self.room = cache.capacity - int(cache.lengths.max()) if cache.capacity else None
+        self.graph = None
+        if self.device.type != "cuda":
+            return
+        saved = _snapshot(cache)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, cuBLAS handles, lazy init)
+            for _ in range(warmup):
+                decode_step(model, cache, self.tokens)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = decode_step(model, cache, self.tokens)
+        _restore(cache, saved)  # warm-up advanced the cache; capture itself ran nothing
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """tokens (b, 1) -> logits (b, vocab); the returned tensor is overwritten by the next step."""
+        if self.room is not None:
+            if self.room < 1:
+                raise RuntimeError(f"GraphedDecoder: the cache is full (capacity {self.cache.capacity}); "
+                                   "make a cache with more capacity before capturing")
+            self.room -= 1
+        if self.graph is None:
+            return decode_step(self.model, self.cache, tokens)
+        self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.logits
+
+
+def _snapshot(cache: HybridCache) -> list[Tensor]:
+    return [t.clone() for t in _state_tensors(cache)]
+
+
+def _restore(cache: HybridCache, saved: list[Tensor]) -> None:
+    for t, s in zip(_state_tensors(cache), saved):
+        t.copy_(s)
+
+
+def _state_tensors(cache: HybridCache) -> list[Tensor]:
+    """The state a decode step overwrites: lengths and Mamba states. KV entries need no saving: a step
+    writes at positions >= the lengths, which stay masked until a later step writes them again."""
+    out = [cache.lengths]
+    for s in cache.layers:
+        if isinstance(s, MambaState):
+            out += [s.conv, s.ssm]
+    return out
+
+
+def scan_backend_from_env() -> None:
+    """Apply HYTRON_SCAN_BACKEND if set (read once at import)."""
+    name = os.environ.get("HYTRON_SCAN_BACKEND")
+    if name:
+        set_scan_backend(name)
+
+
+scan_backend_from_env()

@@ -164,15 +164,9 @@ def create_app(backend: Backend) -> FastAPI:
         if (body.prompt is None) == (body.messages is None):
             raise APIError(400, "give exactly one of prompt or messages", "prompt")
         if body.prompt is not None:
-            ids = backend.encode(body.prompt)
+            ids = backend.encode(body.prompt, add_special_tokens=body.add_special_tokens)
         else:
-            msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-            enable = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
-            try:
-                ids = backend.tokenizer.apply_chat_template(msgs, add_generation_prompt=body.add_generation_prompt,
-                                                            enable_thinking=enable)
-            except ValueError as e:
-                raise APIError(400, str(e), "messages") from None
+            ids = openai.tokenize_chat(backend, body)
         out = {"count": len(ids), "max_model_len": backend.max_len, "tokens": ids}
         if body.return_token_strs:
             out["token_strs"] = [backend.token_strs[i] for i in ids]
@@ -187,10 +181,12 @@ def create_app(backend: Backend) -> FastAPI:
     @app.get("/tokenizer_info", responses=ERROR_RESPONSES)
     async def tokenizer_info():
         tok = backend.tokenizer
-        return {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "bos_token": "<s>",
-                "pad_token": "<pad>", "eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id,
-                "pad_token_id": tok.pad_id, "chat_template": tok.chat_template, "model_max_length": backend.max_len,
-                "vocab_size": tok.vocab_size, "add_bos_token": False, "add_eos_token": False}
+        return {"tokenizer_class": "PreTrainedTokenizerFast", **tok.special_tokens_map,
+                "eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id, "pad_token_id": tok.pad_id,
+                "stop_token_ids": list(tok.stop_ids), "chat_template": tok.chat_template,
+                "model_max_length": backend.max_len, "vocab_size": tok.vocab_size,
+                "add_bos_token": bool(tok.post_processor_prefix),
+                "add_eos_token": False}
 
     @app.get("/metrics", responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics"}})
     async def prometheus():

@@ -1,4 +1,9 @@
-"""The served model: model + tokenizer + engine thread, chat prompts with /think control, async result streams."""
+"""The served model: model + tokenizer + engine thread, chat prompts through the model's template, async streams.
+
+Works on any Nemotron-H directory: hytron's own, or one written by transformers with its own tokenizer, chat
+template and stop ids (`hytron.tokenizer`). Chat prompts are rendered with control-token strings in messages
+encoded as text, so a client cannot forge a turn.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import torch
 from hytron.infer import Completion, Delta, Engine, SamplingParams, newline_ids
 from hytron.model import HybridLM
 from hytron.tokenizer import Tokenizer
+from hytron.tokenizer.tools import parser_for
 
 
 @dataclass
@@ -36,6 +42,8 @@ class ServeConfig:
     prefill_chunk: int = 512
     reasoning_content: bool = True  # also return reasoning under the older `reasoning_content` name
     threads: int | None = None  # torch threads for the engine
+    tool_parser: str | None = None  # xml | json | none; None = chosen from the chat template
+    dtype: str | None = None  # compute dtype; None = fp32 on CPU, the checkpoint's own on GPU
 
 
 class Backend:
@@ -50,6 +58,11 @@ class Backend:
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
         self.token_strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        self.tool_parser = parser_for(tokenizer.chat_template, config.tool_parser)
+        # decoded text leaves out special tokens, except the tool-call markers the parser reads
+        keep = {tokenizer.token_to_id(t) for t in (self.tool_parser.start, self.tool_parser.end)} \
+            if self.tool_parser else set()
+        self.hidden_ids = frozenset(tokenizer.special_ids - keep)
         self.engine = Engine(
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
@@ -58,9 +71,10 @@ class Backend:
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
-        model_dir = Path(model_dir)
-        model = HybridLM.from_pretrained(model_dir)
-        return cls(model, Tokenizer.load(model_dir), config or ServeConfig(), name=model_dir.name)
+        model_dir, config = Path(model_dir), config or ServeConfig()
+        dtype = getattr(torch, config.dtype) if config.dtype else None
+        model = HybridLM.from_pretrained(model_dir, dtype=dtype)
+        return cls(model, Tokenizer.load(model_dir), config, name=model_dir.name)
 
     def start(self) -> Backend:
         if self.config.threads:
@@ -73,10 +87,11 @@ class Backend:
 
     # ---- text <-> ids -----------------------------------------------------------------------------
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special=True)
+        return self.tokenizer.decode([i for i in ids if i not in self.hidden_ids])
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """A raw prompt's ids; the post-processor's tokens (e.g. BOS) added as vLLM and transformers add them."""
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def check_ids(self, ids: Sequence[int], param: str) -> None:
         from hytron.serve.errors import APIError
@@ -86,13 +101,19 @@ class Backend:
             raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
                            param)
 
-    def chat_prompt(self, messages: list[dict], enable_thinking: bool | None) -> tuple[list[int], bool]:
-        """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking)
+    def chat_prompt(self, messages: list[dict], enable_thinking: bool | None, tools: list[dict] | None = None,
+                    add_generation_prompt: bool = True, **template_kwargs) -> tuple[list[int], bool]:
+        """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open.
+        Control-token strings inside the messages are encoded as text."""
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                 enable_thinking=enable_thinking, tools=tools, sanitize=True,
+                                                 **template_kwargs)
         return ids, self.opens_thinking(ids)
 
     def opens_thinking(self, ids: Sequence[int]) -> bool:
         t = self.tokenizer
+        if t.think_start_id is None or t.think_end_id is None:
+            return False
         last_open = max((i for i, x in enumerate(ids) if x == t.think_start_id), default=-1)
         last_close = max((i for i, x in enumerate(ids) if x == t.think_end_id), default=-1)
         return last_open > last_close

@@ -1,8 +1,18 @@
 """The generation endpoints: `/v1/chat/completions` and `/v1/completions`, plain JSON or SSE streams.
 
 Reasoning is returned apart from the answer in `message.reasoning` (vLLM's name) and `reasoning_content`
-(the older DeepSeek/llama.cpp name), and streamed as `delta.reasoning` deltas. A client that disconnects
-cancels its requests in the engine (its slots free up within one step).
+(the older DeepSeek/llama.cpp name), and streamed as `delta.reasoning` deltas: when the prompt leaves
+`<think>` open, everything before `</think>` is reasoning; with thinking off everything is content (vLLM's
+`nemotron_v3` reasoning parser). A client that disconnects cancels its requests in the engine (its slots free
+up within one step).
+
+Tools (`tools`, `tool_choice`) are rendered by the model's chat template; calls in the answer are parsed into
+`tool_calls` (`hytron.tokenizer.tools`: Nemotron 3 XML or Nano 2 JSON, chosen from the template), streamed as
+one `tool_calls` delta per call once the call is complete. `tool_choice` "required" or a named function
+prefills the start of a call after the generation prompt (with thinking off), so the model continues a call;
+there is no grammar-constrained decoding, and a call that does not parse comes back as content.
+Assistant `tool_calls` in the history get their `arguments` JSON text decoded into objects before rendering,
+as vLLM does, because chat templates iterate over them.
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hytron.infer import Completion, EngineClosed, PromptTooLong, QueueFull, SamplingParams, TokenLogprob
 from hytron.serve.backend import Backend, Stream
 from hytron.serve.errors import APIError, sse_error
-from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
+from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
+from hytron.tokenizer.tools import ToolCallStream, split_tool_calls
 
 
 def check_model(backend: Backend, model: str | None) -> None:
@@ -162,22 +173,88 @@ def _chat_logprobs(backend: Backend, lps: list[TokenLogprob]) -> dict:
                         for x in lps]}
 
 
+def template_messages(messages) -> list[dict]:
+    """API messages -> the dicts a chat template reads (developer -> system, tool-call arguments as objects)."""
+    out = []
+    for m in messages:
+        msg: dict = {"role": "system" if m.role == "developer" else m.role}
+        if m.content is not None or not m.tool_calls:
+            msg["content"] = m.text()
+        if m.role == "assistant" and (m.reasoning_content or m.reasoning):
+            msg["reasoning_content"] = m.reasoning_content or m.reasoning
+        if m.tool_calls:
+            msg["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.function.name, "arguments": _arguments(c.function.arguments)}}
+                                 for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            msg["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            msg["name"] = m.name
+        out.append(msg)
+    return out
+
+
+def _arguments(text: str):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def _template_kwargs(body) -> tuple[bool | None, dict]:
+    kwargs = body.chat_template_kwargs.model_dump(exclude_none=True) if body.chat_template_kwargs else {}
+    enable = kwargs.pop("enable_thinking", None)
+    if getattr(body, "reasoning_effort", None) == "none":
+        enable = False
+    return enable, kwargs
+
+
+def tokenize_chat(backend: Backend, body: TokenizeRequest) -> list[int]:
+    """`/tokenize` with `messages`: the ids a chat request with the same fields would prefill."""
+    enable, kwargs = _template_kwargs(body)
+    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    try:
+        return backend.chat_prompt(template_messages(body.messages), enable, tools,
+                                   add_generation_prompt=body.add_generation_prompt, **kwargs)[0]
+    except ValueError as e:
+        raise APIError(400, str(e), "messages") from None
+
+
+def _chat_prompt(backend: Backend, body: ChatCompletionRequest):
+    """(ids, thinking, tool parser or None, tools, prefilled call text) of a chat request."""
+    enable, kwargs = _template_kwargs(body)
+    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    choice = body.tool_choice if tools else "none"
+    choice = "auto" if choice is None else choice
+    parser = backend.tool_parser if choice != "none" else None
+    if choice not in ("none", "auto"):
+        if parser is None:
+            raise APIError(400, "this model's chat template has no tool-call format: tool_choice can only be auto "
+                                "or none (or start the server with --tool-parser)", "tool_choice")
+        enable = False  # the call is prefilled right after the generation prompt
+    name = None
+    if not isinstance(choice, str):
+        name = choice.function.name
+        if name not in {t["function"]["name"] for t in tools}:
+            raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+    try:
+        ids, thinking = backend.chat_prompt(template_messages(body.messages), enable, tools, **kwargs)
+    except ValueError as e:
+        raise APIError(400, str(e), "messages") from None
+    prefix = ""
+    if choice not in ("none", "auto"):
+        t = backend.tokenizer
+        prefix = parser.opening(name)
+        ids = ids + ([t.think_end_id] if thinking else []) + t.encode(prefix, parse_special=True)
+        thinking = False
+    return ids, thinking, parser, tools, prefix
+
+
 async def chat_completions(backend: Backend, body: ChatCompletionRequest, request: Request):
     _check_common(backend, body)
     cfg = backend.config
-    messages = []
-    for m in body.messages:
-        msg = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-        if m.role == "assistant" and (m.reasoning_content or m.reasoning):
-            msg["reasoning_content"] = m.reasoning_content or m.reasoning
-        messages.append(msg)
-    enable = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
-    if body.reasoning_effort == "none":
-        enable = False
-    try:
-        ids, thinking = backend.chat_prompt(messages, enable)
-    except ValueError as e:
-        raise APIError(400, str(e), "messages") from None
+    ids, thinking, parser, tools, prefix = _chat_prompt(backend, body)
     budget = next((b for b in (body.thinking_token_budget, body.max_thinking_tokens, cfg.max_thinking_tokens)
                    if b is not None), None)
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
@@ -196,12 +273,21 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
             return {}
         return {"reasoning": text, **({"reasoning_content": text} if cfg.reasoning_content else {})}
 
+    def message(r: Completion) -> tuple[dict, str]:
+        content, calls = (r.text, []) if parser is None else split_tool_calls(parser, prefix + r.text, tools)
+        msg = {"role": "assistant", "content": content, **reasoning_fields(r.reasoning if thinking else None)}
+        if calls:
+            msg["tool_calls"] = [c.to_openai() for c in calls]
+        return msg, ("tool_calls" if calls and r.finish_reason == "stop" else r.finish_reason)
+
     if not body.stream:
         results = await _results(request, streams)
-        choices = [{"index": i, "message": {"role": "assistant", "content": r.text,
-                                            **reasoning_fields(r.reasoning if thinking else None)},
-                    "logprobs": _chat_logprobs(backend, r.logprobs) if body.logprobs else None,
-                    "finish_reason": r.finish_reason, "stop_reason": r.stop_reason} for i, r in enumerate(results)]
+        choices = []
+        for i, r in enumerate(results):
+            msg, finish = message(r)
+            choices.append({"index": i, "message": msg,
+                            "logprobs": _chat_logprobs(backend, r.logprobs) if body.logprobs else None,
+                            "finish_reason": finish, "stop_reason": r.stop_reason})
         return JSONResponse({"id": rid, "object": "chat.completion", "created": created, "model": backend.name,
                              "choices": choices, "usage": _usage(len(ids), results)})
 
@@ -213,6 +299,8 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                      "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                      **extra})
 
+    calls_streams = [ToolCallStream(parser, tools, prefix) if parser else None for _ in range(body.n)]
+
     async def events():
         for i in range(body.n):
             yield chunk(i, {"role": "assistant", "content": ""})
@@ -223,13 +311,22 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
             delta = {}
             if d.reasoning and show_reasoning:
                 delta.update(reasoning_fields(d.reasoning))
-            if d.text:
-                delta["content"] = d.text
+            text = calls_streams[i].push(d.text) if calls_streams[i] and d.text else d.text
+            if text:
+                delta["content"] = text
             lp = _chat_logprobs(backend, d.logprobs) if body.logprobs and d.logprobs else None
             if delta or lp:
                 yield chunk(i, delta, None, lp)
             if d.finish_reason is not None:
-                yield chunk(i, {}, d.finish_reason)
+                finish = d.finish_reason
+                if calls_streams[i]:
+                    rest, calls = calls_streams[i].finish()
+                    if rest:
+                        yield chunk(i, {"content": rest})
+                    if calls:
+                        yield chunk(i, {"tool_calls": [c.to_openai(k) for k, c in enumerate(calls)]})
+                        finish = "tool_calls" if finish == "stop" else finish
+                yield chunk(i, {}, finish)
         if include_usage:
             results = [s.request.result() for s in streams]
             yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": backend.name,
@@ -263,7 +360,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
         raise APIError(400, f"at most {cfg.max_prompts} prompts per request, got {len(prompts)}", "prompt")
     encoded = []
     for p in prompts:
-        ids = backend.encode(p) if isinstance(p, str) else list(p)
+        ids = backend.encode(p) if isinstance(p, str) else list(p)  # BOS etc. as the post-processor adds
         if not ids:
             raise APIError(400, "prompt must not be empty", "prompt")
         backend.check_ids(ids, "prompt")

@@ -27,11 +27,46 @@ class TextPart(_Body):
     text: StrictStr
 
 
+# ---- tools (OpenAI function calling) ----
+class FunctionDef(_Body):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    description: StrictStr | None = None
+    parameters: dict | None = None  # a JSON schema
+
+
+class ToolDef(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: StrictStr
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class FunctionCall(_Body):
+    name: StrictStr
+    arguments: StrictStr  # JSON text
+
+
+class ToolCallIn(_Body):
+    id: StrictStr | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextPart] | None = None
     reasoning_content: StrictStr | None = None
     reasoning: StrictStr | None = None
+    tool_calls: Annotated[list[ToolCallIn], Field(max_length=128)] | None = None  # assistant turns
+    tool_call_id: StrictStr | None = None  # tool turns
+    name: StrictStr | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -40,6 +75,8 @@ class ChatMessage(_Body):
 
 
 class ChatTemplateKwargs(_Body):
+    """Variables for the chat template (vLLM's `chat_template_kwargs`): any key is passed through."""
+
     enable_thinking: StrictBool | None = None
 
 
@@ -79,6 +116,10 @@ class ChatCompletionRequest(_Sampling):
     thinking_token_budget: Annotated[StrictInt, Field(ge=0, le=1 << 24)] | None = None
     max_thinking_tokens: Annotated[StrictInt, Field(ge=0, le=1 << 24)] | None = None  # NIM's name
     include_reasoning: StrictBool = True
+    # tools: rendered through the model's chat template; calls in the output come back as `tool_calls`
+    tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool = True
 
 
 TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
@@ -106,10 +147,11 @@ class TokenizeRequest(_Body):
     model: StrictStr | None = None
     prompt: StrictStr | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)] | None = None
-    add_special_tokens: StrictBool = True  # accepted for compatibility: hytron adds no BOS to plain prompts
+    add_special_tokens: StrictBool = True  # what the tokenizer's post-processor adds (e.g. BOS) to a prompt
     add_generation_prompt: StrictBool = True
     return_token_strs: StrictBool = False
     chat_template_kwargs: ChatTemplateKwargs | None = None
+    tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
 
 
 class DetokenizeRequest(_Body):
@@ -140,11 +182,18 @@ class Usage(BaseModel):
     completion_tokens_details: UsageDetails | None = None
 
 
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: dict
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
     content: str | None
     reasoning: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):

@@ -19,8 +19,13 @@ def chat_loop(args, stdin=None, stdout=None) -> int:
     stdin, out = stdin or sys.stdin, stdout or sys.stdout
     tty = out.isatty()
     dim, reset = ("\033[2m", "\033[0m") if tty else ("", "")
-    cfg = ServeConfig(max_len=args.max_model_len, max_slots=args.max_slots, threads=args.threads)
-    backend = Backend.load(args.model_dir, cfg).start()
+    cfg = ServeConfig(max_len=args.max_model_len, max_slots=args.max_slots, threads=args.threads,
+                      dtype=getattr(args, "dtype", None))
+    backend = Backend.load(args.model_dir, cfg)
+    if not backend.tokenizer.has_chat_template:
+        raise ValueError(f"{args.model_dir}: the model has no chat template (chat needs one; `hytron serve` still "
+                         "serves completions)")
+    backend.start()
     thinking, budget = not args.no_think, args.max_thinking_tokens
     history: list[dict] = []
 
@@ -88,7 +93,8 @@ def chat_loop(args, stdin=None, stdout=None) -> int:
             r = req.result()
             say(f"{reset if in_reasoning else ''}\n{dim}[{r.finish_reason} · {r.completion_tokens} tokens, "
                 f"{r.reasoning_tokens} thinking]{reset}\n")
-            history.append({"role": "assistant", "content": r.text})
+            history.append({"role": "assistant", "content": r.text,
+                            **({"reasoning_content": r.reasoning} if r.reasoning else {})})
     except KeyboardInterrupt:  # Ctrl-C at the prompt: leave quietly
         say("\n")
     finally:

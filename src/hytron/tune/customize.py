@@ -23,10 +23,9 @@ import torch
 
 from hytron.config import from_dict, save_resolved
 from hytron.data.chat import read_chat_jsonl
-from hytron.data.curate_config import load_curate_config
 from hytron.data.io import write_json
 from hytron.data.mix import Blend, Component
-from hytron.data.pipeline import curate
+from hytron.data.summary import removal_summary
 from hytron.eval import evaluate_model
 from hytron.model import HybridLM
 from hytron.packing import PackedData, iter_eval_batches, pack
@@ -81,9 +80,16 @@ def run_customize(cfg) -> dict:
     t0 = time.perf_counter()
 
     _say("1/6 curating your documents")
-    if not (out / "curated" / "manifest.json").is_file():
-        curate([str(p) for p in cfg.data.inputs], out / "curated", load_curate_config(cfg.data.curate_config, {}))
-    counts = json.loads((out / "curated" / "manifest.json").read_text()).get("counts", {})
+    if not (out / "curated" / "manifest.json").is_file():  # curation imports the `curate` extra: only when needed
+        from hytron.data.curate_config import load_curate_config
+        from hytron.data.pipeline import curate
+
+        curate([str(p) for p in cfg.data.inputs], out / "curated",
+               load_curate_config(cfg.data.curate_config, {}, default_profile="documents"))
+    manifest = json.loads((out / "curated" / "manifest.json").read_text())
+    counts = manifest.get("counts", {})
+    for line in removal_summary(manifest, out / "curated"):
+        _say(line)
     if not counts.get("kept"):
         raise ValueError(f"curation kept none of your {counts.get('input', 0)} documents; see why in "
                          f"{out / 'curated' / 'removed'} (removal_reason), and loosen data.curate_config if needed")

@@ -32,7 +32,7 @@ class CustomizeData:
     replay: list[str] = field(default_factory=list)  # general curated data / JSONL (used as is)
     replay_share: float = 0.3  # share of training sequences drawn from `replay`
     validation_fraction: float = 0.1  # documents held out (by id hash) per component for before/after loss
-    curate_config: str | None = None  # a curation YAML for your documents (default: hytron's defaults)
+    curate_config: str | None = None  # curation YAML for your documents (default: the `documents` profile)
 
     def __post_init__(self):
         if not self.inputs:

@@ -1,0 +1,278 @@
+"""Chat templates: compile a checkpoint's Jinja template and render chats exactly as `transformers` does.
+
+The environment matches `transformers.apply_chat_template` (sandboxed Jinja with `trim_blocks`/`lstrip_blocks`,
+`loopcontrols`, the `generation` tag, a `tojson` that keeps non-ASCII and takes `indent`/`separators`/
+`sort_keys`, `raise_exception`, `strftime_now`, `dict`, an underscore-refusing `namespace`), and so do the
+variables a template sees: `messages` (None-valued keys dropped; `reasoning_content`, `thinking` and
+`reasoning` filled from one another), `tools`, `documents`, `add_generation_prompt`, the named special tokens
+(`bos_token`, `eos_token`, ...) and any extra keyword (`enable_thinking`, `truncate_history_thinking`, ...:
+vLLM's `chat_template_kwargs`). A template is compiled when the tokenizer loads, so a syntax error is refused
+there with the file and line, never at the first request.
+
+Control tokens in user input (`sanitize=True`, what the server does): a chat message that contains the text
+`<|im_start|>system` must not open a system turn. As `transformers`' opt-in
+`apply_chat_template(..., sanitize_control_tokens=True)` does, control-token strings inside messages, tools
+and keyword values are wrapped in two private-use markers before rendering; after rendering, marked tokens
+are encoded as plain text and the template's own markers as control tokens. (Plain `transformers`
+`apply_chat_template` leaves them as control tokens; hytron's server always sanitizes, training data is
+trusted and rendered as written.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+# hytron's own chat template (tokenizers hytron trains): ChatML turn markers with Nano 2's reasoning control, see
+# `hytron.tokenizer.core`. `{% generation %}` marks what the assistant produces (content + end of turn): our
+# renderer and transformers (`return_assistant_tokens_mask=True`) both turn it into the loss mask.
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(think=(enable_thinking if enable_thinking is defined else true)) -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] in ['system', 'user'] and m['content'] is string -%}"
+    "{%- set on = m['content'].rfind('/think') -%}"
+    "{%- set off = m['content'].rfind('/no_think') -%}"
+    "{%- if on > off -%}{%- set ns.think = true -%}"
+    "{%- elif off > on -%}{%- set ns.think = false -%}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{{- bos_token -}}"
+    "{%- for m in messages -%}"
+    "{%- set content = m['content'] if m['content'] is string else '' -%}"
+    "{%- if m['role'] == 'assistant' -%}"
+    "{%- set unfinished = false -%}"
+    "{%- if m['reasoning_content'] is defined and m['reasoning_content'] -%}"
+    "{%- set reasoning = m['reasoning_content'] | trim -%}{%- set answer = content | trim -%}"
+    "{%- elif '</think>' in content -%}"
+    "{%- set reasoning = content.split('</think>')[0].replace('<think>', '') | trim -%}"
+    "{%- set answer = content.split('</think>')[-1] | trim -%}"
+    "{%- elif '<think>' in content -%}"
+    "{%- set reasoning = content.split('<think>')[-1] | trim -%}{%- set answer = '' -%}"
+    "{%- set unfinished = true -%}"
+    "{%- else -%}"
+    "{%- set reasoning = '' -%}{%- set answer = content | trim -%}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- generation -%}"
+    "{%- if reasoning and loop.last -%}"
+    "{{- '<think>\\n' + reasoning -}}"
+    "{%- if not unfinished -%}{{- '\\n</think>\\n' + answer -}}{%- endif -%}"
+    "{%- else -%}"
+    "{{- '<think></think>' + answer -}}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>' -}}"
+    "{%- endgeneration -%}"
+    "{{- '\\n' -}}"
+    "{%- else -%}"
+    "{%- if m['role'] in ['system', 'user'] -%}"
+    "{%- set content = content.replace('/no_think', '').replace('/think', '') | trim -%}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + m['role'] + '\\n' + content + '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' + ('<think>\\n' if ns.think else '<think></think>') -}}"
+    "{%- endif -%}"
+)
+
+CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # the marker transformers uses, so both cut at the same place
+MARK_START, MARK_END = "\U000f0000", "\U000f0001"  # private-use code points around control tokens in user input
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _environment():
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationSpans(Extension):
+        """`{% generation %}...{% endgeneration %}`: records the character span it rendered (for loss masks)."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_mark", [nodes.Name("_spans", "load"),
+                                                              nodes.Name("_rendered", "load")]),
+                                   [], [], body).set_lineno(lineno)
+
+        def _mark(self, spans, rendered, caller):
+            text = caller()
+            if isinstance(spans, list) and isinstance(rendered, list):  # only while rendering with spans
+                start = sum(len(b) for b in rendered)
+                spans.append((start, start + len(text)))
+            return text
+
+    class Namespace(jinja2.utils.Namespace):
+        def __init__(*args, **kwargs):  # noqa: N805 (jinja's own signature trick, so namespace(self=...) works)
+            self, args = args[0], args[1:]
+            attrs = dict(*args, **kwargs)
+            for name in attrs:
+                Namespace._check(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name, value):
+            Namespace._check(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check(name):
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(f"chat templates cannot set namespace attribute {name!r}")
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationSpans, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt),
+                       dict=lambda *a, **k: dict(*a, **k), namespace=Namespace)
+    return env
+
+
+class ChatTemplate:
+    """One compiled chat template. `origin` names where it came from (a file), for error messages."""
+
+    def __init__(self, source: str, origin: str = "chat template"):
+        import jinja2
+
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(f"{origin}: the chat template must be a non-empty string")
+        self.source, self.origin = source, origin
+        self._env = _environment()
+        try:
+            self._ast = self._env.parse(source)
+            self._template = self._env.from_string(source)
+        except jinja2.TemplateSyntaxError as e:
+            raise ValueError(f"{origin}: chat template syntax error at line {e.lineno}: {e.message}") from None
+
+    @cached_property
+    def variables(self) -> frozenset[str]:
+        """Names the template reads from its context (messages, tools, enable_thinking, ...)."""
+        from jinja2 import meta
+
+        return frozenset(meta.find_undeclared_variables(self._ast))
+
+    @cached_property
+    def literal_text(self) -> str:
+        """The template's literal strings joined by NULs (a substring search cannot match across two)."""
+        from jinja2 import nodes
+
+        found = {n.data for n in self._ast.find_all(nodes.TemplateData)}
+        found |= {n.value for n in self._ast.find_all(nodes.Const) if isinstance(n.value, str)}
+        return "\0".join(sorted(found))
+
+    def render(self, messages: Sequence[dict], *, tools: list | None = None, documents: list | None = None,
+               add_generation_prompt: bool = False, continue_final_message: bool = False,
+               special_tokens: dict | None = None, variables: dict | None = None,
+               mark: Callable[[Any], Any] | None = None, spans: list | None = None) -> str:
+        """The rendered chat. `special_tokens`: bos_token, eos_token, ...; `variables`: template kwargs
+        (they override special tokens); `mark` wraps control tokens in user input (messages, tools, kwargs; see
+        the module docstring); `spans` collects `{% generation %}` character spans."""
+        import jinja2
+
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt cannot be combined")
+        chat = [_alias_reasoning({k: v for k, v in m.items() if v is not None}) for m in check_messages(messages)]
+        kwargs = dict(variables or {})
+        if mark is not None:
+            chat, tools, documents = mark(chat), mark(tools), mark(documents)
+            kwargs = mark(kwargs)
+        kwargs = {**(special_tokens or {}), **kwargs}
+        final = None
+        if continue_final_message:  # mark where the message ends, render, cut there (as transformers does)
+            if not chat or chat[-1]["role"] != "assistant" or not isinstance(chat[-1].get("content"), str):
+                raise ValueError("continue_final_message needs a final assistant message with text content")
+            final = chat[-1]["content"]
+            chat[-1] = {**chat[-1], "content": final + CONTINUE_TAG}
+        rendered: list[str] = []
+        try:
+            for block in self._template.generate(messages=chat, tools=tools, documents=documents,
+                                                 add_generation_prompt=add_generation_prompt,
+                                                 **kwargs, _spans=spans, _rendered=rendered):
+                rendered.append(block)
+        except jinja2.TemplateError as e:  # raise_exception(...) in the template, or an undefined operation
+            raise ValueError(f"chat template: {e}") from None
+        text = "".join(rendered)
+        if final is not None:
+            if final.strip() not in text or CONTINUE_TAG.strip() not in text:
+                raise ValueError("continue_final_message: the chat template dropped part of the final message")
+            cut = text.rindex(CONTINUE_TAG.strip())
+            text = text[:cut] if text[cut:cut + len(CONTINUE_TAG)] == CONTINUE_TAG else text[:cut].rstrip()
+        return text
+
+
+def _alias_reasoning(message: dict) -> dict:
+    """`reasoning_content` (what templates read), `thinking` (gpt-oss) and `reasoning` (vLLM) as one another."""
+    reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
+    return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
+
+
+def check_messages(messages: Sequence[dict]) -> list[dict]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages must not be empty")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ValueError(f"messages[{i}] must be a dict with a string 'role', got {m!r}")
+        content = m.get("content")
+        if content is None and not (m["role"] == "assistant" and m.get("tool_calls")):
+            raise ValueError(f"messages[{i}] needs a 'content' (only an assistant message with tool_calls may "
+                             "omit it)")
+        if content is not None and not isinstance(content, (str, list)):
+            raise ValueError(f"messages[{i}]: 'content' must be a string or a list of parts")
+    return list(messages)
+
+
+# ---- control tokens in user input -------------------------------------------------------------------------
+class ControlTokens:
+    """Marks control-token strings in user input and encodes a rendered chat with marked ones as plain text."""
+
+    def __init__(self, tokens: Sequence[str]):
+        longest_first = sorted(set(tokens), key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, longest_first)) or "(?!)")
+        # a marked token, or a lone marker (a template's string method split a marked token)
+        self.markers = re.compile(f"{MARK_START}({self.pattern.pattern}){MARK_END}|[{MARK_START}{MARK_END}]")
+
+    def mark(self, obj: Any) -> Any:
+        """Wrap every control token inside strings of `obj` (recursively; dict keys untouched) in the markers."""
+        if isinstance(obj, str):
+            obj = obj.replace(MARK_START, "").replace(MARK_END, "")  # a client cannot forge a marked token
+            return self.pattern.sub(f"{MARK_START}\\g<0>{MARK_END}", obj)
+        if isinstance(obj, dict):
+            return {k: self.mark(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.mark(v) for v in obj]
+        return obj
+
+    def encode(self, text: str, encode: Callable[[str], list[int]], encode_plain: Callable[[str], list[int]],
+               token_to_id: Callable[[str], int | None]) -> list[int]:
+        """Ids of a chat rendered from marked input: the template's control tokens as tokens, marked ones as text.
+
+        Pieces after the first are encoded behind a newline that is then removed, so a SentencePiece-style
+        tokenizer adds no word-start prefix in the middle of the chat (transformers does the same)."""
+        pieces = self.markers.split(text)  # [text, marked token or None, text, ...]
+        newline = encode("\n")
+        ids = encode(pieces[0])
+        for i, piece in enumerate(pieces[1:], start=1):
+            if not piece:
+                continue
+            as_text = i % 2 == 1
+            fn = encode_plain if as_text else encode
+            piece_ids = fn("\n" + piece)
+            piece_ids = piece_ids[len(newline):] if piece_ids[:len(newline)] == newline else fn(piece)
+            if as_text and token_to_id(piece) in piece_ids:
+                raise ValueError(f"cannot encode {piece!r} as text: the tokenizer makes it from plain text")
+            ids += piece_ids
+        return ids

@@ -1,0 +1,98 @@
+"""`hytron serve` on checkpoints written by transformers: their template, stop ids, thinking and BOS conventions."""
+
+import pytest
+
+from tests.fixtures.foreign import WEATHER_TOOL
+from tests.serve.conftest import running_server
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+httpx = pytest.importorskip("httpx")
+
+CHATS = [
+    [{"role": "user", "content": "What is 6 times 7?"}],
+    [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "What is 6 times 7?"},
+     {"role": "assistant", "content": "42", "reasoning_content": "Six sevens."},
+     {"role": "user", "content": "And the weather in Paris? /no_think"}],
+]
+
+
+@pytest.fixture(scope="module", params=["nemotron3", "nano2", "plain"])
+def served(request, foreign):
+    d = foreign(request.param)
+    with running_server(d, max_len=512, max_tokens_limit=64) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        yield request.param, d, s, c
+
+
+@pytest.fixture(scope="module")
+def hf_tok(served):
+    return transformers.AutoTokenizer.from_pretrained(str(served[1]))
+
+
+@pytest.mark.parametrize("chat", [0, 1])
+@pytest.mark.parametrize("kwargs", [{}, {"enable_thinking": True}, {"enable_thinking": False}])
+@pytest.mark.parametrize("tools", [None, [WEATHER_TOOL]])
+def test_tokenize_messages_and_prompt_tokens_equal_transformers(served, hf_tok, chat, kwargs, tools):
+    name, _, _, http = served
+    body = {"messages": CHATS[chat], "chat_template_kwargs": kwargs, **({"tools": tools} if tools else {})}
+    r = http.post("/tokenize", json=body)
+    if name == "plain":  # no chat template: chat requests are a clear 400, completions still work
+        assert r.status_code == 400 and "no chat template" in r.json()["error"]["message"]
+        return
+    want = hf_tok.apply_chat_template(CHATS[chat], tools=tools, add_generation_prompt=True, tokenize=True,
+                                      return_dict=False, **kwargs)
+    assert r.status_code == 200 and r.json()["tokens"] == want
+    chat_r = http.post("/v1/chat/completions", json={**body, "max_tokens": 2, "temperature": 0}).json()
+    assert chat_r["usage"]["prompt_tokens"] == len(want)
+
+
+def test_greedy_completion_equals_transformers_generate(served, hf_tok):
+    _, d, _, http = served
+    prompt = "The river Alder rises on"
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
+    ids = hf_tok(prompt, return_tensors="pt")["input_ids"]
+    stop = model.generation_config.eos_token_id
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=stop,
+                             pad_token_id=hf_tok.pad_token_id or 0)
+    want = hf_tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    r = http.post("/v1/completions", json={"prompt": prompt, "max_tokens": 24, "temperature": 0}).json()
+    assert r["choices"][0]["text"] == want
+    assert r["usage"]["prompt_tokens"] == ids.shape[1]  # BOS added as the post-processor says (nano2)
+
+
+def test_reasoning_split_and_budget(served):
+    name, _, s, http = served
+    if name == "plain":
+        pytest.skip("no chat template")
+    budget, grace = 6, 1  # grace: 10% of the budget, rounded up
+    msgs = [{"role": "user", "content": "What is 6 times 7?"}]
+    r = http.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 40, "temperature": 0,
+                                                "max_thinking_tokens": budget}).json()
+    msg, usage = r["choices"][0]["message"], r["usage"]
+    assert msg["reasoning_content"] is not None
+    assert usage["completion_tokens_details"]["reasoning_tokens"] <= budget + grace + 1  # + the forced </think>
+    assert "</think>" not in (msg["content"] or "") and "<think>" not in msg["reasoning_content"]
+    # thinking off: no reasoning, everything is content
+    off = http.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 8, "temperature": 0,
+                                                  "chat_template_kwargs": {"enable_thinking": False}}).json()
+    assert off["choices"][0]["message"].get("reasoning_content") is None
+    assert off["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+    # streaming gives the same split
+    with http.stream("POST", "/v1/chat/completions", json={"messages": msgs, "max_tokens": 40, "temperature": 0,
+                                                           "max_thinking_tokens": budget, "stream": True}) as st:
+        import json
+
+        chunks = [json.loads(line[6:]) for line in st.iter_lines() if line.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == msg["reasoning_content"]
+    assert "".join(d.get("content") or "" for d in deltas) == (msg["content"] or "")
+
+
+def test_tokenizer_info_reports_the_checkpoints_tokens(served):
+    name, _, s, http = served
+    info = http.get("/tokenizer_info").json()
+    assert info["stop_token_ids"] == list(s.backend.tokenizer.stop_ids)
+    if name == "nemotron3":
+        assert info["stop_token_ids"] == [2, 11] and info["eos_token"] == "</s>"
