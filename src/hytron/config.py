@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import importlib.resources
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -148,6 +149,9 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"no recipe {str(name_or_path)!r}: not a file, and not one of the named recipes {known}")
 
 
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """`data` (copied) with `key.sub=value` items applied, values parsed as YAML: the `--set` of every verb."""
     import yaml
@@ -163,7 +167,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k} is not a section")
-        node[last] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed):  # YAML 1.1 reads 1e-3 as a string
+            parsed = float(parsed)
+        node[last] = parsed
     return data
 
 
