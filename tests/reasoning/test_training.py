@@ -119,3 +119,61 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     with pytest.raises(ConfigError, match="model.init_from"):
         cfg = from_dict(RLConfig, {"out_dir": str(tmp_path / "x")})
         grpo(cfg, problem_prompts(cfg), progress=False)
+
+
+_SFT_SCRIPT = """import sys
+from hytron.config import load_recipe
+from hytron.train.sft import SFTConfig, sft
+print(sft(load_recipe(SFTConfig, sys.argv[1]), progress=False, max_steps_this_run=int(sys.argv[2]) or None))
+"""
+
+
+def _torchrun_sft(tmp_path, recipe, max_steps=0):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_sft.py"
+    script.write_text(_SFT_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(recipe), str(max_steps)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_sft_evaluates_on_every_rank_and_resumes_exactly(rows, tok_dir, tok, tmp_path):
+    """Under FSDP2 the forward is collective: evaluation runs on both ranks (rank 0 alone would hang) and covers
+    the held-out rows once; a run paused and resumed under torchrun equals the one run straight through."""
+    import yaml
+
+    from hytron.data.chat import read_chat_jsonl
+    from hytron.model import HybridLM
+    from hytron.train.batches import encode_rows, evaluate_masked
+    from hytron.train.distributed import DistInfo
+
+    data = write_jsonl(rows, tmp_path / "rows.jsonl")
+    recipes = {}
+    for name in ("whole", "split"):
+        cfg = sft_config(data, tok_dir, tmp_path / name, steps=4, eval_every=2, checkpoint_every=0,
+                         distributed="fsdp")
+        cfg.data.batch_size = 2  # per rank: the global batch stays 4
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(yaml.safe_dump(cfg.to_dict()))
+    _torchrun_sft(tmp_path, recipes["whole"])
+    _torchrun_sft(tmp_path, recipes["split"], max_steps=2)
+    assert json.loads((tmp_path / "split" / "summary.json").read_text())["status"].startswith("paused")
+    _torchrun_sft(tmp_path, recipes["split"])
+    whole, split = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("whole", "split"))
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("time", "step_s")} for r in recs]  # noqa: E731
+    assert strip(whole) == strip(split)
+    evals = [r for r in whole if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    # the two ranks' evaluation equals one process scoring every held-out row of the exported model
+    chat = read_chat_jsonl(data)
+    order = torch.randperm(len(chat), generator=torch.Generator().manual_seed(0)).tolist()
+    val, _ = encode_rows(tok, [chat[i] for i in order[:8]], 320)
+    model = HybridLM.from_pretrained(tmp_path / "whole" / "model")
+    one = evaluate_masked(model, val, 2, tok.pad_id, DistInfo())
+    assert one["val_tokens"] == evals[-1]["val_tokens"]
+    assert abs(one["val_loss"] - evals[-1]["val_loss"]) < 1e-5
