@@ -54,3 +54,32 @@ def foreign(tmp_path_factory):
         return built[name]
 
     return get
+
+
+@pytest.fixture
+def sigterm_at(monkeypatch):
+    """`sigterm_at(n)`: the running training loop gets a real SIGTERM right after it logs step n (as a
+    preemption would deliver it); call `sigterm_at(None)` to let the next run go undisturbed."""
+    import os
+    import signal
+
+    from hytron.train.loop import Run
+
+    original = Run.log
+
+    def arm(step):
+        def log(self, record, **shown):
+            original(self, record, **shown)
+            if record["step"] == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(Run, "log", original if step is None else log)
+
+    return arm
+
+
+def losses(out_dir) -> dict:
+    """{step: loss} of a run's metrics.jsonl."""
+    from hytron.train.metrics import read_metrics
+
+    return {r["step"]: r["loss"] for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r}

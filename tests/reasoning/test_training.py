@@ -12,6 +12,7 @@ from hytron.reasoning.grpo import problem_prompts
 from hytron.train.metrics import read_metrics
 from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
 from hytron.train.sft import SFTConfig, sft
+from tests.conftest import losses
 
 
 def _load(model_dir):
@@ -177,3 +178,34 @@ def test_two_process_fsdp_sft_evaluates_on_every_rank_and_resumes_exactly(rows, 
     one = evaluate_masked(model, val, 2, tok.pad_id, DistInfo())
     assert one["val_tokens"] == evals[-1]["val_tokens"]
     assert abs(one["val_loss"] - evals[-1]["val_loss"]) < 1e-5
+
+
+def test_sft_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tok_dir, tmp_path, sigterm_at):
+    root, data, _ = sft_run
+    cfg = sft_config(data, tok_dir, tmp_path / "run", checkpoint_every=0)
+    sigterm_at(2)
+    assert sft(cfg, progress=False)["status"].startswith("interrupted by signal 15; checkpoint saved at step 2")
+    sigterm_at(None)
+    assert sft(cfg, progress=False)["status"] == "finished"
+    assert losses(tmp_path / "run") == losses(root / "whole")
+
+
+def test_grpo_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tmp_path, sigterm_at):
+    _, _, whole = sft_run
+
+    def run(name):
+        cfg = from_dict(RLConfig, {"name": "rl", "out_dir": str(tmp_path / name), "steps": 3, "log_every": 1,
+                                   "checkpoint_every": 0, "model": {"init_from": whole["model_dir"]},
+                                   "optim": {"lr": 1e-3, "warmup_steps": 0, "schedule": "constant"},
+                                   "rl": {"prompts_per_step": 2, "group_size": 3, "max_tokens": 16}})
+        return grpo(cfg, problem_prompts(cfg), progress=False)
+
+    run("straight")
+    sigterm_at(1)
+    assert run("stopped")["status"].startswith("interrupted")
+    sigterm_at(None)
+    run("stopped")
+    recs = [read_metrics(tmp_path / n / "metrics.jsonl") for n in ("straight", "stopped")]
+    keep = ("step", "reward", "accuracy", "thinking_tokens", "loss", "grad_norm")
+    assert [{k: r.get(k) for k in keep} for r in recs[0]] == [{k: r.get(k) for k in keep} for r in recs[1]]
+    assert len(recs[0]) == 3
