@@ -83,3 +83,22 @@ def losses(out_dir) -> dict:
     from hytron.train.metrics import read_metrics
 
     return {r["step"]: r["loss"] for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r}
+
+
+# Heavy end-to-end tests in files that do not mark themselves: `pytest -m "not slow"` (the quick check while
+# working) leaves them out; CI runs everything. One table, by node id prefix.
+SLOW = (
+    "tests/claims/test_claims.py::test_reproduce_hybrid_quick",
+    "tests/claims/test_claims.py::test_reproduce_data_quick",
+    "tests/claims/test_claims.py::test_reproduce_nvfp4_quick",
+    "tests/claims/test_claims.py::test_reproduce_reasoning_quick",
+    "tests/data/test_acceptance.py",  # curates the 20,000-document TinyWeb
+    "tests/test_report.py::test_report_renders_in_headless_chromium",
+    "tests/train/test_pretrain.py::test_nvfp4_run_resumes_bit_for_bit",
+)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)

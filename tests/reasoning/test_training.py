@@ -103,6 +103,7 @@ def test_policy_gradient_step_raises_the_logprob_of_a_positively_advantaged_comp
     assert gain[0] > 0 > gain[1]
 
 
+@pytest.mark.slow
 def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     _, _, whole = sft_run
     cfg = from_dict(RLConfig, {"name": "rl", "out_dir": str(tmp_path / "rl"), "steps": 2, "log_every": 1,
@@ -180,6 +181,7 @@ def test_two_process_fsdp_sft_evaluates_on_every_rank_and_resumes_exactly(rows, 
     assert abs(one["val_loss"] - evals[-1]["val_loss"]) < 1e-5
 
 
+@pytest.mark.slow
 def test_sft_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tok_dir, tmp_path, sigterm_at):
     root, data, _ = sft_run
     cfg = sft_config(data, tok_dir, tmp_path / "run", checkpoint_every=0)
@@ -190,6 +192,7 @@ def test_sft_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tok_dir, tmp_path, 
     assert losses(tmp_path / "run") == losses(root / "whole")
 
 
+@pytest.mark.slow
 def test_grpo_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tmp_path, sigterm_at):
     _, _, whole = sft_run
 

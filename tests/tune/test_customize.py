@@ -8,6 +8,8 @@ import yaml
 from hytron.config import ConfigError, load_recipe
 from hytron.tune.recipe import CustomizeConfig
 
+pytestmark = pytest.mark.slow  # end to end: curate, pack, train, evaluate, cards
+
 FACT = "The Zorbex project codename is Quillfeather."
 PROBES = [{"prompt": "The Zorbex project codename is", "answer": " Quillfeather.",
            "distractors": [" Ironbridge.", " Silverwood.", " Moonharbor.", " Copperfield."]}]

@@ -6,6 +6,8 @@ from hytron.tune import LoRAConfig, TuneConfig, apply_lora, finetune, packed_bat
 from tests.conftest import losses
 from tests.tune.conftest import load
 
+pytestmark = pytest.mark.slow  # three tuning runs per case
+
 
 def _run(kind, trained_tiny, packed_data, out):
     model = load(trained_tiny)

@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 import torch
 
 from hytron.cli import main
 from hytron.model import HybridLM
+
+pytestmark = pytest.mark.slow  # each verb trains and writes model directories
 
 
 def test_prune_verb_hits_the_target_and_distils(trained_tiny, packed_data, tmp_path, capsys):
