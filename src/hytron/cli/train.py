@@ -6,13 +6,36 @@ import argparse
 
 from hytron.cli.recipes import add_recipe_args, report_run
 
+# verb: (help, description, an example recipe)
+STAGES = {
+    "pretrain": ("pre-train (or continue pre-training) a hybrid model from a recipe",
+                 "Runs the recipe's loop; re-running with the same out_dir resumes from the newest valid "
+                 "checkpoint. Under torchrun, set distributed=ddp or fsdp.", "tiny"),
+    "sft": ("chat SFT with loss on assistant tokens only (resumable)",
+            "Fine-tunes model.init_from (or a fresh preset) on chat JSONL rows; re-running with the same out_dir "
+            "resumes from the newest valid checkpoint.", "sft-tiny"),
+    "rl": ("GRPO (Dr.GRPO) with verifiable rewards and a length penalty on correct answers",
+           "Improves model.init_from with on-policy GRPO; resumable like sft.", "rl-tiny"),
+}
+
+
+def _add(sub, verb: str, func) -> None:
+    help_, description, example = STAGES[verb]
+    p = sub.add_parser(verb, help=help_, description=description)
+    add_recipe_args(p, example)
+    p.set_defaults(func=func)
+
 
 def add_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="pre-train (or continue pre-training) a hybrid model from a recipe",
-                       description="Runs the recipe's loop; re-running with the same out_dir resumes from the "
-                                   "newest valid checkpoint. Under torchrun, set distributed=ddp or fsdp.")
-    add_recipe_args(p, "tiny")
-    p.set_defaults(func=cmd_pretrain)
+    _add(sub, "pretrain", cmd_pretrain)
+
+
+def add_sft(sub) -> None:
+    _add(sub, "sft", cmd_sft)
+
+
+def add_rl(sub) -> None:
+    _add(sub, "rl", cmd_rl)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -24,27 +47,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return report_run(pretrain(cfg, progress=not args.no_progress))
 
 
-def add_sft(sub) -> None:
-    p = sub.add_parser("sft", help="chat SFT with loss on assistant tokens only (resumable)",
-                       description="Fine-tunes model.init_from (or a fresh preset) on chat JSONL rows; re-running "
-                                   "with the same out_dir resumes from the newest valid checkpoint.")
-    add_recipe_args(p, "sft-tiny")
-    p.set_defaults(func=cmd_sft)
-
-
 def cmd_sft(args: argparse.Namespace) -> int:
     from hytron.config import load_recipe
     from hytron.train.sft import SFTConfig, sft
 
-    cfg = load_recipe(SFTConfig, args.recipe, args.overrides, args.section)
-    return report_run(sft(cfg, progress=not args.no_progress))
-
-
-def add_rl(sub) -> None:
-    p = sub.add_parser("rl", help="GRPO (Dr.GRPO) with verifiable rewards and a length penalty on correct answers",
-                       description="Improves model.init_from with on-policy GRPO; resumable like sft.")
-    add_recipe_args(p, "rl-tiny")
-    p.set_defaults(func=cmd_rl)
+    return report_run(sft(load_recipe(SFTConfig, args.recipe, args.overrides, args.section),
+                          progress=not args.no_progress))
 
 
 def cmd_rl(args: argparse.Namespace) -> int:

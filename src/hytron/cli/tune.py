@@ -34,11 +34,13 @@ def _tune_config(args, name: str, steps: int | None = None, **extra):
                       **extra)
 
 
+LORA = ("Freezes MODEL, trains low-rank adapters on its Linears (attention, Mamba in_proj, MLP by default), writes "
+        "OUT/adapter (peft loads it onto transformers' NemotronHForCausalLM) and, with --merge, OUT/model.")
+CUSTOMIZE = "Runs a customize recipe (the shipped example: customize); re-running skips finished stages."
+
+
 def add_lora(sub) -> None:
-    p = sub.add_parser("lora", help="train LoRA adapters on a model (PEFT format), optionally merged",
-                       description="Freezes MODEL, trains low-rank adapters on its Linears (attention, Mamba "
-                                   "in_proj, MLP by default), writes OUT/adapter (peft loads it onto "
-                                   "transformers' NemotronHForCausalLM) and, with --merge, OUT/model.")
+    p = sub.add_parser("lora", help="train LoRA adapters on a model (PEFT format), optionally merged", description=LORA)
     p.add_argument("model", help="Nemotron-H model directory (with its tokenizer)")
     _tune_args(p, steps=100, lr=2e-3)
     p.add_argument("--r", type=int, default=8)
@@ -129,9 +131,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def add_customize(sub) -> None:
-    p = sub.add_parser("customize", help="your documents -> continued pre-training or LoRA -> (SFT) -> eval -> cards",
-                       description="Runs a customize recipe (the shipped example: customize); re-running skips "
-                                   "finished stages.")
+    p = sub.add_parser("customize", description=CUSTOMIZE,
+                       help="your documents -> continued pre-training or LoRA -> (SFT) -> eval -> cards")
     p.add_argument("recipe", help="a recipe file, or a named recipe shipped with hytron (e.g. customize)")
     add_set(p)
     p.set_defaults(func=cmd_customize)

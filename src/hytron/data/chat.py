@@ -12,28 +12,16 @@ Rendering goes through any tokenizer with a chat template (`render_chat`); nothi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from hytron.data.io import open_text
+from hytron.data.io import iter_jsonl
 
 
 def read_chat_jsonl(path: str | Path) -> list[dict]:
     """Chat rows from a JSONL file, each checked: `messages` (role/content strings, an assistant turn) and an
     optional `reasoning` of "on"/"off" (or true/false)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"chat data file not found: {path}")
-    with open_text(path) as f:
-        lines = f.read().splitlines()
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
+    for n, row in iter_jsonl(path):
         try:
             rows.append(normalise_row(row))
         except ValueError as e:

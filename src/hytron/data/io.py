@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,23 +94,23 @@ def open_text(path: str | Path, mode: str = "r", compression: str | None = None)
     return io.TextIOWrapper(raw, encoding="utf-8")
 
 
-def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """The records of a (compressed) JSONL file; blank lines skipped, a bad line raises `FILE:LINE: why`."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of a (compressed) JSONL file; blank lines skipped, a bad line raises `FILE:LINE: why`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JSONL file not found: {path}")
-    rows = []
     with open_text(path) as f:
         for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
+
+
+def read_jsonl(path: str | Path, limit: int | None = None) -> list[Any]:
+    """The records of a (compressed) JSONL file (the first `limit`), as `iter_jsonl` reads them."""
+    return [record for _, record in itertools.islice(iter_jsonl(path), limit)]
 
 
 def _tmp(path: Path) -> Path:
