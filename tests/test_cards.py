@@ -51,6 +51,9 @@ def test_cards_list_actual_config_and_data_hashes(run):
     manifest = json.loads((run["curated"] / "manifest.json").read_text())
     assert cur["counts"] == manifest["counts"] and cur["counts"]["removed"] > 0
     assert "near_duplicate" in data_card  # removal reasons are listed
+    # the curation profile and every heuristic threshold, as the manifest recorded them
+    assert f"Profile `{manifest['config']['profile']}`" in data_card
+    assert all(f"{k}={v}" in data_card for k, v in manifest["config"]["heuristics"].items())
     # the final validation loss is the one the run logged last
     last_eval = [json.loads(line) for line in (run["run"] / "metrics.jsonl").read_text().splitlines()
                  if "val_loss" in line][-1]

@@ -36,10 +36,11 @@ FLAGS = {
     "customize": "RECIPE --set",
     "eval": "MODEL_DIR --evals --tasks --limit --lm-eval --lm-eval-include --write-lm-eval-tasks --reasoning-n "
             "--max-tokens --budgets --batch-size --no-write",
-    "reproduce": "CLAIM --out --quick --threads",
+    "reproduce": "CLAIM --out --quick --seeds --set --threads",
     "report": "RUN_DIR --out --claims --cards",
     "serve": "MODEL_DIR --host --port --api-key --served-model-name --max-slots --max-waiting --max-model-len "
-             "--max-tokens-limit --max-thinking-tokens --threads --log-level --tool-parser --dtype",
+             "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "
+             "--cors-origin --log-level --tool-parser --dtype",
     "chat": "MODEL_DIR --temperature --max-tokens --max-thinking-tokens --no-think --seed --max-model-len "
             "--max-slots --threads --dtype",
     "export gguf": "MODEL_DIR --out --outtype",

@@ -42,11 +42,14 @@ def _recipe(tmp_path, base, replay, **changes):
     return load_recipe(CustomizeConfig, path)
 
 
-def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(trained_tiny, packed_data, tmp_path):
+def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(trained_tiny, packed_data, tmp_path,
+                                                                            capsys):
     from hytron.tune.customize import run_customize
 
     replay = packed_data.parent / "kept"
     result = run_customize(_recipe(tmp_path, trained_tiny, replay))
+    # your documents are curated with the documents profile, and customize says what it kept
+    assert "kept 8 of 8 documents (100%) with the 'documents' curation profile" in capsys.readouterr().err
     before, after = result["before"]["probes"], result["after"]["probes"]
     # the true completion becomes far more likely than before (nats over the answer's tokens)
     assert after["probe_logprob"] > before["probe_logprob"] + 10, (before, after)

@@ -38,6 +38,7 @@ class _ZstdFrames(io.RawIOBase):
     def __init__(self, path: str | Path):
         self._dctx = _zstandard().ZstdDecompressor()
         self._obj = self._dctx.decompressobj()
+        self._error = _zstandard().ZstdError
         self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._buf = b""
         self._inside = False  # input was fed to the current frame and its end not seen yet
@@ -53,7 +54,10 @@ class _ZstdFrames(io.RawIOBase):
                     raise EOFError(f"{self._raw.name}: zstd stream truncated (the file ends inside a frame)")
                 return 0
             while data:
-                self._buf += self._obj.decompress(data)
+                try:
+                    self._buf += self._obj.decompress(data)
+                except self._error as e:  # corrupt frame: damage the caller records, like gzip's OSError
+                    raise OSError(f"{self._raw.name}: zstd stream corrupt ({e})") from e
                 self._inside = not self._obj.eof
                 data = b""
                 if self._obj.eof:  # a frame ended: the rest of the chunk starts the next one

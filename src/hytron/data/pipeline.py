@@ -249,7 +249,7 @@ def finish_shard(out_dir: str, index: int) -> None:
 
         rephraser = make_rephraser(cfg.rephrase)
     stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
-             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}}
+             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0}
     n_rephrased = 0
     with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
         for pos, line in enumerate(f):
@@ -275,6 +275,7 @@ def finish_shard(out_dir: str, index: int) -> None:
                     for kind, c in counts.items():
                         stats["pii_redacted"][kind] = stats["pii_redacted"].get(kind, 0) + c
             stats["unicode_repaired"] += bool(meta.get("unicode_repaired"))
+            stats["kept_with_code"] += bool(meta.get("code_share"))
             bucket = meta.pop("quality_bucket", None)
             meta["tokens"] = approx_tokens(text)
             kept_w.write({"id": rec["id"], "text": text, "source": rec["source"], "quality_bucket": bucket,
@@ -444,6 +445,7 @@ def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summar
         "tokens_by_source_bucket": total.get("tokens_by_source_bucket", {}),
         "tokens_note": "approximate tokens: word and punctuation pieces (hytron.data.document.approx_tokens)",
         "pii_redacted": total.get("pii_redacted", {}), "unicode_repaired": total.get("unicode_repaired", 0),
+        "kept_with_code": total.get("kept_with_code", 0),  # kept docs with code blocks (meta.code_share)
         "synthetic_by_style": total.get("synthetic", {}),
         "quality": {"thresholds": summary.get("quality_thresholds"),
                     "training": json.loads(training.read_text()) if training.is_file() else None},

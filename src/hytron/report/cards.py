@@ -101,6 +101,7 @@ def curation_facts(manifest_path: Path) -> dict:
         "counts": m.get("counts", {}), "removed_by_step": m.get("removed_by_step", {}),
         "kept_by_source_bucket": m.get("kept_by_source_bucket", {}),
         "synthetic_by_style": m.get("synthetic_by_style", {}), "pii_redacted": m.get("pii_redacted", {}),
+        "profile": m.get("profile", {}), "heuristics": m.get("config", {}).get("heuristics", {}),
     }
 
 
@@ -275,6 +276,9 @@ def render_data_card(facts: dict) -> str:
                 f"Manifest sha256 `{c['manifest_sha256']}`, curation config sha256 `{c['config_sha256']}`. "
                 f"Documents: {c['counts'].get('input')} in, {c['counts'].get('kept')} kept, "
                 f"{c['counts'].get('removed')} removed, {c['counts'].get('synthetic')} synthetic.", "",
+                f"Profile `{c['profile'].get('name', 'web')}`, heuristic rules "
+                f"{', '.join(c['profile'].get('heuristic_rules', []))}; thresholds: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(c["heuristics"].items())) + ".", "",
                 _table(["input file", "bytes", "sha256"], [[i["path"], i["bytes"], f"`{i['sha256']}`"]
                                                             for i in c["inputs"]]),
                 "", _table(["step", "reason", "documents removed"],
