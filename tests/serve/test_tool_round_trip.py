@@ -2,7 +2,6 @@
 that `hytron sft` taught to call a tool: request with tools -> tool_calls -> tool message -> final answer."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,7 @@ from tests.serve.conftest import running_server
 
 openai = pytest.importorskip("openai")
 
-RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "sft-tiny.yaml")
+RECIPE = "sft-tiny"  # the packaged recipe, by name
 QUESTIONS = ["What is the weather in Paris?", "Weather in Paris today?"]
 CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
 NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}

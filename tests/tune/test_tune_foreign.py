@@ -35,8 +35,9 @@ def test_lora_on_a_nano2_checkpoint_keeps_its_tokenizer(foreign, tmp_path):
 
 
 def test_customize_packs_with_the_base_models_tokenizer(foreign, tmp_path):
-    from hytron.cli.customize import run_customize
-    from hytron.tune.recipe import load_customize
+    from hytron.config import load_recipe
+    from hytron.tune.customize import run_customize
+    from hytron.tune.recipe import CustomizeConfig
 
     base = foreign("nemotron3")
     (tmp_path / "docs").mkdir()
@@ -52,7 +53,7 @@ def test_customize_packs_with_the_base_models_tokenizer(foreign, tmp_path):
               "probes": [{"prompt": "The Zorbex project codename is", "answer": " Quillfeather.",
                           "distractors": [" Ironbridge."]}]}
     (tmp_path / "customize.yaml").write_text(yaml.safe_dump(recipe))
-    result = run_customize(load_customize(tmp_path / "customize.yaml"))
+    result = run_customize(load_recipe(CustomizeConfig, tmp_path / "customize.yaml"))
     index = json.loads((tmp_path / "out" / "packed" / "index.json").read_text())
     tok = Tokenizer.load(base)
     assert index["bos_id"] == tok.bos_id and index["eos_id"] == tok.eos_id
