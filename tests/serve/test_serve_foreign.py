@@ -118,3 +118,21 @@ def test_tool_choice_checks_and_prefill(served, hf_tok):
     # what the random model wrote after the prefilled opening is no valid call: it comes back as content
     msg = r["choices"][0]["message"]
     assert msg.get("tool_calls") is None and msg["content"].startswith(opening)
+
+
+@pytest.mark.parametrize("key", ["messages", "tools", "add_generation_prompt", "_spans"])
+def test_template_kwargs_cannot_replace_what_the_request_sets(served, key):
+    _, _, _, http = served
+    r = http.post("/v1/chat/completions", json={"messages": CHATS[0], "max_tokens": 2,
+                                                "chat_template_kwargs": {key: []}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs"
+
+
+def test_input_the_template_cannot_render_is_400(served):
+    name, _, _, http = served
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": ["string", "null"]}}}}}  # valid JSON schema, odd for templates
+    r = http.post("/v1/chat/completions", json={"messages": CHATS[0], "tools": [tool], "max_tokens": 2})
+    assert r.status_code in (200, 400)  # rendered, or refused with a message; never a 500
+    if r.status_code == 400:
+        assert "chat template" in r.json()["error"]["message"] or name == "plain"

@@ -217,9 +217,18 @@ def _arguments(text: str):
     return value if isinstance(value, dict) else text
 
 
+# names the renderer sets itself (a chat_template_kwargs entry cannot replace them)
+_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message", "sanitize",
+                    "tokenize"}
+
+
 def _template_kwargs(body) -> tuple[bool | None, dict]:
     kwargs = body.chat_template_kwargs.model_dump(exclude_none=True) if body.chat_template_kwargs else {}
     enable = kwargs.pop("enable_thinking", None)
+    reserved = sorted(k for k in kwargs if k in _RESERVED_KWARGS or k.startswith("_"))
+    if reserved:
+        raise APIError(400, f"chat_template_kwargs: {reserved[0]!r} is set by the request itself, not a template "
+                            "variable", "chat_template_kwargs")
     if getattr(body, "reasoning_effort", None) == "none":
         enable = False
     return enable, kwargs
