@@ -1,52 +1,61 @@
-"""Benchmark: curation throughput, and our fuzzy dedup vs DataTrove's MinHash dedup on the same documents.
+"""Benchmark: hytron curation vs DataTrove, equal work end to end, and junk recall side by side.
 
-Builds a TinyWeb crawl, then in one run:
-  1. the whole default pipeline (`hytron.data.pipeline.curate`, one worker process, quality classifiers
-     trained in the run) -> documents/s per core;
-  2. fuzzy dedup alone, ours: word 5-gram shingles, MinHash 20x5, LSH, exact-Jaccard verification,
-     union-find (`hytron.data.dedup`), starting from the JSONL text;
-  3. fuzzy dedup alone, DataTrove 0.10 (`pip install 'hytron[bench]'`): its four MinHash stages
-     (signature, buckets, cluster, filter; 5-grams, 14x8, sha1) on one local task, from the same JSONL files;
-     its English word tokenizer needs `spacy` (a blank pipeline, no model download).
-Both dedups are scored against TinyWeb's truth: recall on `duplicate_near` docs and on all duplicates, and
-good documents wrongly removed. Rounds alternate (shared, noisy machine); medians are reported.
-The ratio (our dedup docs/s over DataTrove's) is printed last.
+Speed (same input, same work, one worker each, plain JSONL in and out): read a TinyWeb crawl, run web-page
+heuristic filters, dedup, and write kept and removed documents.
+  hytron     `curate` with the web profile; Gopher quality + repetition + C4 rules, exact + fuzzy dedup
+             (word 5-grams, MinHash 20x5, LSH, Jaccard check); language id, quality classifiers, PII and
+             decontamination switched off because the DataTrove chain has no counterpart that runs offline
+  DataTrove  0.10 (`pip install 'hytron[bench]'`): JsonlReader -> GopherRepetition -> GopherQuality -> C4Quality
+             -> FineWebQuality (each with an exclusion writer) -> JsonlWriter; then its four MinHash stages
+             (signature, buckets, cluster, filter with an exclusion writer; 5-grams, 14x8, sha1) from the
+             filtered JSONL, writing the kept documents; its English word tokenizer needs `spacy` (a blank
+             pipeline, no model download). Its LanguageFilter needs a downloaded fastText model: not run.
+Quality: per junk kind recall and good-document retention against the labels of TinyWeb and of RealText
+(real prose from this Python install with planted junk, `hytron.data.realtext`), for hytron `web` and
+`documents` (full pipelines as `hytron curate` runs them) and for the DataTrove chain above.
+The ratio (hytron end-to-end docs/s over DataTrove's) is printed last.
 
-    python bench/bench_curate.py [--docs 20000] [--rounds 3]
+    python bench/bench_curate.py [--docs 20000] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gzip
+import io
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from hytron.data import dedup, tinyweb
-from hytron.data.curate_config import CurateConfig
+from hytron.data import realtext, tinyweb
+from hytron.data.curate_config import load_curate_config
 from hytron.data.pipeline import curate
+from hytron.data.writers import iter_records
 
 
-def our_fuzzy_dedup(corpus: Path) -> set[str]:
-    cfg = CurateConfig().dedup
-    ids, shingles = [], []
-    for f in sorted(corpus.glob("*.jsonl")):
-        with f.open() as fh:
-            for line in fh:
-                d = json.loads(line)
-                ids.append(d["id"])
-                shingles.append(dedup.shingle_hashes(d["text"], cfg.ngram))
-    mh = dedup.MinHasher(cfg.bands * cfg.rows, cfg.seed)
-    sigs = np.stack([mh.signature(s) for s in shingles])
-    return {ids[d.index] for d in dedup.fuzzy_duplicates(sigs, shingles, cfg.bands, cfg.rows, cfg.threshold)}
+def hytron_equal_work(corpus: Path, out: Path) -> tuple[set[str], set[str]]:
+    cfg = load_curate_config(None, {"profile": "web", "language": {"enabled": False},
+                                    "quality": {"enabled": False}, "pii": {"enabled": False},
+                                    "decontam": {"enabled": False}, "executor": {"workers": 1}})
+    curate([corpus], out, cfg, progress=False)
+    return {r["id"] for r in iter_records(out, "kept")}, {r["id"] for r in iter_records(out, "removed")}
 
 
-def datatrove_fuzzy_dedup(corpus: Path, work: Path) -> set[str]:
+def _ids(folder: Path) -> set[str]:
+    out = set()
+    for f in folder.rglob("*.jsonl*"):
+        opener = gzip.open if f.suffix == ".gz" else open
+        with opener(f, "rt") as fh:
+            out |= {json.loads(line)["id"] for line in fh}
+    return out
+
+
+def datatrove_chain(corpus: Path, work: Path) -> tuple[set[str], set[str]]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -55,47 +64,63 @@ def datatrove_fuzzy_dedup(corpus: Path, work: Path) -> set[str]:
         MinhashDedupFilter,
         MinhashDedupSignature,
     )
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
+
+    def writer(name):
+        return JsonlWriter(str(work / name), compression=None)
 
     # DataTrove's defaults (5-grams, 14 buckets x 8 hashes) with sha1 shingle hashing as FineWeb used: its
     # default xxhash path passes str to xxhash, which xxhash>=4 rejects
     mc = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"))
     stages = [
-        [JsonlReader(str(corpus)), MinhashDedupSignature(str(work / "sigs"), config=mc)],
+        [JsonlReader(str(corpus)),
+         GopherRepetitionFilter(exclusion_writer=writer("removed/gopher_rep")),
+         GopherQualityFilter(exclusion_writer=writer("removed/gopher_qual")),
+         C4QualityFilter(filter_no_terminal_punct=False, exclusion_writer=writer("removed/c4")),
+         FineWebQualityFilter(exclusion_writer=writer("removed/fineweb")),
+         writer("filtered")],
+        [JsonlReader(str(work / "filtered")), MinhashDedupSignature(str(work / "sigs"), config=mc)],
         [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mc)],
         [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mc)],
-        [JsonlReader(str(corpus)), MinhashDedupFilter(str(work / "remove_ids"),
-                                                      exclusion_writer=JsonlWriter(str(work / "removed")))],
+        [JsonlReader(str(work / "filtered")),
+         MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=writer("removed/minhash")), writer("kept")],
     ]
     for i, pipeline in enumerate(stages):
-        tasks = mc.num_buckets if i == 1 else 1
-        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(work / f"logs{i}"),
-                              skip_completed=False).run()
-    removed = set()
-    for f in (work / "removed").glob("*.jsonl*"):
-        import gzip
-
-        opener = gzip.open if f.suffix == ".gz" else open
-        with opener(f, "rt") as fh:
-            removed |= {json.loads(line)["id"] for line in fh}
-    return removed
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its stats
+            LocalPipelineExecutor(pipeline=pipeline, tasks=mc.num_buckets if i == 2 else 1, workers=1,
+                                  logging_dir=str(work / f"logs{i}"), skip_completed=False).run()
+    return _ids(work / "kept"), _ids(work / "removed")
 
 
-def score(removed: set[str], labels: dict) -> dict:
-    near = [i for i, lab in labels.items() if lab["kind"] == "duplicate_near"]
-    dups = [i for i, lab in labels.items() if lab["kind"].startswith("duplicate")]
-    good = [i for i, lab in labels.items() if lab["kind"] in tinyweb.GOOD_KINDS]
-    return {"near_dup_recall": round(sum(i in removed for i in near) / len(near), 4),
-            "all_dup_recall": round(sum(i in removed for i in dups) / len(dups), 4),
-            "good_docs_removed": sum(i in removed for i in good), "removed": len(removed)}
+def score(kept: set[str], labels: dict, good_kinds, junk_kinds) -> dict:
+    def share(ids):
+        return sum(i in kept for i in ids) / max(len(ids), 1)
+
+    row = {k: 1 - share([i for i, lab in labels.items() if lab["kind"] == k]) for k in junk_kinds}
+    row["GOOD KEPT"] = share([i for i, lab in labels.items() if lab["kind"] in good_kinds])
+    return row
+
+
+def table(title: str, rows: dict[str, dict]) -> None:
+    names = list(rows)
+    print(f"\n{title}: junk recall per kind, and good documents kept")
+    print(f"| {'kind':18s} | " + " | ".join(f"{n:>20s}" for n in names) + " |")
+    for k in next(iter(rows.values())):
+        print(f"| {k:18s} | " + " | ".join(f"{rows[n][k]:>20.3f}" for n in names) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=20_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     try:
@@ -106,31 +131,46 @@ def main() -> None:
         pass
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        t = time.perf_counter()
         tinyweb.generate(work / "tw", args.docs, seed=0)
-        print(f"tinyweb: {args.docs} docs generated in {time.perf_counter() - t:.2f}s")
-        labels = tinyweb.read_labels(work / "tw")
+        realtext.build(work / "rt", seed=0)
         corpus = work / "tw" / "corpus"
-        cfg = CurateConfig()
-        cfg.executor.workers = 1
-        pipe_s, ours_s, dt_s = [], [], []
+        ours_s, dt_s = [], []
         for r in range(args.rounds):
             t = time.perf_counter()
-            manifest = curate([work / "tw"], work / f"cur{r}", cfg, progress=False)
-            pipe_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            ours = our_fuzzy_dedup(corpus)
+            ours_kept, ours_removed = hytron_equal_work(corpus, work / f"eq{r}")
             ours_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            theirs = datatrove_fuzzy_dedup(corpus, work / f"dt{r}")
+            dt_kept, dt_removed = datatrove_chain(corpus, work / f"dt{r}")
             dt_s.append(time.perf_counter() - t)
         n = args.docs
-        pipe, o, d = statistics.median(pipe_s), statistics.median(ours_s), statistics.median(dt_s)
-        print(f"default pipeline (1 worker): {n / pipe:,.0f} docs/s/core  ({pipe:.1f}s; kept "
-              f"{manifest['counts']['kept']}, removed {manifest['counts']['removed']})")
-        print(f"fuzzy dedup, hytron:    {n / o:,.0f} docs/s  ({o:.2f}s)  {score(ours, labels)}")
-        print(f"fuzzy dedup, datatrove: {n / d:,.0f} docs/s  ({d:.2f}s)  {score(theirs, labels)}")
-        print(f"ratio hytron/datatrove fuzzy dedup speed: {d / o:.2f}x")
+        assert len(ours_kept | ours_removed) == n, "hytron must account for every document"
+        o, d = statistics.median(ours_s), statistics.median(dt_s)
+        print(f"end to end, {n} TinyWeb docs, 1 worker each (read, filter, dedup, write kept and removed):")
+        print(f"  hytron web (equal work):   {n / o:8,.0f} docs/s ({o:.1f}s; kept {len(ours_kept)})")
+        print(f"  datatrove FineWeb chain:   {n / d:8,.0f} docs/s ({d:.1f}s; kept {len(dt_kept)}, "
+              f"removed {len(dt_removed)})")
+
+        rt_kept = {}
+        for profile in ("web", "documents"):
+            cfg = load_curate_config(None, {"profile": profile, "executor": {"workers": 1}})
+            curate([work / "tw"], work / f"tw-{profile}", cfg, progress=False)
+            curate([work / "rt" / "corpus"], work / f"rt-{profile}", cfg, progress=False)
+            rt_kept[profile] = {r["id"] for r in iter_records(work / f"rt-{profile}", "kept")}
+        tw_labels = tinyweb.read_labels(work / "tw")
+        rows = {f"hytron {p}": score({r["id"] for r in iter_records(work / f"tw-{p}", "kept")}, tw_labels,
+                                     tinyweb.GOOD_KINDS, tinyweb.JUNK_KINDS) for p in ("web", "documents")}
+        rows["datatrove chain"] = score(dt_kept, tw_labels, tinyweb.GOOD_KINDS, tinyweb.JUNK_KINDS)
+        table(f"TinyWeb ({n} docs)", rows)
+        rt_dt_kept, _ = datatrove_chain(work / "rt" / "corpus", work / "dt-rt")
+        rt_labels = realtext.read_labels(work / "rt")
+        rows = {f"hytron {p}": score(rt_kept[p], rt_labels, realtext.GOOD_KINDS, realtext.JUNK_KINDS)
+                for p in ("web", "documents")}
+        rows["datatrove chain"] = score(rt_dt_kept, rt_labels, realtext.GOOD_KINDS, realtext.JUNK_KINDS)
+        for name, kept in (("hytron web", rt_kept["web"]), ("hytron documents", rt_kept["documents"]),
+                           ("datatrove chain", rt_dt_kept)):
+            rows[name]["PROSE KEPT"] = score(kept, rt_labels, realtext.PROSE_KINDS, ())["GOOD KEPT"]
+        table(f"RealText ({len(rt_labels)} docs, Python {sys.version.split()[0]})", rows)
+        print(f"\nratio hytron/datatrove end-to-end speed (equal work): {d / o:.2f}x")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def serve_llama_cpp(gguf_path: Path, stop_ids: tuple[int, ...], args) -> float |
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path),
                              "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(args.threads),
-                             "--n_ctx", "2048", "--verbose", "False"],
+                             "--n_threads_batch", str(args.threads), "--n_ctx", "2048", "--logits_all", "False",
+                             "--verbose", "False"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -40,6 +40,7 @@ def test_report_is_self_contained_and_complete(report):
         for reason in reasons:
             assert f"<td>{reason}</td>" in html  # every removal reason of the funnel is listed
     assert "data:image/png;base64," in html  # the claim's plots are embedded
+    assert "Verdict: " in html and "95% CI" in html  # the claim's verdict and interval are shown
     assert (run["model"] / "README.md").is_file() and (run["model"] / "DATA_CARD.md").is_file()
 
 

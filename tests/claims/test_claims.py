@@ -1,14 +1,21 @@
-"""Every `hytron reproduce CLAIM --quick` runs on a CPU and writes result.json (headline, settings, seed) + PNGs."""
+"""`hytron reproduce CLAIM --quick --seeds 2` on a CPU: every result.json field, verdicts read off the interval,
+and every evaluation set disjoint by content from what the models trained on (checked here from the files
+the run left behind, not from the claim's own counts)."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
+from hytron.claims import stats
 from hytron.cli import main
 
 pytest.importorskip("matplotlib", reason="claim plots need matplotlib (pip install 'hytron[eval]')")
 PNG = b"\x89PNG\r\n\x1a\n"
+FIELDS = {"claim", "verdict", "headline", "settings", "seeds", "data_hashes", "disjointness", "tried_settings",
+          "environment", "plots", "seconds", "details"}
+ESTIMATE = {"per_seed", "n", "mean", "sd", "ci95", "threshold", "verdict"}
 
 
 @pytest.fixture(autouse=True)
@@ -22,77 +29,161 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _texts(path: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _jsonl(paths) -> list[dict]:
+    return [json.loads(line) for p in paths for line in Path(p).read_text(encoding="utf-8").splitlines() if line]
+
+
 def _reproduce(claim, out, capsys):
-    assert main(["reproduce", claim, "--out", str(out), "--quick"]) == 0
+    assert main(["reproduce", claim, "--out", str(out), "--quick", "--seeds", "2"]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
-    assert result["claim"] == claim and isinstance(result["seed"], int) and result["settings"]
-    assert result["plots"] and json.dumps(result["headline"], indent=2).splitlines()[1] in printed
+    assert f'"verdict": "{result["verdict"]}"' in printed
+    assert set(result) >= FIELDS, FIELDS - set(result)
+    assert result["claim"] == claim and result["seeds"] == [0, 1] and result["settings"]
+    assert result["verdict"] in stats.VERDICTS and result["tried_settings"]
+    criteria = result["headline"]["criteria"]
+    assert criteria
+    for c in criteria:  # every criterion: both seeds' values, the interval, and the verdict the interval gives
+        assert set(c) >= ESTIMATE and len(c["per_seed"]) == 2
+        if c["n"] == 2:
+            lo, hi = c["ci95"]
+            assert lo <= c["mean"] <= hi
+        assert c["verdict"] == stats.verdict(c, c["threshold"], c["higher_is_better"])
+    assert result["verdict"] == stats.overall(criteria)
     for name in result["plots"]:
         assert (out / name).read_bytes()[:8] == PNG, f"{name} is not a PNG"
     return result
 
 
+def _contained(evals: list[str], training: list[str]) -> int:
+    """Evaluation texts that occur inside any training text (case and spacing folded)."""
+    joined = "\n".join(stats.normalise(t) for t in training)
+    return sum(stats.normalise(e) in joined for e in evals)
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------
+def test_estimate_is_the_t_interval_over_seeds():
+    est = stats.estimate([1.0, 2.0, 3.0])
+    assert est["mean"] == 2.0 and est["sd"] == pytest.approx(1.0)
+    half = 4.303 / math.sqrt(3)  # t(0.975, 2)
+    assert est["ci95"] == pytest.approx([2 - half, 2 + half])
+    one = stats.estimate([5.0])
+    assert one["mean"] == 5.0 and one["ci95"] is None
+    assert stats.estimate([1.0, None, 3.0])["missing"] == 1
+
+
+def test_verdict_comes_from_the_interval_not_the_mean():
+    straddling = stats.estimate([4.0, 8.0, 9.0])  # mean 7 > 6, but the interval reaches below 6
+    assert straddling["mean"] > 6 and straddling["ci95"][0] < 6
+    assert stats.verdict(straddling, 6.0) == "inconclusive"
+    assert stats.verdict(stats.estimate([7.0, 7.2, 7.1]), 6.0) == "met"
+    assert stats.verdict(stats.estimate([2.0, 2.2, 2.1]), 6.0) == "not met"
+    assert stats.verdict(stats.estimate([0.010, 0.011, 0.012]), 0.015, higher_is_better=False) == "met"
+    assert stats.verdict(stats.estimate([7.0]), 6.0) == "inconclusive"  # one seed: no interval, no verdict
+    c = [stats.criterion("a", stats.estimate([7.0, 7.1]), 6.0), stats.criterion("b", stats.estimate([1.0, 9.0]), 5.0)]
+    assert stats.overall(c) == "inconclusive" and stats.overall(c[:1]) == "met"
+    assert stats.difference([1.0, 1.1, 1.2], [0.0, 0.1, 0.1])["separable"]
+
+
+def test_decontamination_drops_pasted_and_verbatim_items():
+    page = "Found this online. " + " ".join(f"w{i}" for i in range(60))
+    evals = [" ".join(f"w{i}" for i in range(10, 70)), "a completely different text " * 10]
+    kept, removed = stats.decontaminate(evals, str, [page], ngram=50)
+    assert removed == 1 and kept == evals[1:]
+    assert stats.decontaminate(["What is 2 + 2?"], str, ["Q: what is 2  + 2? A: 4"], ngram=13)[1] == 1
+
+
+# ---- the claims ----------------------------------------------------------------------------------------------------
 def test_reproduce_hybrid_quick(tmp_path, capsys):
     r = _reproduce("hybrid", tmp_path / "hybrid", capsys)
     h = r["headline"]
     p = h["parameters"]
     assert abs(p["hybrid"] - p["attention"]) / p["hybrid"] < 0.01  # equal parameters
+    assert h["layers"]["hybrid"] / h["attention_layers"]["hybrid"] >= 12  # Nemotron-like attention share
     assert "M" not in h["patterns"]["attention"] and "M" in h["patterns"]["hybrid"]
-    assert h["context"] == r["settings"]["contexts"][-1] and math.isfinite(h["decode_speedup"])
-    # KV memory grows with context for attention; the hybrid holds 1 attention layer in 4 mixers
-    pts = r["details"]["points"]
-    assert pts["attention"][-1]["state_bytes_per_seq"] > pts["attention"][0]["state_bytes_per_seq"]
-    assert h["memory_ratio"] > 2
-
-
-def test_reproduce_data_quick(tmp_path, capsys):
-    r = _reproduce("data", tmp_path / "data", capsys)
-    runs = r["details"]["runs"]
-    assert set(runs) == {"raw", "curated", "curated+rephrased"}
-    final_tokens = {n: v["evals"][-1]["tokens"] for n, v in runs.items()}
-    assert len(set(final_tokens.values())) == 1  # same tokens for every run
-    h = r["headline"]
-    assert h["raw_final_val_loss"] == runs["raw"]["evals"][-1]["val_loss"]
-    assert h["raw_tokens"] <= final_tokens["raw"]
-    for name in ("curated", "curated+rephrased"):
-        t = h[f"{name}_tokens_to_raw_loss"]
-        reached = min(e["val_loss"] for e in runs[name]["evals"]) <= h["raw_final_val_loss"]
-        assert (t is not None) == reached
-        if t is not None:
-            assert h[f"{name}_speedup"] == pytest.approx(h["raw_tokens"] / t)
-    assert all(0 <= e["qa_acc"] <= 1 for v in runs.values() for e in v["evals"])
+    # each model at its own largest batch under the same memory budget: the hybrid's state is smaller
+    assert h["batches"]["hybrid"] >= h["batches"]["attention"]
+    w = r["details"]["workload"]
+    assert len(w["hybrid"]) == len(w["attention"]) == 2 and all(x["prefill_s"] > 0 for x in w["hybrid"])
+    assert h["memory_ratio_at_longest_context"] > 3
+    # random-weight timing subjects: no training data, so nothing to be disjoint from
+    assert r["disjointness"] == {} and r["data_hashes"] == {}
 
 
 def test_reproduce_nvfp4_quick(tmp_path, capsys):
-    r = _reproduce("nvfp4", tmp_path / "nvfp4", capsys)
+    out = tmp_path / "nvfp4"
+    r = _reproduce("nvfp4", out, capsys)
     h = r["headline"]
     runs = r["details"]["runs"]
-    base = runs["bf16"]["evals"][-1]["val_loss"]
-    assert h["gaps"]["bf16"] == 0.0
-    assert h["nvfp4_gap"] == pytest.approx((runs["nvfp4"]["evals"][-1]["val_loss"] - base) / base)
-    assert abs(h["nvfp4_gap"]) < 0.2  # a few steps of 4-bit training track bf16 closely, not wildly
-    # the runs saw identical batches: their first training losses agree to quantization noise only
-    assert runs["nvfp4"]["train"][0]["loss"] == pytest.approx(runs["bf16"]["train"][0]["loss"], rel=0.02)
+    for sd in ("0", "1"):
+        base = runs["bf16"][sd]["evals"][-1]["val_loss"]
+        gap = (runs["nvfp4"][sd]["evals"][-1]["val_loss"] - base) / base
+        assert h["gaps"]["nvfp4"]["per_seed"][int(sd)] == pytest.approx(gap)
+        # recipes of one seed saw identical batches: first training losses agree to quantization noise
+        assert runs["nvfp4"][sd]["train"][0]["loss"] == pytest.approx(runs["bf16"][sd]["train"][0]["loss"], rel=0.02)
+    assert runs["bf16"]["0"]["train"][0]["loss"] != runs["bf16"]["1"]["train"][0]["loss"]  # seeds differ
+    val = _texts(out / "eval" / "validation.jsonl")
+    crawl = [d["text"] for d in _jsonl(sorted((out / "work" / "tinyweb" / "corpus").glob("*.jsonl")))]
+    assert val and _contained(val, crawl) == 0
+    assert r["disjointness"]["validation"]["train_crawl"] == 0
+
+
+@pytest.mark.slow
+def test_reproduce_data_quick(tmp_path, capsys):
+    out = tmp_path / "data"
+    r = _reproduce("data", out, capsys)
+    shares = r["settings"]["junk_shares"]
+    by = r["headline"]["by_junk_share"]
+    assert set(by) == {f"{j:g}" for j in shares}
+    for j in shares:
+        key = f"junk_{j:g}"
+        meta = json.loads((out / "work" / key / "tinyweb" / "tinyweb.json").read_text())
+        assert meta["junk_share"] == pytest.approx(j, abs=1e-3)
+        runs = r["details"][key]["runs"]
+        assert set(runs) == {"raw", "curated"}
+        assert len({v[sd]["evals"][-1]["tokens"] for v in runs.values() for sd in v}) == 1  # same tokens
+        crawl = [d["text"] for d in _jsonl(sorted((out / "work" / key / "tinyweb" / "corpus").glob("*.jsonl")))]
+        for name in ("validation", "qa"):
+            evals = _texts(out / "eval" / f"{key}_{name}.jsonl")
+            assert evals and _contained(evals, crawl) == 0, name  # curated text is a subset of the crawl
+        assert all(0 <= a <= 1 for a in by[f"{j:g}"]["curated_final_qa_acc"]["per_seed"])
+
+
+@pytest.mark.slow
+def test_reproduce_reasoning_quick(tmp_path, capsys):
+    out = tmp_path / "reasoning"
+    r = _reproduce("reasoning", out, capsys)
+    h, d = r["headline"], r["details"]
+    for sd in ("0", "1"):
+        res = d["results"]["test"][sd]
+        assert set(res) == {"before", "after", "concise SFT"}
+        for m in res.values():
+            assert m["mean_total_tokens"] == pytest.approx(m["mean_thinking_tokens"] + m["mean_answer_tokens"])
+            assert [c["budget"] for c in m["curve"]] == r["settings"]["budgets"]
+    ratios = [d["results"]["test"][sd]["before"]["mean_thinking_tokens"]
+              / max(d["results"]["test"][sd]["after"]["mean_thinking_tokens"], 1e-9) for sd in ("0", "1")]
+    assert h["criteria"][0]["per_seed"] == pytest.approx(ratios)
+    # held out by content: no test or dev question occurs in any SFT, distillation or GRPO pool of any seed
+    training = []
+    for seed_dir in sorted((out / "work").glob("seed_*")):
+        rows = _jsonl(sorted(seed_dir.glob("*.jsonl")))
+        training += [m["content"] for row in rows if "messages" in row for m in row["messages"] if m["role"] == "user"]
+        training += _texts(seed_dir / "rl_prompts.jsonl")
+    assert len(training) > 400
+    for split in ("test", "dev"):
+        questions = _texts(out / "eval" / f"{split}.jsonl")
+        assert questions and _contained(questions, training) == 0, split
+    assert not set(_texts(out / "eval" / "test.jsonl")) & set(_texts(out / "eval" / "dev.jsonl"))
 
 
 def test_reproduce_rejects_unknown_claims(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "speed", "--out", "x"])
     assert "invalid choice" in capsys.readouterr().err
-
-
-def test_reproduce_reasoning_quick(tmp_path, capsys):
-    r = _reproduce("reasoning", tmp_path / "reasoning", capsys)
-    h, d = r["headline"], r["details"]
-    assert h["thinking_tokens_before"] == d["before"]["mean_thinking_tokens"]
-    assert h["token_ratio"] == pytest.approx(d["before"]["mean_thinking_tokens"]
-                                             / max(d["after"]["mean_thinking_tokens"], 1e-9))
-    for side in ("before", "after"):
-        budgets = [c["budget"] for c in d[side]["curve"]]
-        assert budgets == r["settings"]["budgets"]
-        capped = [c for c in d[side]["curve"] if c["budget"] == 0]
-        assert capped and capped[0]["mean_thinking_tokens"] <= 1  # budget 0 (grace 0): thinking closed at once
 
 
 def test_equal_accuracy_ratio():
@@ -107,3 +198,30 @@ def test_equal_accuracy_ratio():
     assert equal_accuracy_ratio({**before, "accuracy": 0.0}, after) is None  # nothing solved: no ratio
     zero = {"curve": [{"accuracy": 0.9, "mean_thinking_tokens": 0.0}]}
     assert equal_accuracy_ratio(before, zero) == pytest.approx(100.0)  # at least one token in the denominator
+
+
+def test_settings_overrides_are_validated_before_anything_runs(tmp_path):
+    from hytron.claims import run_claim
+    from hytron.config import ConfigError
+
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_claim("data", tmp_path, quick=True, overrides={"junk_share": 0.5})
+    with pytest.raises((ConfigError, TypeError, ValueError), match="junk_shares"):
+        run_claim("data", tmp_path, quick=True, overrides={"junk_shares": "lots"})
+    with pytest.raises(ValueError, match="junk_shares"):
+        run_claim("data", tmp_path, quick=True, overrides={"junk_shares": [1.5]})
+    assert not any(tmp_path.iterdir())  # nothing was generated or trained
+
+
+def test_tinyweb_junk_share_sets_the_junk_documents_and_keeps_the_mix(tmp_path):
+    from hytron.data.tinyweb import JUNK_KINDS, PROPORTIONS, generate, proportions, read_labels
+
+    p = proportions(0.8)
+    assert sum(p.values()) == pytest.approx(1) and sum(p[k] for k in JUNK_KINDS) == pytest.approx(0.8)
+    assert p["spam"] / p["gibberish"] == pytest.approx(PROPORTIONS["spam"] / PROPORTIONS["gibberish"])
+    assert proportions(None) == PROPORTIONS
+    meta = generate(tmp_path, n_docs=1000, junk_share=0.8)
+    junk = sum(lab["kind"] in JUNK_KINDS for lab in read_labels(tmp_path).values())
+    assert meta["junk_share"] == pytest.approx(0.8) and 0.75 < junk / 1000 < 0.85
+    with pytest.raises(ValueError, match="junk_share"):
+        proportions(1.0)

@@ -108,3 +108,18 @@ def test_missing_tokenizer_and_bad_outtype_are_clear_errors(dense_dir, tmp_path,
         export_gguf(dense_dir, tmp_path / "x.gguf", "q4_k")
     with pytest.raises(SystemExit):
         main(["export", "gguf", str(dense_dir), "--out", str(tmp_path / "x.gguf"), "--outtype", "q4_k"])
+
+
+def test_checkpoint_written_by_transformers_exports_to_the_same_file(moe_dir, tmp_path):
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(moe_dir, dtype=torch.float32)
+    hf.save_pretrained(tmp_path / "hf")  # transformers' names, stacked or per-expert layout and config keys
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / "hf" / name).write_bytes((moe_dir / name).read_bytes())
+    ours = gguf.GGUFReader(export_gguf(moe_dir, tmp_path / "a.gguf"))
+    theirs = gguf.GGUFReader(export_gguf(tmp_path / "hf", tmp_path / "b.gguf"))
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    for a, b in zip(ours.tensors, theirs.tensors):
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data), err_msg=a.name)

@@ -43,17 +43,19 @@ def train_and_track(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate: 
     and at the end; returns {"train": [{step, tokens, loss}], "evals": [{step, tokens, **metrics}], ...}."""
     torch.manual_seed(s.seed)
     model = HybridLM(HybridConfig.from_name(s.preset, vocab_size=vocab_size))
+    optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, grad_clip=1.0)  # WSD, decay 0.1, AdamW(0.9, 0.95)
     recipe = None
     if precision and precision not in ("fp32",):
         from hytron.lowp import PrecisionRecipe, convert
 
-        recipe = PrecisionRecipe.from_name(precision)
+        # "RECIPE+switch": the paper's late switch (App. D), forward GEMMs to high precision when the LR decay starts
+        base, switch = precision.removesuffix("+switch"), precision.endswith("+switch")
+        recipe = PrecisionRecipe.from_name(base, high_precision_from=1 - optim.decay_fraction if switch else None)
         convert(model, recipe)
-    optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, grad_clip=1.0)  # WSD, decay 0.1, AdamW(0.9, 0.95)
     opt = make_optimizer(model, optim)
     loader = PackedLoader(data_dir, s.seq_len, s.batch_size, seed=s.seed)
     tokens_per_step = s.batch_size * s.seq_len
-    train, evals, step_times = [], [], []
+    train, evals, step_times, switched = [], [], [], False
 
     def run_eval(step: int) -> None:
         model.eval()
@@ -66,6 +68,11 @@ def train_and_track(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate: 
 
     model.train()
     for step in range(s.steps):
+        if recipe is not None and recipe.should_switch(step, s.steps) and not switched:
+            from hytron.lowp import set_high_precision
+
+            set_high_precision(model, True, passes=recipe.high_precision_passes)
+            switched = True
         set_lr(opt, step, s.steps, optim)
         x, y = next(loader)
         t0 = time.perf_counter()
@@ -105,16 +112,35 @@ def environment() -> dict:
             "machine": platform.machine(), "cuda": torch.cuda.is_available()}
 
 
-def write_result(out: Path, claim: str, headline: dict, settings, seed: int, details: dict, plots: list[str],
-                 started: float) -> dict:
-    """OUT/result.json: claim, headline figure, settings, seed, environment, details, plot files, seconds."""
-    result = {"claim": claim, "headline": headline,
+def write_result(out: Path, claim: str, headline: dict, settings, seeds: list[int], details: dict, plots: list[str],
+                 started: float, *, data_hashes: dict[str, str], disjointness: dict[str, dict[str, int]],
+                 tried_settings: list[dict]) -> dict:
+    """OUT/result.json: claim, verdict, headline (criteria with per-seed values, mean, 95% interval, verdict),
+    settings, seeds, data hashes, eval-vs-train overlap counts, the settings tried, environment, plots, seconds."""
+    result = {"claim": claim, "verdict": headline.get("verdict"), "headline": headline,
               "settings": asdict(settings) if hasattr(settings, "__dataclass_fields__") else settings,
-              "seed": seed, "environment": environment(), "plots": plots,
+              "seeds": list(seeds), "data_hashes": data_hashes, "disjointness": disjointness,
+              "tried_settings": tried_settings, "environment": environment(), "plots": plots,
               "seconds": round(time.perf_counter() - started, 2), "details": details}
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def write_texts(path: Path, texts) -> Path:
+    """A JSONL file of {"text"} rows: the evaluation sets and pools a claim used, kept next to result.json so
+    anyone can check them against the training data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    return path
+
+
+def seeds_for(n: int, first: int = 0) -> list[int]:
+    if n < 1:
+        raise ValueError(f"--seeds must be >= 1, got {n}")
+    return list(range(first, first + n))
 
 
 def pyplot():
@@ -132,10 +158,32 @@ def pyplot():
 def line_plot(path: Path, series: dict[str, tuple[list[float], list[float]]], *, xlabel: str, ylabel: str,
               title: str, logx: bool = False, logy: bool = False, hline: float | None = None) -> str:
     """One PNG line chart: series name -> (xs, ys). Returns the file name."""
+    return seed_plot(path, {n: [xy] for n, xy in series.items()}, xlabel=xlabel, ylabel=ylabel, title=title,
+                     logx=logx, logy=logy, hline=hline)
+
+
+def seed_plot(path: Path, series: dict[str, list[tuple[list[float], list[float]]]], *, xlabel: str, ylabel: str,
+              title: str, logx: bool = False, logy: bool = False, hline: float | None = None) -> str:
+    """One PNG chart of curves with seed spread: series name -> one (xs, ys) per seed. Each seed is drawn thin,
+    the mean across seeds (at the xs all seeds share) bold, with the min-max band shaded. Returns the file name."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o" if len(xs) <= 40 else None, markersize=3, linewidth=1.2, label=name)
+    for i, (name, runs) in enumerate(series.items()):
+        color = f"C{i % 10}"
+        runs = [(xs, ys) for xs, ys in runs if xs]
+        for xs, ys in runs if len(runs) > 1 else []:
+            ax.plot(xs, ys, color=color, linewidth=0.6, alpha=0.45)
+        if not runs:
+            continue
+        common = sorted(set.intersection(*(set(xs) for xs, _ in runs)))
+        cols = [[dict(zip(xs, ys))[x] for x in common] for xs, ys in runs]
+        mean = [sum(c[j] for c in cols) / len(cols) for j in range(len(common))]
+        label = name if len(runs) == 1 else f"{name} (mean of {len(runs)} seeds)"
+        ax.plot(common, mean, color=color, marker="o" if len(common) <= 40 else None, markersize=3, linewidth=1.6,
+                label=label)
+        if len(runs) > 1:
+            ax.fill_between(common, [min(c[j] for c in cols) for j in range(len(common))],
+                            [max(c[j] for c in cols) for j in range(len(common))], color=color, alpha=0.15)
     if hline is not None:
         ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
     if logx:
@@ -147,6 +195,32 @@ def line_plot(path: Path, series: dict[str, tuple[list[float], list[float]]], *,
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def interval_plot(path: Path, criteria: list[dict], *, title: str) -> str:
+    """One PNG: per criterion, the per-seed values (dots), the mean and its 95% interval (bar), the threshold
+    (dashed) and the verdict. Returns the file name."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(criteria), figsize=(3.2 * len(criteria), 3.4), dpi=110, squeeze=False)
+    for ax, c in zip(axes[0], criteria):
+        vals = [v for v in c["per_seed"] if v is not None]
+        ax.scatter([0] * len(vals), vals, color="C0", s=14, zorder=3, label="seeds")
+        if c["mean"] is not None:
+            lo, hi = c["ci95"] or (c["mean"], c["mean"])
+            ax.errorbar([0.25], [c["mean"]], yerr=[[c["mean"] - lo], [hi - c["mean"]]], fmt="s", color="C1",
+                        capsize=5, label="mean, 95% CI")
+        ax.axhline(c["threshold"], color="grey", linestyle="--", linewidth=1, label="threshold")
+        ax.set_xlim(-0.5, 0.75)
+        ax.set_xticks([])
+        ax.set_title(f"{c['name']}\n{c['verdict']}", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -1,17 +1,22 @@
 """Claim `reasoning`: after efficient-reasoning training, the same accuracy with several times fewer thinking tokens.
 
 The seed's claim: the same answer quality in 2,000 thinking tokens instead of 10,000 (5x). Here, with the
-library of `hytron.reasoning` and `hytron.train` (the same steps as bench/bench_reasoning.py, at a size
-chosen for one command):
-  1. SFT a tiny hybrid from scratch on verbose traces of multi-step arithmetic  -> "before";
+library of `hytron.reasoning` and `hytron.train`, per seed, on multi-step arithmetic:
+  1. SFT a tiny hybrid from scratch on verbose traces                                  -> "before";
   2. rejection-sampling self-distillation: sample traces, keep each problem's shortest correct one, SFT on
-     those rows from the current model (`distill_rounds` rounds);
-  3. GRPO (Dr.GRPO normalisation, length penalty on correct answers only)        -> "after".
-Both models (and the model after step 2) are evaluated greedily on the same held-out problems at several
-thinking budgets.
-Headline: mean thinking tokens before / after (unbounded budget) with the accuracy change, and the ratio at
-equal accuracy: before's mean thinking tokens over the fewest mean tokens at which "after" (at any budget) is
-within 1 point of before's accuracy (`null` if it never is, or if "before" solves nothing).
+     those rows from the current model (`distill_rounds` rounds), then GRPO (Dr.GRPO normalisation, length
+     penalty on correct answers only)                                                   -> "after";
+  3. the baseline a sceptic asks for: the same SFT from scratch on *concise* traces     -> "concise SFT".
+Held-out problems: every question falls in one of ten regions by a hash of its text
+(`hytron.reasoning.tasks.region`); SFT and distillation pools are drawn from regions 2-9 only, the test
+set from region 0 and the dev set from region 1, and both are then exact-deduplicated against the GRPO
+prompts (decoded from what GRPO actually rolls out). The claim asserts the overlap counts are zero.
+Each model is evaluated greedily at several thinking budgets; per answer we count thinking tokens, answer
+tokens (after `</think>`) and total generated tokens.
+
+Headline per seed: before's mean thinking tokens / after's (unbounded budget) and the accuracy change in
+points; criteria: ratio ≥ 5 and change ≥ -1 point, each read off its 95% interval over seeds. The dev split
+carries the same measurements, so settings can be compared there without touching the test set.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hytron.claims.common import line_plot, write_result
+from hytron.claims import stats
+from hytron.claims.common import interval_plot, seed_plot, seeds_for, write_result, write_texts
+
+TEST_REGION, DEV_REGION = 0, 1
 
 
 @dataclass
@@ -30,22 +38,53 @@ class ReasoningClaimSettings:
     sft_steps: int = 600
     sft_batch: int = 16
     distill_rounds: int = 2
-    distill_problems: int = 300
+    distill_problems: int = 500
     distill_samples: int = 6
-    distill_steps: int = 150
-    rl_steps: int = 20
+    distill_steps: int = 80
+    rl_steps: int = 30
     rl_prompts: int = 8
     rl_group: int = 6
     eval_problems: int = 200
+    dev_problems: int = 100
     max_tokens: int = 256
-    budgets: list[int | None] = field(default_factory=lambda: [0, 8, 16, 32, 64, None])
+    budgets: list[int | None] = field(default_factory=lambda: [16, 32, 64, None])
     seed: int = 0
 
 
-FULL = ReasoningClaimSettings()  # ~15-25 min on 2 shared CPU cores with --threads 1
+FULL = ReasoningClaimSettings()  # ~15-20 min per seed on 2 shared CPU cores with --threads 1
 QUICK = ReasoningClaimSettings(train_problems=200, sft_steps=6, sft_batch=4, distill_problems=6, distill_samples=2,
                                distill_steps=2, rl_steps=1, rl_prompts=2, rl_group=2, eval_problems=6,
-                               max_tokens=48, budgets=[0, 8, None])
+                               dev_problems=4, max_tokens=48, budgets=[0, 8, None])
+# every configuration measured before this protocol, all on problems that overlapped training
+TRIED = [
+    {"distill_rounds": 2, "distill_problems": 300, "distill_samples": 6, "distill_steps": 150, "rl_steps": 20,
+     "result": "3.51x fewer thinking tokens, -18.5 points (claim module, seed 0)"},
+    {"distill_rounds": 3, "distill_problems": 500, "distill_samples": 8, "distill_steps": 80, "rl_steps": 40,
+     "result": "6.38x, +2.0 points (bench/bench_reasoning.py, seed 0)"},
+    {"distill_rounds": 2, "distill_problems": 500, "distill_samples": 8, "distill_steps": 80, "rl_steps": 20,
+     "result": "4.14x, +1.3 points (bench/bench_reasoning.py, seed 0)"},
+]
+
+
+def region_problems(n: int, seed: int, regions: set[int], exclude: set[str] = frozenset()) -> list:
+    """The first `n` arithmetic problems of seed `seed` whose region is in `regions` and whose question is not
+    in `exclude` (normalised), deduplicated."""
+    from hytron.reasoning.tasks import generate_problems, region
+
+    out, seen, batch = [], set(exclude), max(64, 4 * n)
+    start = 0
+    while len(out) < n:
+        for p in generate_problems("arithmetic", start + batch, seed)[start:]:
+            q = stats.normalise(p.question)
+            if region(p) in regions and q not in seen:
+                seen.add(q)
+                out.append(p)
+                if len(out) == n:
+                    break
+        start += batch
+        if start > 200 * max(n, 1) + 10_000:
+            raise ValueError(f"reasoning claim: could not draw {n} problems in regions {sorted(regions)}")
+    return out
 
 
 def _sft(out: Path, data: Path, steps: int, lr: float, batch: int, seed: int, *, tokenizer: str = "",
@@ -62,6 +101,24 @@ def _sft(out: Path, data: Path, steps: int, lr: float, batch: int, seed: int, *,
     return sft(cfg, progress=False)["model_dir"]
 
 
+def evaluate(model_dir: str, problems: list, budgets: list, max_tokens: int) -> dict:
+    """Greedy accuracy and mean thinking / answer / total generated tokens per answer, at every budget."""
+    from hytron.reasoning import load_solver
+
+    solver = load_solver(model_dir)
+    curve = []
+    for b in budgets:
+        attempts = [a[0] for a in solver.solve(problems, thinking=True, max_thinking_tokens=b, max_tokens=max_tokens)]
+        n = max(1, len(attempts))
+        total = [len(a.token_ids) for a in attempts]
+        curve.append({"budget": b, "accuracy": sum(a.correct for a in attempts) / n,
+                      "mean_thinking_tokens": sum(a.thinking_tokens for a in attempts) / n,
+                      "mean_answer_tokens": sum(t - a.thinking_tokens for t, a in zip(total, attempts)) / n,
+                      "mean_total_tokens": sum(total) / n, "n": len(attempts)})
+    full = next(c for c in curve if c["budget"] is None)
+    return {**{k: v for k, v in full.items() if k != "budget"}, "curve": curve}
+
+
 def equal_accuracy_ratio(before: dict, after: dict, tolerance: float = 0.01) -> float | None:
     """before's mean thinking tokens / the fewest mean tokens (at least 1) of an `after` budget point within
     `tolerance` of before's accuracy; None when none is, or when `before` solves nothing (no accuracy to keep)."""
@@ -71,84 +128,124 @@ def equal_accuracy_ratio(before: dict, after: dict, tolerance: float = 0.01) -> 
     return before["mean_thinking_tokens"] / max(min(ok), 1.0)
 
 
-def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings | None = None, log=print) -> dict:
+def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict:
+    """Train before / after / concise SFT for one seed; returns the pools (question texts), models and stats."""
     from hytron.config import from_dict
-    from hytron.reasoning import evaluate_reasoning, generate_problems, load_solver, sft_rows, shortest_correct_rows
+    from hytron.reasoning import load_solver, sft_rows, shortest_correct_rows
     from hytron.reasoning.data import write_jsonl
-    from hytron.reasoning.grpo import run_grpo
+    from hytron.reasoning.grpo import problem_prompts
     from hytron.tokenizer import Tokenizer
-    from hytron.train.rl import RLConfig
+    from hytron.train.rl import RLConfig, grpo
 
-    started = time.perf_counter()
-    s = settings or (QUICK if quick else FULL)
-    out = Path(out)
-    work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    stages: dict = {}
-
-    def evaluate(model_dir: str) -> dict:
-        return evaluate_reasoning(model_dir, kinds="arithmetic", n=s.eval_problems, budgets=s.budgets,
-                                  max_tokens=s.max_tokens)
-
-    # 1. verbose SFT from scratch
-    rows = sft_rows(generate_problems("arithmetic", s.train_problems, seed=s.seed), "verbose", seed=s.seed,
-                    off_share=0.1, truncated_share=0.05)
-    data = write_jsonl(rows, work / "sft_verbose.jsonl")
+    train_regions = set(range(2, 10))
+    problems = region_problems(s.train_problems, seed, train_regions)
+    pools = {"sft": [p.question for p in problems]}
+    rows = sft_rows(problems, "verbose", seed=seed, off_share=0.1, truncated_share=0.05)
     tok = Tokenizer.train(("\n".join(m["content"] + "\n" + m.get("reasoning_content", "") for m in r["messages"])
                            for r in rows), vocab_size=512)
     tok.save(work / "tokenizer")
-    model = _sft(work / "sft_verbose", data, s.sft_steps, 4e-3, s.sft_batch, s.seed, tokenizer=str(work / "tokenizer"))
-    before = evaluate(model)
-    log(f"before: accuracy {before['accuracy']:.3f}, mean thinking tokens {before['mean_thinking_tokens']:.1f}")
-
-    # 2. rejection-sampling self-distillation
-    distilled_rounds = 0
+    models = {"before": _sft(work / "sft_verbose", write_jsonl(rows, work / "sft_verbose.jsonl"), s.sft_steps, 4e-3,
+                             s.sft_batch, seed, tokenizer=str(work / "tokenizer"))}
+    concise = sft_rows(problems, "concise", seed=seed, off_share=0.1, truncated_share=0.05)
+    models["concise SFT"] = _sft(work / "sft_concise", write_jsonl(concise, work / "sft_concise.jsonl"), s.sft_steps,
+                                 4e-3, s.sft_batch, seed, tokenizer=str(work / "tokenizer"))
+    model, stages = models["before"], {}
     for k in range(s.distill_rounds):
-        pool = generate_problems("arithmetic", s.distill_problems, seed=100 + k)
-        rows_k, stats = shortest_correct_rows(load_solver(model), pool, samples=s.distill_samples, temperature=1.0,
-                                              seed=100 + k, max_tokens=s.max_tokens)
-        stages[f"distill_{k}"] = stats
+        pool = region_problems(s.distill_problems, 100 + 10 * seed + k, train_regions)
+        pools[f"distill_{k}"] = [p.question for p in pool]
+        rows_k, st = shortest_correct_rows(load_solver(model), pool, samples=s.distill_samples, temperature=1.0,
+                                           seed=100 + k, max_tokens=s.max_tokens)
+        stages[f"distill_{k}"] = st
         if not rows_k:
-            log(f"distill round {k}: no correct samples, round skipped")
+            log(f"  seed {seed} distill round {k}: no correct samples, round skipped")
             continue
         model = _sft(work / f"distill_{k}", write_jsonl(rows_k, work / f"distill_{k}.jsonl"), s.distill_steps, 1e-3,
-                     s.sft_batch, s.seed + k + 1, init_from=model)
-        distilled_rounds += 1
-        log(f"distill round {k}: {stats}")
-
-    distilled = evaluate(model) if distilled_rounds else None  # measure what each stage does to accuracy and length
-    if distilled is not None:
-        log(f"after distillation: accuracy {distilled['accuracy']:.3f}, mean thinking tokens "
-            f"{distilled['mean_thinking_tokens']:.1f}")
-
-    # 3. GRPO with the length penalty on correct answers
+                     s.sft_batch, seed + k + 1, init_from=model)
     if s.rl_steps:
         shutil.rmtree(work / "rl", ignore_errors=True)
         cfg = from_dict(RLConfig, {
             "name": "rl", "out_dir": str(work / "rl"), "steps": s.rl_steps, "log_every": 1, "checkpoint_every": 0,
-            "seed": s.seed, "model": {"init_from": model},
+            "seed": seed, "model": {"init_from": model},
             "optim": {"lr": 2e-4, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0},
             "rl": {"kinds": ["arithmetic"], "prompts_per_step": s.rl_prompts, "group_size": s.rl_group,
                    "max_tokens": s.max_tokens, "length_penalty": 0.5}})
-        model = run_grpo(cfg, progress=False)["model_dir"]
-    after = evaluate(model)
-    log(f"after: accuracy {after['accuracy']:.3f}, mean thinking tokens {after['mean_thinking_tokens']:.1f}")
+        prompts_for_step = problem_prompts(cfg)  # exactly what GRPO rolls out, decoded back to text
+        pools["rl"] = [tok.decode(p.prompt_ids) for step in range(s.rl_steps) for p in prompts_for_step(step, tok)]
+        write_texts(work / "rl_prompts.jsonl", pools["rl"])
+        model = grpo(cfg, prompts_for_step, progress=False)["model_dir"]
+    models["after"] = model
+    return {"models": models, "pools": pools, "stages": stages}
 
-    headline = {"metric": "mean thinking tokens before / after efficient-reasoning training (unbounded budget)",
-                "token_ratio": before["mean_thinking_tokens"] / max(after["mean_thinking_tokens"], 1e-9),
-                "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-                "accuracy_change_points": 100 * (after["accuracy"] - before["accuracy"]),
-                "thinking_tokens_before": before["mean_thinking_tokens"],
-                "thinking_tokens_after": after["mean_thinking_tokens"],
-                "equal_accuracy_token_ratio": equal_accuracy_ratio(before, after),
-                "goal": ">= 5x fewer thinking tokens with accuracy within 1 point"}
-    curves = {"before (verbose SFT)": before, **({"after distillation": distilled} if distilled else {}),
-              "after (distill + GRPO)": after}
-    points = {n: sorted(r["curve"], key=lambda c: c["mean_thinking_tokens"]) for n, r in curves.items()}
-    plots = [line_plot(out / "budget_curves.png",
-                       {n: ([c["mean_thinking_tokens"] for c in pts], [100 * c["accuracy"] for c in pts])
-                        for n, pts in points.items()},
+
+def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings | None = None, seeds: int = 3,
+        log=print) -> dict:
+    started = time.perf_counter()
+    s = settings or (QUICK if quick else FULL)
+    out = Path(out)
+    seed_list = seeds_for(seeds)
+    trained = {sd: one_seed(out / "work" / f"seed_{sd}", s, sd, log) for sd in seed_list}
+    every_pool = [q for t in trained.values() for pool in t["pools"].values() for q in pool]
+    # test and dev: their own regions, and not asked by any GRPO prompt of any seed (substring of the prompt)
+    rl_text = "\n".join(stats.normalise(q) for t in trained.values() for q in t["pools"].get("rl", []))
+    test_all = region_problems(s.eval_problems + 200, 1_000_003, {TEST_REGION})
+    dev_all = region_problems(s.dev_problems + 200, 2_000_003, {DEV_REGION})
+    test = [p for p in test_all if stats.normalise(p.question) not in rl_text][:s.eval_problems]
+    dev = [p for p in dev_all if stats.normalise(p.question) not in rl_text][:s.dev_problems]
+    write_texts(out / "eval" / "test.jsonl", (p.question for p in test))
+    write_texts(out / "eval" / "dev.jsonl", (p.question for p in dev))
+    pool_names = sorted({name for t in trained.values() for name in t["pools"]})
+    pool_text = {name: "\n".join(stats.normalise(q) for t in trained.values() for q in t["pools"].get(name, []))
+                 for name in pool_names}
+    disjoint = {split: {name: sum(stats.normalise(p.question) in pool_text[name] for p in probs)
+                        for name in pool_names} for split, probs in (("test", test), ("dev", dev))}
+    results: dict = {"test": {}, "dev": {}}
+    for sd, t in trained.items():
+        for split, probs in (("test", test), ("dev", dev)):
+            results[split][sd] = {name: evaluate(m, probs, s.budgets, s.max_tokens) for name, m in t["models"].items()}
+        r = results["test"][sd]
+        log(f"seed {sd}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking "
+                                       f"/ {v['mean_total_tokens']:.1f} total tokens" for n, v in r.items()))
+
+    def per_seed(split: str, fn) -> list:
+        return [fn(results[split][sd]) for sd in seed_list]
+
+    ratio = lambda r: r["before"]["mean_thinking_tokens"] / max(r["after"]["mean_thinking_tokens"], 1e-9)
+    change = lambda r: 100 * (r["after"]["accuracy"] - r["before"]["accuracy"])
+    criteria = [stats.criterion("thinking-token ratio before / after", stats.estimate(per_seed("test", ratio)), 5.0),
+                stats.criterion("accuracy change after - before (points)", stats.estimate(per_seed("test", change)),
+                                -1.0)]
+    summary = {split: {name: {k: stats.estimate(per_seed(split, lambda r, k=k, name=name: r[name][k]))
+                              for k in ("accuracy", "mean_thinking_tokens", "mean_answer_tokens", "mean_total_tokens")}
+                       for name in ("before", "after", "concise SFT")} for split in ("test", "dev")}
+    headline = {"metric": "mean thinking tokens before / after efficient-reasoning training (unbounded budget), and "
+                          "the accuracy change, on held-out-region problems, per seed",
+                "goal": ">= 5x fewer thinking tokens with accuracy within 1 point",
+                "verdict": stats.overall(criteria), "criteria": criteria,
+                "total_token_ratio": stats.estimate(per_seed("test", lambda r: r["before"]["mean_total_tokens"]
+                                                             / max(r["after"]["mean_total_tokens"], 1e-9))),
+                "after_vs_concise_accuracy_points": stats.difference(
+                    per_seed("test", lambda r: 100 * r["after"]["accuracy"]),
+                    per_seed("test", lambda r: 100 * r["concise SFT"]["accuracy"])),
+                "equal_accuracy_token_ratio": per_seed("test", lambda r: equal_accuracy_ratio(r["before"], r["after"])),
+                "by_model": summary["test"], "dev": {"by_model": summary["dev"],
+                                                     "token_ratio": stats.estimate(per_seed("dev", ratio)),
+                                                     "accuracy_change_points": stats.estimate(per_seed("dev", change))},
+                "test_problems": len(test), "dev_problems": len(dev)}
+    plots = [seed_plot(out / "budget_curves.png",
+                       {name: [([c["mean_thinking_tokens"] for c in sorted(results["test"][sd][name]["curve"],
+                                                                           key=lambda c: c["mean_thinking_tokens"])],
+                                [100 * c["accuracy"] for c in sorted(results["test"][sd][name]["curve"],
+                                                                     key=lambda c: c["mean_thinking_tokens"])])
+                                for sd in seed_list] for name in ("before", "after", "concise SFT")},
                        xlabel="mean thinking tokens per answer (one point per budget)", ylabel="accuracy (%)",
-                       title="Reasoning claim: accuracy vs thinking budget, before and after")]
-    details = {"before": before, "after_distillation": distilled, "after": after, "stages": stages}
-    return write_result(out, "reasoning", headline, s, s.seed, details, plots, started)
+                       title="Reasoning claim: accuracy vs thinking budget (thin: seeds)"),
+             interval_plot(out / "verdict.png", criteria, title="Reasoning claim: per-seed values, mean, 95% CI")]
+    hashes = {"test": stats.content_hash(p.question for p in test), "dev": stats.content_hash(p.question for p in dev),
+              **{f"seed_{sd}/{name}": stats.content_hash(pool) for sd, t in trained.items()
+                 for name, pool in t["pools"].items()}}
+    details = {"results": results, "stages": {sd: t["stages"] for sd, t in trained.items()},
+               "pool_sizes": {sd: {n: len(p) for n, p in t["pools"].items()} for sd, t in trained.items()},
+               "all_pool_questions": len(set(every_pool))}
+    return write_result(out, "reasoning", headline, s, seed_list, details, plots, started, data_hashes=hashes,
+                        disjointness=disjoint, tried_settings=TRIED)

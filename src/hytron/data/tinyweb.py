@@ -32,6 +32,7 @@ import random
 from pathlib import Path
 
 from hytron.data import pages
+from hytron.data.io import write_jsonl
 from hytron.data.world import World
 
 FORMAT_VERSION = 1
@@ -55,13 +56,6 @@ def _garble(text: str) -> str:
     return text.encode("utf-8").decode("cp1252")
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def _evals(world: World, rng: random.Random, n_val: int, n_qa: int, n_arith: int):
     val = []
     for i in range(n_val):
@@ -82,10 +76,24 @@ def _evals(world: World, rng: random.Random, n_val: int, n_qa: int, n_arith: int
     return val, qa, arith
 
 
-def generate(out_dir: str | Path, n_docs: int = 20_000, seed: int = 0) -> dict:
-    """Write a TinyWeb crawl of `n_docs` documents with labels and eval sets; returns the meta dict."""
+def proportions(junk_share: float | None = None) -> dict[str, float]:
+    """PROPORTIONS, or with the junk kinds rescaled to sum to `junk_share` (good kinds to the rest), keeping
+    the mix within each side."""
+    if junk_share is None:
+        return dict(PROPORTIONS)
+    if not 0 <= junk_share < 1:
+        raise ValueError(f"junk_share must be in [0, 1), got {junk_share}")
+    junk = sum(PROPORTIONS[k] for k in JUNK_KINDS)
+    return {k: v * (junk_share / junk if k in JUNK_KINDS else (1 - junk_share) / (1 - junk))
+            for k, v in PROPORTIONS.items()}
+
+
+def generate(out_dir: str | Path, n_docs: int = 20_000, seed: int = 0, junk_share: float | None = None) -> dict:
+    """Write a TinyWeb crawl of `n_docs` documents with labels and eval sets; returns the meta dict.
+    `junk_share` sets the share of junk documents (default: PROPORTIONS, 0.33 junk)."""
     if n_docs < 1:
         raise ValueError(f"n_docs must be at least 1, got {n_docs}")
+    shares = proportions(junk_share)
     out = Path(out_dir)
     world = World.generate(seed)
     rng = random.Random(f"tinyweb-{seed}")
@@ -95,7 +103,7 @@ def generate(out_dir: str | Path, n_docs: int = 20_000, seed: int = 0) -> dict:
     leak_items = [(f"{r['question']}", r["answer"], r["id"]) for r in qa]
     leak_items += [(r["problem"], str(r["answer"]), r["id"]) for r in arith]
 
-    kinds = rng.choices(list(PROPORTIONS), weights=list(PROPORTIONS.values()), k=n_docs)
+    kinds = rng.choices(list(shares), weights=list(shares.values()), k=n_docs)
     # every entity gets an article (QA subjects first, so world-fact QA is answerable from the corpus)
     qa_subjects = {r["subject"] for r in qa}
     subjects = list(world.entities.values())
@@ -162,22 +170,23 @@ def generate(out_dir: str | Path, n_docs: int = 20_000, seed: int = 0) -> dict:
         labels.append(label)
 
     for f in range(0, n_docs, DOCS_PER_FILE):
-        _write_jsonl(out / "corpus" / f"crawl-{f // DOCS_PER_FILE:05d}.jsonl", docs[f:f + DOCS_PER_FILE])
-    _write_jsonl(out / "labels.jsonl", labels)
+        write_jsonl(docs[f:f + DOCS_PER_FILE], out / "corpus" / f"crawl-{f // DOCS_PER_FILE:05d}.jsonl")
+    write_jsonl(labels, out / "labels.jsonl")
     ref_rng = random.Random(f"tinyweb-reference-{seed}")
     ref = []
     for i in range(1500):
         maker = (lambda: pages.article(world, ref_rng), lambda: pages.lesson(world, ref_rng, banned),
                  lambda: pages.story(world, ref_rng))[i % 3]
         ref.append({"id": f"ref-{i:05d}", "text": maker(), "source": "tinyweb/reference"})
-    _write_jsonl(out / "reference" / "reference.jsonl", ref)
-    _write_jsonl(out / "evals" / "validation.jsonl", val)
-    _write_jsonl(out / "evals" / "world_qa.jsonl", qa)
-    _write_jsonl(out / "evals" / "arithmetic.jsonl", arith)
+    write_jsonl(ref, out / "reference" / "reference.jsonl")
+    write_jsonl(val, out / "evals" / "validation.jsonl")
+    write_jsonl(qa, out / "evals" / "world_qa.jsonl")
+    write_jsonl(arith, out / "evals" / "arithmetic.jsonl")
     counts: dict[str, int] = {}
     for lab in labels:
         counts[lab["kind"]] = counts.get(lab["kind"], 0) + 1
     meta = {"format": FORMAT_VERSION, "generator": "hytron.data.tinyweb", "seed": seed, "n_docs": n_docs,
+            "junk_share": round(sum(shares[k] for k in JUNK_KINDS), 4),
             "counts": dict(sorted(counts.items())),
             "paths": {"corpus": "corpus", "labels": "labels.jsonl", "reference": "reference/reference.jsonl",
                       "validation": "evals/validation.jsonl", "world_qa": "evals/world_qa.jsonl",

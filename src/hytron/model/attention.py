@@ -46,7 +46,7 @@ class Attention(nn.Module):
     def _decode(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
         """One query per row: q (b, Hq, 1, Dh), k/v (b, Hkv, span, Dh), pos (b,) -> (b, Hq, 1, Dh).
 
-        Measured ~30% faster than SDPA with enable_gqa at 16k context on CPU (bench/bench_hybrid.py)."""
+        Measured ~30% faster than SDPA with enable_gqa at 16k context on CPU (then bench/bench_hybrid.py)."""
         b, _, _, d = q.shape
         r = self.heads // self.kv_heads
         qg = q.view(b, self.kv_heads, r, d)

@@ -13,6 +13,7 @@ against model output by `check_answer`, which only looks at the final answer (af
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -174,6 +175,14 @@ def _default_world():
 
         _WORLD = World.generate(0)
     return _WORLD
+
+
+def region(problem: Problem, buckets: int = 10) -> int:
+    """A stable bucket in [0, buckets) from the question's text alone (case and spacing folded): a held-out
+    region. Problems of one region never occur in a pool filtered to the other regions, whatever their seed,
+    which disjoint seeds alone do not give a small task space (the same question comes up again)."""
+    text = " ".join(problem.question.lower().split())
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % buckets
 
 
 def generate_problems(kinds: str | Sequence[str], n: int, seed: int, **options) -> list[Problem]:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from hytron import __version__
 from hytron.data.pipeline import STEPS as PIPELINE_STEPS
+from hytron.report.cards import data_facts, eval_rows, model_facts, run_facts
 from hytron.report.charts import bar_chart, line_chart
-from hytron.train.cards import data_facts, eval_rows, model_facts, read_metrics, run_facts
+from hytron.train.metrics import read_metrics
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -96,7 +97,7 @@ def _section(title: str, *parts: str) -> str:
 
 def run_sections(run_dir: Path) -> list[str]:
     run = run_facts(run_dir)
-    metrics = read_metrics(run_dir)
+    metrics = read_metrics(Path(run_dir) / "metrics.jsonl")
     train = [m for m in metrics if "loss" in m]
     evals = [m for m in metrics if "val_loss" in m]
     cfg = run.get("config") or {}
@@ -167,18 +168,33 @@ def budget_chart(results: dict[str, dict]) -> str:
                       ylabel="accuracy (%)")
 
 
+def _interval(c: dict) -> str:
+    fmt = lambda v: "—" if v is None else f"{v:.4g}"
+    ci = c.get("ci95")
+    if not ci:
+        return f"{fmt(c.get('mean'))} (one seed: no interval)"
+    return f"{fmt(c.get('mean'))} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
 def claim_section(claim_dir: Path) -> str:
     res = json.loads((claim_dir / "result.json").read_text())
-    rows = [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in res["headline"].items()]
+    head = res["headline"]
+    verdict = (f"<p><b>Verdict: {escape(str(res.get('verdict')))}</b> — read off the 95% interval over seeds "
+               f"{escape(json.dumps(res.get('seeds')))}, not the mean. Goal: {escape(str(head.get('goal', '')))}</p>")
+    criteria = table(["criterion", "per seed", "mean [95% CI]", "threshold", "verdict"],
+                     [[c["name"], ", ".join("—" if v is None else f"{v:.4g}" for v in c["per_seed"]), _interval(c),
+                       f"{'≥' if c['higher_is_better'] else '≤'} {c['threshold']:g}", c["verdict"]]
+                      for c in head.get("criteria", [])])
+    rows = [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in head.items() if k != "criteria"]
     imgs = []
     for name in res.get("plots", []):
         f = claim_dir / name
         if f.is_file():
             data = base64.b64encode(f.read_bytes()).decode()
             imgs.append(f'<img class="plot" alt="{escape(name)}" src="data:image/png;base64,{data}">')
-    return _section(f"Claim: {res['claim']}",
-                    f"<p class=muted>seed {res['seed']}, {res['seconds']} s, settings "
-                    f"<code>{escape(json.dumps(res['settings']))}</code></p>",
+    return _section(f"Claim: {res['claim']}", verdict, criteria,
+                    f"<p class=muted>{res['seconds']} s, settings <code>{escape(json.dumps(res['settings']))}</code>"
+                    f", data <code>{escape(json.dumps(res.get('data_hashes', {})))}</code></p>",
                     table(["headline", "value"], rows, cls="kv"), *imgs)
 
 

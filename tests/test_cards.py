@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hytron.train.cards import sha256_json, write_cards
+from hytron.report.cards import sha256_json, write_cards
 from tests.eval.tinyrun import build_tiny_run
 
 
@@ -51,6 +51,9 @@ def test_cards_list_actual_config_and_data_hashes(run):
     manifest = json.loads((run["curated"] / "manifest.json").read_text())
     assert cur["counts"] == manifest["counts"] and cur["counts"]["removed"] > 0
     assert "near_duplicate" in data_card  # removal reasons are listed
+    # the curation profile and every heuristic threshold, as the manifest recorded them
+    assert f"Profile `{manifest['config']['profile']}`" in data_card
+    assert all(f"{k}={v}" in data_card for k, v in manifest["config"]["heuristics"].items())
     # the final validation loss is the one the run logged last
     last_eval = [json.loads(line) for line in (run["run"] / "metrics.jsonl").read_text().splitlines()
                  if "val_loss" in line][-1]
@@ -75,7 +78,7 @@ def test_run_facts_of_an_sft_run_without_token_counts(tmp_path):
     # SFT/RL metrics log assistant tokens, not pre-training token counts: the card must still be written
     import json
 
-    from hytron.train.cards import run_facts
+    from hytron.report.cards import run_facts
 
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.5, "assistant_tokens": 40}) + "\n")
     facts = run_facts(tmp_path)
