@@ -55,6 +55,7 @@ def test_body_that_is_not_utf8_is_400(http):
 
 
 # ---- 2. CPU work off the event loop ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_huge_tokenize_does_not_stall_other_requests(model_dir):
     text = "The river Alder rises on Mount Kell. " * 40_000  # 1.5 MB: seconds of tokenizing
     with running_server(model_dir, max_body_bytes=4 << 20) as s, httpx.Client(base_url=s.url, timeout=120) as c:
