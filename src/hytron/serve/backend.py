@@ -109,9 +109,10 @@ class Backend:
     def check_ids(self, ids: Sequence[int], param: str) -> None:
         from hytron.serve.errors import APIError
 
-        bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
+        vocab = self.tokenizer.vocab_size  # once: the property asks the tokenizers library (1M ids took minutes)
+        bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
-            raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
+            raise APIError(400, f"{param}: token ids must be in [0, {vocab}), got {bad[:5]}",
                            param, "limit_exceeded")
 
     def chat_prompt(self, messages: list[dict], enable_thinking: bool | None, tools: list[dict] | None = None,

@@ -245,13 +245,13 @@ def _chat_prompt(backend: Backend, body: ChatCompletionRequest):
     if choice not in ("none", "auto"):
         if parser is None:
             raise APIError(400, "this model's chat template has no tool-call format: tool_choice can only be auto "
-                                "or none (or start the server with --tool-parser)", "tool_choice")
+                                "or none (or start the server with --tool-parser)", "tool_choice", LIMIT)
         enable = False  # the call is prefilled right after the generation prompt
     name = None
     if not isinstance(choice, str):
         name = choice.function.name
         if name not in {t["function"]["name"] for t in tools}:
-            raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+            raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice", "unknown_tool")
     try:
         ids, thinking = backend.chat_prompt(template_messages(body.messages), enable, tools, **kwargs)
     except ValueError as e:
