@@ -161,6 +161,26 @@ def test_fp8_training_step_native_matches_emulated(monkeypatch):
     assert rel(l_n, l_e) < FP8 and rel(g_n, g_e) < 10 * FP8  # gradients pass through several FP8 GEMMs
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_decode_step_on_cuda_matches_reference_step(dtype):
+    """hytron's Triton decode-step kernel, compiled for this GPU, vs `ssd_step` on the CPU in fp64."""
+    from hytron.model.ssd import ssd_step
+
+    if not kernels.kernels_available()["triton_step"]:
+        pytest.skip("the triton package is not installed")
+    g = torch.Generator().manual_seed(6)
+    b, H, P, N, G = 5, 16, 40, 128, 4  # P = 40: a partial P tile
+    state = torch.randn(b, H, P, N, generator=g)
+    x, dt = torch.randn(b, H, P, generator=g).to(dtype), torch.rand(b, H, generator=g)
+    A = -torch.rand(H, generator=g) * 4
+    B, C = (torch.randn(b, G, N, generator=g).to(dtype) for _ in range(2))
+    y_ref, s_ref = ssd_step(state.double(), x.double(), dt.double(), A.double(), B.double(), C.double())
+    s_gpu = state.cuda()
+    y = kernels.fast_step(s_gpu, x.cuda(), dt.cuda(), A.cuda(), B.cuda(), C.cuda())
+    assert y is not None, kernels._triton_step_failed
+    assert rel(s_gpu, s_ref) < FP32 and rel(y, y_ref) < (FP32 if dtype == torch.float32 else BF16)
+
+
 def test_cached_decode_matches_full_forward_in_bf16_on_cuda():
     m = tiny_model().cuda().to(torch.bfloat16)
     ids = torch.randint(0, m.config.vocab_size, (2, 45), generator=torch.Generator().manual_seed(2)).cuda()

@@ -41,6 +41,7 @@ from hytron.data.curate_config import CurateConfig
 from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
+from hytron.data.io import write_json
 from hytron.data.steps import DECIDE_STEPS, STAGE_STEPS, STEPS, Decision, Staged
 from hytron.data.textview import prose_view
 from hytron.data.writers import ShardWriter, iter_records
@@ -66,10 +67,7 @@ def _mark(out: Path, phase: str, i: int | None = None) -> None:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_json(path, data, indent=1, sort_keys=True)
 
 
 _CONTEXT: dict[str, dict] = {}

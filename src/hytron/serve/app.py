@@ -201,9 +201,9 @@ def create_app(backend: Backend) -> FastAPI:
     @app.post("/detokenize", responses=_ok(DetokenizeResponse))
     async def detokenize(body: DetokenizeRequest):
         openai.check_model(backend, body.model)
-        backend.check_ids(body.tokens, "tokens")
 
         def run() -> bytes:
+            backend.check_ids(body.tokens, "tokens")
             return json.dumps({"prompt": backend.tokenizer.decode(body.tokens)}, ensure_ascii=False).encode()
 
         return Response(await run_in_threadpool(run), media_type="application/json")

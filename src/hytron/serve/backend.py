@@ -75,7 +75,11 @@ class Backend:
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
             think_start_id=tokenizer.think_start_id, think_end_id=tokenizer.think_end_id,
-            newline_ids=newline_ids(enumerate(self.token_strs)))
+            newline_ids=newline_ids(enumerate(self.token_strs)), line_end_id=self._line_end_id())
+
+    def _line_end_id(self) -> int | None:
+        ids = self.tokenizer.encode("\n")
+        return ids[0] if len(ids) == 1 else None
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
@@ -109,9 +113,10 @@ class Backend:
     def check_ids(self, ids: Sequence[int], param: str) -> None:
         from hytron.serve.errors import APIError
 
-        bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
+        vocab = self.tokenizer.vocab_size  # once: the property asks the tokenizers library (1M ids took minutes)
+        bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
-            raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
+            raise APIError(400, f"{param}: token ids must be in [0, {vocab}), got {bad[:5]}",
                            param, "limit_exceeded")
 
     def chat_prompt(self, messages: list[dict], enable_thinking: bool | None, tools: list[dict] | None = None,

@@ -1,9 +1,10 @@
-"""The uvicorn server for the app: a read deadline per request, a bounded graceful shutdown, header limits.
+"""The uvicorn server for the app: a read deadline per request and a bounded graceful shutdown.
 
 uvicorn only times out idle keep-alive connections, so a client that sends half a request (headers, or part
 of a body) held its connection, and on SIGTERM the server waited for it forever. Here every request must
 arrive whole (headers and body) within `read_timeout` seconds of the connection opening or the previous
 response ending, or the connection is closed; on SIGTERM, requests in flight get `shutdown_timeout` seconds.
+Request heads stay capped by h11 (16 KiB), bodies by the app (`max_body_bytes`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import functools
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
-
-MAX_HEADER_BYTES = 64 * 1024  # h11's limit on an incomplete request head (its default is 16 KiB)
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -62,9 +61,9 @@ class DeadlineH11Protocol(H11Protocol):
 
 
 def options(read_timeout: float, shutdown_timeout: float) -> dict:
-    """`uvicorn.Config` keyword arguments: the deadline protocol, the graceful-shutdown bound, the header cap."""
+    """`uvicorn.Config` keyword arguments: the deadline protocol and the graceful-shutdown bound."""
     return dict(http=functools.partial(DeadlineH11Protocol, read_timeout=read_timeout), timeout_keep_alive=5,
-                timeout_graceful_shutdown=shutdown_timeout, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+                timeout_graceful_shutdown=shutdown_timeout)
 
 
 def run(app, host: str, port: int, read_timeout: float, shutdown_timeout: float, log_level: str = "warning") -> None:

@@ -144,6 +144,12 @@ class ToolCallIn(_Body):
 
 
 class ChatMessage(_Body):
+    # content may be left out only by an assistant message that calls tools (the schema says so too)
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"role": {"const": "assistant"}}},
+        {"properties": {"tool_calls": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+        {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}}]})
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
     reasoning_content: Text | None = None
@@ -151,6 +157,13 @@ class ChatMessage(_Body):
     tool_calls: Annotated[list[ToolCallIn], Field(max_length=128)] | None = None  # assistant turns
     tool_call_id: Text | None = None  # tool turns
     name: Text | None = None
+
+    @model_validator(mode="after")
+    def _content_or_calls(self):
+        if self.content is None and self.tool_calls and self.role != "assistant":
+            raise PydanticCustomError("content_missing", "a {role} message needs content (only an assistant "
+                                      "message with tool_calls may leave it out)", {"role": self.role})
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
