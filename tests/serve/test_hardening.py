@@ -212,6 +212,8 @@ AGREEMENT = [  # (path, body): the schema's verdict must be the server's (200, o
     (CHAT, {"messages": HI, "max_tokens": 1, "temperature": "0.5"}),
     (CHAT, {"messages": HI, "max_tokens": 1, "n": 2.0}),
     (CHAT, {"messages": HI, "max_tokens": 1, "n": 1.5}),
+    (CHAT, {"messages": HI, "max_completion_tokens": 0}),  # the bounds of integer fields are in the schema
+    (CHAT, {"messages": HI, "max_tokens": 1, "top_k": -2}),
     (CHAT, {"messages": HI, "max_tokens": 1, "stop": [""]}),
     (CHAT, {"max_tokens": 1, "messages": [{"role": "user", "tool_calls": [{"function": {"name": "f",
                                                                                      "arguments": "{}"}}]}]}),
