@@ -27,7 +27,7 @@ STRINGS = [
     "3.14159 2026-12-01 1234567890 0x1F $5.00 100%",
 ]
 N_NEW = 40  # greedy tokens compared (the issue asks for at least 32)
-Q8_MIN_TOP1 = 0.90  # q8_0 vs hytron f32: share of prompt positions with the same argmax (measured ~0.98)
+Q8_MIN_TOP1 = 0.90  # q8_0 vs hytron f32, share of positions with the same argmax (measured 0.96 dense, 0.95 MoE)
 
 
 def _prose(n_chars: int = 1500) -> str:
