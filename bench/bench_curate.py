@@ -21,7 +21,9 @@ The ratio (hytron end-to-end docs/s over DataTrove's) is printed last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
+import io
 import json
 import logging
 import statistics
@@ -92,8 +94,9 @@ def datatrove_chain(corpus: Path, work: Path) -> tuple[set[str], set[str]]:
          MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=writer("removed/minhash")), writer("kept")],
     ]
     for i, pipeline in enumerate(stages):
-        LocalPipelineExecutor(pipeline=pipeline, tasks=mc.num_buckets if i == 2 else 1, workers=1,
-                              logging_dir=str(work / f"logs{i}"), skip_completed=False).run()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its stats
+            LocalPipelineExecutor(pipeline=pipeline, tasks=mc.num_buckets if i == 2 else 1, workers=1,
+                                  logging_dir=str(work / f"logs{i}"), skip_completed=False).run()
     return _ids(work / "kept"), _ids(work / "removed")
 
 

@@ -166,6 +166,8 @@ def main() -> None:
                                    n_threads_batch=args.threads, verbose=False) for t, f in files.items()}
         rates: dict[str, list[float]] = {"hytron": [], "f32": [], "q8_0": []}
         hytron_decode(model, ids, 8)  # warm-up
+        for llm in llms.values():
+            llama_decode(llm, ids, 8)
         for _ in range(args.repeats):  # interleaved, best of: the machine is shared and noisy
             rates["hytron"].append(hytron_decode(model, ids, args.new_tokens))
             for t, llm in llms.items():

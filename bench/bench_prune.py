@@ -105,8 +105,9 @@ def main() -> None:
     record("teacher", teacher, {"train_tokens": args.teacher_steps * tokens_per_step})
     record("pruned_no_training", prune_model(teacher, imp, plan), {"train_tokens": 0})
 
-    def tune_cfg(lr: float) -> TuneConfig:
-        return TuneConfig(steps=args.steps, lr=lr, warmup_steps=max(1, args.steps // 20), seq_len=args.seq_len,
+    def tune_cfg(lr: float, run_dir: Path) -> TuneConfig:
+        return TuneConfig(name=run_dir.name, out_dir=str(run_dir), steps=args.steps,
+                          lr=lr, warmup_steps=max(1, args.steps // 20), seq_len=args.seq_len,
                           batch_size=args.batch_size, seed=args.seed, kd_topk=args.topk, log_every=10)
 
     runs = {  # name: (initial model, teacher or None, lr)
@@ -116,10 +117,11 @@ def main() -> None:
     }
     for name, (make, kd_teacher, lr) in runs.items():
         model = make()
-        result = finetune(model, packed_batches(packed, args.seq_len, args.batch_size, seed=args.seed + 1),
-                          tune_cfg(lr), teacher=kd_teacher, metrics_path=out / f"{name}.metrics.jsonl",
-                          progress=False)
-        record(name, model, {"train_tokens": args.steps * tokens_per_step, "seconds": result["seconds"]})
+        t0 = time.perf_counter()
+        finetune(model, packed_batches(packed, args.seq_len, args.batch_size, seed=args.seed + 1),
+                 tune_cfg(lr, out / name), teacher=kd_teacher, progress=False)
+        record(name, model, {"train_tokens": args.steps * tokens_per_step,
+                             "seconds": round(time.perf_counter() - t0, 2)})
 
     summary = {"settings": vars(args), "plan": plan.to_dict(), "target_params": target, "candidates": table,
                "teacher_seconds": round(teacher_s, 1), "prune_seconds": round(prune_s, 1), "results": rows,

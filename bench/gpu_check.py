@@ -75,7 +75,8 @@ class Run:
         self.t0 = time.monotonic()
         self.stage_peak = 0.0
         self.budget = args.budget
-        scale = args.budget / sum(STAGES.values())
+        wanted = [s.strip() for s in args.stages.split(",") if s.strip() in STAGES]
+        scale = args.budget / max(1, sum(STAGES[k] for k in wanted))  # the budget is shared by the chosen stages
         self.stage_budget = {k: v * scale for k, v in STAGES.items()}
         if self.dry:
             # every block kind but MoE (which the gpu tests cover), in 5 blocks: CI's CPUs are slow and shared
@@ -362,6 +363,9 @@ def _train_variants(run: Run, res: dict, deadline: float, ids, flops: float, pea
             print(f"   {name}: {res['variants'][name]['error']}", flush=True)
         model = None
         run.free()
+    if not any("tok_s" in v for v in res["variants"].values()):
+        raise RuntimeError("no training variant finished: " + "; ".join(f"{k}: {v.get('error')}"
+                                                                          for k, v in res["variants"].items()))
 
 
 def _inference_model(run: Run, cfg: HybridConfig) -> HybridLM:
@@ -372,15 +376,21 @@ def _inference_model(run: Run, cfg: HybridConfig) -> HybridLM:
 
 
 @torch.inference_mode()
-def _greedy(run: Run, model, prompt: torch.Tensor, new_tokens: int, graphed: bool) -> torch.Tensor:
-    """Prefill `prompt` (n, P), then greedy-decode `new_tokens` per row; argmax stays on the device."""
+def _greedy(run: Run, model, prompt: torch.Tensor, new_tokens: int, graphed: bool, clock: list) -> torch.Tensor:
+    """Prefill `prompt` (n, P), then greedy-decode `new_tokens` per row; argmax stays on the device.
+
+    Appends the seconds of the decode loop alone (after prefill and graph capture) to `clock`."""
     cache = model.new_cache(prompt.size(0), capacity=prompt.size(1) + new_tokens + 1)
     tok = model(prompt, cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
     out = [tok]
     step = kernels.GraphedDecoder(model, cache).step if graphed else (lambda t: model(t, cache)[:, -1])
+    run.sync()
+    t = time.perf_counter()
     for _ in range(new_tokens - 1):
         tok = step(tok).argmax(-1, keepdim=True)
         out.append(tok)
+    run.sync()
+    clock.append(time.perf_counter() - t)
     return torch.cat(out, 1)
 
 
@@ -389,11 +399,16 @@ def stage_decode(run: Run, res: dict, deadline: float) -> None:
 
     s, cfg = run.sizes, run.model_cfg
     model = _inference_model(run, cfg)
-    theirs = _hf_twin(run, model).eval()
+    try:
+        theirs, hf_error = _hf_twin(run, model).eval(), None
+    except Exception as e:  # noqa: BLE001 - hytron's own figures still count
+        theirs, hf_error = None, f"{type(e).__name__}: {e}"
     gen = torch.Generator().manual_seed(0)
 
     @torch.inference_mode()
     def hf_generate(prompt, n):
+        if theirs is None:
+            raise RuntimeError(f"no transformers model: {hf_error}")
         return theirs.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
                                pad_token_id=0)[:, prompt.size(1):]
 
@@ -411,8 +426,9 @@ def stage_decode(run: Run, res: dict, deadline: float) -> None:
         n = s["new_tokens"] if batch == 1 else s["batched_new_tokens"]
         prompt = torch.randint(16, cfg.vocab_size, (batch, s["prompt"]), generator=gen).to(run.device)
         row, outputs = {"new_tokens": n}, {}
-        runners = {"hytron_graph": lambda p=prompt, n=n: _greedy(run, model, p, n, True),
-                   "hytron_eager": lambda p=prompt, n=n: _greedy(run, model, p, n, False),
+        clocks = {"hytron_graph": [], "hytron_eager": []}
+        runners = {"hytron_graph": lambda p=prompt, n=n, c=clocks["hytron_graph"]: _greedy(run, model, p, n, True, c),
+                   "hytron_eager": lambda p=prompt, n=n, c=clocks["hytron_eager"]: _greedy(run, model, p, n, False, c),
                    "transformers": lambda p=prompt, n=n: hf_generate(p, n),
                    "hytron_engine": lambda p=prompt, n=n: engine_generate(p, n)}
         if batch != 1:
@@ -426,6 +442,8 @@ def stage_decode(run: Run, res: dict, deadline: float) -> None:
                 times = timed(run, lambda fn=fn, name=name, o=outputs: o.__setitem__(name, fn()),
                               0 if run.dry else 1, s["decode_repeats"], deadline - 5)
                 row[name] = {"tok_s": batch * n / min(times), "peak_mem_gib": round(run.peak_gib(), 3)}
+                if clocks.get(name):  # tokens/s of the decode loop alone, without prefill and capture
+                    row[name]["decode_only_tok_s"] = batch * (n - 1) / min(clocks[name][-len(times):])
             except Exception as e:  # noqa: BLE001
                 row[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
         if "hytron_graph" in outputs and "transformers" in outputs:  # same weights: greedy tokens should agree
@@ -435,6 +453,8 @@ def stage_decode(run: Run, res: dict, deadline: float) -> None:
         print(f"   batch {batch:4d}: " + "  ".join(f"{k} {v['tok_s']:9.1f}" if "tok_s" in v else f"{k} ERR"
                                                   for k, v in row.items() if isinstance(v, dict)), flush=True)
     res["rows"] = rows
+    if not any("tok_s" in v for row in rows.values() for v in row.values() if isinstance(v, dict)):
+        raise RuntimeError("no decode runner finished (see rows)")
     seq = rows.get("1", {}).get("hytron_graph", {}).get("tok_s")
     for batch in s["batches"]:
         got = rows.get(str(batch), {}).get("hytron_graph", {}).get("tok_s")
@@ -540,12 +560,13 @@ def markdown(summary: dict) -> str:
                                                                                   "peak_mem_gib"))
                                             if "tok_s" in v else v.get("error", "")) + " |")
     if st.get("decode", {}).get("rows"):
-        lines += ["", "| decode batch | runner | tokens/s | peak GiB |", "|---|---|---|---|"]
+        lines += ["", "| decode batch | runner | tokens/s (prefill included) | decode loop only | peak GiB |",
+                  "|---|---|---|---|---|"]
         for batch, row in st["decode"]["rows"].items():
             for name, v in row.items():
                 if isinstance(v, dict):
                     lines.append(f"| {batch} | {name} | {_fmt(v.get('tok_s', v.get('error')))} | "
-                                 f"{_fmt(v.get('peak_mem_gib'))} |")
+                                 f"{_fmt(v.get('decode_only_tok_s', ''))} | {_fmt(v.get('peak_mem_gib'))} |")
     if st.get("hybrid", {}).get("points"):
         lines += ["", "| context | hybrid tok/s | attention tok/s | ratio |", "|---|---|---|---|"]
         for ctx, p in st["hybrid"]["points"].items():

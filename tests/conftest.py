@@ -54,3 +54,51 @@ def foreign(tmp_path_factory):
         return built[name]
 
     return get
+
+
+@pytest.fixture
+def sigterm_at(monkeypatch):
+    """`sigterm_at(n)`: the running training loop gets a real SIGTERM right after it logs step n (as a
+    preemption would deliver it); call `sigterm_at(None)` to let the next run go undisturbed."""
+    import os
+    import signal
+
+    from hytron.train.loop import Run
+
+    original = Run.log
+
+    def arm(step):
+        def log(self, record, **shown):
+            original(self, record, **shown)
+            if record["step"] == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(Run, "log", original if step is None else log)
+
+    return arm
+
+
+def losses(out_dir) -> dict:
+    """{step: loss} of a run's metrics.jsonl."""
+    from hytron.train.metrics import read_metrics
+
+    return {r["step"]: r["loss"] for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r}
+
+
+# Heavy end-to-end tests in files that do not mark themselves: `pytest -m "not slow"` (the quick check while
+# working) leaves them out; CI runs everything. One table, by node id prefix.
+SLOW = (
+    "tests/claims/test_claims.py::test_reproduce_hybrid_quick",
+    "tests/claims/test_claims.py::test_reproduce_data_quick",
+    "tests/claims/test_claims.py::test_reproduce_nvfp4_quick",
+    "tests/claims/test_claims.py::test_reproduce_reasoning_quick",
+    "tests/data/test_acceptance.py",  # curates the 20,000-document TinyWeb
+    "tests/test_report.py::test_report_renders_in_headless_chromium",
+    "tests/train/test_pretrain.py::test_nvfp4_run_resumes_bit_for_bit",
+)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)

@@ -1,9 +1,13 @@
-"""Typed dataclass configs: build from dicts/YAML with errors that name the field, save resolved configs."""
+"""Typed dataclass configs: build from dicts/YAML with errors that name the field, named recipes shipped in the
+package, `key.sub=value` overrides, save resolved configs."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib.resources
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -130,3 +134,53 @@ def save_resolved(obj: Any, path: str | Path) -> Path:
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file: a path as given, or NAME.yaml among the recipes shipped inside the package."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = importlib.resources.files("hytron") / "recipes"
+    named = shipped / f"{name_or_path}.yaml"
+    if named.is_file():
+        return Path(str(named))
+    known = sorted(f.name.removesuffix(".yaml") for f in shipped.iterdir() if f.name.endswith(".yaml"))
+    raise FileNotFoundError(f"no recipe {str(name_or_path)!r}: not a file, and not one of the named recipes {known}")
+
+
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """`data` (copied) with `key.sub=value` items applied, values parsed as YAML: the `--set` of every verb."""
+    import yaml
+
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+        *parents, last = key.strip().split(".")
+        node = data
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k} is not a section")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed):  # YAML 1.1 reads 1e-3 as a string
+            parsed = float(parsed)
+        node[last] = parsed
+    return data
+
+
+def load_recipe(cls: type[T], name_or_path: str | Path, overrides: list[str] | None = None,
+                section: str | None = None) -> T:
+    """A recipe (a file or a shipped name; or one `section` of it) as `cls`, with `key.sub=value` overrides."""
+    path = recipe_path(name_or_path)
+    data = load_mapping(path)
+    if section is not None:
+        if section not in data:
+            raise ConfigError(f"recipe {name_or_path}: has no {section!r} section (sections: {sorted(data)})")
+        data = data[section]
+    return from_dict(cls, apply_overrides(data, overrides), where=f"recipe {name_or_path}")

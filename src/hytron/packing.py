@@ -34,9 +34,7 @@ Windows cross document boundaries (documents are separated by `</s> <s>`), as in
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import shutil
 import sys
@@ -48,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from hytron.data.io import open_text
 from hytron.data.mix import Blend
 
 FORMAT = "hytron-packed-v1"
@@ -86,19 +85,6 @@ def jsonl_files(path: str | Path) -> list[Path]:
     return files
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
-    if path.name.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError(f"{path}: reading .zst needs the `zstandard` package (pip install zstandard)") from None
-        reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"))
-        return io.TextIOWrapper(reader, encoding="utf-8", errors="strict")
-    return path.open("r", encoding="utf-8", errors="strict")
-
-
 def read_documents(path: str | Path, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
     """Documents of one input as dicts with `text`, `id`, `source`, `quality_bucket` (filled when absent).
 
@@ -109,7 +95,7 @@ def read_documents(path: str | Path, stats: ReadStats | None = None) -> Iterator
     root = Path(path)
     default_source = root.name.split(".")[0] if root.is_file() else root.name
     for file in jsonl_files(root):
-        with _open_text(file) as handle:
+        with open_text(file) as handle:
             line_no = 0
             while True:
                 try:

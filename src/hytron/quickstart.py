@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hytron.config import ConfigError, from_dict
+from hytron.config import ConfigError, from_dict, recipe_path
+from hytron.data.io import write_json
 
 SIZES = {
     # the smallest run that exercises every stage: CI and smoke tests (about a minute on 2 cores)
@@ -96,7 +97,6 @@ def train_tokenizer(curated: Path, out: Path, vocab_size: int):
 def pack_blend(blend_name: str, curated: Path, tokenizer, out: Path) -> dict:
     from hytron.data.mix import Blend
     from hytron.packing import pack
-    from hytron.train.recipe import recipe_path
 
     if (out / "index.json").is_file():
         return json.loads((out / "index.json").read_text())
@@ -117,6 +117,7 @@ def train_config(run_dir: Path, packed: Path, s: dict, seed: int, threads: int =
 
 def run(cfg: QuickstartConfig) -> dict:
     """Every stage, top to bottom; returns (and writes) the summary."""
+    from hytron.report import build_report, write_cards
     from hytron.train.pretrain import pretrain
 
     s = cfg.resolved()
@@ -155,13 +156,13 @@ def run(cfg: QuickstartConfig) -> dict:
 
     stage(f"5/6 pre-training {s['preset']} for {s['steps']} steps")
     summary = pretrain(train_config(out / "run", out / "packed", s, cfg.seed, cfg.threads))
+    write_cards(out / "run" / "model", out / "run",
+                evals={k: v for k, v in summary.items() if k.startswith("val_") and k != "val_tokens"})
     done(f"5/6 pre-training {s['preset']} for {s['steps']} steps")
 
     stage("6/6 evaluating")
-    evaluation = evaluate_model(out / "run" / "model", sources[0] if not cfg.inputs else None)  # refreshes cards
+    evaluation = evaluate_model(out / "run" / "model", sources[0] if not cfg.inputs else None)
     done("6/6 evaluating")
-
-    from hytron.report import build_report
 
     report = build_report(out / "run")  # one self-contained HTML page: curves, curation funnel, evals
 
@@ -170,7 +171,7 @@ def run(cfg: QuickstartConfig) -> dict:
               "curation": {"input_docs": counts.get("input"), "kept_docs": counts.get("kept")},
               "train_tokens": index["splits"]["train"]["num_tokens"], "pretrain": summary, "eval": evaluation,
               "model_dir": summary.get("model_dir"), "report": str(report)}
-    (out / "quickstart.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "quickstart.json", result)
     return result
 
 
@@ -178,8 +179,10 @@ def evaluate_model(model_dir: Path, tinyweb_dir: Path | None) -> dict:
     """The eval harness's standard suite (held-out loss and bits/byte, TinyWeb QA and arithmetic when a TinyWeb
     dir is given); only the headline numbers are kept here, the full results land in MODEL_DIR/eval.json."""
     from hytron.eval import evaluate_model_dir
+    from hytron.report import refresh_cards
 
     results = evaluate_model_dir(model_dir, tinyweb_dir=tinyweb_dir)
+    refresh_cards(model_dir, results)
     return {k: v for k, v in _flatten(results).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

@@ -166,3 +166,20 @@ def test_multi_frame_zst_reads_every_frame(tmp_path):
     path = tmp_path / "frames.jsonl.zst"
     path.write_bytes(b"".join(frames))  # what `cat a.zst b.zst` or pzstd produces
     assert [d.id for d in _read_all([path], shard_records=40)] == [r["id"] for r in rows]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "jsonl.zst"])
+def test_corrupt_compressed_input_is_recorded_never_fatal(tmp_path, fmt):
+    import zstandard
+
+    good = "".join(json.dumps(r) + "\n" for r in _docs(300)).encode()
+    blob = bytearray(gzip.compress(good) if fmt == "jsonl.gz" else zstandard.ZstdCompressor().compress(good))
+    for k in range(len(blob) // 2, len(blob) // 2 + 20):  # flipped bits in the middle of the stream
+        blob[k] ^= 0x5A
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / f"bad.{fmt}").write_bytes(bytes(blob))
+    cfg = CurateConfig()
+    cfg.quality.enabled = False
+    cfg.executor.workers = 1
+    m = curate([tmp_path / "in"], tmp_path / "out", cfg, progress=False)
+    assert m["removed_by_step"]["read"]["unreadable_file"] == 1 and m["balanced"]

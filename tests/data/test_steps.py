@@ -143,7 +143,7 @@ def test_curate_recipes_load_and_the_default_recipe_is_the_default():
     from hytron.config import to_dict
     from hytron.data.curate_config import CurateConfig
 
-    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("curate*.yaml"))
+    recipes = sorted((Path(__file__).resolve().parents[2] / "src" / "hytron" / "recipes").glob("curate*.yaml"))
     assert len(recipes) >= 2
     for path in recipes:
         load_curate_config(path)

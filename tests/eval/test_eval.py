@@ -43,7 +43,7 @@ def test_multiple_choice_accuracy_tracks_the_models_preference(tiny_run):
 
 
 def test_hytron_eval_cli_writes_json_and_refreshes_cards(tiny_run, capsys):
-    from hytron.train.cards import write_cards
+    from hytron.report.cards import write_cards
 
     write_cards(tiny_run["model"], tiny_run["run"])
     assert main(["eval", str(tiny_run["model"]), "--limit", "8"]) == 0  # evals found through the model card

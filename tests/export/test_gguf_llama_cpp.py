@@ -27,7 +27,7 @@ STRINGS = [
     "3.14159 2026-12-01 1234567890 0x1F $5.00 100%",
 ]
 N_NEW = 40  # greedy tokens compared (the issue asks for at least 32)
-Q8_MIN_TOP1 = 0.90  # q8_0 vs hytron f32: share of prompt positions with the same argmax (measured ~0.98)
+Q8_MIN_TOP1 = 0.90  # q8_0 vs hytron f32, share of positions with the same argmax (measured 0.96 dense, 0.95 MoE)
 
 
 def _prose(n_chars: int = 1500) -> str:
@@ -70,8 +70,11 @@ def exported(request, llama_cpp, tmp_path_factory):
     f32 = export_gguf(model_dir, out / "model-f32.gguf", "f32")
     q8 = export_gguf(model_dir, out / "model-q8_0.gguf", "q8_0")
     model = HybridLM.from_pretrained(model_dir).eval()
-    return {"tok": Tokenizer.load(model_dir), "model": model, "f32": _llama(llama_cpp, f32),
-            "q8": _llama(llama_cpp, q8)}
+    files = {"tok": Tokenizer.load(model_dir), "model": model, "f32": _llama(llama_cpp, f32),
+             "q8": _llama(llama_cpp, q8)}
+    yield files
+    files["f32"].close()
+    files["q8"].close()
 
 
 def _chat_text(tok: Tokenizer) -> str:
@@ -126,12 +129,14 @@ def test_chat_through_the_files_template(exported, llama_cpp, thinking):
     prompt = tok.render_text(messages, add_generation_prompt=True)
     assert formatter(messages=messages).prompt == prompt
     assert prompt.endswith("<think>\n" if thinking else "<think></think>")
-    # and its chat completion (greedy, stops at <|im_end|> or </s>) is hytron's
+    # and its chat completion (greedy, stops at <|im_end|> or </s>) is made of hytron's greedy tokens
     llm.reset()
     reply = llm.create_chat_completion(messages=messages, max_tokens=24, temperature=0.0)
+    n = reply["usage"]["completion_tokens"]  # llama-cpp-python may take one more to finish a UTF-8 character
     ids = tok.encode(prompt, parse_special=True)
-    done = generate(model, [ids], SamplingParams(max_tokens=24, temperature=0.0), stop_ids=tok.stop_ids)[0]
+    done = generate(model, [ids], SamplingParams(max_tokens=n, temperature=0.0), stop_ids=tok.stop_ids)[0]
     answer = [i for i in done.token_ids if i not in tok.stop_ids]
-    # llama.cpp's completion text leaves out control tokens (<think>, </think>), as skip_special does
-    assert reply["choices"][0]["message"]["content"] == tok.decode(answer, skip_special=True)
+    # its text leaves out control tokens (<think>, </think>) and bytes that are not valid UTF-8
+    want = tok.decode(answer, skip_special=True).replace("\ufffd", "")
+    assert reply["choices"][0]["message"]["content"] == want
     assert reply["choices"][0]["finish_reason"] == ("stop" if done.finish_reason == "stop" else "length")

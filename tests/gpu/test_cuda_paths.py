@@ -135,23 +135,50 @@ def test_native_fp8_gemm_matches_emulation():
         assert rel(native, emulated) < FP8, (fa, fb)
 
 
-def test_fp8_training_step_native_matches_emulated():
+def test_fp8_training_step_native_matches_emulated(monkeypatch):
     """A converted model's loss and gradients: native FP8 GEMMs (torch._scaled_mm) vs the exact emulation."""
+    import hytron.lowp.linear as linear
     from hytron.lowp import PrecisionRecipe, convert
     from hytron.lowp.native import scaled_mm_available
 
     if not scaled_mm_available(torch.device("cuda")):
         pytest.skip("this GPU has no FP8 tensor cores (needs compute capability >= 8.9)")
+    calls = []
+    native_mm = linear.fp8_matmul_t
+    monkeypatch.setattr(linear, "fp8_matmul_t", lambda *a, **k: calls.append(1) or native_mm(*a, **k))
     results, base = [], tiny_model()
     for native in (True, False):
         m = copy.deepcopy(base).cuda().train()
         convert(m, PrecisionRecipe.from_name("fp8", native_fp8=native))
-        ids = torch.randint(0, m.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1)).cuda()
+        # 2 x 64 = 128 tokens: every GEMM dimension a multiple of 16, as _scaled_mm requires (most layers)
+        ids = torch.randint(0, m.config.vocab_size, (2, 65), generator=torch.Generator().manual_seed(1)).cuda()
         loss = m.loss(ids[:, :-1], ids[:, 1:])
         loss.backward()
         results.append((loss.detach(), torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])))
+        assert (len(calls) > 0) == native, "native run must use _scaled_mm, the emulated run must not"
+        calls.clear()
     (l_n, g_n), (l_e, g_e) = results
     assert rel(l_n, l_e) < FP8 and rel(g_n, g_e) < 10 * FP8  # gradients pass through several FP8 GEMMs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_decode_step_on_cuda_matches_reference_step(dtype):
+    """hytron's Triton decode-step kernel, compiled for this GPU, vs `ssd_step` on the CPU in fp64."""
+    from hytron.model.ssd import ssd_step
+
+    if not kernels.kernels_available()["triton_step"]:
+        pytest.skip("the triton package is not installed")
+    g = torch.Generator().manual_seed(6)
+    b, H, P, N, G = 5, 16, 40, 128, 4  # P = 40: a partial P tile
+    state = torch.randn(b, H, P, N, generator=g)
+    x, dt = torch.randn(b, H, P, generator=g).to(dtype), torch.rand(b, H, generator=g)
+    A = -torch.rand(H, generator=g) * 4
+    B, C = (torch.randn(b, G, N, generator=g).to(dtype) for _ in range(2))
+    y_ref, s_ref = ssd_step(state.double(), x.double(), dt.double(), A.double(), B.double(), C.double())
+    s_gpu = state.cuda()
+    y = kernels.fast_step(s_gpu, x.cuda(), dt.cuda(), A.cuda(), B.cuda(), C.cuda())
+    assert y is not None, kernels._triton_step_failed
+    assert rel(s_gpu, s_ref) < FP32 and rel(y, y_ref) < (FP32 if dtype == torch.float32 else BF16)
 
 
 def test_cached_decode_matches_full_forward_in_bf16_on_cuda():

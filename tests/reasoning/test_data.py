@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from hytron.reasoning.data import encode_row, normalise_row, read_chat_jsonl, sft_rows, write_jsonl
 from hytron.reasoning.tasks import generate_problems
-from hytron.train.sft import collate, masked_loss_sum
+from hytron.train.batches import collate, masked_loss_sum
 from tests.conftest import tiny_model
 
 

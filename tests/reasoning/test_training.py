@@ -5,13 +5,14 @@ import json
 import pytest
 import torch
 
-from hytron.config import ConfigError
+from hytron.config import ConfigError, from_dict, load_recipe
 from hytron.reasoning.data import write_jsonl
 from hytron.reasoning.generation import Solver
-from hytron.reasoning.grpo import run_grpo
+from hytron.reasoning.grpo import problem_prompts
 from hytron.train.metrics import read_metrics
-from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, token_logprobs
-from hytron.train.sft import SFTConfig, load_sft_recipe, sft
+from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
+from hytron.train.sft import SFTConfig, sft
+from tests.conftest import losses
 
 
 def _load(model_dir):
@@ -27,8 +28,6 @@ def sft_config(data, tok_dir, out, **changes):
            "data": {"path": str(data), "seq_len": 320, "batch_size": 4, "val_rows": 8},
            "optim": {"lr": 3e-3, "warmup_steps": 1}}
     cfg.update(changes)
-    from hytron.config import from_dict
-
     return from_dict(SFTConfig, cfg)
 
 
@@ -62,12 +61,15 @@ def test_sft_resume_is_exact(sft_run, tok_dir):
 
 
 def test_sft_recipe_loads_and_errors_name_the_field(tmp_path):
-    cfg = load_sft_recipe("sft-tiny", ["data.batch_size=2", "tokenizer=/x"])
+    cfg = load_recipe(SFTConfig, "sft-tiny", ["data.batch_size=2", "tokenizer=/x"])
     assert cfg.data.batch_size == 2 and cfg.tokenizer == "/x"
     with pytest.raises(ConfigError, match="data.seq_len"):
-        load_sft_recipe("sft-tiny", ["data.seq_len=0"])
+        load_recipe(SFTConfig, "sft-tiny", ["data.seq_len=0"])
     with pytest.raises(ConfigError, match="rl.group_size"):
-        load_sft_recipe("rl-tiny", ["rl.group_size=1"], cls=RLConfig)
+        load_recipe(RLConfig, "rl-tiny", ["rl.group_size=1"])
+    for ignored in ("precision=fp8", "compile=true", "eval_every=5", "data.path=x"):  # settings GRPO cannot honour
+        with pytest.raises(ConfigError, match="unknown field"):
+            load_recipe(RLConfig, "rl-tiny", [ignored])
 
 
 def test_length_penalty_only_separates_correct_answers():
@@ -101,16 +103,15 @@ def test_policy_gradient_step_raises_the_logprob_of_a_positively_advantaged_comp
     assert gain[0] > 0 > gain[1]
 
 
+@pytest.mark.slow
 def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     _, _, whole = sft_run
-    from hytron.config import from_dict
-
     cfg = from_dict(RLConfig, {"name": "rl", "out_dir": str(tmp_path / "rl"), "steps": 2, "log_every": 1,
                                "checkpoint_every": 1, "model": {"init_from": whole["model_dir"]},
                                "optim": {"lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
                                "rl": {"prompts_per_step": 2, "group_size": 2, "max_tokens": 24}})
-    assert run_grpo(cfg, progress=False, max_steps_this_run=1)["status"].startswith("paused")
-    summary = run_grpo(cfg, progress=False)
+    assert grpo(cfg, problem_prompts(cfg), progress=False, max_steps_this_run=1)["status"].startswith("paused")
+    summary = grpo(cfg, problem_prompts(cfg), progress=False)
     assert summary["status"] == "finished"
     recs = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2]
@@ -118,4 +119,96 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
     assert Solver(*_load(summary["model_dir"])).tokenizer.vocab_size == json.loads(
         (tmp_path / "rl" / "model" / "config.json").read_text())["vocab_size"]
     with pytest.raises(ConfigError, match="model.init_from"):
-        run_grpo(from_dict(RLConfig, {"out_dir": str(tmp_path / "x")}), progress=False)
+        cfg = from_dict(RLConfig, {"out_dir": str(tmp_path / "x")})
+        grpo(cfg, problem_prompts(cfg), progress=False)
+
+
+_SFT_SCRIPT = """import sys
+from hytron.config import load_recipe
+from hytron.train.sft import SFTConfig, sft
+print(sft(load_recipe(SFTConfig, sys.argv[1]), progress=False, max_steps_this_run=int(sys.argv[2]) or None))
+"""
+
+
+def _torchrun_sft(tmp_path, recipe, max_steps=0):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_sft.py"
+    script.write_text(_SFT_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(recipe), str(max_steps)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_sft_evaluates_on_every_rank_and_resumes_exactly(rows, tok_dir, tok, tmp_path):
+    """Under FSDP2 the forward is collective: evaluation runs on both ranks (rank 0 alone would hang) and covers
+    the held-out rows once; a run paused and resumed under torchrun equals the one run straight through."""
+    import yaml
+
+    from hytron.data.chat import read_chat_jsonl
+    from hytron.model import HybridLM
+    from hytron.train.batches import encode_rows, evaluate_masked
+    from hytron.train.distributed import DistInfo
+
+    data = write_jsonl(rows, tmp_path / "rows.jsonl")
+    recipes = {}
+    for name in ("whole", "split"):
+        cfg = sft_config(data, tok_dir, tmp_path / name, steps=4, eval_every=2, checkpoint_every=0,
+                         distributed="fsdp")
+        cfg.data.batch_size = 2  # per rank: the global batch stays 4
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(yaml.safe_dump(cfg.to_dict()))
+    _torchrun_sft(tmp_path, recipes["whole"])
+    _torchrun_sft(tmp_path, recipes["split"], max_steps=2)
+    assert json.loads((tmp_path / "split" / "summary.json").read_text())["status"].startswith("paused")
+    _torchrun_sft(tmp_path, recipes["split"])
+    whole, split = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("whole", "split"))
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("time", "step_s")} for r in recs]  # noqa: E731
+    assert strip(whole) == strip(split)
+    evals = [r for r in whole if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    # the two ranks' evaluation equals one process scoring every held-out row of the exported model
+    chat = read_chat_jsonl(data)
+    order = torch.randperm(len(chat), generator=torch.Generator().manual_seed(0)).tolist()
+    val, _ = encode_rows(tok, [chat[i] for i in order[:8]], 320)
+    model = HybridLM.from_pretrained(tmp_path / "whole" / "model")
+    one = evaluate_masked(model, val, 2, tok.pad_id, DistInfo())
+    assert one["val_tokens"] == evals[-1]["val_tokens"]
+    assert abs(one["val_loss"] - evals[-1]["val_loss"]) < 1e-5
+
+
+@pytest.mark.slow
+def test_sft_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tok_dir, tmp_path, sigterm_at):
+    root, data, _ = sft_run
+    cfg = sft_config(data, tok_dir, tmp_path / "run", checkpoint_every=0)
+    sigterm_at(2)
+    assert sft(cfg, progress=False)["status"].startswith("interrupted by signal 15; checkpoint saved at step 2")
+    sigterm_at(None)
+    assert sft(cfg, progress=False)["status"] == "finished"
+    assert losses(tmp_path / "run") == losses(root / "whole")
+
+
+@pytest.mark.slow
+def test_grpo_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tmp_path, sigterm_at):
+    _, _, whole = sft_run
+
+    def run(name):
+        cfg = from_dict(RLConfig, {"name": "rl", "out_dir": str(tmp_path / name), "steps": 3, "log_every": 1,
+                                   "checkpoint_every": 0, "model": {"init_from": whole["model_dir"]},
+                                   "optim": {"lr": 1e-3, "warmup_steps": 0, "schedule": "constant"},
+                                   "rl": {"prompts_per_step": 2, "group_size": 3, "max_tokens": 16}})
+        return grpo(cfg, problem_prompts(cfg), progress=False)
+
+    run("straight")
+    sigterm_at(1)
+    assert run("stopped")["status"].startswith("interrupted")
+    sigterm_at(None)
+    run("stopped")
+    recs = [read_metrics(tmp_path / n / "metrics.jsonl") for n in ("straight", "stopped")]
+    keep = ("step", "reward", "accuracy", "thinking_tokens", "loss", "grad_norm")
+    assert [{k: r.get(k) for k in keep} for r in recs[0]] == [{k: r.get(k) for k in keep} for r in recs[1]]
+    assert len(recs[0]) == 3

@@ -46,9 +46,13 @@ def running_server(model_dir, **config):
     """Start uvicorn in a thread (port 0 = ephemeral), yield it, and always stop it."""
     import uvicorn
 
+    from hytron.serve import http
+
     backend = Backend.load(model_dir, ServeConfig(**config))
     app = create_app(backend)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    cfg = backend.config
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           **http.options(cfg.read_timeout, cfg.shutdown_timeout)))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -4,6 +4,7 @@ Needs the Debian `chromium` package (or CHROMIUM=/path) and the `playwright` Pyt
 driver; no browser download): skipped without them.
 """
 
+import json
 import os
 import shutil
 
@@ -93,3 +94,67 @@ def test_chat_page_streams_with_thinking_panel_and_switch(server, page, tmp_path
 def test_page_html_has_no_external_resources(server):
     html = httpx.get(server.url + "/", timeout=30).text
     assert "<script src" not in html and "<link" not in html and "http://" not in html and "https://" not in html
+
+
+def sent_bodies(page) -> list[dict]:
+    return [json.loads(r.post_data) for r in page.chat_requests]
+
+
+@pytest.fixture
+def chat_page(server, page):
+    page.chat_requests = []
+    page.on("request", lambda r: r.url.endswith("/v1/chat/completions") and page.chat_requests.append(r))
+    page.goto(server.url + "/")
+    page.fill("#temperature", "0")
+    page.fill("#max_tokens", "8")
+    page.fill("#budget", "3")
+    return page
+
+
+@needs_chromium
+def test_model_label_updates_when_the_key_is_entered(chat_page):
+    page = chat_page
+    page.fill("#apikey", "")
+    page.dispatch_event("#apikey", "change")
+    page.wait_for_function("document.getElementById('model').textContent.includes('API key')")
+    page.fill("#apikey", API_KEY)
+    page.dispatch_event("#apikey", "change")  # no reload
+    page.wait_for_function("document.getElementById('model').textContent.includes('tiny-chat')")
+
+
+@needs_chromium
+def test_failed_turn_is_not_sent_again(chat_page):
+    page = chat_page
+    page.fill("#apikey", "wrong-key")
+    page.dispatch_event("#apikey", "change")
+    send(page, "first question")
+    assert page.locator(".assistant").nth(0).get_attribute("data-finish") == "error"
+    page.fill("#apikey", API_KEY)
+    page.dispatch_event("#apikey", "change")
+    send(page, "second question")
+    assert page.locator(".assistant").nth(1).get_attribute("data-finish") in ("stop", "length")
+    # the failed turn (and its empty answer) is not part of the conversation the server sees
+    assert sent_bodies(page)[-1]["messages"] == [{"role": "user", "content": "second question"}]
+
+
+@needs_chromium
+def test_thinking_checkbox_wins_over_an_earlier_no_think(chat_page, server):
+    page = chat_page
+    page.fill("#apikey", API_KEY)
+    page.dispatch_event("#apikey", "change")
+    send(page, "hello /no_think")
+    assert not page.is_checked("#thinking")  # the switch shows in the checkbox
+    assert not page.locator(".assistant").nth(0).locator("details.thinking").is_visible()
+    page.check("#thinking")
+    send(page, "and now reason")
+    body = sent_bodies(page)[-1]
+    assert body["chat_template_kwargs"] == {"enable_thinking": True}
+    assert [m["content"] for m in body["messages"] if m["role"] == "user"] == ["hello", "and now reason"]
+    # the server gets what the checkbox says: the reply opens a thinking section, as the API's does
+    want = api_answer(server, body["messages"], True, 3, 8)
+    turn2 = page.locator(".assistant").nth(1)
+    assert want["reasoning"] and turn2.locator(".reasoning").text_content() == want["reasoning"]
+
+
+def test_favicon_has_a_handler(server):
+    assert httpx.get(server.url + "/favicon.ico", timeout=30).status_code == 204

@@ -26,14 +26,18 @@ def corpus_docs(n: int = 400, seed: int = 0) -> list[dict]:
     return docs
 
 
-@pytest.fixture(scope="session")
-def packed_tinyweb(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
+def pack_corpus(root, n_docs: int = 400):
+    """(packed dir, tokenizer): `corpus_docs(n_docs)` with a 512-id BPE tokenizer, 10% held out."""
     (root / "kept").mkdir()
-    (root / "kept" / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus_docs()))
+    (root / "kept" / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus_docs(n_docs)))
     tok = Tokenizer.train(iter_texts([root / "kept"]), vocab_size=512)
     pack(single_component_blend([str(root / "kept")], validation_fraction=0.1), tok, root / "packed")
-    return root / "packed"
+    return root / "packed", tok
+
+
+@pytest.fixture(scope="session")
+def packed_tinyweb(tmp_path_factory):
+    return pack_corpus(tmp_path_factory.mktemp("corpus"))[0]
 
 
 def tiny_recipe(data_path, out_dir, **changes):

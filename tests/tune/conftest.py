@@ -1,14 +1,9 @@
 """Shared fixtures for hytron.tune: a small packed corpus (vocab 512, so it fits the hytron-tiny preset)."""
 
-import json
-
 import pytest
 import torch
 
-from hytron.data.mix import single_component_blend
-from hytron.packing import iter_texts, pack
-from hytron.tokenizer import Tokenizer
-from tests.train.conftest import corpus_docs
+from tests.train.conftest import pack_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -23,12 +18,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def packed_corpus(tmp_path_factory):
     """(packed dir, tokenizer): the training tests' synthetic corpus, 10% held out."""
-    root = tmp_path_factory.mktemp("tune-corpus")
-    (root / "kept").mkdir()
-    (root / "kept" / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus_docs(300)))
-    tok = Tokenizer.train(iter_texts([root / "kept"]), vocab_size=512)
-    pack(single_component_blend([str(root / "kept")], validation_fraction=0.1), tok, root / "packed")
-    return root / "packed", tok
+    return pack_corpus(tmp_path_factory.mktemp("tune-corpus"), 300)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,10 @@ import json
 import pytest
 import yaml
 
-from hytron.config import ConfigError
-from hytron.tune.recipe import load_customize
+from hytron.config import ConfigError, load_recipe
+from hytron.tune.recipe import CustomizeConfig
+
+pytestmark = pytest.mark.slow  # end to end: curate, pack, train, evaluate, cards
 
 FACT = "The Zorbex project codename is Quillfeather."
 PROBES = [{"prompt": "The Zorbex project codename is", "answer": " Quillfeather.",
@@ -37,14 +39,17 @@ def _recipe(tmp_path, base, replay, **changes):
             "probes": PROBES, **changes}
     path = tmp_path / "customize.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_customize(path)
+    return load_recipe(CustomizeConfig, path)
 
 
-def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(trained_tiny, packed_data, tmp_path):
-    from hytron.cli.customize import run_customize
+def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(trained_tiny, packed_data, tmp_path,
+                                                                            capsys):
+    from hytron.tune.customize import run_customize
 
     replay = packed_data.parent / "kept"
     result = run_customize(_recipe(tmp_path, trained_tiny, replay))
+    # your documents are curated with the documents profile, and customize says what it kept
+    assert "kept 8 of 8 documents (100%) with the 'documents' curation profile" in capsys.readouterr().err
     before, after = result["before"]["probes"], result["after"]["probes"]
     # the true completion becomes far more likely than before (nats over the answer's tokens)
     assert after["probe_logprob"] > before["probe_logprob"] + 10, (before, after)
@@ -61,7 +66,7 @@ def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(tr
 
 
 def test_lora_method_writes_peft_adapter_and_merged_model(trained_tiny, packed_data, tmp_path):
-    from hytron.cli.customize import run_customize
+    from hytron.tune.customize import run_customize
 
     cfg = _recipe(tmp_path, trained_tiny, packed_data.parent / "kept", method="lora",
                   lora={"r": 8, "alpha": 32}, train={"steps": 30, "lr": 1e-2, "warmup_steps": 3, "seq_len": 64,
@@ -76,16 +81,16 @@ def test_recipe_errors_name_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"base_model": "m", "method": "qlora", "data": {"inputs": ["d"], "replay_share": 0}}))
     with pytest.raises(ConfigError, match="method"):
-        load_customize(bad)
+        load_recipe(CustomizeConfig, bad)
     bad.write_text(yaml.safe_dump({"base_model": "m", "data": {"inputs": ["d"], "replay_share": 0.3}}))
     with pytest.raises(ConfigError, match="data.replay"):
-        load_customize(bad)
-    with pytest.raises(FileNotFoundError, match="no customize recipe"):
-        load_customize("no-such-recipe")
+        load_recipe(CustomizeConfig, bad)
+    with pytest.raises(FileNotFoundError, match="no recipe 'no-such-recipe'.*customize"):
+        load_recipe(CustomizeConfig, "no-such-recipe")
 
 
 def test_shipped_recipe_loads():
-    cfg = load_customize("customize")
+    cfg = load_recipe(CustomizeConfig, "customize")
     assert cfg.method == "pretrain" and cfg.data.replay_share == 0.3 and cfg.probes[0]["distractors"]
-    lora = load_customize("customize", {"method": "lora", "lora.r": 4})
+    lora = load_recipe(CustomizeConfig, "customize", ["method=lora", "lora.r=4"])
     assert lora.method == "lora" and lora.lora.r == 4

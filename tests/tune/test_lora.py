@@ -41,14 +41,15 @@ def test_fresh_adapter_is_identity_and_only_adapters_train():
     assert set(HybridLM(model.config).state_dict()) <= set(model.state_dict())
 
 
-def test_lora_training_moves_loss_and_leaves_base_weights(packed_data):
+def test_lora_training_moves_loss_and_leaves_base_weights(packed_data, tmp_path):
     torch.manual_seed(0)
     model = _tiny()
     base = {n: p.clone() for n, p in model.named_parameters()}
     apply_lora(model, LoRAConfig(r=4, alpha=8))
     from hytron.tune import packed_batches, packed_eval_batches
 
-    result = finetune(model, packed_batches(packed_data, 32, 4), TuneConfig(steps=15, lr=5e-3, warmup_steps=2),
+    cfg = TuneConfig(out_dir=str(tmp_path), steps=15, lr=5e-3, warmup_steps=2)
+    result = finetune(model, packed_batches(packed_data, 32, 4), cfg,
                       eval_batches=packed_eval_batches(packed_data, 32, 4, 2), progress=False)
     assert result["after"]["val_loss"] < result["before"]["val_loss"] - 0.1
     assert result["trainable_params"] < 0.2 * result["total_params"]

@@ -89,8 +89,9 @@ def prepare(work: Path, s: DataClaimSettings, junk: float, log=print) -> tuple[d
 
 def run(out: str | Path, quick: bool = False, settings: DataClaimSettings | None = None, seeds: int = 3,
         log=print) -> dict:
+    from hytron.data.io import read_jsonl
     from hytron.eval.scoring import Scorer, bits_per_byte
-    from hytron.eval.tasks import multiple_choice, read_jsonl, world_qa_items
+    from hytron.eval.tasks import multiple_choice, world_qa_items
     from hytron.packing import iter_texts
     from hytron.tokenizer import Tokenizer
 

@@ -71,8 +71,8 @@ def prepare(work: Path, s: NVFP4ClaimSettings) -> tuple[Path, Path, int]:
 
 def run(out: str | Path, quick: bool = False, settings: NVFP4ClaimSettings | None = None, seeds: int = 3,
         log=print) -> dict:
+    from hytron.data.io import read_jsonl
     from hytron.eval.scoring import Scorer, bits_per_byte
-    from hytron.eval.tasks import read_jsonl
     from hytron.lowp import RECIPE_NAMES
     from hytron.packing import iter_texts
     from hytron.tokenizer import Tokenizer

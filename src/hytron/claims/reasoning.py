@@ -133,9 +133,9 @@ def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dic
     from hytron.config import from_dict
     from hytron.reasoning import load_solver, sft_rows, shortest_correct_rows
     from hytron.reasoning.data import write_jsonl
-    from hytron.reasoning.grpo import problem_prompts, run_grpo
+    from hytron.reasoning.grpo import problem_prompts
     from hytron.tokenizer import Tokenizer
-    from hytron.train.rl import RLConfig
+    from hytron.train.rl import RLConfig, grpo
 
     work.mkdir(parents=True, exist_ok=True)
     train_regions = set(range(2, 10))
@@ -173,7 +173,7 @@ def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dic
         prompts_for_step = problem_prompts(cfg)  # exactly what GRPO rolls out, decoded back to text
         pools["rl"] = [tok.decode(p.prompt_ids) for step in range(s.rl_steps) for p in prompts_for_step(step, tok)]
         write_texts(work / "rl_prompts.jsonl", pools["rl"])
-        model = run_grpo(cfg, progress=False)["model_dir"]
+        model = grpo(cfg, prompts_for_step, progress=False)["model_dir"]
     models["after"] = model
     return {"models": models, "pools": pools, "stages": stages}
 

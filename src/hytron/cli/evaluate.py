@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from hytron.cli.recipes import add_set
+
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -62,6 +64,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_model(args.model_dir, evals=args.evals, tasks=tasks, limit=args.limit, lm_eval_tasks=lm_tasks,
                              lm_eval_include=include, extra=extra, write=not args.no_write,
                              batch_size=args.batch_size)
+    if not args.no_write:
+        from hytron.report.cards import refresh_cards
+
+        refresh_cards(args.model_dir, results)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -79,9 +85,7 @@ def add_reproduce(sub) -> None:
     p.add_argument("--seeds", type=int, default=None,
                    help="independent runs (seeds 0..N-1; for hybrid: interleaved timing rounds); default 3, "
                         "2 with --quick")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the claim, e.g. --set 'junk_shares=[0.5, 0.9]' --set steps=300 "
-                        "(repeatable; values are YAML)")
+    add_set(p)  # a setting of the claim, e.g. --set 'junk_shares=[0.5, 0.9]' --set steps=300
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.set_defaults(func=cmd_reproduce)
 
@@ -93,15 +97,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import yaml
+    from hytron.config import apply_overrides
 
-    overrides = {}
-    for item in args.overrides:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. steps=300")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    result = run_claim(args.claim, args.out, quick=args.quick, seeds=args.seeds, overrides=overrides)
+    result = run_claim(args.claim, args.out, quick=args.quick, seeds=args.seeds,
+                       overrides=apply_overrides({}, args.overrides))
     print(json.dumps({"claim": result["claim"], "verdict": result["verdict"], "headline": result["headline"],
                       "plots": result["plots"],
                       "seconds": result["seconds"], "out": args.out}, indent=2))
@@ -126,7 +125,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hytron.report import build_report
 
     if args.cards:
-        from hytron.train.cards import write_cards
+        from hytron.report.cards import write_cards
 
         write_cards(Path(args.run_dir) / "model", args.run_dir)
     path = build_report(args.run_dir, args.out, args.claims)

@@ -1,17 +1,9 @@
-"""Reasoning post-training verbs: `hytron reasoning-data`, `hytron sft`, `hytron reasoning-distill`, `hytron rl`."""
+"""Reasoning data verbs: `hytron reasoning-data` (verifiable problems as chat rows), `hytron reasoning-distill`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-
-
-def _recipe_args(p) -> None:
-    p.add_argument("recipe", help="a recipe name under recipes/ (e.g. sft-tiny) or a YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set data.path=rows.jsonl (repeatable)")
-    p.add_argument("--section", default=None, help="read this top-level section of the YAML file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still go to JSONL)")
 
 
 def add_reasoning_data(sub) -> None:
@@ -37,22 +29,6 @@ def cmd_reasoning_data(args: argparse.Namespace) -> int:
     off = sum(r["reasoning"] == "off" for r in rows)
     print(json.dumps({"out": str(path), "rows": len(rows), "reasoning_off": off}))
     return 0
-
-
-def add_sft(sub) -> None:
-    p = sub.add_parser("sft", help="chat SFT with loss on assistant tokens only (resumable)",
-                       description="Fine-tunes model.init_from (or a fresh preset) on chat JSONL rows; re-running "
-                                   "with the same out_dir resumes from the newest valid checkpoint.")
-    _recipe_args(p)
-    p.set_defaults(func=cmd_sft)
-
-
-def cmd_sft(args: argparse.Namespace) -> int:
-    from hytron.train.sft import load_sft_recipe, sft
-
-    summary = sft(load_sft_recipe(args.recipe, args.overrides, args.section), progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    return 0 if summary["status"] == "finished" or summary["status"].startswith("paused") else 130
 
 
 def add_reasoning_distill(sub) -> None:
@@ -85,21 +61,3 @@ def cmd_reasoning_distill(args: argparse.Namespace) -> int:
     write_jsonl(rows, args.out)
     print(json.dumps({"out": args.out, **stats}, indent=2))
     return 0
-
-
-def add_rl(sub) -> None:
-    p = sub.add_parser("rl", help="GRPO (Dr.GRPO) with verifiable rewards and a length penalty on correct answers",
-                       description="Improves model.init_from with on-policy GRPO; resumable like sft.")
-    _recipe_args(p)
-    p.set_defaults(func=cmd_rl)
-
-
-def cmd_rl(args: argparse.Namespace) -> int:
-    from hytron.reasoning.grpo import run_grpo
-    from hytron.train.rl import RLConfig
-    from hytron.train.sft import load_sft_recipe
-
-    summary = run_grpo(load_sft_recipe(args.recipe, args.overrides, args.section, cls=RLConfig),
-                   progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    return 0 if summary["status"] == "finished" or summary["status"].startswith("paused") else 130

@@ -21,6 +21,15 @@ def add_serve(sub) -> None:
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
     p.add_argument("--max-thinking-tokens", type=int, help="default thinking budget (requests may set their own)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--read-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a whole request (headers and body); then it is closed")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="on SIGTERM/SIGINT, seconds requests in flight get before they are cancelled")
+    p.add_argument("--allowed-host", action="append", metavar="HOST",
+                   help="a Host name clients may use (repeatable; *.example.com matches subdomains; default: the "
+                        "bound address's names, any for 0.0.0.0)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="a web origin (https://app.example) whose pages may call the API (repeatable; default: none)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"], default="auto",
                    help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
@@ -42,13 +51,15 @@ def _config(args):
                        max_waiting=getattr(args, "max_waiting", 64), max_len=args.max_model_len,
                        max_tokens_limit=getattr(args, "max_tokens_limit", 4096),
                        max_thinking_tokens=args.max_thinking_tokens, threads=args.threads,
+                       read_timeout=getattr(args, "read_timeout", 30.0),
+                       shutdown_timeout=getattr(args, "shutdown_timeout", 10.0),
+                       allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()) or None,
+                       cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
                        tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from hytron.serve import Backend, create_app
+    from hytron.serve import Backend, create_app, http
 
     cfg = _config(args)
     backend = Backend.load(args.model_dir, cfg)
@@ -56,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
     print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}) "
           f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1)", flush=True)
-    uvicorn.run(create_app(backend), host=cfg.host, port=cfg.port, log_level=args.log_level)
+    http.run(create_app(backend), cfg.host, cfg.port, cfg.read_timeout, cfg.shutdown_timeout, args.log_level)
     return 0
 
 

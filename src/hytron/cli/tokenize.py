@@ -14,8 +14,8 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
     t = verbs.add_parser("train", help="learn a vocabulary from JSONL documents and save it to --out")
     t.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="curation output dir (reads its kept/), folder of JSONL shards, or a JSONL file")
-    t.add_argument("--blend", help="train on the documents this blend trains on (exclusions and hold-out "
-                   "respected); INPUTs, if given, replace the blend's inputs")
+    t.add_argument("--blend", help="train on the documents this blend (file or shipped name) trains on "
+                   "(exclusions and hold-out respected); INPUTs, if given, replace the blend's inputs")
     t.add_argument("--out", required=True, help="directory for tokenizer.json + tokenizer_config.json")
     t.add_argument("--vocab-size", type=int, default=4096, help="ids in total, special tokens included")
     t.add_argument("--min-frequency", type=int, default=2, help="a merge must occur at least this often")
@@ -24,12 +24,13 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from hytron.config import recipe_path
     from hytron.data.mix import Blend
     from hytron.packing import iter_blend_texts, iter_texts
     from hytron.tokenizer import Tokenizer
 
     if args.blend:
-        blend = Blend.load(args.blend)
+        blend = Blend.load(recipe_path(args.blend))
         texts = iter_blend_texts(blend.with_inputs(args.inputs) if args.inputs else blend, max_docs=args.max_docs)
     elif args.inputs:
         texts = iter_texts(args.inputs, max_docs=args.max_docs)
@@ -46,7 +47,8 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 def add_tokenize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="pack curated documents into token shards following a blend spec")
-    p.add_argument("--blend", help="blend YAML (recipes/blend*.yaml); default: all --input in one component")
+    p.add_argument("--blend", help="blend YAML file or shipped name (e.g. blend-quickstart); default: all --input "
+                   "in one component")
     p.add_argument("--input", action="append", default=None, metavar="PATH",
                    help="input dir/file (repeatable); replaces the blend's `inputs`")
     p.add_argument("--tokenizer", required=True, help="tokenizer dir (or a model dir that carries one)")
@@ -60,12 +62,13 @@ def add_tokenize(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
+    from hytron.config import recipe_path
     from hytron.data.mix import Blend, single_component_blend
     from hytron.packing import pack
     from hytron.tokenizer import Tokenizer
 
     if args.blend:
-        blend = Blend.load(args.blend)
+        blend = Blend.load(recipe_path(args.blend))
         if args.input:
             blend = blend.with_inputs(args.input)
     elif args.input:

@@ -1,28 +1,64 @@
-"""Training verbs: `hytron pretrain RECIPE` (single process or under torchrun)."""
+"""Training verbs: `hytron pretrain`, `hytron sft` and `hytron rl`, each a recipe run (single process or torchrun)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+
+from hytron.cli.recipes import add_recipe_args, report_run
+
+# verb: (help, description, an example recipe)
+STAGES = {
+    "pretrain": ("pre-train (or continue pre-training) a hybrid model from a recipe",
+                 "Runs the recipe's loop; re-running with the same out_dir resumes from the newest valid "
+                 "checkpoint. Under torchrun, set distributed=ddp or fsdp.", "tiny"),
+    "sft": ("chat SFT with loss on assistant tokens only (resumable)",
+            "Fine-tunes model.init_from (or a fresh preset) on chat JSONL rows; re-running with the same out_dir "
+            "resumes from the newest valid checkpoint.", "sft-tiny"),
+    "rl": ("GRPO (Dr.GRPO) with verifiable rewards and a length penalty on correct answers",
+           "Improves model.init_from with on-policy GRPO; resumable like sft.", "rl-tiny"),
+}
+
+
+def _add(sub, verb: str, func) -> None:
+    help_, description, example = STAGES[verb]
+    p = sub.add_parser(verb, help=help_, description=description)
+    add_recipe_args(p, example)
+    p.set_defaults(func=func)
 
 
 def add_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="pre-train (or continue pre-training) a hybrid model from a recipe",
-                       description="Runs the recipe's loop; re-running with the same out_dir resumes from the "
-                                   "newest valid checkpoint. Under torchrun, set distributed=ddp or fsdp.")
-    p.add_argument("recipe", help="a recipe name under recipes/ (e.g. tiny) or a YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set optim.lr=1e-3 --set data.path=packed/ (repeatable)")
-    p.add_argument("--section", default=None, help="read this top-level section of the YAML file (e.g. pretrain)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still go to JSONL)")
-    p.set_defaults(func=cmd_pretrain)
+    _add(sub, "pretrain", cmd_pretrain)
+
+
+def add_sft(sub) -> None:
+    _add(sub, "sft", cmd_sft)
+
+
+def add_rl(sub) -> None:
+    _add(sub, "rl", cmd_rl)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from hytron.config import load_recipe
     from hytron.train.pretrain import pretrain
-    from hytron.train.recipe import load_recipe
+    from hytron.train.recipe import TrainConfig
 
-    cfg = load_recipe(args.recipe, args.overrides, section=args.section)
-    summary = pretrain(cfg, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    return 0 if summary["status"] == "finished" or summary["status"].startswith("paused") else 130
+    cfg = load_recipe(TrainConfig, args.recipe, args.overrides, args.section)
+    return report_run(pretrain(cfg, progress=not args.no_progress))
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from hytron.config import load_recipe
+    from hytron.train.sft import SFTConfig, sft
+
+    return report_run(sft(load_recipe(SFTConfig, args.recipe, args.overrides, args.section),
+                          progress=not args.no_progress))
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
+    from hytron.config import load_recipe
+    from hytron.reasoning.grpo import problem_prompts
+    from hytron.train.rl import RLConfig, grpo
+
+    cfg = load_recipe(RLConfig, args.recipe, args.overrides, args.section)
+    return report_run(grpo(cfg, problem_prompts(cfg), progress=not args.no_progress))

@@ -41,6 +41,7 @@ from hytron.data.curate_config import CurateConfig
 from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
+from hytron.data.io import write_json
 from hytron.data.steps import DECIDE_STEPS, STAGE_STEPS, STEPS, Decision, Staged
 from hytron.data.textview import prose_view
 from hytron.data.writers import ShardWriter, iter_records
@@ -66,10 +67,7 @@ def _mark(out: Path, phase: str, i: int | None = None) -> None:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_json(path, data, indent=1, sort_keys=True)
 
 
 _CONTEXT: dict[str, dict] = {}
@@ -251,7 +249,7 @@ def finish_shard(out_dir: str, index: int) -> None:
 
         rephraser = make_rephraser(cfg.rephrase)
     stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
-             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}}
+             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0}
     n_rephrased = 0
     with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
         for pos, line in enumerate(f):
@@ -277,6 +275,7 @@ def finish_shard(out_dir: str, index: int) -> None:
                     for kind, c in counts.items():
                         stats["pii_redacted"][kind] = stats["pii_redacted"].get(kind, 0) + c
             stats["unicode_repaired"] += bool(meta.get("unicode_repaired"))
+            stats["kept_with_code"] += bool(meta.get("code_share"))
             bucket = meta.pop("quality_bucket", None)
             meta["tokens"] = approx_tokens(text)
             kept_w.write({"id": rec["id"], "text": text, "source": rec["source"], "quality_bucket": bucket,
@@ -446,6 +445,7 @@ def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summar
         "tokens_by_source_bucket": total.get("tokens_by_source_bucket", {}),
         "tokens_note": "approximate tokens: word and punctuation pieces (hytron.data.document.approx_tokens)",
         "pii_redacted": total.get("pii_redacted", {}), "unicode_repaired": total.get("unicode_repaired", 0),
+        "kept_with_code": total.get("kept_with_code", 0),  # kept docs with code blocks (meta.code_share)
         "synthetic_by_style": total.get("synthetic", {}),
         "quality": {"thresholds": summary.get("quality_thresholds"),
                     "training": json.loads(training.read_text()) if training.is_file() else None},

@@ -182,7 +182,7 @@ def _foreign(rng: random.Random) -> tuple[str, str]:
 def _near_copy(text: str, rng: random.Random) -> str:
     paras = text.split("\n\n")
     words = paras[-1].split()
-    for _ in range(max(1, len(" ".join(paras).split()) // 80)):
+    for _ in range(max(1, len(" ".join(paras).split()) // 150)):
         i = rng.randrange(len(words))
         words[i] = rng.choice(["also", "now", "here", "then", "often"])
     paras[-1] = textwrap.fill(" ".join(words), 72)

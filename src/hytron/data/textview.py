@@ -6,7 +6,7 @@ rules must see paragraphs, and code must not count as prose (a `{` in an example
 
 `prose_view(text)` returns a `View`:
   prose       paragraphs separated by a blank line, one logical line per wrapped paragraph (list items keep
-              their own lines); inline code replaced by a placeholder word, Markdown links by their text,
+              their own lines); inline code replaced by the identifiers in it, Markdown links by their text,
               images, HTML tags, URLs and heading markers removed
   code_words  words in code: fenced blocks (``` ~~~), doctest paragraphs (>>>), tables, lists of identifiers
               or signatures, and paragraphs indented deeper than the document's base indent that do not read
@@ -103,12 +103,15 @@ def _code_words(m: re.Match) -> str:
 
 
 def _clean_inline(line: str) -> str:
-    line = _TAG.sub("", line)
-    line = _IMAGE.sub("", line)
-    line = _LINK.sub(r"\1", line)
-    line = _URL.sub("", line)
-    line = _INLINE_CODE.sub(_code_words, line)
-    return _HEADING.sub("", line).strip()
+    if "<" in line:
+        line = _TAG.sub("", line)
+    if "](" in line:
+        line = _LINK.sub(r"\1", _IMAGE.sub("", line))
+    if "://" in line or "www." in line:
+        line = _URL.sub("", line)
+    if "`" in line or '"' in line:
+        line = _INLINE_CODE.sub(_code_words, line)
+    return _HEADING.sub("", line).strip() if line.lstrip().startswith("#") else line.strip()
 
 
 def _paragraphs(text: str) -> list[list[str]]:

@@ -32,6 +32,7 @@ import random
 from pathlib import Path
 
 from hytron.data import pages
+from hytron.data.io import write_jsonl
 from hytron.data.world import World
 
 FORMAT_VERSION = 1
@@ -53,13 +54,6 @@ _MOJIBAKE_SENTENCES = ("Visitors like the café on the square — it’s famous 
 def _garble(text: str) -> str:
     """UTF-8 bytes misread as cp1252: the most common mojibake on the web."""
     return text.encode("utf-8").decode("cp1252")
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def _evals(world: World, rng: random.Random, n_val: int, n_qa: int, n_arith: int):
@@ -176,18 +170,18 @@ def generate(out_dir: str | Path, n_docs: int = 20_000, seed: int = 0, junk_shar
         labels.append(label)
 
     for f in range(0, n_docs, DOCS_PER_FILE):
-        _write_jsonl(out / "corpus" / f"crawl-{f // DOCS_PER_FILE:05d}.jsonl", docs[f:f + DOCS_PER_FILE])
-    _write_jsonl(out / "labels.jsonl", labels)
+        write_jsonl(docs[f:f + DOCS_PER_FILE], out / "corpus" / f"crawl-{f // DOCS_PER_FILE:05d}.jsonl")
+    write_jsonl(labels, out / "labels.jsonl")
     ref_rng = random.Random(f"tinyweb-reference-{seed}")
     ref = []
     for i in range(1500):
         maker = (lambda: pages.article(world, ref_rng), lambda: pages.lesson(world, ref_rng, banned),
                  lambda: pages.story(world, ref_rng))[i % 3]
         ref.append({"id": f"ref-{i:05d}", "text": maker(), "source": "tinyweb/reference"})
-    _write_jsonl(out / "reference" / "reference.jsonl", ref)
-    _write_jsonl(out / "evals" / "validation.jsonl", val)
-    _write_jsonl(out / "evals" / "world_qa.jsonl", qa)
-    _write_jsonl(out / "evals" / "arithmetic.jsonl", arith)
+    write_jsonl(ref, out / "reference" / "reference.jsonl")
+    write_jsonl(val, out / "evals" / "validation.jsonl")
+    write_jsonl(qa, out / "evals" / "world_qa.jsonl")
+    write_jsonl(arith, out / "evals" / "arithmetic.jsonl")
     counts: dict[str, int] = {}
     for lab in labels:
         counts[lab["kind"]] = counts.get(lab["kind"], 0) + 1

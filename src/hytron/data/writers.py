@@ -21,12 +21,12 @@ Layout of a curation output folder OUT (stable; other stages read it):
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from hytron.data.io import open_text
 
 SUFFIX = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 
@@ -38,15 +38,7 @@ class ShardWriter:
         self.path = Path(out_dir) / kind / f"part-{shard_index:05d}{SUFFIX[compression]}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
-        raw = self.tmp.open("wb")
-        if compression == "gzip":
-            self._f = io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0), encoding="utf-8")
-        elif compression == "zstd":
-            import zstandard
-
-            self._f = io.TextIOWrapper(zstandard.ZstdCompressor().stream_writer(raw), encoding="utf-8")
-        else:
-            self._f = io.TextIOWrapper(raw, encoding="utf-8")
+        self._f = open_text(self.tmp, "w", compression)
         self.count = 0
 
     def write(self, record: dict) -> None:
@@ -58,16 +50,6 @@ class ShardWriter:
         os.replace(self.tmp, self.path)
 
 
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.name.endswith(".zst"):
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(path.open("rb")), encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
 def shard_files(out_dir: str | Path, kind: str = "kept") -> list[Path]:
     folder = Path(out_dir) / kind
     return sorted(p for p in folder.glob("part-*") if not p.name.endswith(".tmp")) if folder.is_dir() else []
@@ -76,6 +58,6 @@ def shard_files(out_dir: str | Path, kind: str = "kept") -> list[Path]:
 def iter_records(out_dir: str | Path, kind: str = "kept") -> Iterator[dict]:
     """Every record of OUT/<kind>/ (kept, removed or synthetic), in shard order."""
     for path in shard_files(out_dir, kind):
-        with _open_text(path) as f:
+        with open_text(path) as f:
             for line in f:
                 yield json.loads(line)

@@ -1,4 +1,5 @@
-"""`evaluate_model`: run the evaluation tasks on a model directory and write `eval.json` (and refresh its cards).
+"""`evaluate_model`: run the evaluation tasks on a model directory and write `eval.json` (the caller refreshes the
+model's cards: `hytron.report.cards.refresh_cards`).
 
 Tasks:
 - `validation`: loss (nats/token) and bits per byte on TinyWeb's clean held-out text;
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from hytron.data.io import write_json
 from hytron.eval.scoring import Scorer
 from hytron.eval.tasks import TASKS, run_tinyweb_tasks
 
@@ -100,20 +102,8 @@ def evaluate_model(model_dir: str | Path, *, evals: str | Path | None = None, ta
                            "max_len": scorer.max_len, "torch": torch.__version__, "python": platform.python_version()}
     results["seconds"] = time.perf_counter() - t0
     if write:
-        (model_dir / "eval.json").write_text(json.dumps(results, indent=1) + "\n")
-        refresh_cards(model_dir, results)
+        write_json(model_dir / "eval.json", results, indent=1)
     return results
-
-
-def refresh_cards(model_dir: Path, results: dict) -> None:
-    """Rewrite the cards with the new evaluation table, keeping the run they were written for."""
-    card = model_dir / "card.json"
-    if not card.is_file():
-        return
-    from hytron.train.cards import write_cards
-
-    run = (json.loads(card.read_text()).get("run") or {}).get("path")
-    write_cards(model_dir, run if run and Path(run).is_dir() else None, evals=results)
 
 
 def evaluate_model_dir(model_dir: str | Path, tinyweb_dir: str | Path | None = None, *, limit: int | None = 200,

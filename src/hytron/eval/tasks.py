@@ -13,32 +13,14 @@ function of the file and the seed, so every model sees the same questions.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
+from hytron.data.io import read_jsonl
 from hytron.eval.scoring import Scorer, bits_per_byte
 
 TASKS = ("validation", "world_qa", "arithmetic")
 QA_TEMPLATE = "Question: {question}\nAnswer:"
-
-
-def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation file not found: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
 
 
 def evals_dir(path: str | Path) -> Path:

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hytron.tokenizer import Tokenizer
+
 # GPT-2's pre-tokenizer regex (what `tokenizers`' ByteLevel(use_regex=True) uses); llama.cpp type "gpt-2"
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # The chat template's `{% generation %}` marks the assistant mask for training; runtimes do not know the tag
@@ -33,6 +35,7 @@ class GGUFVocab:
     eos_id: int | None
     eot_id: int | None
     pad_id: int | None
+    add_bos: bool
     chat_template: str | None
 
     def write(self, writer) -> None:
@@ -45,7 +48,7 @@ class GGUFVocab:
                            (writer.add_eot_token_id, self.eot_id), (writer.add_pad_token_id, self.pad_id)):
             if value is not None:
                 add(value)
-        writer.add_add_bos_token(False)  # hytron never prepends BOS when encoding; the chat template adds it
+        writer.add_add_bos_token(self.add_bos)  # hytron's: False (its chat template writes BOS itself)
         writer.add_add_eos_token(False)
         if self.chat_template:
             writer.add_chat_template(self.chat_template)
@@ -71,16 +74,7 @@ def _pre_type(pre: dict | None, source: str) -> str:
                      "that would tokenize differently")
 
 
-def _template(directory: Path) -> str | None:
-    for name in ("chat_template.jinja",):
-        if (directory / name).is_file():
-            text = (directory / name).read_text()
-            break
-    else:
-        cfg = directory / "tokenizer_config.json"
-        text = json.loads(cfg.read_text()).get("chat_template") if cfg.is_file() else None
-    if isinstance(text, list):  # several named templates: the default one
-        text = next((t.get("template") for t in text if t.get("name") == "default"), None)
+def _strip_training_tags(text: str | None) -> str | None:
     if not text:
         return None
     for tag in _TRAINING_ONLY_TAGS:
@@ -123,20 +117,10 @@ def read_vocab(directory: str | Path, vocab_size: int) -> GGUFVocab:
     token_types = [types.get(i, UNUSED) for i in range(vocab_size)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
 
-    specials = {}
-    cfg_path = directory / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    ids = {tok: i for i, tok in by_id.items()}
-
-    def special_id(key: str) -> int | None:
-        value = cfg.get(key)
-        if isinstance(value, dict):  # {"content": "<s>", ...}
-            value = value.get("content")
-        return ids.get(value) if isinstance(value, str) else None
-
-    for key in ("bos_token", "eos_token", "pad_token"):
-        specials[key] = special_id(key)
-    end_of_turn = (cfg.get("hytron") or {}).get("end_of_turn_token") or "<|im_end|>"
-    return GGUFVocab(pre=pre, tokens=tokens, token_types=token_types, merges=merges,
-                     bos_id=specials["bos_token"], eos_id=specials["eos_token"], eot_id=ids.get(end_of_turn),
-                     pad_id=specials["pad_token"], chat_template=_template(directory))
+    # special ids, end of turn and chat template as hytron reads them (its own or any Hugging Face layout)
+    tok = Tokenizer.load(directory)
+    pad = tok.special_tokens_map.get("pad_token")
+    return GGUFVocab(pre=pre, tokens=tokens, token_types=token_types, merges=merges, bos_id=tok.bos_id,
+                     eos_id=tok.eos_id, eot_id=tok.end_of_turn_id, pad_id=None if pad is None else tok.pad_id,
+                     add_bos=bool(tok.post_processor_prefix) and tok.post_processor_prefix == [tok.bos_id],
+                     chat_template=_strip_training_tags(tok.chat_template))

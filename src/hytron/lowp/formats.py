@@ -120,11 +120,6 @@ def round_to_format(
     return m.copysign_(y)
 
 
-def round_to_bf16(y: torch.Tensor) -> torch.Tensor:
-    """Round to bfloat16 (RNE, as torch's cast does) and return float32: the 'bf16 GEMM operand' format."""
-    return y.to(torch.bfloat16).to(torch.float32)
-
-
 def e2m1_codes(values: torch.Tensor) -> torch.Tensor:
     """4-bit E2M1 codes (uint8, 0..15) of values already on the E2M1 grid; -0 -> 0x8. NaN is not encodable."""
     if torch.isnan(values).any():

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from hytron.model.attention import Attention
 from hytron.model.cache import HybridCache
 from hytron.model.config import HybridConfig
-from hytron.model.mamba2 import Mamba2
+from hytron.model.mamba2 import GatedRMSNorm, Mamba2
 from hytron.model.mlp import MLP
-from hytron.model.moe import MoE
+from hytron.model.moe import Experts, MoE, Router
 
 
 class RMSNorm(nn.Module):
@@ -77,7 +77,6 @@ class HybridLM(nn.Module):
         self.config = config
         self.backbone = Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.gradient_checkpointing = False
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
@@ -100,10 +99,7 @@ class HybridLM(nn.Module):
             cache.advance(input_ids.size(1))
         else:
             for block in self.backbone.layers:
-                if self.gradient_checkpointing and self.training:
-                    h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
-                else:
-                    h = block(h)
+                h = block(h)
         h = self.backbone.norm_f(h)
         if last_only:
             h = h[:, -1:]
@@ -134,7 +130,7 @@ class HybridLM(nn.Module):
                 module.weight.normal_(0.0, s, generator=generator)
             elif isinstance(module, nn.Embedding):
                 module.weight.normal_(0.0, std, generator=generator)
-            elif isinstance(module, (RMSNorm,)) or type(module).__name__ == "GatedRMSNorm":
+            elif isinstance(module, (RMSNorm, GatedRMSNorm)):
                 module.weight.fill_(1.0)
             elif isinstance(module, Mamba2):
                 module.init_ssm(c.time_step_min, c.time_step_max, c.time_step_floor, generator=generator)
@@ -142,10 +138,10 @@ class HybridLM(nn.Module):
                 module.conv1d.weight.uniform_(-bound, bound, generator=generator)
                 if module.conv1d.bias is not None:
                     module.conv1d.bias.uniform_(-bound, bound, generator=generator)
-            elif type(module).__name__ == "Router":
+            elif isinstance(module, Router):
                 module.weight.normal_(0.0, std, generator=generator)
                 module.e_score_correction_bias.zero_()
-            elif type(module).__name__ == "Experts":
+            elif isinstance(module, Experts):
                 module.up_proj.normal_(0.0, std, generator=generator)
                 module.down_proj.normal_(0.0, out_std, generator=generator)
 

@@ -9,6 +9,8 @@ The SSD scan backend is chosen by `set_scan_backend` (or the HYTRON_SCAN_BACKEND
   reference  always `ssd_chunked` (plain PyTorch, eager);
   compile    `torch.compile` of `ssd_chunked` (CUDA or CPU; no extra package; compiles once per shape);
   mamba_ssm  like auto, but an error when the package is missing.
+The one-token decode step uses hytron's own Triton kernel (`hytron.model.ssd_triton`) on CUDA when the
+`triton` package is present and the backend is not `reference`; else `ssd_step`.
 """
 
 from __future__ import annotations
@@ -66,11 +68,50 @@ def _compiled_scan():
     return torch.compile(ssd_chunked, dynamic=False, fullgraph=True)
 
 
+@functools.cache
+def _triton_step():
+    """hytron's Triton decode-step kernel, or None without the `triton` package."""
+    try:
+        from hytron.model.ssd_triton import ssd_step_
+    except Exception:  # noqa: BLE001 - not installed, or a Triton that does not work here
+        return None
+    return ssd_step_
+
+
+_triton_step_failed: str | None = None
+
+
+def fast_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor | None:
+    """`ssd_step` updating `state` in place, y (b, H, P) returned, or None when it does not apply.
+
+    Applies to CUDA tensors (or any, under TRITON_INTERPRET=1) with a contiguous fp32 state. If the kernel
+    fails once (e.g. a Triton that cannot compile it), it is switched off for the process with a warning.
+    """
+    global _triton_step_failed
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if (_scan_backend == "reference" or _triton_step_failed or not (state.is_cuda or interpret)
+            or state.dtype != torch.float32 or not state.is_contiguous() or torch.compiler.is_compiling()):
+        return None
+    step = _triton_step()
+    if step is None:
+        return None
+    try:
+        return step(state, x, dt, A, B, C)
+    except Exception as e:  # noqa: BLE001 - fall back to the reference, loudly, once
+        import warnings
+
+        _triton_step_failed = f"{type(e).__name__}: {e}"
+        warnings.warn(f"hytron: Triton decode step disabled, using the reference ({_triton_step_failed})",
+                      stacklevel=2)
+        return None
+
+
 def kernels_available() -> dict[str, bool]:
     """Which optional CUDA kernels can be used on this machine."""
     if not torch.cuda.is_available():
-        return {"mamba_ssm": False, "causal_conv1d": False}
-    return {"mamba_ssm": _mamba_ssm_scan() is not None, "causal_conv1d": _causal_conv1d() is not None}
+        return {"mamba_ssm": False, "causal_conv1d": False, "triton_step": False}
+    return {"mamba_ssm": _mamba_ssm_scan() is not None, "causal_conv1d": _causal_conv1d() is not None,
+            "triton_step": _triton_step() is not None}
 
 
 def fast_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
@@ -144,8 +185,9 @@ def decode_step(model, cache: HybridCache, tokens: Tensor) -> Tensor:
         elif isinstance(state, MambaState):
             conv, ssm = state.conv, state.ssm
             h = block(h, state)
-            conv.copy_(state.conv)
-            ssm.copy_(state.ssm)
+            for old, new in ((conv, state.conv), (ssm, state.ssm)):
+                if new is not old:  # the reference step rebinds; the Triton step updates in place
+                    old.copy_(new)
             state.conv, state.ssm = conv, ssm
         else:
             h = block(h)

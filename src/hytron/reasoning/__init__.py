@@ -5,19 +5,20 @@
     result = evaluate_reasoning("runs/sft/model", kinds="arithmetic", budgets=[0, 8, 16, 32, None])
     plot_budget_curves({"sft": result}, "budget.png")
 
-Training lives in `hytron.train.sft` (`hytron sft`) and `hytron.train.rl` (`hytron rl`); the thinking
-budget itself is `hytron.infer`'s (`SamplingParams.max_thinking_tokens`), shared with the server.
+Training lives in `hytron.train.sft` (`hytron sft`) and `hytron.train.rl` (`hytron rl`, prompts from
+`problem_prompts`); the thinking budget itself is `hytron.infer`'s (`SamplingParams.max_thinking_tokens`),
+shared with the server.
 """
 
 from hytron.reasoning.data import encode_row, prompt_messages, read_chat_jsonl, sft_rows, write_jsonl
 from hytron.reasoning.distill import shortest_correct_rows
 from hytron.reasoning.evaluate import DEFAULT_BUDGETS, evaluate_reasoning, plot_budget_curves
 from hytron.reasoning.generation import Attempt, Solver, load_solver, problem_prompt
-from hytron.reasoning.grpo import run_grpo
+from hytron.reasoning.grpo import problem_prompts
 from hytron.reasoning.tasks import GENERATORS, Problem, check_answer, extract_answer, generate_problems
 from hytron.reasoning.traces import concise_trace, truncate_trace, verbose_trace
 
 __all__ = ["DEFAULT_BUDGETS", "GENERATORS", "Attempt", "Problem", "Solver", "check_answer", "concise_trace",
            "encode_row", "evaluate_reasoning", "extract_answer", "generate_problems", "load_solver",
-           "plot_budget_curves", "problem_prompt", "prompt_messages", "read_chat_jsonl", "run_grpo", "sft_rows",
+           "plot_budget_curves", "problem_prompt", "problem_prompts", "prompt_messages", "read_chat_jsonl", "sft_rows",
            "shortest_correct_rows", "truncate_trace", "verbose_trace", "write_jsonl"]

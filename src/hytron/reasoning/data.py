@@ -8,7 +8,7 @@ One row is one conversation, in the schema of Nemotron's post-training data (a p
 
 `reasoning: "off"` rows train the model to answer straight after the empty `<think></think>` the chat
 template pre-fills for `/no_think`; any reasoning such a row carries is dropped. Users bring their own rows
-in the same schema; reading, validating and encoding rows is `hytron.train.sft`'s (re-exported here).
+in the same schema; reading, validating and encoding rows is `hytron.data.chat`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from hytron.data.chat import encode_row, normalise_row, read_chat_jsonl
+from hytron.data.io import write_jsonl
 from hytron.reasoning.tasks import Problem, answer_text
 from hytron.reasoning.traces import render_trace, truncate_trace
-from hytron.train.sft import encode_row, normalise_row, read_chat_jsonl, write_jsonl
 
 __all__ = ["encode_row", "normalise_row", "problem_row", "prompt_messages", "read_chat_jsonl", "sft_rows",
            "write_jsonl"]

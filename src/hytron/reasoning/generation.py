@@ -3,7 +3,7 @@
 The prompt is the chat template's generation prompt (pre-filled `<think>\\n`, or `<think></think>` for
 `/no_think`); sampling and the thinking budget are `hytron.infer`'s (`max_thinking_tokens`: a newline
 within the grace window, else a forced `</think>`), the code the server runs, driven through
-`hytron.train.rl.Roller` so evaluation, self-distillation and GRPO roll out identically.
+`hytron.infer.rollout.Roller` so evaluation, self-distillation and GRPO roll out identically.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hytron.infer.rollout import Roller, Rollout, RolloutPrompt
 from hytron.reasoning.data import prompt_messages
 from hytron.reasoning.tasks import Problem, check_answer
-from hytron.train.rl import Roller, Rollout, RolloutPrompt
 
 
 @dataclass

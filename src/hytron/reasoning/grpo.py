@@ -1,7 +1,7 @@
-"""GRPO on verifiable problems: the per-step prompts `hytron.train.rl.grpo` rolls out, and the `hytron rl` entry.
+"""GRPO prompts on verifiable problems: the per-step prompts `hytron.train.rl.grpo` rolls out (`hytron rl`).
 
-    from hytron.reasoning.grpo import run_grpo
-    run_grpo(load_sft_recipe("rl-tiny", ["model.init_from=runs/sft-tiny/model"], cls=RLConfig))
+    from hytron.reasoning.grpo import problem_prompts
+    grpo(cfg, problem_prompts(cfg))          # cfg: hytron.train.rl.RLConfig
 
 Step `s` draws `rl.prompts_per_step` problems of `rl.kinds` from seed `seed * 1000 + 7 + s` (so a resumed
 run rolls out the same problems, and none come from the SFT or evaluation seeds' streams); the first
@@ -10,13 +10,14 @@ run rolls out the same problems, and none come from the SFT or evaluation seeds'
 
 from __future__ import annotations
 
+from hytron.infer.rollout import RolloutPrompt
 from hytron.reasoning.generation import problem_prompt
 from hytron.reasoning.tasks import generate_problems
-from hytron.train.rl import RLConfig, RolloutPrompt, grpo
 
 
-def problem_prompts(cfg: RLConfig):
-    """`prompts_for_step(step, tokenizer)` for `grpo`: seeded verifiable problems, some with /no_think."""
+def problem_prompts(cfg):
+    """`prompts_for_step(step, tokenizer)` for `grpo` (an RL config `cfg`): seeded verifiable problems, some
+    with /no_think."""
     r = cfg.rl
 
     def prompts_for_step(step: int, tokenizer) -> list[RolloutPrompt]:
@@ -25,8 +26,3 @@ def problem_prompts(cfg: RLConfig):
         return [problem_prompt(tokenizer, p, thinking=i >= n_off) for i, p in enumerate(problems)]
 
     return prompts_for_step
-
-
-def run_grpo(cfg: RLConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
-    """GRPO on `cfg.rl.kinds` problems; see `hytron.train.rl` for the objective."""
-    return grpo(cfg, problem_prompts(cfg), progress=progress, max_steps_this_run=max_steps_this_run)

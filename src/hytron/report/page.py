@@ -17,8 +17,9 @@ from pathlib import Path
 
 from hytron import __version__
 from hytron.data.pipeline import STEPS as PIPELINE_STEPS
+from hytron.report.cards import data_facts, eval_rows, model_facts, run_facts
 from hytron.report.charts import bar_chart, line_chart
-from hytron.train.cards import data_facts, eval_rows, model_facts, read_metrics, run_facts
+from hytron.train.metrics import read_metrics
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -96,7 +97,7 @@ def _section(title: str, *parts: str) -> str:
 
 def run_sections(run_dir: Path) -> list[str]:
     run = run_facts(run_dir)
-    metrics = read_metrics(run_dir)
+    metrics = read_metrics(Path(run_dir) / "metrics.jsonl")
     train = [m for m in metrics if "loss" in m]
     evals = [m for m in metrics if "val_loss" in m]
     cfg = run.get("config") or {}

@@ -1,11 +1,14 @@
 """OpenAI-compatible serving of hytron models: the HTTP app, the engine backend, the chat page and terminal chat.
 
     hytron serve MODEL_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-thinking-tokens N]
+                 [--read-timeout 30] [--shutdown-timeout 10] [--allowed-host NAME]... [--cors-origin URL]...
     hytron chat MODEL_DIR                      # the same engine in the terminal
 
 Endpoints (vLLM's dialect): `/v1/models`, `/v1/chat/completions`, `/v1/completions` (`echo` + `logprobs`
 for log-likelihood evaluation), `/tokenize`, `/detokenize`, `/tokenizer_info`, `/health`, `/metrics`
-(Prometheus), and the chat page at `/`. Reasoning comes back in `message.reasoning` and
+(Prometheus), and the chat page at `/`. JSON bodies must say `Content-Type: application/json`, the Host
+header must name the bound address (or an `--allowed-host`), and CORS is off unless `--cors-origin` is given,
+so a web page the user visits cannot drive a keyless server. Reasoning comes back in `message.reasoning` and
 `message.reasoning_content` (`delta.reasoning` when streaming); per request, `thinking_token_budget` caps the
 thinking, and `chat_template_kwargs.enable_thinking`, `reasoning_effort: "none"` or `/no_think` in a message
 turn it off.

@@ -1,10 +1,12 @@
 """The OpenAI-compatible HTTP app: routes, API-key and body-size guard, tokenizer endpoints, metrics, chat page.
 
     app = create_app(Backend.load(model_dir, ServeConfig(api_key="sk-...")))
-    uvicorn.run(app, host="127.0.0.1", port=8000)
+    hytron.serve.http.run(app, "127.0.0.1", 8000, read_timeout=30, shutdown_timeout=10)
 
 The API key (when set) is required on every route except `/health` and the chat page itself, as
-`Authorization: Bearer KEY` or `x-api-key: KEY` (compared in constant time).
+`Authorization: Bearer KEY` or `x-api-key: KEY` (compared in constant time). Every route checks the Host
+header against the bound address (or `allowed_hosts`), POST bodies must be `application/json`, and CORS is off
+unless `cors_origins` names the pages that may call the API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 from hytron.serve import errors, openai
 from hytron.serve.backend import Backend
@@ -48,10 +52,17 @@ def _ok(model, stream: bool = False) -> dict:
 
 
 class Guard:
-    """ASGI middleware: API key on every non-public route, request body capped at `max_body` bytes (413)."""
+    """ASGI middleware, before any route: Host allow-list, API key on every non-public route, JSON bodies only
+    (415 otherwise), request body capped at `max_body` bytes (413).
 
-    def __init__(self, app, api_key: str | None, max_body: int, metrics: Metrics):
+    Without the Host and content-type checks any web page could drive a keyless server: a "simple" cross-site
+    POST (text/plain, no preflight) ran generation, and DNS rebinding (evil.example resolving to 127.0.0.1)
+    could read the replies.
+    """
+
+    def __init__(self, app, api_key: str | None, max_body: int, metrics: Metrics, allowed_hosts: set[str]):
         self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body, metrics
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,17 +73,24 @@ class Guard:
                 self.metrics.http.labels(str(message["status"])).inc()
             await send(message)
 
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not _host_allowed(host, self.allowed_hosts):
+            return await self._reject(counting_send, 400, f"Host {host[:100]!r} is not served here (allowed: "
+                                                          f"{', '.join(sorted(self.allowed_hosts))}; see "
+                                                          "--allowed-host)")
         if self.api_key and scope["path"] not in PUBLIC and not self._authorized(scope):
             return await self._reject(counting_send, 401, "invalid or missing API key (send Authorization: Bearer "
                                                           "KEY)", {"www-authenticate": "Bearer"})
-        headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return await self._reject(counting_send, 413, f"request body larger than {self.max_body} bytes")
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            # every body of this API is JSON: read it as JSON whatever the client labelled it (curl -d ...)
-            scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
-                         + [(b"content-type", b"application/json")])
+            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media != b"application/json":
+                got = media.decode("latin-1")[:60]
+                return await self._reject(counting_send, 415, "send the request body as JSON with Content-Type: "
+                                                              f"application/json (got {got!r})")
             body, more = [], True
             size = 0
             while more:
@@ -135,6 +153,10 @@ def create_app(backend: Backend) -> FastAPI:
     async def page():
         return HTMLResponse(CHAT_PAGE)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(status_code=204)  # browsers ask for it; the page has no icon
+
     @app.get("/health")
     async def health():
         if not backend.engine.healthy:
@@ -163,20 +185,28 @@ def create_app(backend: Backend) -> FastAPI:
         openai.check_model(backend, body.model)
         if (body.prompt is None) == (body.messages is None):
             raise APIError(400, "give exactly one of prompt or messages", "prompt")
-        if body.prompt is not None:
-            ids = backend.encode(body.prompt, add_special_tokens=body.add_special_tokens)
-        else:
-            ids = openai.tokenize_chat(backend, body)
-        out = {"count": len(ids), "max_model_len": backend.max_len, "tokens": ids}
-        if body.return_token_strs:
-            out["token_strs"] = [backend.token_strs[i] for i in ids]
-        return out
+
+        def run() -> bytes:  # in a worker thread: a 4 MB prompt takes seconds to tokenize and to serialize
+            if body.prompt is not None:
+                ids = backend.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+            else:
+                ids = openai.tokenize_chat(backend, body)
+            out = {"count": len(ids), "max_model_len": backend.max_len, "tokens": ids}
+            if body.return_token_strs:
+                out["token_strs"] = [backend.token_strs[i] for i in ids]
+            return json.dumps(out, ensure_ascii=False).encode()
+
+        return Response(await run_in_threadpool(run), media_type="application/json")
 
     @app.post("/detokenize", responses=_ok(DetokenizeResponse))
     async def detokenize(body: DetokenizeRequest):
         openai.check_model(backend, body.model)
-        backend.check_ids(body.tokens, "tokens")
-        return {"prompt": backend.tokenizer.decode(body.tokens)}
+
+        def run() -> bytes:
+            backend.check_ids(body.tokens, "tokens")
+            return json.dumps({"prompt": backend.tokenizer.decode(body.tokens)}, ensure_ascii=False).encode()
+
+        return Response(await run_in_threadpool(run), media_type="application/json")
 
     @app.get("/tokenizer_info", responses=ERROR_RESPONSES)
     async def tokenizer_info():
@@ -198,8 +228,35 @@ def create_app(backend: Backend) -> FastAPI:
 
         return {"version": __version__}
 
-    app.add_middleware(Guard, api_key=cfg.api_key, max_body=cfg.max_body_bytes, metrics=metrics)
+    app.add_middleware(Guard, api_key=cfg.api_key, max_body=cfg.max_body_bytes, metrics=metrics,
+                       allowed_hosts=allowed_hosts(cfg))
+    if cfg.cors_origins:  # off by default: no browser page from another origin may call the API
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key"], max_age=600)
     return app
+
+
+def allowed_hosts(cfg) -> set[str]:
+    """Host names the server answers to: the configured list, else the bound address's names (any for 0.0.0.0)."""
+    if cfg.allowed_hosts:
+        return {h.lower() for h in cfg.allowed_hosts}
+    if cfg.host in ("0.0.0.0", "::", ""):
+        return {"*"}  # every interface: the names are unknown here; --allowed-host narrows it
+    local = {"localhost", "127.0.0.1", "::1"}
+    return {cfg.host.lower()} | (local if cfg.host.lower() in local or cfg.host.startswith("127.") else set())
+
+
+def _host_allowed(host: str, allowed: set[str]) -> bool:
+    """Host header (`name`, `name:port`, `[v6]:port`) against names and `*.domain` patterns, as starlette's
+    TrustedHostMiddleware matches them."""
+    if "*" in allowed:
+        return True
+    host = host.lower()
+    if host.startswith("[") and "]" in host:
+        name = host[1:host.index("]")]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return bool(name) and any(name == a or (a.startswith("*.") and name.endswith(a[1:])) for a in allowed)
 
 
 def _card(backend: Backend) -> dict:

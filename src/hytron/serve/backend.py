@@ -44,6 +44,13 @@ class ServeConfig:
     threads: int | None = None  # torch threads for the engine
     tool_parser: str | None = None  # xml | json | none; None = chosen from the chat template
     dtype: str | None = None  # compute dtype; None = fp32 on CPU, the checkpoint's own on GPU
+    # HTTP: a client must send a whole request (headers and body) within `read_timeout` seconds; on SIGTERM,
+    # requests in flight get `shutdown_timeout` seconds; Host must be in `allowed_hosts` (None: the bound
+    # address's names, any for 0.0.0.0/::); browsers from `cors_origins` may call the API (none by default)
+    read_timeout: float = 30.0
+    shutdown_timeout: float = 10.0
+    allowed_hosts: tuple[str, ...] | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 class Backend:
@@ -58,6 +65,7 @@ class Backend:
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
         self.token_strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        self.max_token_bytes = max(len(s.encode("utf-8", "replace")) for s in self.token_strs) or 1
         self.tool_parser = parser_for(tokenizer.chat_template, config.tool_parser)
         # decoded text leaves out special tokens, except the tool-call markers the parser reads
         keep = {tokenizer.token_to_id(t) for t in (self.tool_parser.start, self.tool_parser.end)} \
@@ -67,7 +75,11 @@ class Backend:
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
             think_start_id=tokenizer.think_start_id, think_end_id=tokenizer.think_end_id,
-            newline_ids=newline_ids(enumerate(self.token_strs)))
+            newline_ids=newline_ids(enumerate(self.token_strs)), line_end_id=self._line_end_id())
+
+    def _line_end_id(self) -> int | None:
+        ids = self.tokenizer.encode("\n")
+        return ids[0] if len(ids) == 1 else None
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
@@ -93,13 +105,19 @@ class Backend:
         """A raw prompt's ids; the post-processor's tokens (e.g. BOS) added as vLLM and transformers add them."""
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
+    def min_tokens(self, texts: Sequence[str]) -> int:
+        """A lower bound on the tokens of `texts`, without tokenizing: no token spells more than
+        `max_token_bytes` bytes (halved again, in case a normalizer shortens the text)."""
+        return sum(len(t.encode("utf-8", "replace")) for t in texts) // (2 * self.max_token_bytes)
+
     def check_ids(self, ids: Sequence[int], param: str) -> None:
         from hytron.serve.errors import APIError
 
-        bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
+        vocab = self.tokenizer.vocab_size  # once: the property asks the tokenizers library (1M ids took minutes)
+        bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
-            raise APIError(400, f"{param}: token ids must be in [0, {self.tokenizer.vocab_size}), got {bad[:5]}",
-                           param)
+            raise APIError(400, f"{param}: token ids must be in [0, {vocab}), got {bad[:5]}",
+                           param, "limit_exceeded")
 
     def chat_prompt(self, messages: list[dict], enable_thinking: bool | None, tools: list[dict] | None = None,
                     add_generation_prompt: bool = True, **template_kwargs) -> tuple[list[int], bool]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ log = logging.getLogger("hytron.serve")
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+         415: "invalid_request_error",
          429: "rate_limit_error", 500: "server_error", 503: "service_unavailable"}
 
 
@@ -35,8 +37,15 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
                       "code": code if code is not None else status}}
 
 
+class _AsciiJSON(JSONResponse):
+    """Escapes non-ASCII: an error that quotes the client's text can never fail to encode (lone surrogates)."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
 def error_response(status: int, message: str, param: str | None = None, code=None, headers=None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+    return _AsciiJSON(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
 def sse_error(status: int, message: str) -> str:
@@ -44,17 +53,31 @@ def sse_error(status: int, message: str) -> str:
     return f"data: {json.dumps(error_body(status, message))}\n\ndata: [DONE]\n\n"
 
 
+# a type mismatch inside a union only says "this branch does not apply": report a real problem if any
+_TYPE_ERRORS = {"string_type", "list_type", "int_type", "float_type", "bool_type", "dict_type", "model_type",
+                "model_attributes_type", "none_required", "int_parsing", "float_parsing", "int_from_float"}
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*|\d+")
+
+
+def _location(loc) -> str:
+    """`messages.0.content` from pydantic's loc, without `body` and the union branch tags (`str`, `list[...]`)."""
+    parts = [str(x) for x in loc if x != "body"]
+    return ".".join(p for p in parts if _FIELD.fullmatch(p) and p not in ("str", "int", "float", "bool", "none"))
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request", None
-    e = errors[0]
-    loc = [str(x) for x in e.get("loc", ()) if x != "body"]
-    if e.get("type") == "json_invalid":
+    if errors[0].get("type") == "json_invalid":
+        e = errors[0]
         return f"request body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}", None
-    param = ".".join(loc) or None
+    real = [e for e in errors if e.get("type") not in _TYPE_ERRORS] or errors
+    e = max(real, key=lambda e: len(e.get("loc", ())))  # the union branch that got furthest
+    fields = {_location(x.get("loc", ())) for x in real}
+    param = _location(e.get("loc", ())) or None
     where = f"{param}: " if param else "request body: "
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    more = f" (and {len(fields) - 1} more field{'s' if len(fields) > 2 else ''})" if len(fields) > 1 else ""
     return f"{where}{e.get('msg', 'invalid value')}{more}", param
 
 
@@ -85,4 +108,5 @@ def install(app: FastAPI) -> None:
 
 ERROR_RESPONSES = {s: {"model": ErrorResponse, "description": d} for s, d in [
     (400, "invalid request"), (401, "missing or wrong API key"), (404, "unknown model"),
-    (413, "request body too large"), (429, "queue full"), (500, "server error"), (503, "engine unavailable")]}
+    (413, "request body too large"), (415, "the body is not sent as application/json"), (429, "queue full"),
+    (500, "server error"), (503, "engine unavailable")]}

@@ -8,7 +8,8 @@ up within one step).
 
 Tools (`tools`, `tool_choice`) are rendered by the model's chat template; calls in the answer are parsed into
 `tool_calls` (`hytron.tokenizer.tools`: Nemotron 3 XML or Nano 2 JSON, chosen from the template), streamed as
-one `tool_calls` delta per call once the call is complete. `tool_choice` "required" or a named function
+one `tool_calls` delta with every call (whole arguments) when the answer ends; `parallel_tool_calls: false`
+keeps the first call only. `tool_choice` "required" or a named function
 prefills the start of a call after the generation prompt (with thinking off), so the model continues a call;
 there is no grammar-constrained decoding, and a call that does not parse comes back as content.
 Assistant `tool_calls` in the history get their `arguments` JSON text decoded into objects before rendering,
@@ -25,12 +26,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from hytron.infer import Completion, EngineClosed, PromptTooLong, QueueFull, SamplingParams, TokenLogprob
 from hytron.serve.backend import Backend, Stream
 from hytron.serve.errors import APIError, sse_error
 from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
 from hytron.tokenizer.tools import ToolCallStream, split_tool_calls
+
+LIMIT = "limit_exceeded"  # the code of refusals that depend on the server's settings, not on the schema
 
 
 def check_model(backend: Backend, model: str | None) -> None:
@@ -42,9 +46,7 @@ def check_model(backend: Backend, model: str | None) -> None:
 def _check_common(backend: Backend, body: _Sampling) -> None:
     check_model(backend, body.model)
     if body.n > backend.config.max_n:
-        raise APIError(400, f"n must be at most {backend.config.max_n}, got {body.n}", "n")
-    if body.presence_penalty or body.frequency_penalty:
-        raise APIError(400, "presence_penalty and frequency_penalty are not supported (use 0)", "presence_penalty")
+        raise APIError(400, f"n must be at most {backend.config.max_n}, got {body.n}", "n", LIMIT)
     if body.stop_token_ids:
         backend.check_ids(body.stop_token_ids, "stop_token_ids")
 
@@ -52,12 +54,21 @@ def _check_common(backend: Backend, body: _Sampling) -> None:
 def _max_tokens(backend: Backend, asked: int | None, prompt_len: int, default: int, param: str = "messages") -> int:
     cfg = backend.config
     if asked is not None and asked > cfg.max_tokens_limit:
-        raise APIError(400, f"max_tokens must be at most {cfg.max_tokens_limit}, got {asked}", "max_tokens")
+        raise APIError(400, f"max_tokens must be at most {cfg.max_tokens_limit}, got {asked}", "max_tokens", LIMIT)
     n = asked if asked is not None else max(1, min(default, cfg.max_tokens_limit, backend.max_len - prompt_len))
     if prompt_len + n > backend.max_len:
         e = PromptTooLong(prompt_len, n, backend.max_len)
         raise APIError(400, str(e), param, "context_length_exceeded")
     return n
+
+
+def check_prompt_size(backend: Backend, texts: list[str], param: str) -> None:
+    """Refuse a prompt that cannot fit before spending CPU on tokenizing all of it (a 4 MB body takes seconds)."""
+    least = backend.min_tokens(texts)
+    if least > backend.max_len:
+        raise APIError(400, f"This model's maximum context length is {backend.max_len} tokens. However, the "
+                       f"{param} holds at least {least} tokens. Please reduce the length of the {param}.", param,
+                       "context_length_exceeded")
 
 
 def _params(body: _Sampling, max_tokens: int, i: int, **kw) -> SamplingParams:
@@ -73,6 +84,10 @@ def _params(body: _Sampling, max_tokens: int, i: int, **kw) -> SamplingParams:
 
 
 def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]]) -> list[Stream]:
+    capacity = backend.engine.max_slots + backend.engine.max_waiting
+    if len(jobs) > capacity:  # could never be admitted, so no retry would help: 400, not 429
+        raise APIError(400, f"this request needs {len(jobs)} sequences (n x prompts) but the server holds at most "
+                       f"{capacity}", "n", LIMIT)
     streams: list[Stream] = []
     try:
         for ids, params in jobs:
@@ -202,9 +217,18 @@ def _arguments(text: str):
     return value if isinstance(value, dict) else text
 
 
+# names the renderer sets itself (a chat_template_kwargs entry cannot replace them)
+_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message", "sanitize",
+                    "tokenize"}
+
+
 def _template_kwargs(body) -> tuple[bool | None, dict]:
     kwargs = body.chat_template_kwargs.model_dump(exclude_none=True) if body.chat_template_kwargs else {}
     enable = kwargs.pop("enable_thinking", None)
+    reserved = sorted(k for k in kwargs if k in _RESERVED_KWARGS or k.startswith("_"))
+    if reserved:
+        raise APIError(400, f"chat_template_kwargs: {reserved[0]!r} is set by the request itself, not a template "
+                            "variable", "chat_template_kwargs")
     if getattr(body, "reasoning_effort", None) == "none":
         enable = False
     return enable, kwargs
@@ -231,13 +255,13 @@ def _chat_prompt(backend: Backend, body: ChatCompletionRequest):
     if choice not in ("none", "auto"):
         if parser is None:
             raise APIError(400, "this model's chat template has no tool-call format: tool_choice can only be auto "
-                                "or none (or start the server with --tool-parser)", "tool_choice")
+                                "or none (or start the server with --tool-parser)", "tool_choice", LIMIT)
         enable = False  # the call is prefilled right after the generation prompt
     name = None
     if not isinstance(choice, str):
         name = choice.function.name
         if name not in {t["function"]["name"] for t in tools}:
-            raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+            raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice", "unknown_tool")
     try:
         ids, thinking = backend.chat_prompt(template_messages(body.messages), enable, tools, **kwargs)
     except ValueError as e:
@@ -254,14 +278,14 @@ def _chat_prompt(backend: Backend, body: ChatCompletionRequest):
 async def chat_completions(backend: Backend, body: ChatCompletionRequest, request: Request):
     _check_common(backend, body)
     cfg = backend.config
-    ids, thinking, parser, tools, prefix = _chat_prompt(backend, body)
+    check_prompt_size(backend, [m.text() for m in body.messages if m.role == "user"], "messages")
+    # tokenizing and template rendering off the event loop: one big chat must not stall the others
+    ids, thinking, parser, tools, prefix = await run_in_threadpool(_chat_prompt, backend, body)
     budget = next((b for b in (body.thinking_token_budget, body.max_thinking_tokens, cfg.max_thinking_tokens)
                    if b is not None), None)
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     max_tokens = _max_tokens(backend, asked, len(ids), cfg.default_max_tokens)
     top = body.top_logprobs or 0
-    if body.top_logprobs is not None and not body.logprobs:
-        raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
     jobs = [(ids, _params(body, max_tokens, i, logprobs=top if body.logprobs else None, thinking=thinking,
                           max_thinking_tokens=budget if thinking else None)) for i in range(body.n)]
     streams = _submit(backend, jobs)
@@ -275,6 +299,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
 
     def message(r: Completion) -> tuple[dict, str]:
         content, calls = (r.text, []) if parser is None else split_tool_calls(parser, prefix + r.text, tools)
+        calls = calls if body.parallel_tool_calls else calls[:1]
         msg = {"role": "assistant", "content": content, **reasoning_fields(r.reasoning if thinking else None)}
         if calls:
             msg["tool_calls"] = [c.to_openai() for c in calls]
@@ -321,6 +346,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                 finish = d.finish_reason
                 if calls_streams[i]:
                     rest, calls = calls_streams[i].finish()
+                    calls = calls if body.parallel_tool_calls else calls[:1]
                     if rest:
                         yield chunk(i, {"content": rest})
                     if calls:
@@ -351,16 +377,14 @@ def _completion_logprobs(backend: Backend, ids: list[int], lps: list[TokenLogpro
 async def completions(backend: Backend, body: CompletionRequest, request: Request):
     _check_common(backend, body)
     cfg = backend.config
-    if body.suffix:
-        raise APIError(400, "suffix is not supported", "suffix")
-    if body.best_of is not None and body.best_of != body.n:
-        raise APIError(400, "best_of must equal n (no server-side ranking)", "best_of")
     prompts = body.prompts()
     if len(prompts) > cfg.max_prompts:
-        raise APIError(400, f"at most {cfg.max_prompts} prompts per request, got {len(prompts)}", "prompt")
+        raise APIError(400, f"at most {cfg.max_prompts} prompts per request, got {len(prompts)}", "prompt", LIMIT)
+    check_prompt_size(backend, [p for p in prompts if isinstance(p, str)], "prompt")
     encoded = []
     for p in prompts:
-        ids = backend.encode(p) if isinstance(p, str) else list(p)  # BOS etc. as the post-processor adds
+        ids = await run_in_threadpool(backend.encode, p) if isinstance(p, str) else list(p)  # BOS etc. as the
+        # post-processor adds; off the event loop
         if not ids:
             raise APIError(400, "prompt must not be empty", "prompt")
         backend.check_ids(ids, "prompt")
@@ -373,7 +397,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
                                       prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None
                                       else None)))
     streams = _submit(backend, jobs)
-    prompt_texts = [p if isinstance(p, str) else backend.decode(p) for p in prompts]
+    prompt_texts = [p if isinstance(p, str) else await run_in_threadpool(backend.decode, p) for p in prompts]
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prompt_tokens = sum(len(ids) for ids in encoded)
 

@@ -29,6 +29,7 @@ CHAT_PAGE = r"""<!doctype html>
   details.thinking summary { cursor:pointer; }
   .meta { color:var(--muted); font-size:.75rem; margin-top:.3rem; }
   .error { color:#b00020; }
+  .dropped { opacity:.6; }
   form { display:flex; gap:.5rem; padding:.8rem 1rem; background:var(--card); border-top:1px solid var(--line); }
   textarea { flex:1; resize:vertical; min-height:2.6rem; font:inherit; padding:.5rem; }
   button { font:inherit; padding:.4rem 1rem; border-radius:.4rem; border:1px solid var(--line); cursor:pointer; }
@@ -58,7 +59,7 @@ const $ = (id) => document.getElementById(id);
 const history = [];
 let controller = null;
 $("apikey").value = localStorage.getItem("hytron-key") || "";
-$("apikey").addEventListener("change", () => localStorage.setItem("hytron-key", $("apikey").value));
+$("apikey").addEventListener("change", () => { localStorage.setItem("hytron-key", $("apikey").value); loadModel(); });
 
 function headers() {
   const h = {"Content-Type": "application/json"};
@@ -96,7 +97,18 @@ function assistantBubble() {
   return {div, think, reasoning, content, meta};
 }
 
-function request(messages) {
+// the "thinking" checkbox decides every turn: /think and /no_think typed in a message set the checkbox, and
+// are taken out of what is sent (the template drops them anyway), so an earlier switch never overrides it
+const SWITCH = /\/(no_)?think/g;  // matched as the template matches them
+
+function takeSwitches(text) {
+  const found = [...text.matchAll(SWITCH)];
+  if (found.length) $("thinking").checked = !found[found.length - 1][1];
+  return text;
+}
+
+function request(history) {
+  const messages = history.map((m) => ({...m, content: m.content.replace(SWITCH, "").trim()}));
   const body = {messages, stream: true, stream_options: {include_usage: true},
                 temperature: Number($("temperature").value || 0),
                 max_tokens: Number($("max_tokens").value || 256),
@@ -106,8 +118,10 @@ function request(messages) {
 }
 
 async function send(text) {
+  takeSwitches(text);
   history.push({role: "user", content: text});
-  bubble("user").textContent = text;
+  const asked = bubble("user");
+  asked.textContent = text;
   const a = assistantBubble();
   controller = new AbortController();
   $("send").disabled = true; $("stop").disabled = false;
@@ -160,7 +174,14 @@ async function send(text) {
     (usage.completion_tokens_details ? ` (${usage.completion_tokens_details.reasoning_tokens} thinking)` : "") : "")
     + ` · ${secs}s`;
   a.div.dataset.state = "done"; a.div.dataset.finish = finish || "";
-  history.push({role: "assistant", content: answer});
+  if (finish === "error" || !answer) {
+    // a failed or empty turn is not part of the conversation: the next request must not carry it
+    history.pop();
+    asked.classList.add("dropped"); a.div.classList.add("dropped");
+    asked.title = a.div.title = "not sent with later messages";
+  } else {
+    history.push({role: "assistant", content: answer});
+  }
   controller = null;
   $("send").disabled = false; $("stop").disabled = true;
 }

@@ -1,17 +1,93 @@
 """Request bodies of the OpenAI-compatible API (vLLM's dialect), validated strictly; unknown fields are ignored.
 
-Field bounds live in the schema, so `/openapi.json` tells clients (and schemathesis) what is valid;
-limits that depend on the server's settings (n, max_tokens, prompt length) are checked by the handlers.
+Field bounds and the rules between fields live in the schema, so `/openapi.json` tells clients (and
+schemathesis) exactly what is valid; only limits that depend on the server's settings (n, max_tokens, prompt
+length, the vocabulary) are checked by the handlers, and those refusals carry a `code` saying so.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 INT64 = 2**63 - 1
-Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _valid_unicode(s: str) -> str:
+    """JSON may escape lone surrogates (`"\\ud800"`), which are no text: no tokenizer or encoder takes them."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError("invalid_unicode", "text must be valid Unicode: lone surrogate \\u{code} at "
+                                  "character {pos}", {"code": f"{ord(s[e.start]):04x}", "pos": e.start}) from None
+    return s
+
+
+def _integral(v):
+    """JSON Schema's `integer` includes 2.0, so the validation must too (never 2.5, "2" or true)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _valid_unicode_inside(v):
+    """Every string (keys too) inside a free-form JSON value is valid Unicode."""
+    if isinstance(v, str):
+        _valid_unicode(v)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _valid_unicode(k)
+            _valid_unicode_inside(x)
+    elif isinstance(v, list):
+        for x in v:
+            _valid_unicode_inside(x)
+    return v
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+JSONObject = Annotated[dict, AfterValidator(_valid_unicode_inside)]
+def Int(ge: int | None = None, le: int | None = None):  # noqa: N802 (a type, spelled like one)
+    """A strict JSON integer in [ge, le]; the bounds sit inside the integral-float conversion, so the schema
+    keeps them as `minimum`/`maximum`."""
+    return Annotated[int, Strict(), Field(ge=ge, le=le), BeforeValidator(_integral)]
+Num = Annotated[float, Strict()]  # a JSON number: 1 and 0.5, never "0.5" or true
+Prob = Annotated[Num, Field(ge=0.0, le=1.0)]
+
+
+def _only(tp, only):
+    """`tp` accepted for compatibility, with `only` as its one supported value (and the schema says so)."""
+
+    def check(v, info: ValidationInfo):
+        if v is not None and v != only:
+            raise PydanticCustomError("unsupported", "{field} is not supported (only {only})",
+                                      {"field": info.field_name, "only": repr(only)})
+        return v
+
+    return Annotated[tp, AfterValidator(check), Field(json_schema_extra={"enum": [only]})]
+
+
+def _requires(field: str, value, needs: str, given) -> dict:
+    """JSON Schema for "`field` other than `value` needs `needs` == `given`" (hypothesis-jsonschema reads it)."""
+    return {"anyOf": [{"properties": {needs: {"const": given}}, "required": [needs]},
+                      {"properties": {field: {"enum": [value, None] if value is not None else [None]}}}]}
+
+
+StopText = Annotated[Text, Field(min_length=1)]
+PromptText = Annotated[Text, Field(min_length=1)]
+ZeroNum = _only(Num, 0)
+STREAM_RULE = _requires("stream_options", None, "stream", True)
 
 
 class _Body(BaseModel):
@@ -24,14 +100,25 @@ class StreamOptions(_Body):
 
 class TextPart(_Body):
     type: Literal["text"]
-    text: StrictStr
+    text: Text
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_text(cls, v):
+        kind = v.get("type") if isinstance(v, dict) else None
+        if kind in ("image_url", "input_image", "image"):
+            raise PydanticCustomError("unsupported", "images are not supported (this model reads text parts only)")
+        if isinstance(kind, str) and kind != "text":
+            raise PydanticCustomError("unsupported", "content parts of type '{kind}' are not supported (only "
+                                      "'text')", {"kind": kind[:40]})
+        return v
 
 
 # ---- tools (OpenAI function calling) ----
 class FunctionDef(_Body):
-    name: Annotated[StrictStr, Field(min_length=1, max_length=256)]
-    description: StrictStr | None = None
-    parameters: dict | None = None  # a JSON schema
+    name: Annotated[Text, Field(min_length=1, max_length=256)]
+    description: Text | None = None
+    parameters: JSONObject | None = None  # a JSON schema
 
 
 class ToolDef(_Body):
@@ -40,7 +127,7 @@ class ToolDef(_Body):
 
 
 class NamedFunction(_Body):
-    name: StrictStr
+    name: Text
 
 
 class NamedToolChoice(_Body):
@@ -49,24 +136,37 @@ class NamedToolChoice(_Body):
 
 
 class FunctionCall(_Body):
-    name: StrictStr
-    arguments: StrictStr  # JSON text
+    name: Text
+    arguments: Text  # JSON text
 
 
 class ToolCallIn(_Body):
-    id: StrictStr | None = None
+    id: Text | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
 class ChatMessage(_Body):
+    # content may be left out only by an assistant message that calls tools (the schema says so too)
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"role": {"const": "assistant"}}},
+        {"properties": {"tool_calls": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+        {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}}]})
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[TextPart] | None = None
-    reasoning_content: StrictStr | None = None
-    reasoning: StrictStr | None = None
+    content: Text | list[TextPart] | None = None
+    reasoning_content: Text | None = None
+    reasoning: Text | None = None
     tool_calls: Annotated[list[ToolCallIn], Field(max_length=128)] | None = None  # assistant turns
-    tool_call_id: StrictStr | None = None  # tool turns
-    name: StrictStr | None = None
+    tool_call_id: Text | None = None  # tool turns
+    name: Text | None = None
+
+    @model_validator(mode="after")
+    def _content_or_calls(self):
+        if self.content is None and self.tool_calls and self.role != "assistant":
+            raise PydanticCustomError("content_missing", "a {role} message needs content (only an assistant "
+                                      "message with tool_calls may leave it out)", {"role": self.role})
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -79,60 +179,84 @@ class ChatTemplateKwargs(_Body):
 
     enable_thinking: StrictBool | None = None
 
+    @model_validator(mode="after")
+    def _valid_text(self):
+        _valid_unicode_inside(self.model_extra or {})
+        return self
+
 
 class _Sampling(_Body):
     """Parameters shared by chat and completions."""
 
-    model: StrictStr | None = None
-    n: Annotated[StrictInt, Field(ge=1, le=128)] = 1
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[StrictInt, Field(ge=-1, le=1 << 20)] | None = None  # -1 or 0 = off
+    model: Text | None = None
+    n: Int(1, 128) = 1
+    temperature: Annotated[Num, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[Num, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Int(-1, 1 << 20) | None = None  # -1 or 0 = off
     min_p: Prob | None = None
-    seed: Annotated[StrictInt, Field(ge=-INT64 - 1, le=INT64)] | None = None
-    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=64)] | None = None
-    stop_token_ids: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(max_length=64)] | None = None
+    seed: Int(-INT64 - 1, INT64) | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=64)] | None = None
+    stop_token_ids: Annotated[list[Int(0)], Field(max_length=64)] | None = None
     include_stop_str_in_output: StrictBool = False
     ignore_eos: StrictBool = False
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    user: StrictStr | None = None
+    presence_penalty: ZeroNum = 0.0
+    frequency_penalty: ZeroNum = 0.0
+    user: Text | None = None
+
+    @field_validator("stream_options")
+    @classmethod
+    def _needs_stream(cls, v, info: ValidationInfo):
+        if v is not None and info.data.get("stream") is False:
+            raise PydanticCustomError("stream_options", "stream_options is only allowed with stream=true")
+        return v
 
     def stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
 
 class ChatCompletionRequest(_Sampling):
+    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, _requires("top_logprobs", 0, "logprobs",
+                                                                                  True)]})
+
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=1 << 24)] | None = None
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=1 << 24)] | None = None
+    max_tokens: Int(1, 1 << 24) | None = None
+    max_completion_tokens: Int(1, 1 << 24) | None = None
     logprobs: StrictBool = False
-    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    top_logprobs: Int(0, 20) | None = None
     # reasoning: on/off via the template kwarg, /think and /no_think in messages, or reasoning_effort "none"
     chat_template_kwargs: ChatTemplateKwargs | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    thinking_token_budget: Annotated[StrictInt, Field(ge=0, le=1 << 24)] | None = None
-    max_thinking_tokens: Annotated[StrictInt, Field(ge=0, le=1 << 24)] | None = None  # NIM's name
+    thinking_token_budget: Int(0, 1 << 24) | None = None
+    max_thinking_tokens: Int(0, 1 << 24) | None = None  # NIM's name
     include_reasoning: StrictBool = True
     # tools: rendered through the model's chat template; calls in the output come back as `tool_calls`
     tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool = True
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, v, info: ValidationInfo):
+        if v and info.data.get("logprobs") is False:
+            raise PydanticCustomError("top_logprobs", "top_logprobs needs logprobs=true")
+        return v
 
-TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
+
+TokenIds = list[Int(0)]
 
 
 class CompletionRequest(_Sampling):
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | Annotated[TokenIds, Field(min_length=1)] \
+    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE]})
+
+    prompt: PromptText | Annotated[list[PromptText], Field(min_length=1)] | Annotated[TokenIds, Field(min_length=1)] \
         | Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)]
-    max_tokens: Annotated[StrictInt, Field(ge=0, le=1 << 24)] | None = 16
+    max_tokens: Int(0, 1 << 24) | None = 16
     echo: StrictBool = False
-    logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
-    suffix: StrictStr | None = None
-    best_of: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    logprobs: Int(0, 20) | None = None
+    suffix: _only(Text, "") | None = None
+    best_of: _only(Int(), 1) | None = None  # no server-side ranking
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
@@ -144,8 +268,14 @@ class CompletionRequest(_Sampling):
 
 
 class TokenizeRequest(_Body):
-    model: StrictStr | None = None
-    prompt: StrictStr | None = None
+    """Exactly one of `prompt` and `messages` (the handler says which is wrong, the schema says so too)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]})
+
+    model: Text | None = None
+    prompt: Text | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)] | None = None
     add_special_tokens: StrictBool = True  # what the tokenizer's post-processor adds (e.g. BOS) to a prompt
     add_generation_prompt: StrictBool = True
@@ -155,7 +285,7 @@ class TokenizeRequest(_Body):
 
 
 class DetokenizeRequest(_Body):
-    model: StrictStr | None = None
+    model: Text | None = None
     tokens: Annotated[TokenIds, Field(max_length=1 << 20)]
 
 

@@ -76,6 +76,7 @@ class Tokenizer:
         backend.encode_special_tokens = False
         self.hytron_format = files is None  # trained here (or loaded from a directory hytron wrote)
         self._files = files  # a foreign directory's files, written back verbatim by `save`
+        self._vocab_size: int | None = None
         self.model_max_length = model_max_length
         specials = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD} if special_tokens is None else special_tokens
         self.special_tokens_map = {k: v for k, v in specials.items() if isinstance(v, str)}
@@ -238,7 +239,9 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         """One more than the largest id (added tokens included)."""
-        return max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
+        if self._vocab_size is None:
+            self._vocab_size = max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
+        return self._vocab_size
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -276,7 +279,7 @@ class Tokenizer:
         """Token ids of `text`. Special-token strings are plain text unless `parse_special`; `add_special_tokens`
         adds what the tokenizer's post-processor adds (e.g. BOS), as transformers' `tokenizer(text)` does."""
         backend = self._tok if parse_special else self._plain
-        return backend.encode(text, add_special_tokens=add_special_tokens).ids
+        return _encode(backend, text, add_special_tokens)
 
     def encode_batch(self, texts: Sequence[str], *, parse_special: bool = False) -> list[list[int]]:
         """`encode` over many texts at once (parallel inside the tokenizers library)."""
@@ -300,7 +303,10 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
         """Text of `ids`; `decode(encode(s)) == s` for any string `s`."""
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+        ids = [int(i) for i in ids]
+        if len(ids) > 4096:  # the batch call releases the GIL (decode holds it): a server keeps answering
+            return self._tok.decode_batch([ids], skip_special_tokens=skip_special)[0]
+        return self._tok.decode(ids, skip_special_tokens=skip_special)
 
     # ---- chat ----
     def _template_for(self, tools) -> ChatTemplate:
@@ -339,9 +345,9 @@ class Tokenizer:
                                 enable_thinking=enable_thinking, continue_final_message=continue_final_message,
                                 tools=tools, sanitize=sanitize, **template_kwargs)
         if sanitize:
-            return self._control.encode(text, lambda s: self._tok.encode(s, add_special_tokens=False).ids,
-                                        self._encode_without_added_tokens, self._tok.token_to_id)
-        return self._tok.encode(text, add_special_tokens=False).ids
+            return self._control.encode(text, lambda s: _encode(self._tok, s), self._encode_without_added_tokens,
+                                        self._tok.token_to_id)
+        return _encode(self._tok, text)
 
     def render_chat(self, messages: Sequence[dict], *, add_generation_prompt: bool = False,
                     enable_thinking: bool | None = None, continue_final_message: bool = False,
@@ -450,3 +456,9 @@ def _nonempty(texts: Iterable[str]) -> Iterator[str]:
     for t in texts:
         if t:
             yield t
+
+
+def _encode(backend, text: str, add_special_tokens: bool = False) -> list[int]:
+    """`backend.encode(text).ids` through the batch call, which releases the GIL while it works (encode holds
+    it): a server's event loop keeps answering while a 4 MB prompt is tokenized in a worker thread."""
+    return backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids

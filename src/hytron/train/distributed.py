@@ -91,10 +91,6 @@ def no_grad_sync(wrapped: nn.Module, skip: bool):
         yield
 
 
-def unwrap(wrapped: nn.Module) -> nn.Module:
-    return wrapped.module if hasattr(wrapped, "module") and isinstance(wrapped.module, nn.Module) else wrapped
-
-
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """Full model and optimizer state dicts (FQN-keyed, on CPU). Collective under FSDP: call on every rank."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict

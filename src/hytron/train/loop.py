@@ -1,4 +1,5 @@
-"""The pieces every training loop shares (pre-training, SFT, RL): optimizer, LR, stop signals, save/resume, export.
+"""The pieces every training loop shares (pre-training, SFT, RL, tuning): optimizer, LR, stop signals, save/resume,
+export, and `Run`, the bookkeeping around a loop body.
 
 Loops stay readable top to bottom and call these; there is no Trainer class to subclass.
 """
@@ -6,15 +7,23 @@ Loops stay readable top to bottom and call these; there is no Trainer class to s
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import signal
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hytron.config import to_dict
+from hytron.data.io import write_json
+from hytron.lowp.linear import QuantLinear
 from hytron.model import HybridLM
 from hytron.train import checkpoint as ckpt
 from hytron.train import distributed as dist
+from hytron.train.metrics import MetricsLog, Progress
 from hytron.train.recipe import OptimSpec
 from hytron.train.schedule import lr_at
 
@@ -41,7 +50,7 @@ class StopRequested:
 
 
 def make_optimizer(model: HybridLM, o: OptimSpec) -> torch.optim.AdamW:
-    """AdamW over the model's parameter groups (no weight decay on norms, biases, A_log, D, dt_bias)."""
+    """AdamW over the model's trainable parameters (no weight decay on norms, biases, A_log, D, dt_bias)."""
     return torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
 
@@ -55,7 +64,8 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, o: Opt
 
 def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> float:
     """Clip the global gradient norm (0 disables), step, zero the gradients; returns the pre-clip norm."""
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else torch.zeros(())
+    params = [p for p in model.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else torch.zeros(())
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
@@ -95,7 +105,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: torch.nn.Module, optimizer
         rng_tensors, rng_meta = ckpt.rng_state()
         groups = {"model": model_sd, "optimizer": opt_tensors, "rng": rng_tensors}
         precision = None
-        if any(type(m).__name__ == "QuantLinear" for m in model.modules()):
+        if any(isinstance(m, QuantLinear) for m in model.modules()):
             from hytron.lowp.convert import precision_state
 
             groups["precision"], precision = ckpt.split_tensors(precision_state(model))
@@ -115,3 +125,110 @@ def export_model(config, state: dict, tokenizer, path: Path) -> Path:
         plain = HybridLM(config)
     plain.load_state_dict({k: state[k].detach().cpu() for k in plain.state_dict()}, assign=True)
     return plain.save_pretrained(path, tokenizer=tokenizer)
+
+
+class Run:
+    """One run's bookkeeping around a loop body: resume, metrics, progress, stop signals, checkpoints, summary.
+
+        run = Run(cfg, model, optimizer, loader, is_main=info.is_main)   # resumes from cfg.out_dir/checkpoints
+        for step in run.steps(progress):          # 0-based; saves on SIGINT/SIGTERM and every checkpoint_every
+            ...                                   # the stage's own step, then
+            run.log({"step": step + 1, "loss": loss}, loss=loss)
+        summary = run.finish(final_eval, export)  # finished: evaluate, save, export; else paused or interrupted
+
+    `cfg` needs `name`, `out_dir`, `steps`, `log_every`, `checkpoint_every`, `keep_checkpoints`. `loader` is
+    anything with `state_dict()`/`load_state_dict()` whose position must survive a restart (or None);
+    `extra(step)` adds JSON facts to every checkpoint, metrics record of an evaluation and the summary.
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader=None, *,
+                 is_main: bool = True, extra: Callable[[int], dict] | None = None):
+        self.cfg, self.model, self.optimizer, self.loader = cfg, model, optimizer, loader
+        self.out, self.is_main = Path(cfg.out_dir), is_main
+        self.extra = extra or (lambda step: {})
+        self.step, self.resumed = resume(self.out / "checkpoints", model, optimizer, loader)
+        self.start_step, self.status, self.last_eval = self.step, "finished", {}
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=is_main, truncate_after=self.step)
+        self.bar: Progress | None = None
+        self.step_start = time.perf_counter()
+
+    def save(self) -> dict:
+        """A checkpoint at the current step (collective under FSDP); returns the full model state dict."""
+        state = {"config": to_dict(self.cfg), **self.extra(self.step)}
+        if self.loader is not None:
+            state["loader"] = self.loader.state_dict()
+        return save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer, state,
+                               keep=self.cfg.keep_checkpoints)
+
+    def due(self, every: int, n: int) -> bool:
+        """Whether a periodic action (every `every` steps; 0: never) falls after step `n`, short of the end."""
+        return bool(every) and n % every == 0 and n < self.cfg.steps
+
+    def steps(self, progress: bool = True, max_steps_this_run: int | None = None) -> Iterator[int]:
+        """The step indices still to run; after each body, a checkpoint when due and on a stop signal."""
+        end = self.cfg.steps if max_steps_this_run is None else min(self.cfg.steps, self.step + max_steps_this_run)
+        self.bar = Progress(total=self.cfg.steps, initial=self.step, enabled=progress and self.is_main,
+                            desc=self.cfg.name)
+        with StopRequested() as stop:
+            while self.step < end:
+                self.step_start = time.perf_counter()
+                yield self.step
+                self.step += 1
+                if stop.signal is not None:
+                    self.save()
+                    self.status = f"interrupted by signal {stop.signal}; checkpoint saved at step {self.step}"
+                    break
+                if self.due(self.cfg.checkpoint_every, self.step):
+                    self.save()
+        self.bar.close()
+
+    def seconds(self) -> float:
+        """Wall time of the current step so far."""
+        return time.perf_counter() - self.step_start
+
+    def log(self, record: dict, **shown) -> None:
+        """Write `record` (its `step` is 1-based) at the log cadence, refuse a non-finite loss, show `shown`."""
+        n = record["step"]
+        record.setdefault("step_s", self.seconds())
+        if self.cfg.log_every and (n % self.cfg.log_every == 0 or n == 1):
+            self.metrics.write(record)
+        loss = record.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {n}; lower the learning rate or check the data "
+                                     f"(last good checkpoint: {self.out / 'checkpoints'})")
+        if self.bar is not None:
+            self.bar.update(**shown)
+
+    def log_eval(self, n: int, evals: dict) -> None:
+        """Record an evaluation after step `n` (kept for the summary)."""
+        self.last_eval = evals
+        if evals:
+            self.metrics.write({"step": n, **self.extra(n), **evals})
+        if evals and self.bar is not None and "val_loss" in evals:
+            self.bar.note(f"step {n}: val_loss {evals['val_loss']:.4f}")
+
+    def finish(self, final_eval: Callable[[], dict] | None = None,
+               export: Callable[[dict], Path] | None = None) -> dict:
+        """End the run and write OUT/summary.json: finished, a last evaluation, a checkpoint and `export(state
+        dict)` (rank 0); paused (max_steps_this_run), a checkpoint to resume from; interrupted, already saved.
+        A run that had finished before returns its summary again."""
+        path = self.out / "summary.json"
+        if self.start_step >= self.cfg.steps and path.is_file():
+            done = json.loads(path.read_text())
+            if done.get("status") == "finished":
+                dist.teardown()
+                return done
+        summary = {"status": self.status, "step": self.step, "out_dir": str(self.out), **self.extra(self.step)}
+        if self.status == "finished" and self.step >= self.cfg.steps:
+            self.log_eval(self.step, final_eval() if final_eval is not None else {})
+            model_sd = self.save()
+            if self.is_main and export is not None:
+                summary["model_dir"] = str(export(model_sd))
+        elif self.status == "finished":
+            self.save()
+            summary["status"] = f"paused at step {self.step} of {self.cfg.steps}"
+        summary.update(self.last_eval)
+        if self.is_main:
+            write_json(path, summary)
+        dist.teardown()
+        return summary

@@ -50,8 +50,10 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics JSONL file (none when it is missing), skipping a line torn by a crash."""
+    path = Path(path)
     out = []
-    for line in Path(path).read_text().splitlines():
+    for line in (path.read_text().splitlines() if path.is_file() else []):
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
@@ -60,42 +62,22 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 class Progress:
-    """A tqdm bar when tqdm is installed and enabled, else a line every few seconds on stderr."""
+    """A tqdm progress bar on stderr (none when disabled, e.g. on ranks other than 0)."""
 
     def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = ""):
-        self.enabled, self.total, self.n = enabled, total, initial
-        self._bar = None
-        self._last = 0.0
-        if not enabled:
-            return
-        try:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                             file=sys.stderr)
-        except ImportError:
-            self._bar = None
+        self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr,
+                         disable=not enabled)
 
     def update(self, **fields) -> None:
-        self.n += 1
-        if not self.enabled:
-            return
-        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-        if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
-            self._bar.update(1)
-        elif time.time() - self._last > 5 or self.n == self.total:
-            print(f"step {self.n}/{self.total} {text}", file=sys.stderr, flush=True)
-            self._last = time.time()
+        self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in fields.items()), refresh=False)
+        self._bar.update(1)
 
     def note(self, message: str) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
+        if not self._bar.disable:
             self._bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()

@@ -9,63 +9,16 @@ losses on CPU). The final model is written as a Nemotron-H model directory with 
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from hytron.config import save_resolved
-from hytron.model import HybridConfig, HybridLM
 from hytron.packing import PackedData, PackedLoader, iter_eval_batches
 from hytron.train import distributed as dist
-from hytron.train.loop import (
-    StopRequested,
-    clip_and_step,
-    export_model,
-    make_optimizer,
-    resume,
-    save_checkpoint,
-    set_lr,
-)
-from hytron.train.metrics import MetricsLog, Progress
+from hytron.train.loop import Run, clip_and_step, export_model, make_optimizer, set_lr
 from hytron.train.recipe import TrainConfig
-
-LOWP_RECIPES_EXCLUDED = ("auto", "fp32", "bf16")
-
-
-def build_model(cfg: TrainConfig, vocab_size: int) -> HybridLM:
-    """A fresh model from a preset (seeded init) or an existing Nemotron-H directory (continued pre-training)."""
-    if cfg.model.init_from:
-        model = HybridLM.from_pretrained(cfg.model.init_from)
-        if model.config.vocab_size < vocab_size:
-            raise ValueError(f"model.init_from {cfg.model.init_from} has vocab_size {model.config.vocab_size} but "
-                             f"the data's tokenizer has {vocab_size} ids; use data tokenized with its tokenizer")
-        return model
-    overrides = {"vocab_size": vocab_size, **cfg.model.overrides}
-    torch.manual_seed(cfg.seed)
-    return HybridLM(HybridConfig.from_name(cfg.model.preset, **overrides))
-
-
-def apply_precision(model: HybridLM, precision: str):
-    """Swap the model's Linears for quantized ones when `precision` names a hytron.lowp recipe."""
-    if precision in LOWP_RECIPES_EXCLUDED:
-        return None
-    from hytron.lowp import PrecisionRecipe, convert
-
-    recipe = PrecisionRecipe.from_name(precision)
-    convert(model, recipe)
-    return recipe
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16" or device.type == "cuda":
-        return torch.bfloat16
-    return None
+from hytron.train.setup import prepare_model, start, switch_precision
 
 
 @torch.no_grad()
@@ -93,29 +46,12 @@ def evaluate(model, data: PackedData, cfg: TrainConfig, info: dist.DistInfo, amp
 
 def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
     """Train (or resume) the run described by `cfg`; returns a summary. See the module docstring."""
-    # ---- setup ---------------------------------------------------------------------------------------------
-    info = dist.setup(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
+    # ---- setup, model, optimizer -------------------------------------------------------------------------
     if not cfg.data.path:
         raise ValueError("data.path: set it to a packed-data directory (hytron tokenize --out DIR)")
     data = PackedData(cfg.data.path)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved(cfg, out / "config.json")
-
-    # ---- model and precision ----------------------------------------------------------------------------
-    model = build_model(cfg, int(data.index["vocab_size"])).to(info.device)
-    recipe = apply_precision(model, cfg.precision)
-    amp = autocast_dtype(cfg.precision, info.device)
-    if cfg.compile:
-        from hytron.model.kernels import compile_blocks
-
-        compile_blocks(model)
-    wrapped = dist.wrap(model, cfg.distributed, info)
-
-    # ---- optimizer ----------------------------------------------------------------------------------------
+    info = start(cfg)
+    model, wrapped, recipe, amp = prepare_model(cfg, int(data.index["vocab_size"]), info)
     o = cfg.optim
     optimizer = make_optimizer(model, o)
 
@@ -124,91 +60,36 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
                           weights=cfg.data.weights, rank=info.rank, world_size=info.world_size)
     tokens_per_step = cfg.data.seq_len * cfg.data.batch_size * cfg.data.grad_accum * info.world_size
 
-    # ---- resume -------------------------------------------------------------------------------------------
-    start_step, _ = resume(out / "checkpoints", model, optimizer, loader)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=info.is_main, truncate_after=start_step)
-
-    def save(step: int) -> dict:
-        return save_checkpoint(out / "checkpoints", step, model, optimizer,
-                               {"loader": loader.state_dict(), "config": cfg.to_dict(),
-                                "tokens": step * tokens_per_step}, keep=cfg.keep_checkpoints)
-
-    # ---- loop ---------------------------------------------------------------------------------------------------
+    # ---- loop -------------------------------------------------------------------------------------------------
+    run = Run(cfg, model, optimizer, loader, is_main=info.is_main,
+              extra=lambda step: {"tokens": step * tokens_per_step})
     wrapped.train()
-    end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, start_step + max_steps_this_run)
-    bar = Progress(total=cfg.steps, initial=start_step, enabled=progress and info.is_main, desc=cfg.name)
-    last_eval: dict = {}
-    step = start_step
-    status = "finished"
-    with StopRequested() as stop:
-        while step < end_step:
-            t0 = time.perf_counter()
-            lr = set_lr(optimizer, step, cfg.steps, o)
-            if recipe is not None and recipe.should_switch(step, cfg.steps):
-                from hytron.lowp import set_high_precision
+    for step in run.steps(progress, max_steps_this_run):
+        lr = set_lr(optimizer, step, cfg.steps, o)
+        switch_precision(model, recipe, step, cfg.steps)
+        inputs, targets = next(loader)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        micro = cfg.data.batch_size
+        for i in range(cfg.data.grad_accum):
+            x = inputs[i * micro:(i + 1) * micro].to(info.device)
+            y = targets[i * micro:(i + 1) * micro].to(info.device)
+            with dist.no_grad_sync(wrapped, skip=i < cfg.data.grad_accum - 1):
+                with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
+                    logits = wrapped(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                (loss / cfg.data.grad_accum).backward()
+            loss_sum += loss.detach().double().cpu()
+        grad_norm = clip_and_step(model, optimizer, o.grad_clip)
+        loss = float(dist.all_reduce_mean((loss_sum / cfg.data.grad_accum).to(info.device)))
+        tok_s = tokens_per_step / run.seconds()
+        run.log({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                 "tokens": (step + 1) * tokens_per_step, "tok_s": tok_s}, loss=loss, tok_s=tok_s, lr=lr)
+        if run.due(cfg.eval_every, step + 1):
+            run.log_eval(step + 1, evaluate(wrapped, data, cfg, info, amp))
 
-                set_high_precision(model, True, passes=recipe.high_precision_passes)
-            inputs, targets = next(loader)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            micro = cfg.data.batch_size
-            for i in range(cfg.data.grad_accum):
-                x = inputs[i * micro:(i + 1) * micro].to(info.device)
-                y = targets[i * micro:(i + 1) * micro].to(info.device)
-                with dist.no_grad_sync(wrapped, skip=i < cfg.data.grad_accum - 1):
-                    with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
-                        logits = wrapped(x)
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                    (loss / cfg.data.grad_accum).backward()
-                loss_sum += loss.detach().double().cpu()
-            grad_norm = clip_and_step(model, optimizer, o.grad_clip)
-            step += 1
-            loss_value = float(dist.all_reduce_mean((loss_sum / cfg.data.grad_accum).to(info.device)))
-            dt = time.perf_counter() - t0
-            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                      "tokens": step * tokens_per_step, "tok_s": tokens_per_step / dt, "step_s": dt}
-            if cfg.log_every and (step % cfg.log_every == 0 or step == 1):
-                metrics.write(record)
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower optim.lr or check the "
-                                         f"data (last good checkpoint: {out / 'checkpoints'})")
-            bar.update(loss=loss_value, tok_s=record["tok_s"], lr=lr)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                last_eval = evaluate(wrapped, data, cfg, info, amp)
-                metrics.write({"step": step, "tokens": step * tokens_per_step, **last_eval})
-                bar.note(f"step {step}: val_loss {last_eval.get('val_loss', float('nan')):.4f}")
-            if stop.signal is not None:
-                save(step)
-                status = f"interrupted by signal {stop.signal}; checkpoint saved at step {step}"
-                break
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save(step)
-    bar.close()
-
-    # ---- finish ---------------------------------------------------------------------------------------------
-    summary = {"status": status, "step": step, "tokens": step * tokens_per_step, "out_dir": str(out)}
-    if step >= cfg.steps and status == "finished" and start_step == cfg.steps and (out / "model").is_dir():
-        summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else summary
-        dist.teardown()
-        return summary  # already finished earlier: nothing to redo
-    if step >= cfg.steps and status == "finished":
-        last_eval = evaluate(wrapped, data, cfg, info, amp)
-        metrics.write({"step": step, "tokens": step * tokens_per_step, **last_eval})
-        model_sd = save(step)
-        if info.is_main:
-            export_model(model.config, model_sd, packed_tokenizer(data), out / "model")
-            summary["model_dir"] = str(out / "model")
-    elif status == "finished":
-        save(step)  # a partial run (max_steps_this_run): resumable later
-        summary["status"] = f"paused at step {step} of {cfg.steps}"
-    summary.update(last_eval)
-    if info.is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if "model_dir" in summary:  # model card and data card travel with every model directory
-            from hytron.train.cards import write_cards
-
-            write_cards(out / "model", out, evals={k: v for k, v in last_eval.items() if k != "val_tokens"})
-    dist.teardown()
-    return summary
+    # ---- finish -------------------------------------------------------------------------------------------
+    return run.finish(lambda: evaluate(wrapped, data, cfg, info, amp),
+                      lambda state: export_model(model.config, state, packed_tokenizer(data), run.out / "model"))
 
 
 def packed_tokenizer(data: PackedData):

@@ -1,18 +1,16 @@
-"""The fine-tuning loop for an in-memory model (full, LoRA or distilled from a teacher), top to bottom.
+"""The tuning loop for an in-memory model (full fine-tune, LoRA, or distillation from a teacher), top to bottom.
 
 `finetune(model, batches, cfg)` trains whatever parameters of `model` require grad (all of them, or only
 LoRA adapters after `apply_lora`) on batches of (inputs, targets, loss_mask): packed pre-training text
 (`packed_batches`, every position counts) or chat examples (`chat_batches`, assistant tokens only). With a
 `teacher` the loss is `distill_loss` (forward KL on the teacher's top-k logits), else cross-entropy.
-Runs are short (minutes on a CPU) and not resumable; `hytron pretrain`/`hytron sft` own long runs.
+Run bookkeeping is `hytron.train.loop.Run`'s: checkpoints in `cfg.out_dir`, so a stopped run started again
+with the same model, data and config resumes exactly.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hytron.config import ConfigError
+from hytron.config import ConfigError, save_resolved
+from hytron.train.batches import ChatBatches
+from hytron.train.loop import Run, clip_and_step, make_optimizer, set_lr
+from hytron.train.recipe import OptimSpec
 from hytron.tune.distill import distill_loss, teacher_topk, topk_kl
 
 Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, L), targets (B, L), loss_mask (B, L) bool
@@ -28,6 +29,8 @@ Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, L), targets (B, L), loss_mas
 
 @dataclass
 class TuneConfig:
+    name: str = "tune"
+    out_dir: str = "runs/tune"  # checkpoints, metrics.jsonl, summary.json
     steps: int = 100
     lr: float = 1e-3
     warmup_steps: int = 10
@@ -39,6 +42,8 @@ class TuneConfig:
     seq_len: int = 128
     log_every: int = 10
     eval_every: int = 0  # 0: only before and after
+    checkpoint_every: int = 50  # 0: only at the end (and on SIGINT/SIGTERM)
+    keep_checkpoints: int = 1
     # distillation (used when a teacher is given)
     kd_topk: int = 64
     kd_temperature: float = 1.0
@@ -55,16 +60,33 @@ class TuneConfig:
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
 
+    @property
+    def optim(self) -> OptimSpec:
+        """The shared optimizer settings: AdamW, linear warmup, cosine decay to lr · min_lr_ratio."""
+        return OptimSpec(lr=self.lr, min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
+                         grad_clip=self.grad_clip, schedule="cosine", warmup_steps=self.warmup_steps)
+
 
 # ---- data -------------------------------------------------------------------------------------------------
-def packed_batches(data_dir: str | Path, seq_len: int, batch_size: int, seed: int = 0,
-                   weights: dict[str, float] | None = None) -> Iterator[Batch]:
-    """Endless training batches from a packed-data directory (`hytron tokenize`), blend weights applied."""
-    from hytron.packing import PackedLoader
+class packed_batches:  # noqa: N801 - used like the function it replaced
+    """Endless training batches from a packed-data directory (`hytron tokenize`), blend weights applied, every
+    position trained; resumable (`state_dict`) like the loader underneath."""
 
-    loader = PackedLoader(data_dir, seq_len, batch_size, seed=seed, weights=weights)
-    for x, y in loader:
-        yield x, y, torch.ones_like(y, dtype=torch.bool)
+    def __init__(self, data_dir: str | Path, seq_len: int, batch_size: int, seed: int = 0,
+                 weights: dict[str, float] | None = None):
+        from hytron.packing import PackedLoader
+
+        self.loader = PackedLoader(data_dir, seq_len, batch_size, seed=seed, weights=weights)
+
+    def __next__(self) -> Batch:
+        x, y = next(self.loader)
+        return x, y, torch.ones_like(y, dtype=torch.bool)
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
 
 
 def packed_eval_batches(data_dir: str | Path, seq_len: int, batch_size: int, max_batches: int = 8,
@@ -86,30 +108,12 @@ def packed_eval_batches(data_dir: str | Path, seq_len: int, batch_size: int, max
             for i in range(0, n, batch_size)]
 
 
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:
-    """Right-padded (inputs, targets, mask), each (B, L-1); mask[t] says whether targets[t] is trained."""
-    width = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.bool)
-    for i, (x, m) in enumerate(examples):
-        ids[i, :len(x)] = torch.tensor(x)
-        mask[i, :len(m)] = torch.tensor(m, dtype=torch.bool)
-    return ids[:, :-1], ids[:, 1:], mask[:, 1:]
-
-
 def chat_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
-                 seed: int = 0) -> Iterator[Batch]:
-    """Endless shuffled batches of encoded chat examples (ids, assistant_mask), one epoch after another."""
+                 seed: int = 0) -> ChatBatches:
+    """Endless shuffled, resumable batches of encoded chat examples (ids, assistant_mask), epoch after epoch."""
     if not examples:
         raise ValueError("chat_batches: no examples")
-    g = torch.Generator().manual_seed(seed)
-    picked: list = []
-    while True:
-        for j in torch.randperm(len(examples), generator=g).tolist():
-            picked.append(examples[j])
-            if len(picked) == batch_size:
-                yield collate(picked, pad_id)
-                picked = []
+    return ChatBatches(examples, batch_size, seed, pad_id)
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
@@ -135,22 +139,13 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], teacher: nn.Module | No
     return out
 
 
-def _lr_lambda(cfg: TuneConfig):
-    def factor(step: int) -> float:  # linear warmup, then cosine to min_lr_ratio
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + 0.5 * (1 - cfg.min_lr_ratio) * (1 + math.cos(math.pi * t))
-    return factor
-
-
 # ---- the loop -------------------------------------------------------------------------------------------------
-def finetune(model: nn.Module, batches: Iterator[Batch], cfg: TuneConfig, *, teacher: nn.Module | None = None,
-             eval_batches: list[Batch] | None = None, metrics_path: str | Path | None = None,
-             progress: bool = True) -> dict:
-    """Train `model`'s trainable parameters for `cfg.steps`; returns {before, after, steps, seconds, ...}."""
-    # ---- setup -------------------------------------------------------------------------------------------------
-    torch.manual_seed(cfg.seed)
+def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module | None = None,
+             eval_batches: list[Batch] | None = None, progress: bool = True,
+             max_steps_this_run: int | None = None) -> dict:
+    """Train `model`'s trainable parameters for `cfg.steps` (resuming from `cfg.out_dir`); returns the summary
+    with `before` and `after` evaluations and the parameter counts."""
+    # ---- setup, optimizer ----------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("finetune: the model has no trainable parameters")
@@ -159,38 +154,22 @@ def finetune(model: nn.Module, batches: Iterator[Batch], cfg: TuneConfig, *, tea
         if tv != sv:
             raise ValueError(f"distillation needs one vocabulary: teacher has {tv} ids, student {sv}")
         teacher.eval().requires_grad_(False)
-    log = open(metrics_path, "w") if metrics_path else None  # noqa: SIM115 - closed below
-    n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
+    torch.manual_seed(cfg.seed)
+    save_resolved(cfg, Path(cfg.out_dir) / "config.json")
+    optimizer = make_optimizer(model, cfg.optim)
 
-    def write(record: dict) -> None:
-        if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-
-    def eval_now() -> dict:
-        if not eval_batches:
-            return {}
-        return evaluate(model, eval_batches, teacher, cfg.kd_topk, cfg.kd_temperature)
-
-    # ---- optimizer ------------------------------------------------------------------------------------------
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    def evaluate_now() -> dict:
+        return evaluate(model, eval_batches, teacher, cfg.kd_topk, cfg.kd_temperature) if eval_batches else {}
 
     # ---- loop -------------------------------------------------------------------------------------------------
-    before = eval_now()
-    write({"step": 0, **before})
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, desc="distill" if teacher is not None else "finetune", leave=False)
+    run = Run(cfg, model, optimizer, batches, extra=lambda step: {"before": before})
+    before = run.resumed.get("before")
+    if before is None:
+        before = evaluate_now()
+        run.metrics.write({"step": 0, **before})
     model.train()
-    t_start = time.perf_counter()
-    record: dict = {}
-    for step in range(1, cfg.steps + 1):
+    for step in run.steps(progress, max_steps_this_run):
+        lr = set_lr(optimizer, step, cfg.steps, cfg.optim)
         x, y, m = next(batches)
         logits = model(x)
         if teacher is not None:
@@ -203,28 +182,15 @@ def finetune(model: nn.Module, batches: Iterator[Batch], cfg: TuneConfig, *, tea
                     * m.flatten()).sum() / m.sum().clamp(min=1)
             parts = {}
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lr = schedule.get_last_lr()[0]
-        schedule.step()
+        grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")
-        record = {"step": step, "loss": value, "lr": lr, "grad_norm": float(grad_norm), **parts}
-        if cfg.log_every and (step % cfg.log_every == 0 or step == 1):
-            write(record)
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            write({"step": step, **eval_now()})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
-    if bar is not None:
-        bar.close()
+        run.log({"step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm, **parts}, loss=value)
+        if run.due(cfg.eval_every, step + 1):
+            run.log_eval(step + 1, evaluate_now())
+
+    # ---- finish -------------------------------------------------------------------------------------------
+    summary = run.finish(evaluate_now)
     model.eval()
-    after = eval_now()
-    write({"step": cfg.steps, **after})
-    if log is not None:
-        log.close()
-    return {"steps": cfg.steps, "seconds": round(time.perf_counter() - t_start, 2), "final_loss": record.get("loss"),
-            "trainable_params": n_trainable, "total_params": n_total, "before": before, "after": after}
+    return {**summary, "after": {k: summary[k] for k in summary if k in ("val_loss", "val_tokens", "kl_to_teacher")},
+            "trainable_params": sum(p.numel() for p in params),
+            "total_params": sum(p.numel() for p in model.parameters())}

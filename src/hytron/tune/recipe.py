@@ -10,7 +10,7 @@
       replay_share: 0.3
     train: {steps: 200, lr: 5.0e-4, seq_len: 256, batch_size: 8}
     lora: {r: 8, alpha: 16}
-    sft: {data: chat.jsonl, steps: 100}       # optional; needs hytron.train.sft
+    sft: {data: chat.jsonl, steps: 100}       # optional: SFT recipe fields (hytron.train.sft)
     probes:                                   # facts from your documents, checked before and after
       - {prompt: "The Zorbex project codename is", answer: " Quillfeather", distractors: [" Ironbridge"]}
 """
@@ -18,10 +18,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from hytron.config import ConfigError, from_dict, load_mapping
+from hytron.config import ConfigError
 from hytron.tune.lora import LoRAConfig
 
 METHODS = ("pretrain", "lora")
@@ -90,24 +89,3 @@ class CustomizeConfig:
                 raise ConfigError(f"probes[{i}].distractors: must be a list of wrong answers")
         if self.sft is not None and not isinstance(self.sft, dict):
             raise ConfigError(f"sft: must be a mapping of SFT recipe fields, got {type(self.sft).__name__}")
-
-
-def load_customize(path: str | Path, overrides: dict[str, Any] | None = None) -> CustomizeConfig:
-    """Read and validate a customize recipe (a path, or a name under recipes/); errors name file and field."""
-    p = Path(path)
-    if not p.is_file():
-        named = Path(__file__).resolve().parents[3] / "recipes" / f"{path}.yaml"
-        if not named.is_file():
-            raise FileNotFoundError(f"no customize recipe {str(path)!r}: not a file, nor recipes/{path}.yaml")
-        p = named
-    data = load_mapping(p)
-    for key, value in (overrides or {}).items():
-        node = data
-        *parents, last = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[last] = value
-    try:
-        return from_dict(CustomizeConfig, data, where=str(p))
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None

@@ -22,6 +22,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hytron.data.io import write_json, write_text
+from hytron.train.metrics import read_metrics
+
 CARD_FORMAT = 1
 
 INTENDED_USE = (
@@ -57,19 +60,6 @@ def _read_json(path: Path) -> Any | None:
         return None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The run's metrics.jsonl records (train steps and evaluations), skipping a torn last line."""
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def model_facts(model_dir: str | Path) -> dict:
@@ -154,7 +144,7 @@ def run_facts(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json")
     summary = _read_json(run_dir / "summary.json") or {}
-    metrics = read_metrics(run_dir)
+    metrics = read_metrics(Path(run_dir) / "metrics.jsonl")
     evals = [m for m in metrics if "val_loss" in m]
     train = [m for m in metrics if "loss" in m]
     return {
@@ -305,7 +295,16 @@ def write_cards(model_dir: str | Path, run_dir: str | Path | None = None, evals:
     """Write README.md (model card), DATA_CARD.md and card.json into `model_dir`; returns the facts."""
     model_dir = Path(model_dir)
     facts = gather(model_dir, run_dir, evals)
-    (model_dir / "card.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
-    (model_dir / "README.md").write_text(render_model_card(facts))
-    (model_dir / "DATA_CARD.md").write_text(render_data_card(facts))
+    write_json(model_dir / "card.json", facts, indent=1, sort_keys=True)
+    write_text(model_dir / "README.md", render_model_card(facts))
+    write_text(model_dir / "DATA_CARD.md", render_data_card(facts))
     return facts
+
+
+def refresh_cards(model_dir: str | Path, evals: dict) -> None:
+    """Rewrite a model directory's cards (if it has them) with a new evaluation, keeping the run they describe."""
+    card = Path(model_dir) / "card.json"
+    if not card.is_file():
+        return
+    run = (json.loads(card.read_text()).get("run") or {}).get("path")
+    write_cards(model_dir, run if run and Path(run).is_dir() else None, evals=evals)

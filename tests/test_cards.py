@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hytron.train.cards import sha256_json, write_cards
+from hytron.report.cards import sha256_json, write_cards
 from tests.eval.tinyrun import build_tiny_run
 
 
@@ -78,7 +78,7 @@ def test_run_facts_of_an_sft_run_without_token_counts(tmp_path):
     # SFT/RL metrics log assistant tokens, not pre-training token counts: the card must still be written
     import json
 
-    from hytron.train.cards import run_facts
+    from hytron.report.cards import run_facts
 
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.5, "assistant_tokens": 40}) + "\n")
     facts = run_facts(tmp_path)
