@@ -165,3 +165,18 @@ def test_stop_strings_apply_to_the_answer_not_the_thinking(tok):
     cut = generate(m, [prompt], SamplingParams(**params, stop=[answer_stop]), **kw)[0]
     assert cut.reasoning == free.reasoning and cut.finish_reason == "stop"
     assert cut.text == free.text[: free.text.index(answer_stop)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([11, 12, NL]), min_size=400, max_size=400), st.integers(0, 40), st.integers(0, 10))
+def test_a_cut_line_is_ended_with_the_newline_token_before_the_end_of_thinking(stream, budget, grace):
+    b = ThinkingBudget(END, [NL], budget, grace=grace, line_end_id=NL)
+    out, it = [], iter(stream)
+    while b.thinking:
+        forced = b.forced()
+        tok = forced if forced is not None else next(it)
+        b.observe(tok, forced=forced is not None)
+        out.append(tok)
+    thinking = out[:-1]
+    assert out[-1] == END and len(thinking) <= budget + grace + 1
+    assert budget == 0 and thinking == [] or thinking[-1] == NL  # the trace always ends on a line break

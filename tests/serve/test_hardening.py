@@ -55,6 +55,7 @@ def test_body_that_is_not_utf8_is_400(http):
 
 
 # ---- 2. CPU work off the event loop ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_huge_tokenize_does_not_stall_other_requests(model_dir):
     text = "The river Alder rises on Mount Kell. " * 40_000  # 1.5 MB: seconds of tokenizing
     with running_server(model_dir, max_body_bytes=4 << 20) as s, httpx.Client(base_url=s.url, timeout=120) as c:
@@ -211,6 +212,8 @@ AGREEMENT = [  # (path, body): the schema's verdict must be the server's (200, o
     (CHAT, {"messages": HI, "max_tokens": 1, "temperature": "0.5"}),
     (CHAT, {"messages": HI, "max_tokens": 1, "n": 2.0}),
     (CHAT, {"messages": HI, "max_tokens": 1, "n": 1.5}),
+    (CHAT, {"messages": HI, "max_completion_tokens": 0}),  # the bounds of integer fields are in the schema
+    (CHAT, {"messages": HI, "max_tokens": 1, "top_k": -2}),
     (CHAT, {"messages": HI, "max_tokens": 1, "stop": [""]}),
     (CHAT, {"max_tokens": 1, "messages": [{"role": "user", "tool_calls": [{"function": {"name": "f",
                                                                                      "arguments": "{}"}}]}]}),

@@ -15,7 +15,7 @@ def expected(server, messages, max_tokens, thinking=None, budget=None, enable_th
                             max_thinking_tokens=budget if opens else None)
     e = b.engine
     return generate(b.model, [ids], params, stop_ids=e.stop_ids, decode=b.decode, think_start_id=e.think_start_id,
-                    think_end_id=e.think_end_id, newline_ids=e.newline_ids)[0], len(ids)
+                    think_end_id=e.think_end_id, newline_ids=e.newline_ids, line_end_id=e.line_end_id)[0], len(ids)
 
 
 def test_models_lists_the_served_model(client, server):
@@ -36,7 +36,7 @@ def test_chat_returns_reasoning_apart_from_the_answer(client, server):
     assert r.choices[0].finish_reason == want.finish_reason
     assert r.usage.prompt_tokens == n_prompt and r.usage.completion_tokens == len(want.token_ids)
     assert r.usage.completion_tokens_details.reasoning_tokens == want.reasoning_tokens
-    assert 6 < want.reasoning_tokens <= 6 + 1 + 1  # budget + grace (10% -> 1) + </think>
+    assert 6 < want.reasoning_tokens <= 6 + 1 + 1 + 1  # budget + grace (10% -> 1) + a forced "\n" + </think>
     assert r.object == "chat.completion" and r.model == "tiny-chat"
 
 

@@ -19,6 +19,8 @@ SERVER_LIMITS = {"context_length_exceeded", "limit_exceeded", "model_not_found",
 
 
 def refusal_the_spec_allows(response) -> bool:
+    if response.status_code == 413:  # the body cap is a server setting too
+        return True
     try:
         code = response.json()["error"]["code"]
     except (ValueError, KeyError, TypeError):

@@ -72,7 +72,9 @@ def test_reasoning_split_and_budget(served):
                                                 "max_thinking_tokens": budget}).json()
     msg, usage = r["choices"][0]["message"], r["usage"]
     assert msg["reasoning_content"] is not None
-    assert usage["completion_tokens_details"]["reasoning_tokens"] <= budget + grace + 1  # + the forced </think>
+    # + a forced newline when the grace window ran out mid-line, + the forced </think>
+    assert usage["completion_tokens_details"]["reasoning_tokens"] <= budget + grace + 2
+    assert msg["reasoning_content"].endswith("\n")  # a cut trace ends on a line break
     assert "</think>" not in (msg["content"] or "") and "<think>" not in msg["reasoning_content"]
     # thinking off: no reasoning, everything is content
     off = http.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 8, "temperature": 0,
@@ -96,3 +98,41 @@ def test_tokenizer_info_reports_the_checkpoints_tokens(served):
     assert info["stop_token_ids"] == list(s.backend.tokenizer.stop_ids)
     if name == "nemotron3":
         assert info["stop_token_ids"] == [2, 11] and info["eos_token"] == "</s>"
+
+
+def test_tool_choice_checks_and_prefill(served, hf_tok):
+    name, _, s, http = served
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    base = {"messages": msgs, "tools": [WEATHER_TOOL], "max_tokens": 4, "temperature": 0}
+    r = http.post("/v1/chat/completions", json={**base, "tool_choice": {"type": "function",
+                                                                        "function": {"name": "nope"}}})
+    if name == "plain":
+        assert r.status_code == 400
+        return
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
+    r = http.post("/v1/chat/completions", json={**base, "tool_choice": "required"}).json()
+    want = hf_tok.apply_chat_template(msgs, tools=[WEATHER_TOOL], add_generation_prompt=True, enable_thinking=False,
+                                      tokenize=True, return_dict=False)
+    opening = s.backend.tool_parser.opening()
+    assert r["usage"]["prompt_tokens"] == len(want) + len(s.backend.tokenizer.encode(opening, parse_special=True))
+    # what the random model wrote after the prefilled opening is no valid call: it comes back as content
+    msg = r["choices"][0]["message"]
+    assert msg.get("tool_calls") is None and msg["content"].startswith(opening)
+
+
+@pytest.mark.parametrize("key", ["messages", "tools", "add_generation_prompt", "_spans"])
+def test_template_kwargs_cannot_replace_what_the_request_sets(served, key):
+    _, _, _, http = served
+    r = http.post("/v1/chat/completions", json={"messages": CHATS[0], "max_tokens": 2,
+                                                "chat_template_kwargs": {key: []}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs"
+
+
+def test_input_the_template_cannot_render_is_400(served):
+    name, _, _, http = served
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": ["string", "null"]}}}}}  # valid JSON schema, odd for templates
+    r = http.post("/v1/chat/completions", json={"messages": CHATS[0], "tools": [tool], "max_tokens": 2})
+    assert r.status_code in (200, 400)  # rendered, or refused with a message; never a 500
+    if r.status_code == 400:
+        assert "chat template" in r.json()["error"]["message"] or name == "plain"

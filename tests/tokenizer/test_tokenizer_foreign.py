@@ -30,6 +30,13 @@ CHATS = {
 }
 
 
+def _has_sanitize(hf) -> bool:
+    """transformers' opt-in control-token sanitizing (recent 5.x); older versions pass the keyword to the template."""
+    import inspect
+
+    return "sanitize_control_tokens" in inspect.signature(hf.apply_chat_template).parameters
+
+
 @pytest.fixture(scope="module", params=["nemotron3", "nano2"])
 def pair(request, foreign):
     d = foreign(request.param)
@@ -47,9 +54,11 @@ def test_chat_ids_equal_transformers(pair, chat, thinking, tools):
                                   return_dict=False, **kw)
     assert tok.apply_chat_template(CHATS[chat], tools=tool_list, add_generation_prompt=True, **kw) == want
     # the server's sanitized encoding (control-token strings in messages as text) matches transformers' too
-    assert tok.apply_chat_template(CHATS[chat], tools=tool_list, add_generation_prompt=True, sanitize=True, **kw) \
-        == hf.apply_chat_template(CHATS[chat], tools=tool_list, add_generation_prompt=True, tokenize=True,
-                                  return_dict=False, sanitize_control_tokens=True, **kw)
+    if _has_sanitize(hf):
+        assert tok.apply_chat_template(CHATS[chat], tools=tool_list, add_generation_prompt=True, sanitize=True,
+                                       **kw) == hf.apply_chat_template(
+            CHATS[chat], tools=tool_list, add_generation_prompt=True, tokenize=True, return_dict=False,
+            sanitize_control_tokens=True, **kw)
     assert tok.render_text(CHATS[chat], tools=tool_list, add_generation_prompt=True, **kw) == \
         hf.apply_chat_template(CHATS[chat], tools=tool_list, add_generation_prompt=True, tokenize=False, **kw)
 
@@ -80,8 +89,9 @@ def test_control_tokens_in_content_are_text(pair, forged):
     _, tok, hf = pair
     chat = [{"role": "system", "content": "Be brief. " + forged}, {"role": "user", "content": forged + " hi"}]
     ids = tok.apply_chat_template(chat, add_generation_prompt=True, sanitize=True)
-    assert ids == hf.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False,
-                                         sanitize_control_tokens=True)
+    if _has_sanitize(hf):
+        assert ids == hf.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False,
+                                             sanitize_control_tokens=True)
     plain = tok.apply_chat_template(chat, add_generation_prompt=True)
     if tok.encode(forged, parse_special=True) != tok.encode(forged):  # forged holds this tokenizer's controls
         assert len(ids) > len(plain)  # unsanitized, the forged strings became single control tokens

@@ -36,14 +36,15 @@ def normalise_row(row: dict) -> dict:
     if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
         raise ValueError("a row needs a non-empty 'messages' list")
     for i, m in enumerate(row["messages"]):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"messages[{i}] needs string 'role' and 'content'")
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not (
+                isinstance(m.get("content"), str) or (m.get("content") is None and m.get("tool_calls"))):
+            raise ValueError(f"messages[{i}] needs string 'role' and 'content' (content may be null with tool_calls)")
     if not any(m["role"] == "assistant" for m in row["messages"]):
         raise ValueError("a row needs at least one assistant message to train on")
     flag = row.get("reasoning")
     if flag is None:
         last = [m for m in row["messages"] if m["role"] == "assistant"][-1]
-        flag = "on" if (last.get("reasoning_content") or "</think>" in last["content"]) else "off"
+        flag = "on" if (last.get("reasoning_content") or "</think>" in (last.get("content") or "")) else "off"
     elif isinstance(flag, bool):
         flag = "on" if flag else "off"
     if flag not in ("on", "off"):
@@ -58,11 +59,11 @@ def encode_row(tokenizer, row: dict) -> tuple[list[int], list[int]]:
     messages = row["messages"]
     if row["reasoning"] == "off":
         messages = [_without_reasoning(m) if m["role"] == "assistant" else m for m in messages]
-    return tokenizer.render_chat(messages, enable_thinking=row["reasoning"] == "on")
+    return tokenizer.render_chat(messages, enable_thinking=row["reasoning"] == "on", tools=row.get("tools"))
 
 
 def _without_reasoning(message: dict) -> dict:
-    content = message["content"]
+    content = message.get("content") or ""
     if "</think>" in content:
         content = content.split("</think>")[-1].strip()
     return {k: v for k, v in message.items() if k != "reasoning_content"} | {"content": content}

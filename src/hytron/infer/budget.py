@@ -3,9 +3,12 @@
 The rule is Nemotron Nano 2's `max_thinking_tokens` (research/reasoning-and-fullstack.md §A1.2): after N
 thinking tokens, let the model finish its line — as soon as it emits a token containing a newline, the
 next token is forced to `</think>`; if no newline comes within the grace window (NIM's default: 10% of the
-budget), `</think>` is forced anyway. So a request never thinks more than N + grace tokens (the forced
-`</think>` not counted). Budget 0 forces `</think>` as the first generated token. The caller supplies the
-ids (`</think>` and the ids whose text contains a newline): this module never sees a tokenizer.
+budget), the line is ended for it: with a `line_end_id` (the id of "\n") that newline is forced first, then
+`</think>`, so a cut trace still ends on a line break as the model's own traces do (NVIDIA's Nano 3 budget
+processor forces "\n" + `</think>` the same way). So a request never thinks more than N + grace tokens, + 1
+for a forced newline (the forced `</think>` not counted). Budget 0 forces `</think>` as the first generated
+token. The caller supplies the ids (`</think>`, "\n", and the ids whose text contains a newline): this
+module never sees a tokenizer.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ class ThinkingBudget:
     """Tracks one request's thinking phase; ask `forced()` before sampling, then `observe(token)` after."""
 
     def __init__(self, think_end_id: int, newline_ids: Iterable[int] = (), max_thinking_tokens: int | None = None,
-                 grace: int = 0, thinking: bool = True):
+                 grace: int = 0, thinking: bool = True, line_end_id: int | None = None):
         self.think_end_id = think_end_id
-        self.newline_ids = frozenset(newline_ids)
+        self.line_end_id = line_end_id
+        self.newline_ids = frozenset(newline_ids) | ({line_end_id} if line_end_id is not None else set())
         self.max_thinking_tokens = max_thinking_tokens
         self.grace = grace
         self.thinking = thinking  # inside an open <think> section now
@@ -33,6 +37,8 @@ class ThinkingBudget:
             return None
         over = self.thinking_tokens - self.max_thinking_tokens
         if over >= 0 and (self._after_newline or over >= self.grace or self.max_thinking_tokens == 0):
+            if not self._after_newline and self.line_end_id is not None and self.thinking_tokens > 0:
+                return self.line_end_id  # the grace window ran out mid-line: end the line, then </think>
             return self.think_end_id
         return None
 

@@ -41,7 +41,7 @@ class _Seq:
         self.budget = None
         if p.thinking is not None and engine.think_end_id is not None:
             self.budget = ThinkingBudget(engine.think_end_id, engine.newline_ids, p.max_thinking_tokens,
-                                         grace=p.grace(), thinking=p.thinking)
+                                         grace=p.grace(), thinking=p.thinking, line_end_id=engine.line_end_id)
         decode = engine.decode or (lambda ids: "")
         self.reasoning = TextStream(decode)
         self.answer = TextStream(decode, p.stop, p.include_stop_str_in_output)
@@ -65,7 +65,7 @@ class Engine:
     def __init__(self, model, *, max_slots: int = 8, max_waiting: int = 64, max_len: int | None = None,
                  prefill_chunk: int = 512, stop_ids: Iterable[int] = (), decode: Callable[[Sequence[int]], str]
                  | None = None, think_start_id: int | None = None, think_end_id: int | None = None,
-                 newline_ids: Iterable[int] = ()):
+                 newline_ids: Iterable[int] = (), line_end_id: int | None = None):
         if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
         self.model = model.eval()
@@ -76,6 +76,7 @@ class Engine:
         self.decode = decode
         self.think_start_id, self.think_end_id = think_start_id, think_end_id
         self.newline_ids = frozenset(newline_ids)
+        self.line_end_id = line_end_id  # "\n": forced before </think> when a budget cuts a line
         self._think_ids = tuple(i for i in (think_start_id, think_end_id) if i is not None)
         self._waiting: collections.deque[Request] = collections.deque()
         self._prefilling: list[_Seq] = []

@@ -75,7 +75,11 @@ class Backend:
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
             think_start_id=tokenizer.think_start_id, think_end_id=tokenizer.think_end_id,
-            newline_ids=newline_ids(enumerate(self.token_strs)))
+            newline_ids=newline_ids(enumerate(self.token_strs)), line_end_id=self._line_end_id())
+
+    def _line_end_id(self) -> int | None:
+        ids = self.tokenizer.encode("\n")
+        return ids[0] if len(ids) == 1 else None
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:

@@ -77,7 +77,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     fields = {_location(x.get("loc", ())) for x in real}
     param = _location(e.get("loc", ())) or None
     where = f"{param}: " if param else "request body: "
-    more = f" (and {len(fields) - 1} more fields)" if len(fields) > 1 else ""
+    more = f" (and {len(fields) - 1} more field{'s' if len(fields) > 2 else ''})" if len(fields) > 1 else ""
     return f"{where}{e.get('msg', 'invalid value')}{more}", param
 
 

@@ -8,7 +8,8 @@ up within one step).
 
 Tools (`tools`, `tool_choice`) are rendered by the model's chat template; calls in the answer are parsed into
 `tool_calls` (`hytron.tokenizer.tools`: Nemotron 3 XML or Nano 2 JSON, chosen from the template), streamed as
-one `tool_calls` delta per call once the call is complete. `tool_choice` "required" or a named function
+one `tool_calls` delta with every call (whole arguments) when the answer ends; `parallel_tool_calls: false`
+keeps the first call only. `tool_choice` "required" or a named function
 prefills the start of a call after the generation prompt (with thinking off), so the model continues a call;
 there is no grammar-constrained decoding, and a call that does not parse comes back as content.
 Assistant `tool_calls` in the history get their `arguments` JSON text decoded into objects before rendering,
@@ -216,9 +217,18 @@ def _arguments(text: str):
     return value if isinstance(value, dict) else text
 
 
+# names the renderer sets itself (a chat_template_kwargs entry cannot replace them)
+_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message", "sanitize",
+                    "tokenize"}
+
+
 def _template_kwargs(body) -> tuple[bool | None, dict]:
     kwargs = body.chat_template_kwargs.model_dump(exclude_none=True) if body.chat_template_kwargs else {}
     enable = kwargs.pop("enable_thinking", None)
+    reserved = sorted(k for k in kwargs if k in _RESERVED_KWARGS or k.startswith("_"))
+    if reserved:
+        raise APIError(400, f"chat_template_kwargs: {reserved[0]!r} is set by the request itself, not a template "
+                            "variable", "chat_template_kwargs")
     if getattr(body, "reasoning_effort", None) == "none":
         enable = False
     return enable, kwargs
@@ -289,6 +299,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
 
     def message(r: Completion) -> tuple[dict, str]:
         content, calls = (r.text, []) if parser is None else split_tool_calls(parser, prefix + r.text, tools)
+        calls = calls if body.parallel_tool_calls else calls[:1]
         msg = {"role": "assistant", "content": content, **reasoning_fields(r.reasoning if thinking else None)}
         if calls:
             msg["tool_calls"] = [c.to_openai() for c in calls]
@@ -335,6 +346,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                 finish = d.finish_reason
                 if calls_streams[i]:
                     rest, calls = calls_streams[i].finish()
+                    calls = calls if body.parallel_tool_calls else calls[:1]
                     if rest:
                         yield chunk(i, {"content": rest})
                     if calls:

@@ -58,7 +58,10 @@ def _valid_unicode_inside(v):
 
 Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 JSONObject = Annotated[dict, AfterValidator(_valid_unicode_inside)]
-Int = Annotated[int, Strict(), BeforeValidator(_integral)]
+def Int(ge: int | None = None, le: int | None = None):  # noqa: N802 (a type, spelled like one)
+    """A strict JSON integer in [ge, le]; the bounds sit inside the integral-float conversion, so the schema
+    keeps them as `minimum`/`maximum`."""
+    return Annotated[int, Strict(), Field(ge=ge, le=le), BeforeValidator(_integral)]
 Num = Annotated[float, Strict()]  # a JSON number: 1 and 0.5, never "0.5" or true
 Prob = Annotated[Num, Field(ge=0.0, le=1.0)]
 
@@ -186,14 +189,14 @@ class _Sampling(_Body):
     """Parameters shared by chat and completions."""
 
     model: Text | None = None
-    n: Annotated[Int, Field(ge=1, le=128)] = 1
+    n: Int(1, 128) = 1
     temperature: Annotated[Num, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[Num, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[Int, Field(ge=-1, le=1 << 20)] | None = None  # -1 or 0 = off
+    top_k: Int(-1, 1 << 20) | None = None  # -1 or 0 = off
     min_p: Prob | None = None
-    seed: Annotated[Int, Field(ge=-INT64 - 1, le=INT64)] | None = None
+    seed: Int(-INT64 - 1, INT64) | None = None
     stop: StopText | Annotated[list[StopText], Field(max_length=64)] | None = None
-    stop_token_ids: Annotated[list[Annotated[Int, Field(ge=0)]], Field(max_length=64)] | None = None
+    stop_token_ids: Annotated[list[Int(0)], Field(max_length=64)] | None = None
     include_stop_str_in_output: StrictBool = False
     ignore_eos: StrictBool = False
     stream: StrictBool = False
@@ -218,15 +221,15 @@ class ChatCompletionRequest(_Sampling):
                                                                                   True)]})
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
-    max_tokens: Annotated[Int, Field(ge=1, le=1 << 24)] | None = None
-    max_completion_tokens: Annotated[Int, Field(ge=1, le=1 << 24)] | None = None
+    max_tokens: Int(1, 1 << 24) | None = None
+    max_completion_tokens: Int(1, 1 << 24) | None = None
     logprobs: StrictBool = False
-    top_logprobs: Annotated[Int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Int(0, 20) | None = None
     # reasoning: on/off via the template kwarg, /think and /no_think in messages, or reasoning_effort "none"
     chat_template_kwargs: ChatTemplateKwargs | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    thinking_token_budget: Annotated[Int, Field(ge=0, le=1 << 24)] | None = None
-    max_thinking_tokens: Annotated[Int, Field(ge=0, le=1 << 24)] | None = None  # NIM's name
+    thinking_token_budget: Int(0, 1 << 24) | None = None
+    max_thinking_tokens: Int(0, 1 << 24) | None = None  # NIM's name
     include_reasoning: StrictBool = True
     # tools: rendered through the model's chat template; calls in the output come back as `tool_calls`
     tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
@@ -241,7 +244,7 @@ class ChatCompletionRequest(_Sampling):
         return v
 
 
-TokenIds = list[Annotated[Int, Field(ge=0)]]
+TokenIds = list[Int(0)]
 
 
 class CompletionRequest(_Sampling):
@@ -249,11 +252,11 @@ class CompletionRequest(_Sampling):
 
     prompt: PromptText | Annotated[list[PromptText], Field(min_length=1)] | Annotated[TokenIds, Field(min_length=1)] \
         | Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)]
-    max_tokens: Annotated[Int, Field(ge=0, le=1 << 24)] | None = 16
+    max_tokens: Int(0, 1 << 24) | None = 16
     echo: StrictBool = False
-    logprobs: Annotated[Int, Field(ge=0, le=20)] | None = None
+    logprobs: Int(0, 20) | None = None
     suffix: _only(Text, "") | None = None
-    best_of: _only(Int, 1) | None = None  # no server-side ranking
+    best_of: _only(Int(), 1) | None = None  # no server-side ranking
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt

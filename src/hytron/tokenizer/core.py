@@ -76,6 +76,7 @@ class Tokenizer:
         backend.encode_special_tokens = False
         self.hytron_format = files is None  # trained here (or loaded from a directory hytron wrote)
         self._files = files  # a foreign directory's files, written back verbatim by `save`
+        self._vocab_size: int | None = None
         self.model_max_length = model_max_length
         specials = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD} if special_tokens is None else special_tokens
         self.special_tokens_map = {k: v for k, v in specials.items() if isinstance(v, str)}
@@ -238,7 +239,9 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         """One more than the largest id (added tokens included)."""
-        return max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
+        if self._vocab_size is None:
+            self._vocab_size = max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
+        return self._vocab_size
 
     def __len__(self) -> int:
         return self.vocab_size

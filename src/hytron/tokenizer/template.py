@@ -203,6 +203,8 @@ class ChatTemplate:
                 rendered.append(block)
         except jinja2.TemplateError as e:  # raise_exception(...) in the template, or an undefined operation
             raise ValueError(f"chat template: {e}") from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:  # e.g. '+' on a str and a list
+            raise ValueError(f"chat template cannot render this input: {type(e).__name__}: {e}") from None
         text = "".join(rendered)
         if final is not None:
             if final.strip() not in text or CONTINUE_TAG.strip() not in text:

@@ -1,0 +1,62 @@
+"""`hytron lora` and `hytron customize` with a base model written by transformers (its own tokenizer and template)."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from hytron.cli import main
+from hytron.model import HybridLM
+from hytron.tokenizer import Tokenizer
+from tests.fixtures.foreign import CORPUS
+
+pytest.importorskip("transformers")
+
+ROWS = [{"messages": [{"role": "user", "content": "What is 6 times 7? /no_think"},
+                      {"role": "assistant", "content": "42"}]},
+        {"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                      {"role": "user", "content": "Where does the river Alder rise?"},
+                      {"role": "assistant", "content": "On Mount Kell."}]}] * 4
+
+
+def test_lora_on_a_nano2_checkpoint_keeps_its_tokenizer(foreign, tmp_path):
+    base = foreign("nano2")
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    rc = main(["lora", str(base), "--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "l"), "--steps", "3",
+               "--seq-len", "256", "--batch-size", "2", "--eval-batches", "1", "--merge", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "l" / "summary.json").read_text())
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary.values() if isinstance(v, float))
+    merged = tmp_path / "l" / "model"
+    tok, orig = Tokenizer.load(merged), Tokenizer.load(base)
+    assert tok.stop_ids == orig.stop_ids and tok.chat_template == orig.chat_template
+    assert HybridLM.from_pretrained(merged).config.vocab_size == HybridLM.from_pretrained(base).config.vocab_size
+
+
+def test_customize_packs_with_the_base_models_tokenizer(foreign, tmp_path):
+    from hytron.config import load_recipe
+    from hytron.tune.customize import run_customize
+    from hytron.tune.recipe import CustomizeConfig
+
+    base = foreign("nemotron3")
+    (tmp_path / "docs").mkdir()
+    for i in range(6):
+        (tmp_path / "docs" / f"note{i}.md").write_text(
+            f"# Note {i}\n\nThe Zorbex project codename is Quillfeather. " + " ".join(CORPUS) + "\n")
+    (tmp_path / "replay.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "text": t * 3}) + "\n"
+                                                   for i, t in enumerate(CORPUS)))
+    recipe = {"name": "acme", "out": str(tmp_path / "out"), "base_model": str(base), "method": "pretrain",
+              "threads": 1, "data": {"inputs": [str(tmp_path / "docs")], "replay": [str(tmp_path / "replay.jsonl")],
+                                     "replay_share": 0.3, "validation_fraction": 0.2},
+              "train": {"steps": 3, "lr": 1e-3, "warmup_steps": 1, "seq_len": 64, "batch_size": 4, "eval_batches": 1},
+              "probes": [{"prompt": "The Zorbex project codename is", "answer": " Quillfeather.",
+                          "distractors": [" Ironbridge."]}]}
+    (tmp_path / "customize.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_customize(load_recipe(CustomizeConfig, tmp_path / "customize.yaml"))
+    index = json.loads((tmp_path / "out" / "packed" / "index.json").read_text())
+    tok = Tokenizer.load(base)
+    assert index["bos_id"] == tok.bos_id and index["eos_id"] == tok.eos_id
+    assert "probes" in result["after"]
+    out_model = tmp_path / "out" / "train" / "model"
+    assert Tokenizer.load(out_model).stop_ids == (2, 11)  # the checkpoint's generation_config travels along
