@@ -42,7 +42,7 @@ VERBS = {
 EXTRAS = {"xxhash": "curate", "ftfy": "curate", "zstandard": "curate", "pyarrow": "curate", "pycld2": "curate",
           "resiliparse": "curate", "fastwarc": "curate", "sklearn": "curate", "ray": "ray", "fastapi": "serve",
           "uvicorn": "serve", "prometheus_client": "serve", "lm_eval": "eval", "matplotlib": "eval",
-          "transformers": "hf"}
+          "transformers": "hf", "gguf": "gguf"}
 
 
 def build_parser() -> argparse.ArgumentParser:

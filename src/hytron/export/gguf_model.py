@@ -26,14 +26,6 @@ from hytron.model.config import HybridConfig
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
-def _require_gguf():
-    try:
-        import gguf
-    except ImportError:
-        raise ImportError("hytron export gguf needs the `gguf` package: pip install 'hytron[gguf]'") from None
-    return gguf
-
-
 def _check_supported(c: HybridConfig, source: str) -> None:
     if "E" in c.pattern and "-" in c.pattern:
         raise ValueError(f"{source}: pattern mixes MLP (-) and MoE (E) blocks; llama.cpp's nemotron_h_moe "
@@ -129,7 +121,8 @@ def _encode(gguf, data: np.ndarray, outtype: str, quantizable: bool):
 
 def export_gguf(model_dir: str | Path, out: str | Path, outtype: str = "f32") -> Path:
     """Write `out` (a .gguf file) from a Nemotron-H model directory (config.json, safetensors, tokenizer)."""
-    gguf = _require_gguf()
+    import gguf  # the `gguf` extra; the CLI turns its absence into a one-line error naming the extra
+
     from hytron.model.hf import load_pretrained
     from hytron.model.hybrid import HybridLM
 
