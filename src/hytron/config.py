@@ -105,6 +105,17 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
+def read_json_file(path: Path, missing: str, error: type[ValueError] = ValueError) -> Any:
+    """The JSON value in the file `path`: FileNotFoundError(`missing`) when there is no such file, `error` naming
+    the file when it is not valid JSON."""
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON: {e}") from None
+
+
 def load_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON file into a dict, with a clear error for a missing or malformed file."""
     path = Path(path)

@@ -16,6 +16,6 @@ def test_terminal_chat(model_dir):
     turns = [(int(a), int(b)) for a, b in re.findall(r"\[\w+ · (\d+) tokens, (\d+) thinking\]", text)]
     assert len(turns) == 3
     assert turns[0][1] > 0 and "thinking: " in text  # thinking on by default, shown before the answer
-    assert 4 < turns[1][1] <= 4 + 1 + 1  # budget 4, grace 1, then </think>
+    assert 4 < turns[1][1] <= 4 + 1 + 1 + 1  # budget 4, grace 1, a forced "\n" if mid-line, then </think>
     assert turns[2][1] == 0  # /no_think
     assert "[thinking budget 4]" in text and "[thinking off]" in text and "[new conversation]" in text

@@ -184,31 +184,36 @@ def boilerplate(world: World, rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+def keyword_line(kw: list[str], rng: random.Random, max_words: int) -> str:
+    """One line of keyword stuffing: 6 to `max_words` words, each most often one of the first four keywords."""
+    n = rng.randint(6, max_words)
+    return " ".join(rng.choice(kw[:4]) if rng.random() < 0.6 else rng.choice(kw) for _ in range(n))
+
+
 def spam(world: World, rng: random.Random) -> str:
     """SEO keyword stuffing: the same few product and place keywords, repeated in many orders."""
     city = rng.choice(world.by_kind["city"])
     kw = [city.attrs["known_for"], city.name, "cheap", "best", "buy", "online", "discount", "free shipping",
           "deals", "price", "sale", rng.choice(["near me", "2024", "top rated", "official"])]
-    lines = []
-    for _ in range(rng.randint(8, 16)):
-        words = [rng.choice(kw[:4]) if rng.random() < 0.6 else rng.choice(kw) for _ in range(rng.randint(6, 12))]
-        lines.append(" ".join(words))
+    lines = [keyword_line(kw, rng, 12) for _ in range(rng.randint(8, 16))]
     lines.insert(rng.randint(0, len(lines)), lines[0])
     return "\n".join(lines)
+
+
+def random_words(chars: str, rng: random.Random, length: tuple[int, int], count: tuple[int, int]) -> list[str]:
+    """`count` (lo, hi) strings of random characters from `chars`, each `length` (lo, hi) long."""
+    return ["".join(rng.choice(chars) for _ in range(rng.randint(*length))) for _ in range(rng.randint(*count))]
 
 
 def gibberish(rng: random.Random) -> str:
     """Machine garbage: random letter strings, hex blobs, or symbol soup."""
     style = rng.choice(["letters", "hex", "symbols"])
     if style == "letters":
-        words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 14)))
-                 for _ in range(rng.randint(60, 200))]
+        words = random_words(string.ascii_lowercase, rng, (2, 14), (60, 200))
     elif style == "hex":
-        words = ["".join(rng.choice("0123456789abcdef") for _ in range(rng.randint(8, 32)))
-                 for _ in range(rng.randint(40, 120))]
+        words = random_words("0123456789abcdef", rng, (8, 32), (40, 120))
     else:
-        words = ["".join(rng.choice("#$%&*@~^=<>{}[]|/\\" + string.ascii_letters) for _ in range(rng.randint(3, 9)))
-                 for _ in range(rng.randint(40, 120))]
+        words = random_words("#$%&*@~^=<>{}[]|/\\" + string.ascii_letters, rng, (3, 9), (40, 120))
     return " ".join(words)
 
 

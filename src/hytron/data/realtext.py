@@ -32,7 +32,7 @@ import zlib
 from pathlib import Path
 
 from hytron.data.document import words_lower
-from hytron.data.pages import FOREIGN
+from hytron.data.pages import FOREIGN, keyword_line, random_words
 
 PROSE_KINDS = ("reference", "docstring")
 GOOD_KINDS = (*PROSE_KINDS, "readme")
@@ -127,14 +127,11 @@ _NAV = ["Home", "Docs", "Blog", "Pricing", "About", "Contact", "Careers", "Login
 def _gibberish(rng: random.Random) -> str:
     style = rng.choice(["letters", "hex", "symbols", "keyboard"])
     if style == "letters":
-        words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 12)))
-                 for _ in range(rng.randint(80, 250))]
+        words = random_words(string.ascii_lowercase, rng, (2, 12), (80, 250))
     elif style == "hex":
-        words = ["".join(rng.choice("0123456789abcdefABCDEF") for _ in range(rng.randint(8, 40)))
-                 for _ in range(rng.randint(50, 150))]
+        words = random_words("0123456789abcdefABCDEF", rng, (8, 40), (50, 150))
     elif style == "symbols":
-        chars = "#$%&*@~^=<>{}[]|/\\+_;:" + string.ascii_letters
-        words = ["".join(rng.choice(chars) for _ in range(rng.randint(2, 10))) for _ in range(rng.randint(50, 150))]
+        words = random_words("#$%&*@~^=<>{}[]|/\\+_;:" + string.ascii_letters, rng, (2, 10), (50, 150))
     else:
         rows = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
         words = ["".join(rng.choice(rng.choice(rows)) for _ in range(rng.randint(3, 9))) for _ in range(120)]
@@ -143,8 +140,7 @@ def _gibberish(rng: random.Random) -> str:
 
 def _spam(names: list[str], rng: random.Random) -> str:
     kw = rng.sample(names, 3) + rng.sample(_COMMERCE, 6)
-    lines = [" ".join(rng.choice(kw[:4]) if rng.random() < 0.6 else rng.choice(kw) for _ in range(rng.randint(6, 14)))
-             for _ in range(rng.randint(8, 20))]
+    lines = [keyword_line(kw, rng, 14) for _ in range(rng.randint(8, 20))]
     text = "\n".join(lines)
     return textwrap.fill(text.replace("\n", " "), 76) if rng.random() < 0.4 else text
 

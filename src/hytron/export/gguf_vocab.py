@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hytron.config import read_json_file
 from hytron.tokenizer import Tokenizer
 
 # GPT-2's pre-tokenizer regex (what `tokenizers`' ByteLevel(use_regex=True) uses); llama.cpp type "gpt-2"
@@ -86,12 +87,7 @@ def read_vocab(directory: str | Path, vocab_size: int) -> GGUFVocab:
     """The tokenizer of a model directory as GGUF keys, padded with unused tokens to the model's `vocab_size`."""
     directory = Path(directory)
     path = directory / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no tokenizer.json; a GGUF file needs the model's tokenizer")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    data = read_json_file(path, f"{directory}: no tokenizer.json; a GGUF file needs the model's tokenizer")
     model = data.get("model") or {}
     if model.get("type") != "BPE":
         raise ValueError(f"{path}: model type {model.get('type')!r}; hytron exports byte-level BPE tokenizers only")

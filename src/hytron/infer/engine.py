@@ -69,6 +69,7 @@ class Engine:
         if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
         self.model = model.eval()
+        self._device = next(model.parameters()).device  # inputs go where the weights are (CPU or GPU)
         self.vocab_size = model.config.vocab_size
         self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
         self.max_len = max_len or model.config.max_position_embeddings
@@ -253,9 +254,10 @@ class Engine:
             s.cache = self.model.new_cache(1, capacity=len(prompt) + 16)
         a = s.prefilled
         b = min(len(prompt), a + budget)
-        chunk = torch.tensor([prompt[a:b]])
+        chunk = torch.tensor([prompt[a:b]], device=self._device)
         want_prompt_lp = s.params.prompt_logprobs is not None
-        logits = self.model(chunk, s.cache, last_only=not want_prompt_lp)[0]  # (L or 1, V)
+        # sampling runs on the CPU (per-request generators): logits come back there, float32
+        logits = self.model(chunk, s.cache, last_only=not want_prompt_lp)[0].float().cpu()  # (L or 1, V)
         if want_prompt_lp:
             targets = torch.tensor(prompt[a + 1:b + 1])
             s.prompt_logprobs += sequence_logprobs(logits[:len(targets)], targets, s.params.prompt_logprobs)
@@ -269,8 +271,8 @@ class Engine:
         return b - a
 
     def _decode(self) -> None:
-        feed = torch.tensor([[s.pending if s.pending is not None else 0] for s in self._running])
-        logits = self.model(feed, self._cache)[:, -1]  # (n, V)
+        feed = torch.tensor([[s.pending if s.pending is not None else 0] for s in self._running], device=self._device)
+        logits = self.model(feed, self._cache)[:, -1].float().cpu()  # (n, V)
         for s, row in zip(self._running, logits):
             if s.finish_reason is None:
                 self._accept(s, row)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hytron.config import ConfigError
+from hytron.config import ConfigError, read_json_file
 from hytron.model.config import HybridConfig
 
 CONFIG_NAME = "config.json"
@@ -243,12 +243,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def load_config(path: str | Path) -> HybridConfig:
     path = Path(path)
     cfg_file = path / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; is this a Nemotron-H model directory?")
-    try:
-        data = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{cfg_file}: not valid JSON: {e}") from None
+    data = read_json_file(cfg_file, f"{path}: no {CONFIG_NAME}; is this a Nemotron-H model directory?", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_file}: must hold a JSON object, got {type(data).__name__}")
     return config_from_hf(data, source=str(cfg_file))
