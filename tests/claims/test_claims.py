@@ -167,6 +167,12 @@ def test_reproduce_reasoning_quick(tmp_path, capsys):
     ratios = [d["results"]["test"][sd]["before"]["mean_thinking_tokens"]
               / max(d["results"]["test"][sd]["after"]["mean_thinking_tokens"], 1e-9) for sd in ("0", "1")]
     assert h["criteria"][0]["per_seed"] == pytest.approx(ratios)
+    # "after" is the stage chosen on dev, by dev figures only
+    from hytron.claims.reasoning import select_on_dev
+
+    for sd in ("0", "1"):
+        sel = d["selection"][sd]
+        assert sel["chosen"] == select_on_dev(sel["before"], sel["candidates"], r["settings"]["select_tolerance"])
     # held out by content: no test or dev question occurs in any SFT, distillation or GRPO pool of any seed
     training = []
     for seed_dir in sorted((out / "work").glob("seed_*")):
@@ -225,3 +231,17 @@ def test_tinyweb_junk_share_sets_the_junk_documents_and_keeps_the_mix(tmp_path):
     assert meta["junk_share"] == pytest.approx(0.8) and 0.75 < junk / 1000 < 0.85
     with pytest.raises(ValueError, match="junk_share"):
         proportions(1.0)
+
+
+def test_select_on_dev():
+    from hytron.claims.reasoning import select_on_dev
+
+    before = {"accuracy": 0.60, "mean_thinking_tokens": 100.0}
+    cands = {"distill_0": {"accuracy": 0.62, "mean_thinking_tokens": 40.0},
+             "distill_1": {"accuracy": 0.595, "mean_thinking_tokens": 30.0},
+             "grpo": {"accuracy": 0.55, "mean_thinking_tokens": 10.0}}
+    assert select_on_dev(before, cands, 1.0) == "distill_1"  # fewest tokens within 1 point
+    assert select_on_dev(before, cands, 0.0) == "distill_0"
+    assert select_on_dev(before, cands, 10.0) == "grpo"
+    worse = {n: {**c, "accuracy": c["accuracy"] - 0.2} for n, c in cands.items()}
+    assert select_on_dev(before, worse, 1.0) == "distill_0"  # none within tolerance: the most accurate on dev

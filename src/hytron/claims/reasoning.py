@@ -14,9 +14,15 @@ prompts (decoded from what GRPO actually rolls out). The claim asserts the overl
 Each model is evaluated greedily at several thinking budgets; per answer we count thinking tokens, answer
 tokens (after `</think>`) and total generated tokens.
 
+Which model is "after" is chosen on the dev split, never on the test split: every stage of step 2 (each
+distillation round, and GRPO) leaves a candidate; per seed, the candidate kept is the one with the fewest
+dev thinking tokens among those whose dev accuracy is within `select_tolerance` points of before's dev
+accuracy (the claim's own criterion), else the most accurate one on dev. How many efficient-reasoning
+stages to apply is thus a setting picked on dev; `details.selection` records every candidate's dev figures.
+
 Headline per seed: before's mean thinking tokens / after's (unbounded budget) and the accuracy change in
 points; criteria: ratio ≥ 5 and change ≥ -1 point, each read off its 95% interval over seeds. The dev split
-carries the same measurements, so settings can be compared there without touching the test set.
+carries the same measurements for before / after / concise SFT.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class ReasoningClaimSettings:
     dev_problems: int = 100
     max_tokens: int = 256
     budgets: list[int | None] = field(default_factory=lambda: [16, 32, 64, None])
+    select_tolerance: float = 1.0  # points: how much dev accuracy a candidate "after" may lose and still be chosen
     seed: int = 0
 
 
@@ -119,6 +126,16 @@ def evaluate(model_dir: str, problems: list, budgets: list, max_tokens: int) -> 
     return {**{k: v for k, v in full.items() if k != "budget"}, "curve": curve}
 
 
+def select_on_dev(before: dict, candidates: dict[str, dict], tolerance_points: float) -> str:
+    """The candidate with the fewest dev thinking tokens among those within `tolerance_points` of before's dev
+    accuracy; when none is, the most accurate (ties: fewer tokens, then the later stage)."""
+    names = list(candidates)
+    ok = [n for n in names if 100 * candidates[n]["accuracy"] >= 100 * before["accuracy"] - tolerance_points]
+    if ok:
+        return min(ok, key=lambda n: (candidates[n]["mean_thinking_tokens"], -names.index(n)))
+    return max(names, key=lambda n: (candidates[n]["accuracy"], -candidates[n]["mean_thinking_tokens"], names.index(n)))
+
+
 def equal_accuracy_ratio(before: dict, after: dict, tolerance: float = 0.01) -> float | None:
     """before's mean thinking tokens / the fewest mean tokens (at least 1) of an `after` budget point within
     `tolerance` of before's accuracy; None when none is, or when `before` solves nothing (no accuracy to keep)."""
@@ -150,7 +167,7 @@ def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dic
     concise = sft_rows(problems, "concise", seed=seed, off_share=0.1, truncated_share=0.05)
     models["concise SFT"] = _sft(work / "sft_concise", write_jsonl(concise, work / "sft_concise.jsonl"), s.sft_steps,
                                  4e-3, s.sft_batch, seed, tokenizer=str(work / "tokenizer"))
-    model, stages = models["before"], {}
+    model, stages, candidates = models["before"], {}, {}
     for k in range(s.distill_rounds):
         pool = region_problems(s.distill_problems, 100 + 10 * seed + k, train_regions)
         pools[f"distill_{k}"] = [p.question for p in pool]
@@ -162,6 +179,7 @@ def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dic
             continue
         model = _sft(work / f"distill_{k}", write_jsonl(rows_k, work / f"distill_{k}.jsonl"), s.distill_steps, 1e-3,
                      s.sft_batch, seed + k + 1, init_from=model)
+        candidates[f"distill_{k}"] = model
     if s.rl_steps:
         shutil.rmtree(work / "rl", ignore_errors=True)
         cfg = from_dict(RLConfig, {
@@ -174,8 +192,9 @@ def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dic
         pools["rl"] = [tok.decode(p.prompt_ids) for step in range(s.rl_steps) for p in prompts_for_step(step, tok)]
         write_texts(work / "rl_prompts.jsonl", pools["rl"])
         model = grpo(cfg, prompts_for_step, progress=False)["model_dir"]
-    models["after"] = model
-    return {"models": models, "pools": pools, "stages": stages}
+        candidates["grpo"] = model
+    models["after"] = model  # the last stage, until `run` chooses among `candidates` on the dev split
+    return {"models": models, "pools": pools, "stages": stages, "candidates": candidates}
 
 
 def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings | None = None, seeds: int = 3,
@@ -200,7 +219,20 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
     disjoint = {split: {name: sum(stats.normalise(p.question) in pool_text[name] for p in probs)
                         for name in pool_names} for split, probs in (("test", test), ("dev", dev))}
     results: dict = {"test": {}, "dev": {}}
+    selection: dict = {}
     for sd, t in trained.items():
+        # choose "after" on dev: each candidate stage at the unbounded budget against before's dev accuracy
+        if t["candidates"]:
+            before_dev = evaluate(t["models"]["before"], dev, [None], s.max_tokens)
+            dev_figs = {name: evaluate(m, dev, [None], s.max_tokens) for name, m in t["candidates"].items()}
+            chosen = select_on_dev(before_dev, dev_figs, s.select_tolerance)
+            t["models"]["after"] = t["candidates"][chosen]
+            selection[sd] = {"chosen": chosen, "before": {k: before_dev[k] for k in ("accuracy", "mean_thinking_tokens")},
+                             "candidates": {n: {k: v[k] for k in ("accuracy", "mean_thinking_tokens")}
+                                            for n, v in dev_figs.items()}}
+            log(f"seed {sd}: after = {chosen} (chosen on dev: " + ", ".join(
+                f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f}" for n, v in dev_figs.items())
+                + f"; before {100 * before_dev['accuracy']:.1f}% @ {before_dev['mean_thinking_tokens']:.1f})")
         for split, probs in (("test", test), ("dev", dev)):
             results[split][sd] = {name: evaluate(m, probs, s.budgets, s.max_tokens) for name, m in t["models"].items()}
         r = results["test"][sd]
@@ -244,7 +276,7 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
     hashes = {"test": stats.content_hash(p.question for p in test), "dev": stats.content_hash(p.question for p in dev),
               **{f"seed_{sd}/{name}": stats.content_hash(pool) for sd, t in trained.items()
                  for name, pool in t["pools"].items()}}
-    details = {"results": results, "stages": {sd: t["stages"] for sd, t in trained.items()},
+    details = {"results": results, "selection": selection, "stages": {sd: t["stages"] for sd, t in trained.items()},
                "pool_sizes": {sd: {n: len(p) for n, p in t["pools"].items()} for sd, t in trained.items()},
                "all_pool_questions": len(set(every_pool))}
     return write_result(out, "reasoning", headline, s, seed_list, details, plots, started, data_hashes=hashes,
