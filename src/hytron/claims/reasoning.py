@@ -227,9 +227,9 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
             dev_figs = {name: evaluate(m, dev, [None], s.max_tokens) for name, m in t["candidates"].items()}
             chosen = select_on_dev(before_dev, dev_figs, s.select_tolerance)
             t["models"]["after"] = t["candidates"][chosen]
-            selection[sd] = {"chosen": chosen, "before": {k: before_dev[k] for k in ("accuracy", "mean_thinking_tokens")},
-                             "candidates": {n: {k: v[k] for k in ("accuracy", "mean_thinking_tokens")}
-                                            for n, v in dev_figs.items()}}
+            keys = ("accuracy", "mean_thinking_tokens")
+            selection[sd] = {"chosen": chosen, "before": {k: before_dev[k] for k in keys},
+                             "candidates": {n: {k: v[k] for k in keys} for n, v in dev_figs.items()}}
             log(f"seed {sd}: after = {chosen} (chosen on dev: " + ", ".join(
                 f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f}" for n, v in dev_figs.items())
                 + f"; before {100 * before_dev['accuracy']:.1f}% @ {before_dev['mean_thinking_tokens']:.1f})")
