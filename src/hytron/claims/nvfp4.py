@@ -43,8 +43,8 @@ class NVFP4ClaimSettings(LoopSettings):
     recipes: list[str] = field(default_factory=lambda: ["bf16", "nvfp4", "nvfp4+switch", "mxfp4"])
 
 
-# ~1M tokens per run (1,000 steps x 8 x 128): 4 recipes x 3 seeds is ~12k emulated steps, several hours on
-# 2 shared cores; the ablations ("fp8", "nvfp4-no-rht", "nvfp4-no-sr", "nvfp4-1d-weights",
+# ~1M tokens per run (1,000 steps x 8 x 128): 4 recipes x 3 seeds is 12k emulated steps, measured 1 h 45 min on
+# one quiet core (BENCHMARKS.md); the ablations ("fp8", "nvfp4-no-rht", "nvfp4-no-sr", "nvfp4-1d-weights",
 # "nvfp4-all-layers") join with --set recipes=...
 FULL = NVFP4ClaimSettings(steps=1000, eval_every=100)
 QUICK = NVFP4ClaimSettings(docs=200, vocab_size=512, steps=6, batch_size=4, seq_len=64, eval_every=3, val_docs=6,
