@@ -222,8 +222,9 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
     selection: dict = {}
     for sd, t in trained.items():
         # choose "after" on dev: each candidate stage at the unbounded budget against before's dev accuracy
+        dev_done: dict = {}  # before's full dev evaluation, reused for the dev results below
         if t["candidates"]:
-            before_dev = evaluate(t["models"]["before"], dev, [None], s.max_tokens)
+            before_dev = dev_done["before"] = evaluate(t["models"]["before"], dev, s.budgets, s.max_tokens)
             dev_figs = {name: evaluate(m, dev, [None], s.max_tokens) for name, m in t["candidates"].items()}
             chosen = select_on_dev(before_dev, dev_figs, s.select_tolerance)
             t["models"]["after"] = t["candidates"][chosen]
@@ -234,7 +235,8 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
                 f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f}" for n, v in dev_figs.items())
                 + f"; before {100 * before_dev['accuracy']:.1f}% @ {before_dev['mean_thinking_tokens']:.1f})")
         for split, probs in (("test", test), ("dev", dev)):
-            results[split][sd] = {name: evaluate(m, probs, s.budgets, s.max_tokens) for name, m in t["models"].items()}
+            results[split][sd] = {name: dev_done[name] if split == "dev" and name in dev_done
+                                  else evaluate(m, probs, s.budgets, s.max_tokens) for name, m in t["models"].items()}
         r = results["test"][sd]
         log(f"seed {sd}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking "
                                        f"/ {v['mean_total_tokens']:.1f} total tokens" for n, v in r.items()))
