@@ -173,6 +173,12 @@ def test_reproduce_reasoning_quick(tmp_path, capsys):
     for sd in ("0", "1"):
         sel = d["selection"][sd]
         assert sel["chosen"] == select_on_dev(sel["before"], sel["candidates"], r["settings"]["select_tolerance"])
+        # and the model reported as "after" is that candidate (greedy decoding: the same dev figures)
+        chosen_dev = sel["candidates"][sel["chosen"]]
+        assert d["results"]["dev"][sd]["after"]["accuracy"] == chosen_dev["accuracy"]
+        after_dev = d["results"]["dev"][sd]["after"]
+        assert after_dev["mean_thinking_tokens"] == pytest.approx(chosen_dev["mean_thinking_tokens"])
+        assert d["results"]["dev"][sd]["before"]["accuracy"] == sel["before"]["accuracy"]
     # held out by content: no test or dev question occurs in any SFT, distillation or GRPO pool of any seed
     training = []
     for seed_dir in sorted((out / "work").glob("seed_*")):
@@ -245,3 +251,5 @@ def test_select_on_dev():
     assert select_on_dev(before, cands, 10.0) == "grpo"
     worse = {n: {**c, "accuracy": c["accuracy"] - 0.2} for n, c in cands.items()}
     assert select_on_dev(before, worse, 1.0) == "distill_0"  # none within tolerance: the most accurate on dev
+    edge = {"a": {"accuracy": 0.54, "mean_thinking_tokens": 5.0}, "b": {"accuracy": 0.9, "mean_thinking_tokens": 50.0}}
+    assert select_on_dev({"accuracy": 0.55}, edge, 1.0) == "a"  # exactly 1 point below counts (100 * 0.54 < 55 - 1)

@@ -130,7 +130,8 @@ def select_on_dev(before: dict, candidates: dict[str, dict], tolerance_points: f
     """The candidate with the fewest dev thinking tokens among those within `tolerance_points` of before's dev
     accuracy; when none is, the most accurate (ties: fewer tokens, then the later stage)."""
     names = list(candidates)
-    ok = [n for n in names if 100 * candidates[n]["accuracy"] >= 100 * before["accuracy"] - tolerance_points]
+    floor = 100 * before["accuracy"] - tolerance_points - 1e-9  # exactly `tolerance_points` below still counts
+    ok = [n for n in names if 100 * candidates[n]["accuracy"] >= floor]
     if ok:
         return min(ok, key=lambda n: (candidates[n]["mean_thinking_tokens"], -names.index(n)))
     return max(names, key=lambda n: (candidates[n]["accuracy"], -candidates[n]["mean_thinking_tokens"], names.index(n)))
