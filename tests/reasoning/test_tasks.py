@@ -1,5 +1,6 @@
 """Generators are deterministic per seed and their answers are right, checked here by independent code."""
 
+import itertools
 import random
 import re
 
@@ -29,6 +30,13 @@ def independent_answer(p) -> str:
     if p.kind == "ordering":
         items = re.findall(r"(\w+) \((\d+) m\)", q)
         return ", ".join(name for name, _ in sorted(items, key=lambda t: int(t[1])))
+    if p.kind == "subset_sum":  # brute force over every subset
+        target, listed = re.fullmatch(r"Which of these numbers sum to (\d+): ([\d, ]+)\?", q).groups()
+        numbers = [int(x) for x in listed.split(", ")]
+        hits = [c for r in range(1, len(numbers) + 1) for c in itertools.combinations(numbers, r)
+                if sum(c) == int(target)]
+        assert len(hits) == 1, (q, hits)  # exactly one subset: accuracy is well defined
+        return ", ".join(map(str, sorted(hits[0])))
     raise AssertionError(p.kind)
 
 
@@ -59,7 +67,7 @@ def test_generators_are_deterministic_per_seed(kind):
 
 
 def test_traces_are_deterministic_and_verbose_is_several_times_longer():
-    ps = generate_problems(KINDS, 90, seed=0)
+    ps = generate_problems(["arithmetic", "ordering", "world"], 90, seed=0)
     v = [verbose_trace(p, random.Random(i)) for i, p in enumerate(ps)]
     assert v == [verbose_trace(p, random.Random(i)) for i, p in enumerate(ps)]
     c = [concise_trace(p) for p in ps]
@@ -86,3 +94,70 @@ def test_checker_rejects_wrong_and_missing_answers_and_reads_after_think():
 def test_unknown_kind_is_named():
     with pytest.raises(ValueError, match="unknown problem kind.*sudoku"):
         generate_problems(["arithmetic", "sudoku"], 3, 0)
+
+
+# ---- subset-sum: the task whose shortest correct trace has to be found -------------------------------------------
+def _search_lines(trace: str) -> list[tuple[list[int], int, str]]:
+    out = []
+    for line in trace.split("\n")[1:]:  # after the order line
+        path, total, mark = re.fullmatch(r"([\d+]+)=(\d+)(?: (over|found))?", line).groups()
+        out.append(([int(x) for x in path.split("+")], int(total), mark or ""))
+    return out
+
+
+def test_search_trace_is_a_depth_first_search_that_backtracks_and_finds_the_answer():
+    from hytron.reasoning.tasks import subset_sum_instance
+    from hytron.reasoning.traces import search_trace
+
+    backtracked = 0
+    for p in generate_problems("subset_sum", 200, seed=7):
+        numbers, target = subset_sum_instance(p)
+        trace = search_trace(p, random.Random(p.id))
+        order = [int(x) for x in trace.split("\n")[0].removeprefix("order ").split()]
+        assert sorted(order) == sorted(numbers)
+        lines = _search_lines(trace)
+        assert lines[0][0] == order[:1]  # the search starts from the first number of its order
+        for k, (path, total, mark) in enumerate(lines):
+            assert [order.index(x) for x in path] == sorted(order.index(x) for x in path)  # numbers in order
+            assert sum(path) == total and len(set(path)) == len(path) and set(path) <= set(numbers)
+            assert mark == ("found" if total == target else "over" if total > target else "")
+            assert (mark == "found") == (k == len(lines) - 1)  # stops at the first hit
+            if k:  # each node extends its parent, or backtracks to an ancestor and tries a sibling
+                prev = lines[k - 1][0]
+                extends = path[:-1] == prev and lines[k - 1][2] == ""
+                sibling = len(path) <= len(prev) and path[:-1] == prev[:len(path) - 1]
+                assert extends or sibling, (prev, path)
+                backtracked += len(path) < len(prev)
+        found = lines[-1][0]
+        assert ", ".join(map(str, sorted(found))) == p.answer
+        assert check_answer(p, answer_text(", ".join(map(str, found))))
+    assert backtracked > 200  # the search really returns to shallower nodes
+
+
+def test_search_length_depends_on_the_order_and_the_direct_path_is_far_shorter():
+    from hytron.reasoning.traces import search_trace
+
+    ps = generate_problems("subset_sum", 200, seed=1)
+    search = [search_trace(p, random.Random(f"a{i}")) for i, p in enumerate(ps)]
+    assert search == [search_trace(p, random.Random(f"a{i}")) for i, p in enumerate(ps)]  # deterministic in rng
+    other = [search_trace(p, random.Random(f"b{i}")) for i, p in enumerate(ps)]
+    assert sum(a.count("\n") != b.count("\n") for a, b in zip(search, other)) > 100  # the order sets the length
+    direct = [concise_trace(p) for p in ps]
+    for p, d in zip(ps, direct):  # the direct path: the chosen numbers, checked, in one line
+        path, total, mark = _search_lines("\n" + d)[0]
+        assert ", ".join(map(str, path)) == p.answer and mark == "found"
+    assert sum(map(len, search)) / sum(map(len, direct)) > 10
+
+
+def test_subset_sum_verifier_accepts_any_correct_subset_only():
+    p = generate_problems("subset_sum", 1, seed=0)[0]  # 41 from 20, 4, 5, 15, 19, 12: 4 + 5 + 12 + 20
+    assert p.question == "Which of these numbers sum to 41: 20, 4, 5, 15, 19, 12?" and p.answer == "4, 5, 12, 20"
+    assert check_answer(p, "The answer is 4, 5, 12, 20.")
+    assert check_answer(p, "<think>\n5=5\n</think>\nThe answer is 20, 12, 5, 4.")  # any order
+    assert not check_answer(p, "The answer is 4, 5, 12.")  # wrong sum
+    assert not check_answer(p, "The answer is 20, 20, 1.")  # repeated, and not given
+    assert not check_answer(p, "The answer is 41.")  # not a given number
+    assert not check_answer(p, "The answer is four.")
+    assert not check_answer(p, "")
+    with pytest.raises(ValueError, match="min_pick"):
+        generate_problems("subset_sum", 1, 0, subset_sum={"min_pick": 5, "max_pick": 3})

@@ -1,129 +1,183 @@
-"""Claim `reasoning`: after efficient-reasoning training, the same accuracy with several times fewer thinking tokens.
+"""Claim `reasoning`: efficient-reasoning training keeps accuracy with several times fewer thinking tokens.
 
-The seed's claim: the same answer quality in 2,000 thinking tokens instead of 10,000 (5x). Here, with the
-library of `hytron.reasoning` and `hytron.train`, per seed, on multi-step arithmetic:
-  1. SFT a tiny hybrid from scratch on verbose traces                                  -> "before";
-  2. rejection-sampling self-distillation: sample traces, keep each problem's shortest correct one, SFT on
-     those rows from the current model (`distill_rounds` rounds), then GRPO (Dr.GRPO normalisation, length
-     penalty on correct answers only)                                                   -> "after";
-  3. the baseline a sceptic asks for: the same SFT from scratch on *concise* traces     -> "concise SFT".
-Held-out problems: every question falls in one of ten regions by a hash of its text
-(`hytron.reasoning.tasks.region`); SFT and distillation pools are drawn from regions 2-9 only, the test
-set from region 0 and the dev set from region 1, and both are then exact-deduplicated against the GRPO
-prompts (decoded from what GRPO actually rolls out). The claim asserts the overlap counts are zero.
-Each model is evaluated greedily at several thinking budgets; per answer we count thinking tokens, answer
-tokens (after `</think>`) and total generated tokens.
+The seed's claim: the same answer quality in 2,000 thinking tokens instead of 10,000 (5x). It is tested on a
+task whose shortest correct trace has to be *found*, so that the method, not the trace template, sets the
+result: subset-sum ("Which of these numbers sum to 41: 20, 4, 5, 15, 19, 12?", exactly one subset does;
+`hytron.reasoning.tasks.subset_sum`). Its search traces (`hytron.reasoning.traces.search_trace`) are a
+depth-first search in a random order that prunes, backtracks and stops at the subset found; their length is
+set by the order explored, and the direct path (the chosen numbers, checked, in one line) is in none of them.
+Per seed, with the library of `hytron.reasoning` and `hytron.train`:
+  1. SFT a tiny hybrid from scratch on search traces                                     -> "before";
+  2. rejection-sampling self-distillation from it (sample traces, keep each problem's shortest correct one,
+     SFT on those), then GRPO with a length penalty on correct answers (Dr.GRPO)           -> candidates;
+     "after" is the candidate chosen on the dev split (`select_on_dev`), never on test;
+  3. controls from scratch on the same problems and steps: answer-only SFT (no thinking, asked with
+     `/no_think`) and direct-path SFT (the shortest correct trace, known to the data generator).
+Every seed regenerates its problems (SFT, distillation and GRPO pools, dev and test sets) from the seed; the
+splits are disjoint by content (the same numbers and target, in any order), asserted, and the overlap
+counts recorded. Each model is evaluated greedily at several thinking budgets, budget 0 (thinking cut at
+once) always among them.
 
-Which model is "after" is chosen on the dev split, never on the test split: every stage of step 2 (each
-distillation round, and GRPO) leaves a candidate; per seed, the candidate kept is the one with the fewest
-dev thinking tokens among those whose dev accuracy is within `select_tolerance` points of before's dev
-accuracy (the claim's own criterion), else the most accurate one on dev. How many efficient-reasoning
-stages to apply is thus a setting picked on dev; `details.selection` records every candidate's dev figures.
-
-Headline per seed: before's mean thinking tokens / after's (unbounded budget) and the accuracy change in
-points; criteria: ratio ≥ 5 and change ≥ -1 point, each read off its 95% interval over seeds. The dev split
-carries the same measurements for before / after / concise SFT.
+Validity gates (when one fails the verdict is "not valid", never "met" or "not met"):
+  - thinking matters: before's test accuracy beats answer-only SFT's by >= 20 points (mean over seeds);
+  - the search is verbose: search traces are >= 5x the direct path in tokens on average (every seed's SFT data);
+  - the test is large enough: >= 1,000 paired test problems per seed (quick runs fail this gate by design).
+Acceptance rule (pre-registered, `RULE`): met iff the accuracy change after - before (points, the same test
+problems, per seed) has a 95% lower bound >= -2 over seeds AND the thinking-token ratio before / after
+(unbounded budget), averaged and bounded on the log scale (geometric mean, `stats.log_estimate`), has a lower
+bound >= 5; "not met" when either interval lies wholly on the wrong side; else "inconclusive".
 """
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hytron.claims import stats
-from hytron.claims.common import interval_plot, seed_plot, seeds_for, write_result, write_texts
+from hytron.claims.common import interval_plot, seed_plot, write_result, write_texts
 
-TEST_REGION, DEV_REGION = 0, 1
+RULE = ("met iff, with >= 1,000 paired test problems per seed, the accuracy change after - before (points) has a "
+        "95% lower bound >= -2 over seeds AND the thinking-token ratio before / after (unbounded budget; geometric "
+        "mean, interval of the mean log) has a 95% lower bound >= 5; not met when either interval lies wholly "
+        "below its threshold; inconclusive otherwise. Valid only when before beats answer-only SFT by >= 20 points "
+        "and search traces are >= 5x the direct path in tokens.")
+MODELS = ("before", "after", "direct SFT", "answer-only SFT")
+MIN_TEST, MIN_THINKING_GAIN, MIN_SEARCH_RATIO = 1000, 20.0, 5.0
 
 
 @dataclass
 class ReasoningClaimSettings:
-    train_problems: int = 6000
-    sft_steps: int = 600
+    train_problems: int = 4000  # one pool, three SFTs from scratch on it: search, direct path, answer only
+    sft_steps: int = 400
     sft_batch: int = 16
-    distill_rounds: int = 2
-    distill_problems: int = 500
+    distill_rounds: int = 1
+    distill_problems: int = 300
     distill_samples: int = 6
     distill_steps: int = 80
-    rl_steps: int = 30
+    rl_steps: int = 20
     rl_prompts: int = 8
     rl_group: int = 6
-    eval_problems: int = 200
-    dev_problems: int = 100
-    max_tokens: int = 256
-    budgets: list[int | None] = field(default_factory=lambda: [16, 32, 64, None])
+    length_penalty: float = 0.5
+    test_problems: int = 1000
+    dev_problems: int = 200
+    max_tokens: int = 448  # the longest search traces of six numbers are ~500 tokens; p95 ~380
+    budgets: list[int | None] = field(default_factory=lambda: [0, 32, None])
     select_tolerance: float = 1.0  # points: how much dev accuracy a candidate "after" may lose and still be chosen
+    n_numbers: int = 6
+    max_number: int = 20
     seed: int = 0
 
+    def __post_init__(self):
+        for f in ("train_problems", "sft_steps", "sft_batch", "distill_samples", "test_problems", "dev_problems",
+                  "max_tokens", "n_numbers"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"reasoning claim: {f} must be >= 1, got {getattr(self, f)}")
+        if 0 not in self.budgets or None not in self.budgets:
+            raise ValueError(f"reasoning claim: budgets must include 0 (no thinking) and None (unbounded), got "
+                             f"{self.budgets}")
 
-FULL = ReasoningClaimSettings()  # measured: 65 min for 3 seeds on one quiet core with --threads 1
+
+FULL = ReasoningClaimSettings()
 QUICK = ReasoningClaimSettings(train_problems=200, sft_steps=6, sft_batch=4, distill_problems=6, distill_samples=2,
-                               distill_steps=2, rl_steps=1, rl_prompts=2, rl_group=2, eval_problems=6,
-                               dev_problems=4, max_tokens=48, budgets=[0, 8, None])
-# every configuration measured before this protocol, all on problems that overlapped training
-TRIED = [
-    {"distill_rounds": 2, "distill_problems": 300, "distill_samples": 6, "distill_steps": 150, "rl_steps": 20,
-     "result": "3.51x fewer thinking tokens, -18.5 points (claim module, seed 0)"},
-    {"distill_rounds": 3, "distill_problems": 500, "distill_samples": 8, "distill_steps": 80, "rl_steps": 40,
-     "result": "6.38x, +2.0 points (bench/bench_reasoning.py, seed 0)"},
-    {"distill_rounds": 2, "distill_problems": 500, "distill_samples": 8, "distill_steps": 80, "rl_steps": 20,
-     "result": "4.14x, +1.3 points (bench/bench_reasoning.py, seed 0)"},
-]
+                               distill_steps=2, rl_steps=1, rl_prompts=2, rl_group=2, test_problems=12,
+                               dev_problems=6, max_tokens=48, budgets=[0, 8, None])
+TRIED: list[dict] = []  # configurations measured for this design (filled from measured runs)
 
 
-def region_problems(n: int, seed: int, regions: set[int], exclude: set[str] = frozenset()) -> list:
-    """The first `n` arithmetic problems of seed `seed` whose region is in `regions` and whose question is not
-    in `exclude` (normalised), deduplicated."""
-    from hytron.reasoning.tasks import generate_problems, region
+# ---- data ------------------------------------------------------------------------------------------------------
+def content_key(problem) -> str:
+    """What "the same problem" means: the same target and the same numbers, whatever their order."""
+    from hytron.reasoning.tasks import subset_sum_instance
 
-    out, seen, batch = [], set(exclude), max(64, 4 * n)
-    start = 0
-    while len(out) < n:
-        for p in generate_problems("arithmetic", start + batch, seed)[start:]:
-            q = stats.normalise(p.question)
-            if region(p) in regions and q not in seen:
-                seen.add(q)
-                out.append(p)
-                if len(out) == n:
-                    break
-        start += batch
-        if start > 200 * max(n, 1) + 10_000:
-            raise ValueError(f"reasoning claim: could not draw {n} problems in regions {sorted(regions)}")
+    numbers, target = subset_sum_instance(problem)
+    return f"{target}:{','.join(map(str, sorted(numbers)))}"
+
+
+def seed_problems(s: ReasoningClaimSettings, seed: int) -> dict[str, list]:
+    """Every split of one seed, drawn from the seed's own problem stream and deduplicated by `content_key`:
+    test, dev, then the SFT, distillation and GRPO pools, in that order (disjoint by construction)."""
+    from hytron.reasoning.tasks import generate_problems
+
+    sizes = {"test": s.test_problems, "dev": s.dev_problems, "sft": s.train_problems,
+             **{f"distill_{k}": s.distill_problems for k in range(s.distill_rounds)},
+             "rl": s.rl_steps * s.rl_prompts}
+    need = sum(sizes.values())
+    options = {"subset_sum": {"n_numbers": s.n_numbers, "max_number": s.max_number}}
+    n = need
+    while True:
+        unique, seen = [], set()
+        for p in generate_problems("subset_sum", n, seed, **options):
+            if content_key(p) not in seen:
+                seen.add(content_key(p))
+                unique.append(p)
+        if len(unique) >= need:
+            break
+        if n > 4 * need + 1000:
+            raise ValueError(f"reasoning claim: only {len(unique)} distinct problems of {s.n_numbers} numbers up to "
+                             f"{s.max_number}; {need} needed")
+        n = int(n * 1.3) + 100
+    splits, start = {}, 0
+    for name, size in sizes.items():
+        splits[name] = unique[start:start + size]
+        start += size
+    return splits
+
+
+def disjointness(splits: dict[str, list]) -> dict[str, dict[str, int]]:
+    """Per evaluation split, per training pool: problems of the split whose content (numbers and target) or
+    question text occurs in the pool. The claim asserts all are zero."""
+    out = {}
+    for split in ("test", "dev"):
+        keys = {content_key(p) for p in splits[split]}
+        out[split] = {}
+        for pool in (n for n in splits if n not in ("test", "dev")):
+            by_key = sum(content_key(p) in keys for p in splits[pool])
+            by_text = stats.overlap([p.question for p in splits[split]], [p.question for p in splits[pool]])
+            out[split][pool] = by_key + by_text
+    out["test"]["dev"] = len({content_key(p) for p in splits["test"]} & {content_key(p) for p in splits["dev"]})
     return out
 
 
-def _sft(out: Path, data: Path, steps: int, lr: float, batch: int, seed: int, *, tokenizer: str = "",
+# ---- training and evaluation ------------------------------------------------------------------------------------
+def _sft(out: Path, data: Path, steps: int, lr: float, batch: int, seed: int, seq_len: int, *, tokenizer: str = "",
          init_from: str | None = None) -> str:
     from hytron.config import from_dict
     from hytron.train.sft import SFTConfig, sft
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = from_dict(SFTConfig, {
-        "name": out.name, "out_dir": str(out), "steps": steps, "seed": seed, "log_every": 10, "eval_every": 0,
+        "name": out.name, "out_dir": str(out), "steps": steps, "seed": seed, "log_every": 25, "eval_every": 0,
         "checkpoint_every": 0, "tokenizer": tokenizer, "model": {"preset": "hytron-tiny", "init_from": init_from},
-        "data": {"path": str(data), "seq_len": 320, "batch_size": batch, "val_rows": 8},
+        "data": {"path": str(data), "seq_len": seq_len, "batch_size": batch, "val_rows": 8},
         "optim": {"lr": lr, "warmup_steps": max(1, min(20, steps // 10)), "schedule": "wsd"}})
     return sft(cfg, progress=False)["model_dir"]
 
 
-def evaluate(model_dir: str, problems: list, budgets: list, max_tokens: int) -> dict:
-    """Greedy accuracy and mean thinking / answer / total generated tokens per answer, at every budget."""
+def evaluate(model_dir: str, problems: list, budgets: list, max_tokens: int, thinking: bool = True) -> dict:
+    """Greedy accuracy and mean thinking / answer / total generated tokens per answer, at every budget (with
+    `thinking` off: one point, budget "no_think", asked with `/no_think`). `correct` is per problem at the
+    unbounded budget, for paired comparisons."""
     from hytron.reasoning import load_solver
 
     solver = load_solver(model_dir)
-    curve = []
-    for b in budgets:
-        attempts = [a[0] for a in solver.solve(problems, thinking=True, max_thinking_tokens=b, max_tokens=max_tokens)]
+    curve, correct = [], []
+    for b in budgets if thinking else ["no_think"]:
+        attempts = [a[0] for a in solver.solve(problems, thinking=thinking, max_tokens=max_tokens,
+                                               max_thinking_tokens=b if isinstance(b, int) else None)]
         n = max(1, len(attempts))
         total = [len(a.token_ids) for a in attempts]
         curve.append({"budget": b, "accuracy": sum(a.correct for a in attempts) / n,
                       "mean_thinking_tokens": sum(a.thinking_tokens for a in attempts) / n,
                       "mean_answer_tokens": sum(t - a.thinking_tokens for t, a in zip(total, attempts)) / n,
                       "mean_total_tokens": sum(total) / n, "n": len(attempts)})
-    full = next(c for c in curve if c["budget"] is None)
-    return {**{k: v for k, v in full.items() if k != "budget"}, "curve": curve}
+        if b is None or b == "no_think":
+            correct = [bool(a.correct) for a in attempts]
+    full = next(c for c in curve if c["budget"] in (None, "no_think"))
+    return {**{k: v for k, v in full.items() if k != "budget"}, "curve": curve, "correct": correct}
 
 
 def select_on_dev(before: dict, candidates: dict[str, dict], tolerance_points: float) -> str:
@@ -146,141 +200,200 @@ def equal_accuracy_ratio(before: dict, after: dict, tolerance: float = 0.01) -> 
     return before["mean_thinking_tokens"] / max(min(ok), 1.0)
 
 
-def one_seed(work: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict:
-    """Train before / after / concise SFT for one seed; returns the pools (question texts), models and stats."""
+def paired_change(before: list[bool], after: list[bool]) -> dict:
+    """Within one seed: after - before accuracy in points on the same problems, with its paired 95% interval
+    (normal approximation over problems); informative beside the over-seeds interval the rule reads."""
+    if len(before) != len(after) or not before:
+        raise ValueError(f"paired_change: needs equal, non-empty lists, got {len(before)} and {len(after)}")
+    d = [100.0 * (int(a) - int(b)) for a, b in zip(after, before)]
+    n = len(d)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(n)
+    return {"points": mean, "ci95": [mean - half, mean + half], "n": n,
+            "only_before": sum(x < 0 for x in d), "only_after": sum(x > 0 for x in d)}
+
+
+def thinking_ratio(before: dict, after: dict) -> float:
+    """before's mean thinking tokens / after's (after's at least 1 token, so the ratio stays finite)."""
+    return before["mean_thinking_tokens"] / max(after["mean_thinking_tokens"], 1.0)
+
+
+def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict:
+    """Everything for one seed under `out/seed{seed}`: its problems, the three SFTs, the efficient-reasoning
+    stages, the choice of "after" on dev, and the test evaluation of every model. Returns the seed's record."""
     from hytron.config import from_dict
-    from hytron.reasoning import load_solver, sft_rows, shortest_correct_rows
+    from hytron.reasoning import load_solver, problem_prompt, sft_rows, shortest_correct_rows
     from hytron.reasoning.data import write_jsonl
-    from hytron.reasoning.grpo import problem_prompts
     from hytron.tokenizer import Tokenizer
     from hytron.train.rl import RLConfig, grpo
 
+    started = time.perf_counter()
+    work = Path(out) / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    train_regions = set(range(2, 10))
-    problems = region_problems(s.train_problems, seed, train_regions)
-    pools = {"sft": [p.question for p in problems]}
-    rows = sft_rows(problems, "verbose", seed=seed, off_share=0.1, truncated_share=0.05)
+    splits = seed_problems(s, seed)
+    disjoint = disjointness(splits)
+    if any(v for per in disjoint.values() for v in per.values()):
+        raise AssertionError(f"reasoning claim seed {seed}: evaluation problems overlap training pools: {disjoint}")
+    for name, probs in splits.items():
+        write_texts(work / "problems" / f"{name}.jsonl", (p.question for p in probs))
+    data_hash = {name: stats.content_hash(p.question for p in probs) for name, probs in splits.items()}
+
+    # ---- three SFTs from scratch on one pool: search traces, the direct path, the answer alone ----------------
+    train = splits["sft"]
+    search = sft_rows(train, "search", seed=seed, off_share=0.0, truncated_share=0.0)
+    direct = sft_rows(train, "concise", seed=seed, off_share=0.0, truncated_share=0.0)
+    answer_only = sft_rows(train, "concise", seed=seed, off_share=1.0, truncated_share=0.0)
     tok = Tokenizer.train(("\n".join(m["content"] + "\n" + m.get("reasoning_content", "") for m in r["messages"])
-                           for r in rows), vocab_size=512)
+                           for r in search), vocab_size=512)
     tok.save(work / "tokenizer")
-    models = {"before": _sft(work / "sft_verbose", write_jsonl(rows, work / "sft_verbose.jsonl"), s.sft_steps, 4e-3,
-                             s.sft_batch, seed, tokenizer=str(work / "tokenizer"))}
-    concise = sft_rows(problems, "concise", seed=seed, off_share=0.1, truncated_share=0.05)
-    models["concise SFT"] = _sft(work / "sft_concise", write_jsonl(concise, work / "sft_concise.jsonl"), s.sft_steps,
-                                 4e-3, s.sft_batch, seed, tokenizer=str(work / "tokenizer"))
+    trace_tokens = {style: sum(len(tok.encode(r["messages"][-1]["reasoning_content"])) for r in rows) / len(rows)
+                    for style, rows in (("search", search), ("direct", direct))}
+    seq_len = s.max_tokens + 64  # the prompt (~30 tokens) and the answer (~12) beside the longest trace sampled
+    models, seconds = {}, {}
+    for name, rows in (("before", search), ("direct SFT", direct), ("answer-only SFT", answer_only)):
+        t0 = time.perf_counter()
+        slug = name.split()[0].replace("-", "_")
+        models[name] = _sft(work / f"sft_{slug}", write_jsonl(rows, work / f"sft_{slug}.jsonl"), s.sft_steps, 4e-3,
+                            s.sft_batch, seed, seq_len, tokenizer=str(work / "tokenizer"))
+        seconds[f"sft {name}"] = time.perf_counter() - t0
+    log(f"  seed {seed}: three SFTs done ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
+
+    # ---- efficient reasoning: distillation rounds, then GRPO; every stage a candidate -----------------------
     model, stages, candidates = models["before"], {}, {}
     for k in range(s.distill_rounds):
-        pool = region_problems(s.distill_problems, 100 + 10 * seed + k, train_regions)
-        pools[f"distill_{k}"] = [p.question for p in pool]
-        rows_k, st = shortest_correct_rows(load_solver(model), pool, samples=s.distill_samples, temperature=1.0,
-                                           seed=100 + k, max_tokens=s.max_tokens)
+        t0 = time.perf_counter()
+        rows_k, st = shortest_correct_rows(load_solver(model), splits[f"distill_{k}"], samples=s.distill_samples,
+                                           temperature=1.0, seed=1000 * seed + k, max_tokens=s.max_tokens,
+                                           off_share=0.0)
         stages[f"distill_{k}"] = st
         if not rows_k:
             log(f"  seed {seed} distill round {k}: no correct samples, round skipped")
             continue
         model = _sft(work / f"distill_{k}", write_jsonl(rows_k, work / f"distill_{k}.jsonl"), s.distill_steps, 1e-3,
-                     s.sft_batch, seed + k + 1, init_from=model)
+                     s.sft_batch, seed + k + 1, seq_len, init_from=model)
         candidates[f"distill_{k}"] = model
+        seconds[f"distill_{k}"] = time.perf_counter() - t0
     if s.rl_steps:
+        t0 = time.perf_counter()
         shutil.rmtree(work / "rl", ignore_errors=True)
         cfg = from_dict(RLConfig, {
-            "name": "rl", "out_dir": str(work / "rl"), "steps": s.rl_steps, "log_every": 1, "checkpoint_every": 0,
+            "name": "rl", "out_dir": str(work / "rl"), "steps": s.rl_steps, "log_every": 5, "checkpoint_every": 0,
             "seed": seed, "model": {"init_from": model},
             "optim": {"lr": 2e-4, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0},
-            "rl": {"kinds": ["arithmetic"], "prompts_per_step": s.rl_prompts, "group_size": s.rl_group,
-                   "max_tokens": s.max_tokens, "length_penalty": 0.5}})
-        prompts_for_step = problem_prompts(cfg)  # exactly what GRPO rolls out, decoded back to text
-        pools["rl"] = [tok.decode(p.prompt_ids) for step in range(s.rl_steps) for p in prompts_for_step(step, tok)]
-        write_texts(work / "rl_prompts.jsonl", pools["rl"])
+            "rl": {"kinds": ["subset_sum"], "prompts_per_step": s.rl_prompts, "group_size": s.rl_group,
+                   "max_tokens": s.max_tokens, "length_penalty": s.length_penalty}})
+        pool = splits["rl"]
+
+        def prompts_for_step(step: int, tokenizer) -> list:  # the seed's own GRPO pool, a fresh slice per step
+            return [problem_prompt(tokenizer, p) for p in pool[step * s.rl_prompts:(step + 1) * s.rl_prompts]]
+
         model = grpo(cfg, prompts_for_step, progress=False)["model_dir"]
         candidates["grpo"] = model
-    models["after"] = model  # the last stage, until `run` chooses among `candidates` on the dev split
-    return {"models": models, "pools": pools, "stages": stages, "candidates": candidates}
+        seconds["grpo"] = time.perf_counter() - t0
+
+    # ---- "after": the candidate chosen on dev; then every model on test -------------------------------------
+    t0 = time.perf_counter()
+    dev, test = splits["dev"], splits["test"]
+    before_dev = evaluate(models["before"], dev, [None], s.max_tokens)
+    dev_figs = {name: evaluate(m, dev, [None], s.max_tokens) for name, m in candidates.items()}
+    keys = ("accuracy", "mean_thinking_tokens")
+    if dev_figs:
+        chosen = select_on_dev(before_dev, dev_figs, s.select_tolerance)
+        models["after"] = candidates[chosen]
+    else:
+        chosen = None
+        models["after"] = models["before"]  # no stage produced a model: nothing was made more efficient
+    selection = {"chosen": chosen, "before": {k: before_dev[k] for k in keys},
+                 "candidates": {n: {k: v[k] for k in keys} for n, v in dev_figs.items()},
+                 "within_tolerance": chosen is not None and 100 * dev_figs[chosen]["accuracy"]
+                 >= 100 * before_dev["accuracy"] - s.select_tolerance - 1e-9}
+    seconds["dev selection"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    results = {name: evaluate(models[name], test, s.budgets, s.max_tokens, thinking=name != "answer-only SFT")
+               for name in MODELS}
+    seconds["test evaluation"] = time.perf_counter() - t0
+    paired = paired_change(results["before"].pop("correct"), results["after"]["correct"])
+    for r in results.values():
+        r.pop("correct", None)
+    record = {"seed": seed, "data_hash": data_hash, "disjointness": disjoint, "results": results,
+              "dev": {"before": {k: before_dev[k] for k in keys},
+                      **({"after": {k: dev_figs[chosen][k] for k in keys}} if chosen else {})},
+              "selection": selection, "stages": stages, "paired_change_within_seed": paired,
+              "trace_tokens": trace_tokens, "pool_sizes": {n: len(p) for n, p in splits.items()},
+              "seconds": {k: round(v, 1) for k, v in seconds.items()},
+              "total_seconds": round(time.perf_counter() - started, 1)}
+    log(f"  seed {seed}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking"
+                                        for n, v in results.items()) + f" (after = {chosen})")
+    (work / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
 
 
-def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings | None = None, seeds: int = 3,
-        log=print) -> dict:
-    started = time.perf_counter()
-    s = settings or (QUICK if quick else FULL)
+def summarize(out: Path, s: ReasoningClaimSettings, records: dict[int, dict], started: float, log=print) -> dict:
+    """Criteria (accuracy change; thinking-token ratio on the log scale), validity gates, plots, result.json."""
     out = Path(out)
-    seed_list = seeds_for(seeds)
-    trained = {sd: one_seed(out / "work" / f"seed_{sd}", s, sd, log) for sd in seed_list}
-    every_pool = [q for t in trained.values() for pool in t["pools"].values() for q in pool]
-    # test and dev: their own regions, and not asked by any GRPO prompt of any seed (substring of the prompt)
-    rl_text = "\n".join(stats.normalise(q) for t in trained.values() for q in t["pools"].get("rl", []))
-    test_all = region_problems(s.eval_problems + 200, 1_000_003, {TEST_REGION})
-    dev_all = region_problems(s.dev_problems + 200, 2_000_003, {DEV_REGION})
-    test = [p for p in test_all if stats.normalise(p.question) not in rl_text][:s.eval_problems]
-    dev = [p for p in dev_all if stats.normalise(p.question) not in rl_text][:s.dev_problems]
-    write_texts(out / "eval" / "test.jsonl", (p.question for p in test))
-    write_texts(out / "eval" / "dev.jsonl", (p.question for p in dev))
-    pool_names = sorted({name for t in trained.values() for name in t["pools"]})
-    pool_text = {name: "\n".join(stats.normalise(q) for t in trained.values() for q in t["pools"].get(name, []))
-                 for name in pool_names}
-    disjoint = {split: {name: sum(stats.normalise(p.question) in pool_text[name] for p in probs)
-                        for name in pool_names} for split, probs in (("test", test), ("dev", dev))}
-    results: dict = {"test": {}, "dev": {}}
-    selection: dict = {}
-    for sd, t in trained.items():
-        # choose "after" on dev: each candidate stage at the unbounded budget against before's dev accuracy
-        dev_done: dict = {}  # before's full dev evaluation, reused for the dev results below
-        if t["candidates"]:
-            before_dev = dev_done["before"] = evaluate(t["models"]["before"], dev, s.budgets, s.max_tokens)
-            dev_figs = {name: evaluate(m, dev, [None], s.max_tokens) for name, m in t["candidates"].items()}
-            chosen = select_on_dev(before_dev, dev_figs, s.select_tolerance)
-            t["models"]["after"] = t["candidates"][chosen]
-            keys = ("accuracy", "mean_thinking_tokens")
-            selection[sd] = {"chosen": chosen, "before": {k: before_dev[k] for k in keys},
-                             "candidates": {n: {k: v[k] for k in keys} for n, v in dev_figs.items()}}
-            log(f"seed {sd}: after = {chosen} (chosen on dev: " + ", ".join(
-                f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f}" for n, v in dev_figs.items())
-                + f"; before {100 * before_dev['accuracy']:.1f}% @ {before_dev['mean_thinking_tokens']:.1f})")
-        for split, probs in (("test", test), ("dev", dev)):
-            results[split][sd] = {name: dev_done[name] if split == "dev" and name in dev_done
-                                  else evaluate(m, probs, s.budgets, s.max_tokens) for name, m in t["models"].items()}
-        r = results["test"][sd]
-        log(f"seed {sd}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking "
-                                       f"/ {v['mean_total_tokens']:.1f} total tokens" for n, v in r.items()))
+    seeds = sorted(records)
+    res = {sd: records[sd]["results"] for sd in seeds}
 
-    def per_seed(split: str, fn) -> list:
-        return [fn(results[split][sd]) for sd in seed_list]
+    def per_seed(fn) -> list:
+        return [fn(res[sd]) for sd in seeds]
 
-    ratio = lambda r: r["before"]["mean_thinking_tokens"] / max(r["after"]["mean_thinking_tokens"], 1e-9)
-    change = lambda r: 100 * (r["after"]["accuracy"] - r["before"]["accuracy"])
-    criteria = [stats.criterion("thinking-token ratio before / after", stats.estimate(per_seed("test", ratio)), 5.0),
-                stats.criterion("accuracy change after - before (points)", stats.estimate(per_seed("test", change)),
-                                -1.0)]
-    summary = {split: {name: {k: stats.estimate(per_seed(split, lambda r, k=k, name=name: r[name][k]))
-                              for k in ("accuracy", "mean_thinking_tokens", "mean_answer_tokens", "mean_total_tokens")}
-                       for name in ("before", "after", "concise SFT")} for split in ("test", "dev")}
-    headline = {"metric": "mean thinking tokens before / after efficient-reasoning training (unbounded budget), and "
-                          "the accuracy change, on held-out-region problems, per seed",
-                "goal": ">= 5x fewer thinking tokens with accuracy within 1 point",
-                "verdict": stats.overall(criteria), "criteria": criteria,
-                "total_token_ratio": stats.estimate(per_seed("test", lambda r: r["before"]["mean_total_tokens"]
-                                                             / max(r["after"]["mean_total_tokens"], 1e-9))),
-                "after_vs_concise_accuracy_points": stats.difference(
-                    per_seed("test", lambda r: 100 * r["after"]["accuracy"]),
-                    per_seed("test", lambda r: 100 * r["concise SFT"]["accuracy"])),
-                "equal_accuracy_token_ratio": per_seed("test", lambda r: equal_accuracy_ratio(r["before"], r["after"])),
-                "by_model": summary["test"], "dev": {"by_model": summary["dev"],
-                                                     "token_ratio": stats.estimate(per_seed("dev", ratio)),
-                                                     "accuracy_change_points": stats.estimate(per_seed("dev", change))},
-                "test_problems": len(test), "dev_problems": len(dev)}
-    plots = [seed_plot(out / "budget_curves.png",
-                       {name: [([c["mean_thinking_tokens"] for c in sorted(results["test"][sd][name]["curve"],
-                                                                           key=lambda c: c["mean_thinking_tokens"])],
-                                [100 * c["accuracy"] for c in sorted(results["test"][sd][name]["curve"],
-                                                                     key=lambda c: c["mean_thinking_tokens"])])
-                                for sd in seed_list] for name in ("before", "after", "concise SFT")},
+    change = per_seed(lambda r: 100 * (r["after"]["accuracy"] - r["before"]["accuracy"]))
+    ratio = per_seed(lambda r: thinking_ratio(r["before"], r["after"]))
+    criteria = [stats.criterion("accuracy change after - before (points)", stats.estimate(change), -2.0),
+                stats.criterion("thinking-token ratio before / after (geometric mean)", stats.log_estimate(ratio),
+                                5.0)]
+    gain = per_seed(lambda r: 100 * (r["before"]["accuracy"] - r["answer-only SFT"]["accuracy"]))
+    search_ratio = [records[sd]["trace_tokens"]["search"] / records[sd]["trace_tokens"]["direct"] for sd in seeds]
+    n_test = [records[sd]["pool_sizes"]["test"] for sd in seeds]
+    gain_est = stats.estimate(gain)
+    gates = [stats.gate("thinking beats answer-only SFT", gain_est["mean"] is not None
+                        and gain_est["mean"] >= MIN_THINKING_GAIN, gain_est,
+                        f"before's test accuracy - answer-only SFT's >= {MIN_THINKING_GAIN:g} points (mean over "
+                        "seeds)"),
+             stats.gate("search traces are verbose", min(search_ratio) >= MIN_SEARCH_RATIO,
+                        {"per_seed": search_ratio, "tokens": {sd: records[sd]["trace_tokens"] for sd in seeds}},
+                        f"mean search-trace tokens / mean direct-path tokens >= {MIN_SEARCH_RATIO:g} in every "
+                        "seed's SFT data"),
+             stats.gate("enough paired test problems", min(n_test) >= MIN_TEST, n_test,
+                        f">= {MIN_TEST} test problems per seed, every model on the same ones")]
+    verdict = stats.claim_verdict(criteria, gates)
+    by_model = {name: {k: stats.estimate(per_seed(lambda r, k=k, name=name: r[name][k]))
+                       for k in ("accuracy", "mean_thinking_tokens", "mean_answer_tokens", "mean_total_tokens")}
+                for name in MODELS}
+    budget0 = {name: stats.estimate(per_seed(lambda r, name=name: next(
+        c["accuracy"] for c in r[name]["curve"] if c["budget"] in (0, "no_think")))) for name in MODELS}
+    headline = {"metric": "mean thinking tokens before / after efficient-reasoning training (unbounded budget), "
+                          "and the accuracy change, on each seed's held-out subset-sum problems",
+                "goal": ">= 5x fewer thinking tokens (log-scale lower bound) with accuracy within 2 points "
+                        "(lower bound)",
+                "verdict": verdict, "criteria": criteria, "gates": gates,
+                "total_token_ratio": stats.log_estimate(per_seed(
+                    lambda r: r["before"]["mean_total_tokens"] / max(r["after"]["mean_total_tokens"], 1.0))),
+                "after_vs_direct_sft_points": stats.difference(
+                    per_seed(lambda r: 100 * r["after"]["accuracy"]),
+                    per_seed(lambda r: 100 * r["direct SFT"]["accuracy"])),
+                "thinking_gain_over_answer_only_points": gain_est,
+                "paired_change_within_seed": {sd: records[sd]["paired_change_within_seed"] for sd in seeds},
+                "equal_accuracy_token_ratio": per_seed(lambda r: equal_accuracy_ratio(r["before"], r["after"])),
+                "budget_0_accuracy": budget0, "by_model": by_model,
+                "dev": {sd: records[sd]["dev"] for sd in seeds},
+                "after_chosen": {sd: records[sd]["selection"]["chosen"] for sd in seeds},
+                "test_problems": n_test}
+
+    def curve(name: str, sd: int) -> tuple[list, list]:
+        pts = sorted(res[sd][name]["curve"], key=lambda c: c["mean_thinking_tokens"])
+        return [c["mean_thinking_tokens"] for c in pts], [100 * c["accuracy"] for c in pts]
+
+    plots = [seed_plot(out / "budget_curves.png", {name: [curve(name, sd) for sd in seeds] for name in MODELS},
                        xlabel="mean thinking tokens per answer (one point per budget)", ylabel="accuracy (%)",
-                       title="Reasoning claim: accuracy vs thinking budget (thin: seeds)"),
+                       title="Reasoning claim (subset-sum): accuracy vs thinking budget (thin: seeds)"),
              interval_plot(out / "verdict.png", criteria, title="Reasoning claim: per-seed values, mean, 95% CI")]
-    hashes = {"test": stats.content_hash(p.question for p in test), "dev": stats.content_hash(p.question for p in dev),
-              **{f"seed_{sd}/{name}": stats.content_hash(pool) for sd, t in trained.items()
-                 for name, pool in t["pools"].items()}}
-    details = {"results": results, "selection": selection, "stages": {sd: t["stages"] for sd, t in trained.items()},
-               "pool_sizes": {sd: {n: len(p) for n, p in t["pools"].items()} for sd, t in trained.items()},
-               "all_pool_questions": len(set(every_pool))}
-    return write_result(out, "reasoning", headline, s, seed_list, details, plots, started, data_hashes=hashes,
-                        disjointness=disjoint, tried_settings=TRIED)
+    details = {"results": {str(sd): res[sd] for sd in seeds},
+               **{k: {str(sd): records[sd][k] for sd in seeds}
+                  for k in ("selection", "stages", "trace_tokens", "pool_sizes", "seconds", "total_seconds")}}
+    log(f"reasoning: {verdict} (ratio {criteria[1]['mean']:.2f}x, change {criteria[0]['mean']:+.1f} points)")
+    return write_result(out, "reasoning", headline, s, seeds, details, plots, started,
+                        data_hashes={f"seed {sd}": records[sd]["data_hash"] for sd in seeds},
+                        disjointness={f"seed {sd}": records[sd]["disjointness"] for sd in seeds},
+                        tried_settings=TRIED, rule=RULE, gates=gates)

@@ -1,7 +1,10 @@
-"""Verifiable reasoning problems: seeded generators (arithmetic, world word problems, ordering) and the answer checker.
+"""Verifiable reasoning problems: seeded generators (arithmetic, world, ordering, subset-sum) and the answer checker.
 
 A `Problem` carries its question, its exact answer and the structured steps that solve it; trace styles
-(`hytron.reasoning.traces`) render those steps as verbose or concise thinking. Every generator is a pure
+(`hytron.reasoning.traces`) render those steps as verbose or concise thinking, and a subset-sum problem also
+as a depth-first search. Subset-sum is the task whose shortest correct trace has to be *found*: which of six
+numbers sum to the target is not known before searching, so a search trace's length depends on the order in
+which it explores, and only the direct path (the chosen numbers, checked) is short. Every generator is a pure
 function of its seed: the same `(kind, seed, index)` always gives the same problem, so train and eval sets
 are reproducible and disjoint by seed. Answers are computed while the problem is built and are checked
 against model output by `check_answer`, which only looks at the final answer (after `</think>`).
@@ -65,9 +68,35 @@ def _normalise(s: str) -> str:
 
 
 def check_answer(problem: Problem, response: str) -> bool:
-    """True when the response's stated answer equals the problem's answer (case and spacing ignored)."""
+    """True when the response's stated answer equals the problem's answer (case and spacing ignored); for
+    subset-sum, when it names distinct given numbers that sum to the target (any such subset, in any order)."""
     got = extract_answer(response)
-    return got is not None and got == _normalise(problem.answer)
+    if got is None:
+        return False
+    if problem.kind == "subset_sum":
+        return subset_sum_correct(problem, got)
+    return got == _normalise(problem.answer)
+
+
+_SUBSET_RE = re.compile(r"Which of these numbers sum to (\d+): ([\d, ]+)\?")
+
+
+def subset_sum_instance(problem: Problem) -> tuple[list[int], int]:
+    """(numbers, target) read back from a subset-sum question (the question is the contract, not the generator)."""
+    m = _SUBSET_RE.fullmatch(problem.question)
+    if m is None:
+        raise ValueError(f"not a subset-sum question: {problem.question!r}")
+    return [int(x) for x in m.group(2).split(",")], int(m.group(1))
+
+
+def subset_sum_correct(problem: Problem, answer: str) -> bool:
+    """True when `answer` lists (comma or space separated) distinct numbers of the problem summing to its target."""
+    numbers, target = subset_sum_instance(problem)
+    parts = [x for x in re.split(r"[,\s]+", answer.strip(" .")) if x]
+    if not parts or not all(x.isdigit() for x in parts):
+        return False
+    picked = [int(x) for x in parts]
+    return len(set(picked)) == len(picked) and set(picked) <= set(numbers) and sum(picked) == target
 
 
 # ---- generators ---------------------------------------------------------------------------------------------
@@ -160,8 +189,39 @@ def ordering(rng: random.Random, idx: str, *, min_items: int = 3, max_items: int
                    tuple(steps), f"I have to put {n} mountains in order of height, the lowest first.")
 
 
+def subset_sum(rng: random.Random, idx: str, *, n_numbers: int = 6, max_number: int = 20, min_pick: int = 2,
+               max_pick: int = 4) -> Problem:
+    """`Which of these numbers sum to 18: 3, 9, 7, 5, 6, 2?`: `n_numbers` distinct numbers in [1, max_number];
+    the target is the sum of `min_pick`..`max_pick` of them, and exactly one subset reaches it (redrawn until
+    so), so accuracy is well defined. The answer is the chosen numbers, ascending."""
+    if not 1 <= min_pick <= max_pick <= n_numbers <= max_number:
+        raise ValueError(f"subset_sum: need 1 <= min_pick <= max_pick <= n_numbers <= max_number, got "
+                         f"{min_pick}, {max_pick}, {n_numbers}, {max_number}")
+    while True:
+        numbers = rng.sample(range(1, max_number + 1), n_numbers)
+        chosen = sorted(rng.sample(numbers, rng.randint(min_pick, max_pick)))
+        target = sum(chosen)
+        if subset_count(numbers, target) == 1:
+            break
+    listed = ", ".join(map(str, numbers))
+    picked = ", ".join(map(str, chosen))
+    step = Step(f"{'+'.join(map(str, chosen))}={target} found", f"I take {picked}.",
+                f"Check: {' + '.join(map(str, chosen))} = {target}, the target.")
+    return Problem(idx, "subset_sum", f"Which of these numbers sum to {target}: {listed}?", picked, (step,),
+                   f"I need some of {listed} that add up to exactly {target}.")
+
+
+def subset_count(numbers: Sequence[int], target: int) -> int:
+    """How many subsets of the (positive) `numbers` sum to `target`, by dynamic programming over sums."""
+    ways = [1] + [0] * target  # ways[s]: subsets of the numbers seen so far summing to s
+    for x in numbers:
+        for s in range(target, x - 1, -1):
+            ways[s] += ways[s - x]
+    return ways[target]
+
+
 GENERATORS: dict[str, Callable[..., Problem]] = {
-    "arithmetic": arithmetic, "world": world_word_problem, "ordering": ordering,
+    "arithmetic": arithmetic, "world": world_word_problem, "ordering": ordering, "subset_sum": subset_sum,
 }
 
 _WORLD = None

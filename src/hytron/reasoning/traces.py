@@ -1,4 +1,4 @@
-"""Reasoning-trace styles for a `Problem`: verbose (restates, re-checks; ~5x longer), concise, and truncated.
+"""Reasoning-trace styles for a `Problem`: verbose (restates, re-checks; ~5x longer), concise, search, truncated.
 
 Traces are lines joined by newlines, so a thinking budget that ends thinking at a newline cuts between
 sentences. The verbose style is *stochastic*: each optional sentence (the restatement, a step's lead-in,
@@ -6,15 +6,23 @@ each re-check, the closing review) is included with probability `keep`, so a mod
 spread of trace lengths to choose from — what rejection sampling and RL then select on (the "overthinking"
 that efficient-reasoning methods remove: research/reasoning-and-fullstack.md §A2). The concise style is the
 claims alone: the shortest correct trace the verbose one contains.
+
+The search style (subset-sum) is different in kind: it states an order of the numbers (drawn at random), then
+searches depth-first in that order, pruning a branch when its sum passes the target, backtracking, and
+stopping at the first subset that hits it. Its length is set by the order chosen, not by optional sentences:
+an order that puts the answer's numbers first is short, so the shortest correct trace has to be *found*
+(which numbers are likely in the answer), while the direct path (the concise style: the chosen numbers,
+checked, in one line) is in none of them. The order is written out so that every line after it follows from
+the lines before (a model can learn the search; a hidden order would make each branch a guess).
 """
 
 from __future__ import annotations
 
 import random
 
-from hytron.reasoning.tasks import Problem
+from hytron.reasoning.tasks import Problem, subset_sum_instance
 
-STYLES = ("verbose", "concise")
+STYLES = ("verbose", "concise", "search")
 
 
 def concise_trace(problem: Problem) -> str:
@@ -41,12 +49,45 @@ def verbose_trace(problem: Problem, rng: random.Random, keep: float = 0.6, max_c
     return "\n".join(lines)
 
 
+def search_trace(problem: Problem, rng: random.Random) -> str:
+    """A subset-sum problem solved by depth-first search in a random order of its numbers: the order, then one
+    node a line: `order 9 3 7 5 6 2`, `9=9`, `9+3=12`, `9+3+7=19 over` (pruned), `9+3+5=17`, ... backtracking
+    to `9+5=14` ... until `9+7+2=18 found`."""
+    numbers, target = subset_sum_instance(problem)
+    order = list(numbers)
+    rng.shuffle(order)
+    lines = ["order " + " ".join(map(str, order))]
+
+    def explore(start: int, stack: list[int], total: int) -> bool:
+        for i in range(start, len(order)):
+            path, s = [*stack, order[i]], total + order[i]
+            text = f"{'+'.join(map(str, path))}={s}"
+            if s == target:
+                lines.append(f"{text} found")
+                return True
+            if s > target:  # positive numbers: no extension of this branch can come back down
+                lines.append(f"{text} over")
+                continue
+            lines.append(text)
+            if explore(i + 1, path, s):
+                return True
+        return False  # every extension tried: back to the parent, which tries its next number
+
+    if not explore(0, [], 0):
+        raise ValueError(f"no subset of {numbers} sums to {target}")
+    return "\n".join(lines)
+
+
 def render_trace(problem: Problem, style: str, rng: random.Random, **options) -> str:
     """The trace of `problem` in `style` (one of STYLES); `options` go to the verbose style."""
     if style == "concise":
         return concise_trace(problem)
     if style == "verbose":
         return verbose_trace(problem, rng, **options)
+    if style == "search":
+        if problem.kind != "subset_sum":
+            raise ValueError(f"the search style needs subset_sum problems, got {problem.kind!r}")
+        return search_trace(problem, rng)
     raise ValueError(f"trace style must be one of {STYLES}, got {style!r}")
 
 
