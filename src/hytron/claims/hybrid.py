@@ -216,4 +216,5 @@ def run(out: str | Path, quick: bool = False, settings: HybridClaimSettings | No
     details = {"batch1": points, "workload": workload, "configs": {n: c.to_dict() for n, c in configs.items()}}
     # no training data: the models are random-weight timing subjects, so there is nothing to be disjoint from
     return write_result(out, "hybrid", headline, s, rounds, details, plots, started,
-                        data_hashes={}, disjointness={}, tried_settings=TRIED)
+                        data_hashes={}, disjointness={}, tried_settings=TRIED,
+                        rule="end-to-end ratio's 95% interval at or above 6x", gates=[])
