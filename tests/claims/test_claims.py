@@ -108,11 +108,18 @@ def test_reproduce_hybrid_quick(tmp_path, capsys):
     assert abs(p["hybrid"] - p["attention"]) / p["hybrid"] < 0.01  # equal parameters
     assert h["layers"]["hybrid"] / h["attention_layers"]["hybrid"] >= 12  # Nemotron-like attention share
     assert "M" not in h["patterns"]["attention"] and "M" in h["patterns"]["hybrid"]
-    # each model at its own largest batch under the same memory budget: the hybrid's state is smaller
-    assert h["batches"]["hybrid"] >= h["batches"]["attention"]
-    w = r["details"]["workload"]
-    assert len(w["hybrid"]) == len(w["attention"]) == 2 and all(x["prefill_s"] > 0 for x in w["hybrid"])
+    # each model at its own largest batch under each memory budget: the hybrid's state is smaller
+    assert set(h["batches"]) == {"8", "16"}
+    for budget, b in h["batches"].items():
+        assert b["hybrid"] >= b["attention"] >= 1
+        w = r["details"]["workload"][budget]
+        assert len(w["hybrid"]) == len(w["attention"]) == 2 and all(x["prefill_s"] > 0 for x in w["hybrid"])
+        # the verdict is read off the decode ratio, on the log scale
+        crit = next(c for c in h["criteria"] if c["name"].endswith(f"{budget} MiB budget"))
+        ratios = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(w["hybrid"], w["attention"])]
+        assert crit["mean"] == pytest.approx(math.exp(sum(map(math.log, ratios)) / 2))
     assert h["memory_ratio_at_longest_context"] > 3
+    assert all(g["passed"] for g in r["gates"])
     # random-weight timing subjects: no training data, so nothing to be disjoint from
     assert r["disjointness"] == {} and r["data_hashes"] == {}
 
