@@ -4,6 +4,7 @@ the run left behind, not from the claim's own counts)."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -175,41 +176,137 @@ def test_reproduce_data_quick(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_reproduce_reasoning_quick(tmp_path, capsys):
+    from hytron.claims.reasoning import MODELS, select_on_dev
+
     out = tmp_path / "reasoning"
     r = _reproduce("reasoning", out, capsys)
     h, d = r["headline"], r["details"]
+    assert "1,000 paired test problems" in r["rule"] and ">= 5" in r["rule"]
+    gates = {g["name"]: g for g in r["gates"]}
+    assert set(gates) == {"thinking beats answer-only SFT", "search traces are verbose", "enough paired test problems"}
+    assert not gates["enough paired test problems"]["passed"] and r["verdict"] == "not valid"  # quick: 12 problems
+    assert gates["search traces are verbose"]["passed"]  # a property of the data: search >= 5x the direct path
     for sd in ("0", "1"):
-        res = d["results"]["test"][sd]
-        assert set(res) == {"before", "after", "concise SFT"}
-        for m in res.values():
+        res = d["results"][sd]
+        assert set(res) == set(MODELS)
+        for name, m in res.items():
             assert m["mean_total_tokens"] == pytest.approx(m["mean_thinking_tokens"] + m["mean_answer_tokens"])
-            assert [c["budget"] for c in m["curve"]] == r["settings"]["budgets"]
-    ratios = [d["results"]["test"][sd]["before"]["mean_thinking_tokens"]
-              / max(d["results"]["test"][sd]["after"]["mean_thinking_tokens"], 1e-9) for sd in ("0", "1")]
-    assert h["criteria"][0]["per_seed"] == pytest.approx(ratios)
-    # "after" is the stage chosen on dev, by dev figures only
-    from hytron.claims.reasoning import select_on_dev
-
-    for sd in ("0", "1"):
-        sel = d["selection"][sd]
+            budgets = [c["budget"] for c in m["curve"]]
+            assert budgets == (["no_think"] if name == "answer-only SFT" else r["settings"]["budgets"])
+            assert budgets[0] in (0, "no_think")  # budget 0 (no thinking) is always measured
+        assert res["answer-only SFT"]["mean_thinking_tokens"] == 0
+        sel = d["selection"][sd]  # "after" is the stage chosen on dev, by dev figures only
         assert sel["chosen"] == select_on_dev(sel["before"], sel["candidates"], r["settings"]["select_tolerance"])
-        # and the model reported as "after" is that candidate (greedy decoding: the same dev figures)
-        chosen_dev = sel["candidates"][sel["chosen"]]
-        assert d["results"]["dev"][sd]["after"]["accuracy"] == chosen_dev["accuracy"]
-        after_dev = d["results"]["dev"][sd]["after"]
-        assert after_dev["mean_thinking_tokens"] == pytest.approx(chosen_dev["mean_thinking_tokens"])
-        assert d["results"]["dev"][sd]["before"]["accuracy"] == sel["before"]["accuracy"]
-    # held out by content: no test or dev question occurs in any SFT, distillation or GRPO pool of any seed
-    training = []
-    for seed_dir in sorted((out / "work").glob("seed_*")):
-        rows = _jsonl(sorted(seed_dir.glob("*.jsonl")))
-        training += [m["content"] for row in rows if "messages" in row for m in row["messages"] if m["role"] == "user"]
-        training += _texts(seed_dir / "rl_prompts.jsonl")
-    assert len(training) > 400
-    for split in ("test", "dev"):
-        questions = _texts(out / "eval" / f"{split}.jsonl")
-        assert questions and _contained(questions, training) == 0, split
-    assert not set(_texts(out / "eval" / "test.jsonl")) & set(_texts(out / "eval" / "dev.jsonl"))
+        assert h["dev"][sd]["after"] == sel["candidates"][sel["chosen"]]
+    # per-seed values; the token ratio is a geometric mean with an exponentiated interval
+    change, ratio = h["criteria"]
+    ratios = [max(d["results"][sd]["before"]["mean_thinking_tokens"], 0) /
+              max(d["results"][sd]["after"]["mean_thinking_tokens"], 1.0) for sd in ("0", "1")]
+    assert ratio["per_seed"] == pytest.approx(ratios)
+    assert ratio["mean"] == pytest.approx(math.sqrt(ratios[0] * ratios[1]))
+    if ratio["ci95"]:
+        assert 0 < ratio["ci95"][0] <= ratio["mean"] <= ratio["ci95"][1]
+    assert change["per_seed"] == pytest.approx([100 * (d["results"][sd]["after"]["accuracy"]
+                                                       - d["results"][sd]["before"]["accuracy"]) for sd in ("0", "1")])
+    # each seed generates its own problems: every split's hash differs between seeds
+    h0, h1 = r["data_hashes"]["seed 0"], r["data_hashes"]["seed 1"]
+    assert set(h0) == {"test", "dev", "sft", "distill_0", "rl"} and all(h0[k] != h1[k] for k in h0)
+    # held out by content, checked from the files the run left: no test or dev problem (its numbers and target,
+    # in any order) is asked in any SFT, distillation or GRPO pool of its seed
+    for sd in (0, 1):
+        assert all(v == 0 for k, per in r["disjointness"].items() if k.startswith(f"seed {sd}/") for v in per.values())
+        work = out / f"seed{sd}"
+        training = [m["content"] for row in _jsonl(sorted(work.glob("*.jsonl"))) for m in row["messages"]
+                    if m["role"] == "user"] + _texts(work / "problems" / "rl.jsonl")
+        assert len(training) >= 3 * r["settings"]["train_problems"]
+
+        def key(q):
+            m = re.fullmatch(r"Which of these numbers sum to (\d+): ([\d, ]+)\?( /no_think)?", q)
+            return m.group(1), tuple(sorted(int(x) for x in m.group(2).split(", ")))
+
+        seen = {key(q) for q in training}
+        for split in ("test", "dev"):
+            questions = _texts(work / "problems" / f"{split}.jsonl")
+            assert questions and not {key(q) for q in questions} & seen, split
+    assert (out / "seed0" / "record.json").is_file()
+
+
+def test_reasoning_splits_are_disjoint_by_content_and_regenerated_per_seed():
+    from hytron.claims.reasoning import QUICK, content_key, disjointness, seed_problems
+
+    a, b = seed_problems(QUICK, 0), seed_problems(QUICK, 1)
+    assert [len(a[k]) for k in ("test", "dev", "sft")] == [QUICK.test_problems, QUICK.dev_problems,
+                                                           QUICK.train_problems]
+    keys = [content_key(p) for split in a.values() for p in split]
+    assert len(keys) == len(set(keys))  # no problem twice, in any split, in any order of its numbers
+    assert all(v == 0 for per in disjointness(a).values() for v in per.values())
+    assert [p.question for p in a["test"]] != [p.question for p in b["test"]]
+    assert [p.question for p in a["sft"]] == [p.question for p in seed_problems(QUICK, 0)["sft"]]  # deterministic
+    # a problem whose numbers are merely re-ordered counts as the same content
+    from hytron.reasoning.tasks import Problem
+
+    p = a["test"][0]
+    numbers, target = p.question.split(": ")[1].rstrip("?").split(", "), p.question.split(" sum to ")[1].split(":")[0]
+    shuffled = Problem("x", p.kind, f"Which of these numbers sum to {target}: {', '.join(reversed(numbers))}?",
+                       p.answer, p.steps, p.restatement)
+    leaked = {**a, "sft": [*a["sft"], shuffled]}
+    assert disjointness(leaked)["test"]["sft"] == 1
+
+
+def _record(before=(0.8, 150.0), after=(0.79, 20.0), answer_only=0.3, search=150.0, direct=10.0, n_test=1000):
+    curve = lambda acc, think: [{"budget": 0, "accuracy": 0.1, "mean_thinking_tokens": 0.0},
+                                {"budget": None, "accuracy": acc, "mean_thinking_tokens": think}]
+    model = lambda acc, think, budgets=True: {
+        "accuracy": acc, "mean_thinking_tokens": think, "mean_answer_tokens": 9.0, "mean_total_tokens": think + 9.0,
+        "curve": curve(acc, think) if budgets else [{"budget": "no_think", "accuracy": acc,
+                                                    "mean_thinking_tokens": 0.0}]}
+    return {"results": {"before": model(*before), "after": model(*after), "direct SFT": model(0.7, 10.0),
+                        "answer-only SFT": model(answer_only, 0.0, budgets=False)},
+            "trace_tokens": {"search": search, "direct": direct}, "pool_sizes": {"test": n_test},
+            "data_hash": {"test": "h"}, "disjointness": {"test": {"sft": 0}}, "dev": {},
+            "paired_change_within_seed": {}, "selection": {"chosen": "grpo"}, "stages": {}, "seconds": {},
+            "total_seconds": 1.0}
+
+
+@pytest.mark.parametrize("case, verdict, failed", [
+    ({}, "met", []),
+    ({"after": (0.70, 20.0)}, "not met", []),  # accuracy fell by 10 points
+    ({"after": (0.80, 100.0)}, "not met", []),  # only 1.5x fewer thinking tokens
+    ({"answer_only": 0.7}, "not valid", ["thinking beats answer-only SFT"]),  # thinking gains only 10 points
+    ({"search": 40.0}, "not valid", ["search traces are verbose"]),  # search only 4x the direct path
+    ({"n_test": 200}, "not valid", ["enough paired test problems"]),
+])
+def test_reasoning_gates_and_criteria_on_constructed_records(tmp_path, case, verdict, failed):
+    from hytron.claims.reasoning import FULL, summarize
+
+    wobble = [(0.0, 1.0), (0.002, 1.1), (-0.003, 0.95)]  # small per-seed differences, so intervals are finite
+    records = {}
+    for sd, (da, ft) in enumerate(wobble):
+        rec = _record(**case)
+        for name in ("before", "after"):
+            m = rec["results"][name]
+            m["accuracy"] += da if name == "after" else 0.0
+            m["mean_thinking_tokens"] *= ft if name == "after" else 1.0
+        records[sd] = rec
+    r = summarize(tmp_path, FULL, records, 0.0, log=lambda m: None)
+    assert r["verdict"] == verdict
+    assert [g["name"] for g in r["gates"] if not g["passed"]] == failed
+    ratio = r["headline"]["criteria"][1]
+    logs = [math.log(150.0 / (20.0 * f)) for _, f in wobble] if not case else None
+    if logs:  # the geometric mean and the interval of the mean log
+        assert ratio["mean"] == pytest.approx(math.exp(sum(logs) / 3))
+        assert ratio["ci95"][0] > 5 and ratio["verdict"] == "met"
+    assert json.loads((tmp_path / "result.json").read_text())["verdict"] == verdict
+
+
+def test_paired_change_within_a_seed():
+    from hytron.claims.reasoning import paired_change
+
+    c = paired_change([True, True, False, False], [True, False, True, True])
+    assert c["points"] == pytest.approx(25.0) and c["only_before"] == 1 and c["only_after"] == 2 and c["n"] == 4
+    assert c["ci95"][0] < 25 < c["ci95"][1]
+    with pytest.raises(ValueError, match="equal"):
+        paired_change([True], [True, False])
 
 
 def test_reproduce_rejects_unknown_claims(capsys):

@@ -99,7 +99,7 @@ def test_unknown_kind_is_named():
 # ---- subset-sum: the task whose shortest correct trace has to be found -------------------------------------------
 def _search_lines(trace: str) -> list[tuple[list[int], int, str]]:
     out = []
-    for line in trace.split("\n")[1:]:  # after the order line
+    for line in trace.split("\n"):
         path, total, mark = re.fullmatch(r"([\d+]+)=(\d+)(?: (over|found))?", line).groups()
         out.append(([int(x) for x in path.split("+")], int(total), mark or ""))
     return out
@@ -112,17 +112,14 @@ def test_search_trace_is_a_depth_first_search_that_backtracks_and_finds_the_answ
     backtracked = 0
     for p in generate_problems("subset_sum", 200, seed=7):
         numbers, target = subset_sum_instance(p)
-        trace = search_trace(p, random.Random(p.id))
-        order = [int(x) for x in trace.split("\n")[0].removeprefix("order ").split()]
-        assert sorted(order) == sorted(numbers)
-        lines = _search_lines(trace)
-        assert lines[0][0] == order[:1]  # the search starts from the first number of its order
+        lines = _search_lines(search_trace(p))
+        assert lines[0][0] == numbers[:1]  # the search starts from the first number listed
         for k, (path, total, mark) in enumerate(lines):
-            assert [order.index(x) for x in path] == sorted(order.index(x) for x in path)  # numbers in order
             assert sum(path) == total and len(set(path)) == len(path) and set(path) <= set(numbers)
+            assert [numbers.index(x) for x in path] == sorted(numbers.index(x) for x in path)  # in question order
             assert mark == ("found" if total == target else "over" if total > target else "")
             assert (mark == "found") == (k == len(lines) - 1)  # stops at the first hit
-            if k:  # each node extends its parent, or backtracks to an ancestor and tries a sibling
+            if k:  # each node extends its parent, or backtracks to an ancestor and tries the next number
                 prev = lines[k - 1][0]
                 extends = path[:-1] == prev and lines[k - 1][2] == ""
                 sibling = len(path) <= len(prev) and path[:-1] == prev[:len(path) - 1]
@@ -135,16 +132,20 @@ def test_search_trace_is_a_depth_first_search_that_backtracks_and_finds_the_answ
 
 
 def test_search_length_depends_on_the_order_and_the_direct_path_is_far_shorter():
+    from hytron.reasoning.tasks import Problem, subset_sum_instance
     from hytron.reasoning.traces import search_trace
 
     ps = generate_problems("subset_sum", 200, seed=1)
-    search = [search_trace(p, random.Random(f"a{i}")) for i, p in enumerate(ps)]
-    assert search == [search_trace(p, random.Random(f"a{i}")) for i, p in enumerate(ps)]  # deterministic in rng
-    other = [search_trace(p, random.Random(f"b{i}")) for i, p in enumerate(ps)]
-    assert sum(a.count("\n") != b.count("\n") for a, b in zip(search, other)) > 100  # the order sets the length
+    search = [search_trace(p) for p in ps]
+    reordered = []
+    for p in ps:  # the same numbers and target, listed in reverse: a different search, of another length
+        numbers, target = subset_sum_instance(p)
+        q = f"Which of these numbers sum to {target}: {', '.join(map(str, reversed(numbers)))}?"
+        reordered.append(search_trace(Problem(p.id, p.kind, q, p.answer, p.steps, p.restatement)))
+    assert sum(a.count("\n") != b.count("\n") for a, b in zip(search, reordered)) > 100
     direct = [concise_trace(p) for p in ps]
     for p, d in zip(ps, direct):  # the direct path: the chosen numbers, checked, in one line
-        path, total, mark = _search_lines("\n" + d)[0]
+        path, total, mark = _search_lines(d)[0]
         assert ", ".join(map(str, path)) == p.answer and mark == "found"
     assert sum(map(len, search)) / sum(map(len, direct)) > 10
 

@@ -30,7 +30,6 @@ bound >= 5; "not met" when either interval lies wholly on the wrong side; else "
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -249,7 +248,8 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
     tok.save(work / "tokenizer")
     trace_tokens = {style: sum(len(tok.encode(r["messages"][-1]["reasoning_content"])) for r in rows) / len(rows)
                     for style, rows in (("search", search), ("direct", direct))}
-    seq_len = s.max_tokens + 64  # the prompt (~30 tokens) and the answer (~12) beside the longest trace sampled
+    # every row fits (none dropped), and so does a distilled row of up to max_tokens generated tokens
+    seq_len = max(len(tok.render_chat(r["messages"])[0]) for r in search) + s.max_tokens
     models, seconds = {}, {}
     for name, rows in (("before", search), ("direct SFT", direct), ("answer-only SFT", answer_only)):
         t0 = time.perf_counter()
@@ -257,7 +257,7 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
         models[name] = _sft(work / f"sft_{slug}", write_jsonl(rows, work / f"sft_{slug}.jsonl"), s.sft_steps, 4e-3,
                             s.sft_batch, seed, seq_len, tokenizer=str(work / "tokenizer"))
         seconds[f"sft {name}"] = time.perf_counter() - t0
-    log(f"  seed {seed}: three SFTs done ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
+    log(f"seed {seed}: three SFTs done ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
 
     # ---- efficient reasoning: distillation rounds, then GRPO; every stage a candidate -----------------------
     model, stages, candidates = models["before"], {}, {}
@@ -268,7 +268,7 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
                                            off_share=0.0)
         stages[f"distill_{k}"] = st
         if not rows_k:
-            log(f"  seed {seed} distill round {k}: no correct samples, round skipped")
+            log(f"seed {seed}: distill round {k}: no correct samples, round skipped")
             continue
         model = _sft(work / f"distill_{k}", write_jsonl(rows_k, work / f"distill_{k}.jsonl"), s.distill_steps, 1e-3,
                      s.sft_batch, seed + k + 1, seq_len, init_from=model)
@@ -323,9 +323,8 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
               "trace_tokens": trace_tokens, "pool_sizes": {n: len(p) for n, p in splits.items()},
               "seconds": {k: round(v, 1) for k, v in seconds.items()},
               "total_seconds": round(time.perf_counter() - started, 1)}
-    log(f"  seed {seed}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking"
-                                        for n, v in results.items()) + f" (after = {chosen})")
-    (work / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    log(f"seed {seed}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking"
+                                      for n, v in results.items()) + f" (after = {chosen})")
     return record
 
 
@@ -395,5 +394,6 @@ def summarize(out: Path, s: ReasoningClaimSettings, records: dict[int, dict], st
     log(f"reasoning: {verdict} (ratio {criteria[1]['mean']:.2f}x, change {criteria[0]['mean']:+.1f} points)")
     return write_result(out, "reasoning", headline, s, seeds, details, plots, started,
                         data_hashes={f"seed {sd}": records[sd]["data_hash"] for sd in seeds},
-                        disjointness={f"seed {sd}": records[sd]["disjointness"] for sd in seeds},
+                        disjointness={f"seed {sd}/{split}": per for sd in seeds
+                                      for split, per in records[sd]["disjointness"].items()},
                         tried_settings=TRIED, rule=RULE, gates=gates)

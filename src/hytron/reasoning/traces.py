@@ -7,13 +7,13 @@ spread of trace lengths to choose from — what rejection sampling and RL then s
 that efficient-reasoning methods remove: research/reasoning-and-fullstack.md §A2). The concise style is the
 claims alone: the shortest correct trace the verbose one contains.
 
-The search style (subset-sum) is different in kind: it states an order of the numbers (drawn at random), then
-searches depth-first in that order, pruning a branch when its sum passes the target, backtracking, and
-stopping at the first subset that hits it. Its length is set by the order chosen, not by optional sentences:
-an order that puts the answer's numbers first is short, so the shortest correct trace has to be *found*
-(which numbers are likely in the answer), while the direct path (the concise style: the chosen numbers,
-checked, in one line) is in none of them. The order is written out so that every line after it follows from
-the lines before (a model can learn the search; a hidden order would make each branch a guess).
+The search style (subset-sum) is different in kind: a depth-first search over the numbers in the order the
+question lists them, pruning a branch when its sum passes the target, backtracking, and stopping at the first
+subset that hits it. Its length is set by where the answer's numbers sit in that order, not by optional
+sentences, and the direct path (the concise style: the chosen numbers, checked, in one line) is in none of
+them: a shorter correct trace has to be *found* (a branch skipped because it cannot reach the target, a
+likely number tried first), which is what rejection sampling and RL with a length penalty can select on.
+Every line follows from the question and the line before it, so a small model can learn the search.
 """
 
 from __future__ import annotations
@@ -49,18 +49,16 @@ def verbose_trace(problem: Problem, rng: random.Random, keep: float = 0.6, max_c
     return "\n".join(lines)
 
 
-def search_trace(problem: Problem, rng: random.Random) -> str:
-    """A subset-sum problem solved by depth-first search in a random order of its numbers: the order, then one
-    node a line: `order 9 3 7 5 6 2`, `9=9`, `9+3=12`, `9+3+7=19 over` (pruned), `9+3+5=17`, ... backtracking
-    to `9+5=14` ... until `9+7+2=18 found`."""
+def search_trace(problem: Problem) -> str:
+    """A subset-sum problem solved by depth-first search over its numbers in question order, one node a line:
+    for `9, 3, 7, 5, 2` and target 18: `9=9`, `9+3=12`, `9+3+7=19 over` (pruned), `9+3+5=17`, `9+3+5+2=19 over`,
+    `9+3+2=14` (backtracked), `9+7=16`, `9+7+5=21 over`, `9+7+2=18 found`."""
     numbers, target = subset_sum_instance(problem)
-    order = list(numbers)
-    rng.shuffle(order)
-    lines = ["order " + " ".join(map(str, order))]
+    lines: list[str] = []
 
     def explore(start: int, stack: list[int], total: int) -> bool:
-        for i in range(start, len(order)):
-            path, s = [*stack, order[i]], total + order[i]
+        for i in range(start, len(numbers)):
+            path, s = [*stack, numbers[i]], total + numbers[i]
             text = f"{'+'.join(map(str, path))}={s}"
             if s == target:
                 lines.append(f"{text} found")
@@ -87,7 +85,7 @@ def render_trace(problem: Problem, style: str, rng: random.Random, **options) ->
     if style == "search":
         if problem.kind != "subset_sum":
             raise ValueError(f"the search style needs subset_sum problems, got {problem.kind!r}")
-        return search_trace(problem, rng)
+        return search_trace(problem)
     raise ValueError(f"trace style must be one of {STYLES}, got {style!r}")
 
 
