@@ -2,10 +2,12 @@
 
 The seed's claim: the same answer quality in 2,000 thinking tokens instead of 10,000 (5x). It is tested on a
 task whose shortest correct trace has to be *found*, so that the method, not the trace template, sets the
-result: subset-sum ("Which of these numbers sum to 41: 20, 4, 5, 15, 19, 12?", exactly one subset does;
-`hytron.reasoning.tasks.subset_sum`). Its search traces (`hytron.reasoning.traces.search_trace`) are a
-depth-first search in a random order that prunes, backtracks and stops at the subset found; their length is
-set by the order explored, and the direct path (the chosen numbers, checked, in one line) is in none of them.
+result: subset-sum ("Which of these numbers sum to 37: 4, 9, 13, 15, 6?", exactly one subset does;
+`hytron.reasoning.tasks.subset_sum`; five numbers up to 15 at full size). Its search traces
+(`hytron.reasoning.traces.search_trace`) are a depth-first search over the numbers in question order that
+prunes, backtracks and stops at the subset found; their length is set by where the answer's numbers sit in
+that order, and the direct path (the chosen numbers, checked, in one line) is in none of them: a shorter
+correct trace (a branch skipped, a likely number tried first) has to be found by the method.
 Per seed, with the library of `hytron.reasoning` and `hytron.train`:
   1. SFT a tiny hybrid from scratch on search traces                                     -> "before";
   2. rejection-sampling self-distillation from it (sample traces, keep each problem's shortest correct one,
@@ -50,24 +52,25 @@ MIN_TEST, MIN_THINKING_GAIN, MIN_SEARCH_RATIO = 1000, 20.0, 5.0
 
 @dataclass
 class ReasoningClaimSettings:
-    train_problems: int = 4000  # one pool, three SFTs from scratch on it: search, direct path, answer only
-    sft_steps: int = 400
+    train_problems: int = 6000  # one pool, three SFTs from scratch on it: search, direct path, answer only
+    sft_steps: int = 600  # measured: search-trace SFT reaches ~40% accuracy at 600 steps, ~0% at 300 (6 numbers)
     sft_batch: int = 16
     distill_rounds: int = 1
     distill_problems: int = 300
     distill_samples: int = 6
-    distill_steps: int = 80
+    distill_steps: int = 100
     rl_steps: int = 20
     rl_prompts: int = 8
     rl_group: int = 6
     length_penalty: float = 0.5
     test_problems: int = 1000
     dev_problems: int = 200
-    max_tokens: int = 448  # the longest search traces of six numbers are ~500 tokens; p95 ~380
-    budgets: list[int | None] = field(default_factory=lambda: [0, 32, None])
+    max_tokens: int = 256  # search traces of five numbers: mean ~80 tokens, p95 ~180, longest ~230
+    budgets: list[int | None] = field(default_factory=lambda: [0, 16, None])
     select_tolerance: float = 1.0  # points: how much dev accuracy a candidate "after" may lose and still be chosen
-    n_numbers: int = 6
-    max_number: int = 20
+    n_numbers: int = 5  # six numbers (traces ~2x longer) did not train to any accuracy in 300 steps
+    max_number: int = 15
+    max_pick: int = 3  # the answer has 2..max_pick numbers
     seed: int = 0
 
     def __post_init__(self):
@@ -75,6 +78,9 @@ class ReasoningClaimSettings:
                   "max_tokens", "n_numbers"):
             if getattr(self, f) < 1:
                 raise ValueError(f"reasoning claim: {f} must be >= 1, got {getattr(self, f)}")
+        if not 2 <= self.max_pick <= self.n_numbers <= self.max_number:
+            raise ValueError(f"reasoning claim: need 2 <= max_pick <= n_numbers <= max_number, got {self.max_pick}, "
+                             f"{self.n_numbers}, {self.max_number}")
         if 0 not in self.budgets or None not in self.budgets:
             raise ValueError(f"reasoning claim: budgets must include 0 (no thinking) and None (unbounded), got "
                              f"{self.budgets}")
@@ -83,7 +89,7 @@ class ReasoningClaimSettings:
 FULL = ReasoningClaimSettings()
 QUICK = ReasoningClaimSettings(train_problems=200, sft_steps=6, sft_batch=4, distill_problems=6, distill_samples=2,
                                distill_steps=2, rl_steps=1, rl_prompts=2, rl_group=2, test_problems=12,
-                               dev_problems=6, max_tokens=48, budgets=[0, 8, None])
+                               dev_problems=6, max_tokens=48, budgets=[0, 8, None])  # ~70 s for 2 seeds
 TRIED: list[dict] = []  # configurations measured for this design (filled from measured runs)
 
 
@@ -105,7 +111,7 @@ def seed_problems(s: ReasoningClaimSettings, seed: int) -> dict[str, list]:
              **{f"distill_{k}": s.distill_problems for k in range(s.distill_rounds)},
              "rl": s.rl_steps * s.rl_prompts}
     need = sum(sizes.values())
-    options = {"subset_sum": {"n_numbers": s.n_numbers, "max_number": s.max_number}}
+    options = {"subset_sum": {"n_numbers": s.n_numbers, "max_number": s.max_number, "max_pick": s.max_pick}}
     n = need
     while True:
         unique, seen = [], set()
@@ -162,7 +168,7 @@ def evaluate(model_dir: str, problems: list, budgets: list, max_tokens: int, thi
     unbounded budget, for paired comparisons."""
     from hytron.reasoning import load_solver
 
-    solver = load_solver(model_dir)
+    solver = load_solver(model_dir, max_slots=64)
     curve, correct = [], []
     for b in budgets if thinking else ["no_think"]:
         attempts = [a[0] for a in solver.solve(problems, thinking=thinking, max_tokens=max_tokens,
@@ -257,18 +263,18 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
         models[name] = _sft(work / f"sft_{slug}", write_jsonl(rows, work / f"sft_{slug}.jsonl"), s.sft_steps, 4e-3,
                             s.sft_batch, seed, seq_len, tokenizer=str(work / "tokenizer"))
         seconds[f"sft {name}"] = time.perf_counter() - t0
-    log(f"seed {seed}: three SFTs done ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
+    log(f"three SFTs done ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
 
     # ---- efficient reasoning: distillation rounds, then GRPO; every stage a candidate -----------------------
     model, stages, candidates = models["before"], {}, {}
     for k in range(s.distill_rounds):
         t0 = time.perf_counter()
-        rows_k, st = shortest_correct_rows(load_solver(model), splits[f"distill_{k}"], samples=s.distill_samples,
-                                           temperature=1.0, seed=1000 * seed + k, max_tokens=s.max_tokens,
-                                           off_share=0.0)
+        rows_k, st = shortest_correct_rows(load_solver(model, max_slots=64), splits[f"distill_{k}"],
+                                           samples=s.distill_samples, temperature=1.0, seed=1000 * seed + k,
+                                           max_tokens=s.max_tokens, off_share=0.0)
         stages[f"distill_{k}"] = st
         if not rows_k:
-            log(f"seed {seed}: distill round {k}: no correct samples, round skipped")
+            log(f"distill round {k}: no correct samples, round skipped")
             continue
         model = _sft(work / f"distill_{k}", write_jsonl(rows_k, work / f"distill_{k}.jsonl"), s.distill_steps, 1e-3,
                      s.sft_batch, seed + k + 1, seq_len, init_from=model)
@@ -323,8 +329,8 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
               "trace_tokens": trace_tokens, "pool_sizes": {n: len(p) for n, p in splits.items()},
               "seconds": {k: round(v, 1) for k, v in seconds.items()},
               "total_seconds": round(time.perf_counter() - started, 1)}
-    log(f"seed {seed}: " + "; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking"
-                                      for n, v in results.items()) + f" (after = {chosen})")
+    log("; ".join(f"{n} {100 * v['accuracy']:.1f}% @ {v['mean_thinking_tokens']:.1f} thinking"
+                  for n, v in results.items()) + f" (after = {chosen})")
     return record
 
 
