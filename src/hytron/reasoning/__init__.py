@@ -2,6 +2,7 @@
 
     from hytron.reasoning import generate_problems, sft_rows, evaluate_reasoning, plot_budget_curves
     rows = sft_rows(generate_problems(["arithmetic", "world", "ordering"], 1000, seed=0), style="verbose")
+    search = sft_rows(generate_problems("subset_sum", 1000, seed=0), style="search")  # depth-first search traces
     result = evaluate_reasoning("runs/sft/model", kinds="arithmetic", budgets=[0, 8, 16, 32, None])
     plot_budget_curves({"sft": result}, "budget.png")
 
@@ -16,9 +17,9 @@ from hytron.reasoning.evaluate import DEFAULT_BUDGETS, evaluate_reasoning, plot_
 from hytron.reasoning.generation import Attempt, Solver, load_solver, problem_prompt
 from hytron.reasoning.grpo import problem_prompts
 from hytron.reasoning.tasks import GENERATORS, Problem, check_answer, extract_answer, generate_problems
-from hytron.reasoning.traces import concise_trace, truncate_trace, verbose_trace
+from hytron.reasoning.traces import concise_trace, search_trace, truncate_trace, verbose_trace
 
 __all__ = ["DEFAULT_BUDGETS", "GENERATORS", "Attempt", "Problem", "Solver", "check_answer", "concise_trace",
            "encode_row", "evaluate_reasoning", "extract_answer", "generate_problems", "load_solver",
            "plot_budget_curves", "problem_prompt", "problem_prompts", "prompt_messages", "read_chat_jsonl", "sft_rows",
-           "shortest_correct_rows", "truncate_trace", "verbose_trace", "write_jsonl"]
+           "search_trace", "shortest_correct_rows", "truncate_trace", "verbose_trace", "write_jsonl"]
