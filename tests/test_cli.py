@@ -36,7 +36,7 @@ FLAGS = {
     "customize": "RECIPE --set",
     "eval": "MODEL_DIR --evals --tasks --limit --lm-eval --lm-eval-include --write-lm-eval-tasks --reasoning-n "
             "--max-tokens --budgets --batch-size --no-write",
-    "reproduce": "CLAIM --out --quick --seeds --set --threads",
+    "reproduce": "CLAIM --out --quick --seeds --set --threads --jobs",
     "report": "RUN_DIR --out --claims --cards",
     "serve": "MODEL_DIR --host --port --api-key --served-model-name --max-slots --max-waiting --max-model-len "
              "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "

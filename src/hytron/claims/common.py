@@ -1,14 +1,14 @@
-"""Shared pieces of the claim reproductions: TinyWeb data prep, a compact pre-training loop, results and plots.
+"""Shared pieces of the claim reproductions: training through `hytron pretrain`, seeds in parallel, results, plots.
 
-The loop is the pre-training recipe of `hytron.train.pretrain` (AdamW with its parameter groups, the WSD
-schedule, gradient clipping, the same `PackedLoader` stream) written out short, so that a claim can evaluate
-whatever it needs at fixed token counts (clean held-out text, QA) and swap precision recipes in between.
+A claim trains with `pretrain_tracked`, which runs the very loop `hytron pretrain` runs (same setup, precision
+names, optimizer, WSD schedule, loader, checkpoints and resume) and measures what the claim needs (clean
+held-out text, QA) through the loop's evaluation hook. `run_seeds` runs a claim's `run_seed` for every seed,
+in parallel processes with `jobs > 1`, and reuses a seed's record already on disk.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -17,10 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hytron.model import HybridConfig, HybridLM
-from hytron.packing import PackedLoader
-from hytron.train.loop import clip_and_step, make_optimizer, set_lr
-from hytron.train.recipe import OptimSpec
+from hytron.model import HybridLM
 
 
 @dataclass
@@ -37,60 +34,107 @@ class LoopSettings:
     preset: str = "hytron-tiny"
 
 
-def train_and_track(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate: Callable[[HybridLM], dict], *,
-                    precision: str | None = None, label: str = "", log: Callable[[str], None] = print) -> dict:
-    """Pre-train a fresh `s.preset` model on packed data, calling `evaluate(model)` every `eval_every` steps
-    and at the end; returns {"train": [{step, tokens, loss}], "evals": [{step, tokens, **metrics}], ...}."""
-    torch.manual_seed(s.seed)
-    model = HybridLM(HybridConfig.from_name(s.preset, vocab_size=vocab_size))
-    optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, grad_clip=1.0)  # WSD, decay 0.1, AdamW(0.9, 0.95)
-    recipe = None
-    if precision and precision not in ("fp32",):
-        from hytron.lowp import PrecisionRecipe, convert
+def pretrain_tracked(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate: Callable[[HybridLM], dict], *,
+                     precision: str = "fp32", out: Path, label: str = "", log: Callable[[str], None] = print) -> dict:
+    """Pre-train a fresh `s.preset` model on packed data with `hytron.train.pretrain.pretrain` into `out`,
+    calling `evaluate(model)` every `eval_every` steps and at the end (the loop's evaluation hook).
 
-        # "RECIPE+switch": the paper's late switch (App. D), forward GEMMs to high precision when the LR decay starts
-        base, switch = precision.removesuffix("+switch"), precision.endswith("+switch")
-        recipe = PrecisionRecipe.from_name(base, high_precision_from=1 - optim.decay_fraction if switch else None)
-        convert(model, recipe)
-    opt = make_optimizer(model, optim)
-    loader = PackedLoader(data_dir, s.seq_len, s.batch_size, seed=s.seed)
-    tokens_per_step = s.batch_size * s.seq_len
-    train, evals, step_times, switched = [], [], [], False
+    Returns {"train": [{step, tokens, loss}], "evals": [{step, tokens, **metrics}], "tokens_per_step",
+    "step_time_median_s", "parameters", "diverged"}, read back from the run's metrics.jsonl, so a run started
+    again with the same `out` resumes from its last checkpoint (or returns at once when it had finished).
+    `precision` takes the names `hytron pretrain --set precision=...` takes (fp32, bf16, nvfp4, RECIPE+switch).
+    """
+    from hytron.train.pretrain import pretrain
+    from hytron.train.recipe import DataSpec, ModelSpec, OptimSpec, TrainConfig
 
-    def run_eval(step: int) -> None:
-        model.eval()
-        with torch.inference_mode():
-            metrics = evaluate(model)
-        model.train()
-        evals.append({"step": step, "tokens": step * tokens_per_step, **metrics})
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        log(f"  [{label}] step {step}: {shown}")
-
-    model.train()
-    for step in range(s.steps):
-        if recipe is not None and recipe.should_switch(step, s.steps) and not switched:
-            from hytron.lowp import set_high_precision
-
-            set_high_precision(model, True, passes=recipe.high_precision_passes)
-            switched = True
-        set_lr(opt, step, s.steps, optim)
-        x, y = next(loader)
-        t0 = time.perf_counter()
-        loss = model.loss(x, y)
-        loss.backward()
-        clip_and_step(model, opt, optim.grad_clip)
-        step_times.append(time.perf_counter() - t0)
-        value = loss.item()
-        train.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "loss": value})
-        if not math.isfinite(value):
-            log(f"  [{label}] loss diverged at step {step + 1}")
-            break
-        if (step + 1) % s.eval_every == 0 or step + 1 == s.steps:
-            run_eval(step + 1)
+    index = json.loads((Path(data_dir) / "index.json").read_text())
+    if int(index["vocab_size"]) != vocab_size:
+        raise ValueError(f"pretrain_tracked: {data_dir} was packed with {index['vocab_size']} ids, not {vocab_size}")
+    cfg = TrainConfig(name=label or Path(out).name, out_dir=str(out), steps=s.steps, seed=s.seed, device="cpu",
+                      log_every=1, checkpoint_every=max(s.eval_every, 1) * 4, keep_checkpoints=1,
+                      model=ModelSpec(preset=s.preset), precision=precision, eval_every=s.eval_every,
+                      eval_batches=0, optim=OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, grad_clip=1.0),
+                      data=DataSpec(path=str(data_dir), seq_len=s.seq_len, batch_size=s.batch_size))
+    diverged = False
+    try:
+        pretrain(cfg, progress=False, evaluate_hook=evaluate)
+    except FloatingPointError as e:
+        log(f"  [{label}] {e}")
+        diverged = True
+    train, evals, step_times = [], [], []
+    for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "lr" in rec:  # a training step's record
+            train.append({"step": rec["step"], "tokens": rec["tokens"], "loss": rec["loss"]})
+            step_times.append(rec["step_s"])
+        else:  # an evaluation's record
+            evals.append(rec)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float))
+            log(f"  [{label}] step {rec['step']}: {shown}")
     step_times.sort()
-    return {"train": train, "evals": evals, "tokens_per_step": tokens_per_step,
+    return {"train": train, "evals": evals, "tokens_per_step": s.batch_size * s.seq_len,
             "step_time_median_s": step_times[len(step_times) // 2] if step_times else None,
-            "parameters": model.config.num_params()}
+            "parameters": _parameters(s.preset, vocab_size), "diverged": diverged}
+
+
+def _parameters(preset: str, vocab_size: int) -> int:
+    from hytron.model import HybridConfig
+
+    return HybridConfig.from_name(preset, vocab_size=vocab_size).num_params()
+
+
+# ---- seeds ------------------------------------------------------------------------------------------------------
+def _seed_worker(claim: str, out: str, settings, seed: int, threads: int) -> dict:
+    """One seed of one claim in this process: `run_seed`, its record written to OUT/seed{k}/record.json."""
+    import importlib
+
+    if threads:
+        torch.set_num_threads(threads)
+    module = importlib.import_module(f"hytron.claims.{claim}")
+    tag = f"[seed {seed}] "
+    record = module.run_seed(Path(out), settings, seed, log=lambda m: print(tag + m, flush=True))
+    record = {"settings": _settings_dict(settings), **record}
+    path = Path(out) / f"seed{seed}" / "record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(path)
+    return record
+
+
+def _settings_dict(settings) -> dict:
+    return asdict(settings) if hasattr(settings, "__dataclass_fields__") else dict(settings)
+
+
+def run_seeds(claim: str, out: Path, settings, seeds: list[int], *, jobs: int = 1, threads: int = 0,
+              log: Callable[[str], None] = print) -> dict[int, dict]:
+    """{seed: record} for every seed: a record already in OUT/seed{k}/record.json made with the same settings is
+    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads)."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    records, todo = {}, []
+    for seed in seeds:
+        path = Path(out) / f"seed{seed}" / "record.json"
+        if path.is_file():
+            rec = json.loads(path.read_text())
+            if rec.get("settings") == json.loads(json.dumps(_settings_dict(settings))):
+                log(f"seed {seed}: reusing {path}")
+                records[seed] = rec
+                continue
+            log(f"seed {seed}: {path} was made with other settings; running it again")
+        todo.append(seed)
+    if jobs == 1 or len(todo) <= 1:
+        for seed in todo:
+            records[seed] = _seed_worker(claim, str(out), settings, seed, threads)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {seed: pool.submit(_seed_worker, claim, str(out), settings, seed, threads) for seed in todo}
+            for seed, fut in futures.items():
+                records[seed] = fut.result()
+    return {seed: records[seed] for seed in seeds}
 
 
 def tokens_to_reach(evals: list[dict], key: str, target: float) -> float | None:
@@ -113,11 +157,16 @@ def environment() -> dict:
 
 
 def write_result(out: Path, claim: str, headline: dict, settings, seeds: list[int], details: dict, plots: list[str],
-                 started: float, *, data_hashes: dict[str, str], disjointness: dict[str, dict[str, int]],
-                 tried_settings: list[dict]) -> dict:
-    """OUT/result.json: claim, verdict, headline (criteria with per-seed values, mean, 95% interval, verdict),
-    settings, seeds, data hashes, eval-vs-train overlap counts, the settings tried, environment, plots, seconds."""
-    result = {"claim": claim, "verdict": headline.get("verdict"), "headline": headline,
+                 started: float, *, data_hashes: dict, disjointness: dict[str, dict[str, int]],
+                 tried_settings: list[dict], rule: str, gates: list[dict]) -> dict:
+    """OUT/result.json: claim, verdict, the pre-registered rule, the validity gates, headline (criteria with
+    per-seed values, mean, 95% interval, verdict), settings, seeds, data hashes (per seed where the data depends
+    on it), eval-vs-train overlap counts, the settings tried, environment, plots, seconds. The verdict is
+    "not valid" when a gate failed, else read off the criteria's intervals (`stats.claim_verdict`)."""
+    from hytron.claims.stats import claim_verdict
+
+    headline["verdict"] = claim_verdict(headline.get("criteria", []), gates)
+    result = {"claim": claim, "verdict": headline["verdict"], "rule": rule, "gates": gates, "headline": headline,
               "settings": asdict(settings) if hasattr(settings, "__dataclass_fields__") else settings,
               "seeds": list(seeds), "data_hashes": data_hashes, "disjointness": disjointness,
               "tried_settings": tried_settings, "environment": environment(), "plots": plots,

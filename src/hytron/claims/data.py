@@ -39,10 +39,10 @@ from hytron.claims import stats
 from hytron.claims.common import (
     LoopSettings,
     interval_plot,
+    pretrain_tracked,
     seed_plot,
     seeds_for,
     tokens_to_reach,
-    train_and_track,
     write_result,
     write_texts,
 )
@@ -138,8 +138,9 @@ def run(out: str | Path, quick: bool = False, settings: DataClaimSettings | None
             return {"val_loss": nll / tokens, "val_bpb": bits_per_byte(nll, n_bytes),
                     "qa_acc": multiple_choice(scorer, qa)["acc"]}
 
-        runs = {name: {sd: train_and_track(path, tok.vocab_size, replace(s, seed=sd), evaluate,
-                                           label=f"{key} {name} s{sd}", log=log) for sd in seed_list}
+        runs = {name: {sd: pretrain_tracked(path, tok.vocab_size, replace(s, seed=sd), evaluate,
+                                            out=out / "runs" / f"{key}-{name}-s{sd}", label=f"{key} {name} s{sd}",
+                                            log=log) for sd in seed_list}
                 for name, path in packed.items()}
         speedups, raw_qa, cur_qa = [], [], []
         for sd in seed_list:
@@ -191,4 +192,5 @@ def run(out: str | Path, quick: bool = False, settings: DataClaimSettings | None
                            title="Data claim: downstream QA at the end of training (dashed: chance)"))
     plots.append(interval_plot(out / "verdict.png", criteria, title="Data claim: per-seed speed-up, mean, 95% CI"))
     return write_result(out, "data", headline, s, seed_list, details, plots, started, data_hashes=hashes,
-                        disjointness=disjoint, tried_settings=TRIED)
+                        disjointness=disjoint, tried_settings=TRIED,
+                        rule="speed-up's 95% interval lies at or above 4x", gates=[])

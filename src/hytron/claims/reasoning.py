@@ -283,4 +283,6 @@ def run(out: str | Path, quick: bool = False, settings: ReasoningClaimSettings |
                "pool_sizes": {sd: {n: len(p) for n, p in t["pools"].items()} for sd, t in trained.items()},
                "all_pool_questions": len(set(every_pool))}
     return write_result(out, "reasoning", headline, s, seed_list, details, plots, started, data_hashes=hashes,
-                        disjointness=disjoint, tried_settings=TRIED)
+                        disjointness=disjoint, tried_settings=TRIED,
+                        rule="thinking ratio's 95% interval at or above 5x and accuracy change's at or above -1 point",
+                        gates=[])

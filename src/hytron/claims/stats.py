@@ -1,7 +1,9 @@
 """What makes a claim's figure trustworthy: per-seed estimates with 95% intervals, verdicts, content hashes, overlap.
 
     est = estimate([6.1, 5.4, 7.0])                   # mean, sd, 95% t-interval of the per-seed values
+    ratio = log_estimate([6.1, 5.4, 7.0])             # ratios: geometric mean, interval of the mean log
     verdict(est, 5.0)                                 # "met" only when the whole interval clears the threshold
+    claim_verdict(criteria, [gate("QA above chance", qa > 0.6, qa, ">= 60%")])  # "not valid" if a gate fails
     overlap(eval_texts, train_texts)                  # eval items whose normalised text occurs in training
 
 A verdict is read off the interval, never the point estimate: "met" when the interval lies entirely on the
@@ -9,6 +11,12 @@ good side of the threshold, "not met" when it lies entirely on the other side, "
 straddles it (or there is one seed, so no interval). Content checks compare normalised text (case and
 whitespace folded), so an evaluation item that reappears verbatim in any training pool is caught whatever
 its id or seed.
+
+Ratios (speed-ups, token ratios) are averaged and bounded on the log scale: the per-seed logs get the
+t-interval and it is exponentiated back, so the interval of a ratio is never negative and a 2x and a 0.5x
+seed cancel. A claim's validity gates say whether the experiment could have shown the effect at all (the
+arms separate, the control behaves); when any gate fails the verdict is "not valid", never "met" or
+"not met", whatever the interval says.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import Iterable, Sequence
 # two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30 (standard tables); 1.96 beyond
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-VERDICTS = ("met", "not met", "inconclusive")
+VERDICTS = ("met", "not met", "inconclusive", "not valid")
 
 
 def t_critical(df: int) -> float:
@@ -49,6 +57,26 @@ def estimate(values: Sequence[float | None]) -> dict:
     return out
 
 
+def log_estimate(values: Sequence[float | None]) -> dict:
+    """Per-seed RATIOS -> the `estimate` keys on the log scale: `mean` is the geometric mean and `ci95` is
+    exp(mean(log v) ± t(0.975, n-1) · sd(log v)/√n); `log_sd` is the sd of the logs. `None` (and NaN) values
+    are missing, as in `estimate`; a ratio <= 0 is an error (a ratio of two positive quantities cannot be)."""
+    bad = [v for v in values if v is not None and math.isfinite(v) and v <= 0]
+    if bad:
+        raise ValueError(f"log_estimate: ratios must be > 0, got {bad}")
+    logs = estimate([math.log(v) if v is not None and math.isfinite(v) else None for v in values])
+    out = {"per_seed": list(values), "n": logs["n"], "missing": logs["missing"], "mean": None, "sd": None,
+           "log_sd": logs["sd"], "ci95": None,
+           "method": "geometric mean; exp(mean log ± t(0.975, n-1) · sd(log)/√n) over seeds"}
+    if logs["mean"] is not None:
+        out["mean"] = math.exp(logs["mean"])
+    if logs["ci95"] is not None:
+        out["ci95"] = [math.exp(logs["ci95"][0]), math.exp(logs["ci95"][1])]
+        vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+        out["sd"] = math.sqrt(sum((v - out["mean"]) ** 2 for v in vals) / (len(vals) - 1))
+    return out
+
+
 def verdict(est: dict, threshold: float, higher_is_better: bool = True) -> str:
     """"met" / "not met" / "inconclusive" from the 95% interval of `est` against `threshold`."""
     ci = est.get("ci95")
@@ -70,6 +98,17 @@ def overall(criteria: Sequence[dict]) -> str:
     """A claim is met when every criterion is; not met when any is not; inconclusive otherwise."""
     vs = [c["verdict"] for c in criteria]
     return "not met" if "not met" in vs else "met" if vs and all(v == "met" for v in vs) else "inconclusive"
+
+
+def gate(name: str, passed: bool, value, rule: str) -> dict:
+    """One validity gate of a claim: a condition the experiment must meet before its interval means anything
+    (e.g. "the label-curated arm beats raw on QA"). `value` is what was measured, `rule` the condition."""
+    return {"name": name, "passed": bool(passed), "value": value, "rule": rule}
+
+
+def claim_verdict(criteria: Sequence[dict], gates: Sequence[dict]) -> str:
+    """"not valid" when any gate failed (the experiment cannot confirm or refute the claim), else `overall`."""
+    return "not valid" if any(not g["passed"] for g in gates) else overall(criteria)
 
 
 def difference(a: Sequence[float], b: Sequence[float]) -> dict:

@@ -87,6 +87,9 @@ def add_reproduce(sub) -> None:
                         "2 with --quick")
     add_set(p)  # a setting of the claim, e.g. --set 'junk_shares=[0.5, 0.9]' --set steps=300
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="seeds run in this many processes at once (with --threads each); hybrid's timing rounds "
+                        "always run one at a time")
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -100,8 +103,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from hytron.config import apply_overrides
 
     result = run_claim(args.claim, args.out, quick=args.quick, seeds=args.seeds,
-                       overrides=apply_overrides({}, args.overrides))
-    print(json.dumps({"claim": result["claim"], "verdict": result["verdict"], "headline": result["headline"],
+                       overrides=apply_overrides({}, args.overrides), jobs=args.jobs, threads=args.threads)
+    print(json.dumps({"claim": result["claim"], "verdict": result["verdict"], "rule": result["rule"],
+                      "gates": result["gates"], "headline": result["headline"],
                       "plots": result["plots"],
                       "seconds": result["seconds"], "out": args.out}, indent=2))
     return 0

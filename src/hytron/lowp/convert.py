@@ -1,7 +1,8 @@
 """Apply a precision recipe to a model from outside: swap block Linears for QuantLinear, switch them later.
 
 The model never mentions precision. `convert` walks the model's block list (`backbone.layers`, or
-`layers`), skips the first `keep_first` and last `keep_last` blocks, and replaces every plain nn.Linear
+`layers`), skips the first `keep_first` and last `keep_last` blocks (or, when the recipe's
+`high_precision` is bf16, gives their Linears the bf16 recipe), and replaces every plain nn.Linear
 inside the remaining blocks (except names matching `recipe.skip_modules`, e.g. the MoE router) by a
 QuantLinear sharing the same parameters. Everything else (embeddings, norms, Mamba conv1d / A_log / D /
 dt_bias, MoE 3-D expert tensors, the LM head outside the blocks) is left in high precision.
@@ -49,18 +50,24 @@ def convert(model: nn.Module, recipe: PrecisionRecipe | str) -> nn.Module:
         raise ValueError(f"convert: recipe {recipe.name!r} keeps {recipe.keep_first} first + "
                          f"{recipe.keep_last} last blocks in high precision, but the model has {n} blocks")
     count = 0
-    for i in range(recipe.keep_first, n - recipe.keep_last):
+    kept = None  # the kept blocks' recipe: none (fp32 nn.Linear) or bf16 operands, as the recipe asks
+    if recipe.high_precision == "bf16":
+        kept = PrecisionRecipe.from_name("bf16", seed=recipe.seed, high_precision="bf16")
+    for i in range(n):
+        block_recipe = recipe if recipe.keep_first <= i < n - recipe.keep_last else kept
+        if block_recipe is None:
+            continue
         for name, module in list(blocks[i].named_modules()):
             if type(module) is not nn.Linear or any(s in name for s in recipe.skip_modules):
                 continue
-            quant = QuantLinear.from_linear(module, recipe, layer_index=count)
+            quant = QuantLinear.from_linear(module, block_recipe, layer_index=count)
             if name == "":  # the block itself is a Linear
                 blocks[i] = quant
             else:
                 parent_name, _, attr = name.rpartition(".")
                 setattr(blocks[i].get_submodule(parent_name) if parent_name else blocks[i], attr, quant)
             count += 1
-    if count == 0:
+    if count == sum(1 for _, m in quant_linears(model) if m.recipe is kept):
         raise ValueError(f"convert: recipe {recipe.name!r} found no nn.Linear to quantize in blocks "
                          f"{recipe.keep_first}..{n - recipe.keep_last - 1}")
     return model

@@ -45,6 +45,11 @@ class OperandQuantizer:
         return self.quantize(x, generator).dequantize()
 
 
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to bf16 (RNE) and held in fp32: a bf16 GEMM operand for an fp32-accumulating matmul."""
+    return t.to(torch.bfloat16).to(torch.float32)
+
+
 def _matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ bᵀ; mixed dtypes (a quantized fp32 operand against an untouched bf16 one) meet in fp32."""
     if a.dtype != b.dtype:
@@ -59,8 +64,12 @@ class _QuantLinearFn(torch.autograd.Function):
         x2 = x.reshape(-1, k)  # (M, K)
         ctx.layer, ctx.x_shape, ctx.has_bias = layer, x.shape, bias is not None
         ctx.save_for_backward(x2, weight)
-        if layer.hp_forward or layer.identity_forward:  # exactly nn.Linear's kernel on x's own shape
+        if layer.identity_forward or (layer.hp_forward and not layer.hp_bf16):  # nn.Linear's kernel on x's shape
             return F.linear(x, weight, bias)
+        if layer.hp_forward:  # high precision = bf16 operands, fp32 accumulation
+            with torch.autocast(x.device.type, enabled=False):
+                y = F.linear(_bf16(x), _bf16(weight), None if bias is None else bias.float())
+            return y.to(x.dtype)
         with torch.autocast(x.device.type, enabled=False):  # emulated GEMMs stay fp32 under bf16 autocast
             y2 = layer._fprop(x2)
         if bias is not None:
@@ -82,11 +91,12 @@ class _QuantLinearFn(torch.autograd.Function):
     @staticmethod
     def _grads(ctx, dy2, x2, weight, layer):
         dx = dw = None
+        hp = _bf16 if layer.hp_bf16 else (lambda t: t)  # high-precision operands
         if ctx.needs_input_grad[0]:
-            dx2 = dy2.mm(weight.to(dy2.dtype)) if layer.hp_backward else layer._dgrad(dy2)
+            dx2 = hp(dy2).mm(hp(weight).to(hp(dy2).dtype)) if layer.hp_backward else layer._dgrad(dy2)
             dx = dx2.reshape(ctx.x_shape).to(x2.dtype)
         if ctx.needs_input_grad[1]:
-            dw = _matmul_t(dy2.t(), x2.t()) if layer.hp_backward else layer._wgrad(dy2, x2)
+            dw = _matmul_t(hp(dy2).t(), hp(x2).t()) if layer.hp_backward else layer._wgrad(dy2, x2)
             dw = dw.to(weight.dtype)
         return dx, dw
 
@@ -122,6 +132,7 @@ class QuantLinear(nn.Linear):
         self.q_grad = OperandQuantizer(recipe.gradient)          # dgrad, along N
         self.q_grad_t = OperandQuantizer(recipe.gradient)        # wgrad, along M
         self.hp_forward = self.hp_backward = False
+        self.hp_bf16 = recipe.high_precision == "bf16"
         self.identity_forward = recipe.weight.identity and recipe.activation.identity
         self.weight_quantizations = 0  # how many times the weight was quantized (once per weight version)
         self._cache_key: tuple | None = None

@@ -69,8 +69,9 @@ class PrecisionRecipe:
 
     Forward y = x Wᵀ uses (activation, weight); input-grad dx = dy W uses (gradient, weight); weight-grad
     dW = dyᵀ x uses (gradient, activation) quantized along the token dim, after the RHT if `wgrad_rht`.
-    `keep_first` / `keep_last` blocks of `backbone.layers` stay in high precision, as do Linear modules
-    whose qualified name contains any of `skip_modules` and every Linear outside the blocks (LM head).
+    `keep_first` / `keep_last` blocks of `backbone.layers` stay in high precision (`high_precision`: fp32,
+    or bf16 operands), as do Linear modules whose qualified name contains any of `skip_modules` (always fp32)
+    and every Linear outside the blocks (LM head, fp32).
     `high_precision_from` in (0, 1]: fraction of training after which the loop should call
     `set_high_precision(model, True, passes=high_precision_passes)` (paper App. D: forward only, at the
     onset of LR decay); None never switches.
@@ -88,6 +89,10 @@ class PrecisionRecipe:
     skip_modules: tuple[str, ...] = ("router",)
     high_precision_from: float | None = None
     high_precision_passes: Literal["forward", "all"] = "forward"
+    # what "high precision" computes: fp32 (nn.Linear as is), or bf16 operands with fp32 accumulation (what a
+    # GPU's bf16 GEMM does; the paper keeps its last blocks and the switched passes in BF16). On a CPU the
+    # training setup asks for bf16 so that a recipe differs from the bf16 baseline only where it quantizes.
+    high_precision: Literal["fp32", "bf16"] = "fp32"
     native_fp8: bool = True  # use torch._scaled_mm for per-tensor FP8 GEMMs on CUDA GPUs that support it
     seed: int = 0  # stochastic-rounding streams: layer i draws from a generator seeded (seed, i)
 
@@ -116,6 +121,8 @@ class PrecisionRecipe:
         if self.high_precision_passes not in ("forward", "all"):
             raise ConfigError("PrecisionRecipe.high_precision_passes: 'forward' or 'all', got "
                               f"{self.high_precision_passes!r}")
+        if self.high_precision not in ("fp32", "bf16"):
+            raise ConfigError(f"PrecisionRecipe.high_precision: 'fp32' or 'bf16', got {self.high_precision!r}")
         if self.weight.rounding == "sr":
             raise ConfigError("PrecisionRecipe.weight.rounding: weights use RNE (one weight for fwd and bwd; "
                               "SR on weights diverges, paper E.3)")

@@ -185,6 +185,10 @@ def claim_section(claim_dir: Path) -> str:
                      [[c["name"], ", ".join("—" if v is None else f"{v:.4g}" for v in c["per_seed"]), _interval(c),
                        f"{'≥' if c['higher_is_better'] else '≤'} {c['threshold']:g}", c["verdict"]]
                       for c in head.get("criteria", [])])
+    rule = f"<p>Acceptance rule (pre-registered): {escape(str(res.get('rule', '')))}</p>"
+    gates = table(["validity gate", "value", "rule", "passed"],
+                  [[g["name"], json.dumps(g["value"]), g["rule"], "yes" if g["passed"] else "NO"]
+                   for g in res.get("gates", [])]) if res.get("gates") else ""
     rows = [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in head.items() if k != "criteria"]
     imgs = []
     for name in res.get("plots", []):
@@ -192,7 +196,7 @@ def claim_section(claim_dir: Path) -> str:
         if f.is_file():
             data = base64.b64encode(f.read_bytes()).decode()
             imgs.append(f'<img class="plot" alt="{escape(name)}" src="data:image/png;base64,{data}">')
-    return _section(f"Claim: {res['claim']}", verdict, criteria,
+    return _section(f"Claim: {res['claim']}", verdict, rule, gates, criteria,
                     f"<p class=muted>{res['seconds']} s, settings <code>{escape(json.dumps(res['settings']))}</code>"
                     f", data <code>{escape(json.dumps(res.get('data_hashes', {})))}</code></p>",
                     table(["headline", "value"], rows, cls="kv"), *imgs)

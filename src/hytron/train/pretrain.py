@@ -5,11 +5,16 @@ One function, `pretrain(config)`, runs single-process or under `torchrun` (DDP /
 model, optimizer, RNG states and the data position; started again with the same `out_dir` it resumes
 from the newest valid checkpoint and continues exactly the run that would have happened (bit-identical
 losses on CPU). The final model is written as a Nemotron-H model directory with its tokenizer.
+
+`evaluate_hook(model) -> dict` adds metrics of the caller's own to every evaluation (at `eval_every` and at
+the end), beside the held-out split's loss: the claims measure clean validation text and QA this way, so
+they train through exactly the loop users run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +49,8 @@ def evaluate(model, data: PackedData, cfg: TrainConfig, info: dist.DistInfo, amp
     return {"val_loss": loss, "val_bpb": loss / math.log(2) / bytes_per_token, "val_tokens": int(total[1])}
 
 
-def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
+def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int | None = None,
+             evaluate_hook: Callable[[torch.nn.Module], dict] | None = None) -> dict:
     """Train (or resume) the run described by `cfg`; returns a summary. See the module docstring."""
     # ---- setup, model, optimizer -------------------------------------------------------------------------
     if not cfg.data.path:
@@ -59,6 +65,16 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     loader = PackedLoader(data, cfg.data.seq_len, cfg.data.batch_size * cfg.data.grad_accum, seed=cfg.seed,
                           weights=cfg.data.weights, rank=info.rank, world_size=info.world_size)
     tokens_per_step = cfg.data.seq_len * cfg.data.batch_size * cfg.data.grad_accum * info.world_size
+
+    def evaluations() -> dict:
+        evals = evaluate(wrapped, data, cfg, info, amp)
+        if evaluate_hook is not None:
+            was_training = wrapped.training
+            wrapped.eval()
+            with torch.inference_mode(), torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
+                evals.update(evaluate_hook(model))
+            wrapped.train(was_training)
+        return evals
 
     # ---- loop -------------------------------------------------------------------------------------------------
     run = Run(cfg, model, optimizer, loader, is_main=info.is_main,
@@ -85,10 +101,10 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
         run.log({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                  "tokens": (step + 1) * tokens_per_step, "tok_s": tok_s}, loss=loss, tok_s=tok_s, lr=lr)
         if run.due(cfg.eval_every, step + 1):
-            run.log_eval(step + 1, evaluate(wrapped, data, cfg, info, amp))
+            run.log_eval(step + 1, evaluations())
 
     # ---- finish -------------------------------------------------------------------------------------------
-    return run.finish(lambda: evaluate(wrapped, data, cfg, info, amp),
+    return run.finish(evaluations,
                       lambda state: export_model(model.config, state, packed_tokenizer(data), run.out / "model"))
 
 

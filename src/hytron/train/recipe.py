@@ -87,7 +87,7 @@ class RunConfig:
 class TrainConfig(RunConfig):
     """A pre-training recipe: a run (`RunConfig`) on packed data, with precision, parallelism and evaluation."""
 
-    precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16 | a hytron.lowp recipe
+    precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16 | a hytron.lowp recipe[+switch]
     distributed: str = "none"  # none | ddp | fsdp (under torchrun)
     compile: bool = False  # torch.compile each block (regional compilation); worth it on GPUs
     eval_every: int = 50  # 0: only at the end

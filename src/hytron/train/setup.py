@@ -12,8 +12,6 @@ from hytron.config import ConfigError, save_resolved
 from hytron.model import HybridConfig, HybridLM
 from hytron.train import distributed as dist
 
-LOWP_RECIPES_EXCLUDED = ("auto", "fp32", "bf16")
-
 
 def start(cfg) -> dist.DistInfo:
     """Join the process group (torchrun) or run alone, set CPU threads, create `out_dir` and save the resolved
@@ -40,13 +38,29 @@ def build_model(cfg, vocab_size: int) -> HybridLM:
     return HybridLM(HybridConfig.from_name(cfg.model.preset, **overrides))
 
 
-def apply_precision(model: HybridLM, precision: str):
-    """Swap the model's Linears for quantized ones when `precision` names a hytron.lowp recipe (returned)."""
-    if precision in LOWP_RECIPES_EXCLUDED:
+def apply_precision(model: HybridLM, precision: str, device: torch.device | None = None,
+                    decay_fraction: float = 0.2):
+    """Swap the model's Linears for quantized ones when `precision` names a hytron.lowp recipe (returned).
+
+    Names: "auto"/"fp32" (nothing), "bf16", any `hytron.lowp` recipe, and "RECIPE+switch" (the paper's late
+    switch of the forward GEMMs to high precision when the WSD decay starts, App. D). On a GPU, bf16 is
+    autocast and a low-precision recipe's kept blocks run under the same autocast. On a CPU, bf16 autocast is
+    neither fast nor what a GPU computes, so bf16 is emulated instead: GEMM operands rounded to bf16 with fp32
+    accumulation (a tensor core's arithmetic), for "bf16" itself and for the kept blocks and switched passes
+    of a low-precision recipe, so that "nvfp4" and "bf16" differ only where the recipe quantizes.
+    """
+    device = device or torch.device("cpu")
+    base, switch = precision.removesuffix("+switch"), precision.endswith("+switch")
+    if base in ("auto", "fp32") or (base == "bf16" and device.type == "cuda"):
+        if switch:
+            raise ConfigError(f"precision: {precision!r}: +switch applies to a low-precision recipe")
         return None
     from hytron.lowp import PrecisionRecipe, convert
 
-    recipe = PrecisionRecipe.from_name(precision)
+    overrides = {"high_precision": "bf16"} if device.type != "cuda" else {}
+    if switch:
+        overrides["high_precision_from"] = 1 - decay_fraction
+    recipe = PrecisionRecipe.from_name(base, **overrides)
     convert(model, recipe)
     return recipe
 
@@ -60,18 +74,17 @@ def switch_precision(model: HybridLM, recipe, step: int, total_steps: int) -> No
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
+    """bf16 autocast on a GPU for every precision but fp32; none on a CPU (bf16 is emulated there)."""
+    if precision == "fp32" or device.type != "cuda":
         return None
-    if precision == "bf16" or device.type == "cuda":
-        return torch.bfloat16
-    return None
+    return torch.bfloat16
 
 
 def prepare_model(cfg, vocab_size: int, info: dist.DistInfo) -> tuple[HybridLM, nn.Module, object, torch.dtype | None]:
     """(model, the module the loop calls, lowp recipe or None, autocast dtype or None): built, converted to
     `cfg.precision`, compiled per block when `cfg.compile`, wrapped for `cfg.distributed`."""
     model = build_model(cfg, vocab_size).to(info.device)
-    recipe = apply_precision(model, cfg.precision)
+    recipe = apply_precision(model, cfg.precision, info.device, getattr(cfg.optim, "decay_fraction", 0.2))
     if cfg.compile:
         from hytron.model.kernels import compile_blocks
 

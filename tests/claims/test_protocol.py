@@ -1,0 +1,131 @@
+"""The claims' common protocol on constructed inputs: log-scale intervals for ratios, validity gates that turn a
+verdict into "not valid", the nvfp4 metric and its null-arm gate, seeds reused from disk, and the pretrain
+evaluation hook every claim trains through."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from hytron.claims import common, nvfp4, stats
+
+
+def test_log_estimate_is_the_geometric_mean_with_an_exponentiated_t_interval():
+    vals = [2.0, 8.0, 4.0]
+    est = stats.log_estimate(vals)
+    logs = [math.log(v) for v in vals]
+    m = sum(logs) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in logs) / 2)
+    half = 4.303 * sd / math.sqrt(3)  # t(0.975, 2)
+    assert est["mean"] == pytest.approx(4.0)
+    assert est["ci95"] == pytest.approx([math.exp(m - half), math.exp(m + half)])
+    assert est["ci95"][0] > 0  # a ratio's interval never goes negative, unlike the raw t-interval
+    assert stats.estimate(vals)["ci95"][0] < 0
+    # a 2x and a 0.5x seed cancel on the log scale
+    assert stats.log_estimate([2.0, 0.5])["mean"] == pytest.approx(1.0)
+    assert stats.log_estimate([3.0, None])["ci95"] is None and stats.log_estimate([3.0, None])["missing"] == 1
+    with pytest.raises(ValueError, match="ratios must be > 0"):
+        stats.log_estimate([1.0, -2.0])
+
+
+def test_a_failed_gate_makes_the_verdict_not_valid_whatever_the_interval():
+    met = stats.criterion("speed-up", stats.log_estimate([6.0, 6.2, 5.9]), 4.0)
+    not_met = stats.criterion("speed-up", stats.log_estimate([1.5, 1.6, 1.4]), 4.0)
+    assert met["verdict"] == "met" and not_met["verdict"] == "not met"
+    ok, bad = stats.gate("control works", True, 0.7, ">= 0.6"), stats.gate("control works", False, 0.3, ">= 0.6")
+    assert stats.claim_verdict([met], [ok]) == "met"
+    assert stats.claim_verdict([met], [ok, bad]) == "not valid"
+    assert stats.claim_verdict([not_met], [bad]) == "not valid"
+    assert stats.claim_verdict([not_met], []) == "not met"
+    assert "not valid" in stats.VERDICTS
+
+
+def test_write_result_takes_the_verdict_from_criteria_and_gates(tmp_path):
+    crit = [stats.criterion("x", stats.estimate([1.0, 1.1]), 0.5)]
+    res = common.write_result(tmp_path, "demo", {"criteria": crit}, {"a": 1}, [0, 1], {}, [], 0.0, data_hashes={},
+                              disjointness={}, tried_settings=[], rule="x >= 0.5",
+                              gates=[stats.gate("g", False, 0, "never")])
+    assert res["verdict"] == "not valid" == json.loads((tmp_path / "result.json").read_text())["verdict"]
+    assert res["rule"] == "x >= 0.5" and res["gates"][0]["passed"] is False
+
+
+def _run(losses: list[float], steps: list[int], diverged: bool = False) -> dict:
+    return {"evals": [{"step": s, "val_loss": v} for s, v in zip(steps, losses)], "diverged": diverged}
+
+
+def test_nvfp4_late_gap_averages_the_last_fifth_paired_by_step():
+    steps = [20, 40, 60, 80, 100]
+    base = _run([5.0, 4.0, 3.0, 2.0, 2.0], steps)
+    run = _run([9.0, 9.0, 9.0, 2.02, 2.04], steps)  # only steps 80 and 100 are in the last 20% of 100 steps
+    assert nvfp4.late_gap(run, base, 100, 0.2) == pytest.approx((0.01 + 0.02) / 2)
+    assert nvfp4.late_gap(_run([2.0], [100], diverged=True), base, 100, 0.2) is None
+
+
+def test_nvfp4_null_arm_gate():
+    tight = stats.estimate([0.001, -0.002, 0.0005, 0.0])
+    wide = stats.estimate([0.01, -0.012, 0.004, 0.0])
+    assert nvfp4.null_gate(tight, 0.005)["passed"]
+    assert not nvfp4.null_gate(wide, 0.005)["passed"]
+    assert not nvfp4.null_gate(stats.estimate([0.001]), 0.005)["passed"]  # one seed: no interval, not shown
+
+
+def test_run_seeds_reuses_records_made_with_the_same_settings(tmp_path):
+    s = nvfp4.QUICK
+    for seed, value in ((0, 1.5), (1, 2.5)):
+        path = tmp_path / f"seed{seed}" / "record.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"settings": common._settings_dict(s), "value": value}))
+    records = common.run_seeds("nvfp4", tmp_path, s, [0, 1], log=lambda m: None)
+    assert [records[k]["value"] for k in (0, 1)] == [1.5, 2.5]
+    with pytest.raises(ValueError, match="--jobs"):
+        common.run_seeds("nvfp4", tmp_path, s, [0], jobs=0)
+
+
+def test_pretrain_hook_and_emulated_bf16_kept_blocks(tmp_path):
+    """The claims' loop is `hytron pretrain`: the hook's metrics land in metrics.jsonl at every evaluation, and a
+    resumed run returns the same records; on a CPU, nvfp4's kept block computes in emulated bf16."""
+    from hytron.data.mix import single_component_blend
+    from hytron.lowp import QuantLinear
+    from hytron.packing import pack
+    from hytron.tokenizer import Tokenizer
+    from hytron.train.setup import apply_precision
+
+    texts = [f"document {i} says the river {i % 7} flows into lake {i % 5}." for i in range(200)]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    tok = Tokenizer.train(iter(texts), vocab_size=300)
+    pack(single_component_blend([str(src)], validation_fraction=0.0, seed=0), tok, tmp_path / "packed")
+    s = common.LoopSettings(steps=4, batch_size=2, seq_len=16, eval_every=2, warmup_steps=1)
+    calls = []
+
+    def hook(model):
+        calls.append(model.training)
+        return {"probe": 1.0 * len(calls)}
+
+    r = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
+                                log=lambda m: None)
+    assert [e["step"] for e in r["evals"]] == [2, 4] and [e["probe"] for e in r["evals"]] == [1.0, 2.0]
+    assert calls == [False, False]  # evaluated in eval mode
+    assert [t["step"] for t in r["train"]] == [1, 2, 3, 4]
+    again = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
+                                    log=lambda m: None)
+    assert again["train"] == r["train"] and len(calls) == 2  # finished: nothing re-ran
+
+    from hytron.model import HybridConfig, HybridLM
+
+    model = HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=300))
+    recipe = apply_precision(model, "nvfp4+switch", torch.device("cpu"), decay_fraction=0.2)
+    assert recipe.high_precision == "bf16" and recipe.high_precision_from == pytest.approx(0.8)
+    last = model.backbone.layers[-1]
+    kept = [m for m in last.modules() if isinstance(m, QuantLinear)]
+    assert kept and all(m.recipe.name == "bf16" for m in kept)  # the kept block: bf16 operands, not fp32
+    lin = kept[0]
+    x = torch.randn(3, lin.in_features)
+    ref = torch.nn.functional.linear(x.bfloat16().float(), lin.weight.bfloat16().float(),
+                                     None if lin.bias is None else lin.bias)
+    assert torch.allclose(lin(x), ref, atol=1e-6)
+    plain = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    assert not torch.allclose(lin(x), plain, atol=1e-7)
+    assert apply_precision(HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=300)), "fp32") is None
