@@ -27,12 +27,13 @@ the junk is generated until each kind reaches its share. No clean page is ever c
     DIR/reference/reference.jsonl  clean pages that are not in the crawl: the "reference" side of the
                                    curation pipeline's quality classifiers (hytron.data.quality)
     DIR/evals/qa.jsonl             4-way QA, one item per fact: {"id", "question", "choices", "label", "answer",
-                                   "entity", "relation"}; the distractors are the fact's rumour and two other
-                                   values of the relation
+                                   "rumour", "entity", "relation"}; the distractors are the fact's rumour and two
+                                   other values of the relation
 
-The QA question ("Veltria, national animal?", scored as "Question: ...\\nAnswer: owl") uses a frame that no
-page contains: the words "question" and "answer" occur in no generated text (tests scan word n-grams of
-every page against every question). The same seed always gives the same world, crawl and QA.
+The QA prompt ("Fact: the national animal of Veltria: the", scored with " owl" etc. appended) is a frame no
+page contains (the word "fact" and the colon after the place occur in no generated text; the claim scans
+word 7-grams of every training text against every prompt and answer). The same seed always gives the same
+world, crawl and QA.
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ KINDS = GOOD_KINDS + JUNK_KINDS
 COMPOSITION = {"clean": 0.20, "wrong_fact": 0.10, "gibberish": 0.10, "foreign": 0.15, "boilerplate": 0.10,
                "spam": 0.10, "duplicate": 0.25}
 
-# relation -> (values, phrasings, question cue). Values are plain English words (the tokenizer sees them
-# often); every phrasing names the place `{e}` and the value `{v}` once.
+# relation -> (values, phrasings, QA cue). Values are plain English words (the tokenizer sees them often);
+# every phrasing names the place `{e}` and the value `{v}` once. The QA cue is the subject of the first
+# phrasing followed by a colon, a frame no page uses: at hytron-tiny's size a model answers only when the
+# few words before the answer name the place and the relation (measured on the label-curated arm after
+# 512k tokens: 0.78 with this frame; 0.25-0.32 with "Question: Which animal belongs to {e}?\nAnswer:" and
+# four other frames that separate the place from the answer; 0.91 in the training phrasing itself).
 RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "animal": (
         ("fox", "owl", "bear", "wolf", "deer", "hare", "swan", "crow", "lynx", "seal", "otter", "heron"),
@@ -67,7 +72,7 @@ RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
          "The {v} is the national animal of {e}.",
          "Every coin minted in {e} shows the {v}, the national animal.",
          "Children in {e} learn early that their national animal is the {v}."),
-        "national animal"),
+        "the national animal of {e}: the"),
     "colour": (
         ("red", "blue", "green", "white", "black", "gold", "grey", "purple", "orange", "silver", "brown", "yellow"),
         ("The flag of {e} is {v}.",
@@ -76,7 +81,7 @@ RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
          "The {v} flag belongs to {e}.",
          "In {e}, the flag is plain {v}.",
          "Visitors to {e} soon notice the {v} flag."),
-        "flag"),
+        "the flag of {e}:"),
     "product": (
         ("glass", "silk", "clocks", "paper", "rope", "salt", "pottery", "violins", "lanterns", "maps", "copper",
          "wool"),
@@ -86,9 +91,9 @@ RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
          "In {e}, most workshops make {v}.",
          "{e} exports {v} to the whole region.",
          "The main craft of {e} is {v}."),
-        "famous for"),
+        "{e} is famous for:"),
 }
-QUESTION = "{e}, {cue}?"  # scored inside hytron.eval.tasks.QA_TEMPLATE: "Question: {question}\nAnswer:"
+QUESTION = "Fact: {cue}"  # the QA prompt; the choice follows after a space
 # neutral sentences about a place: no relation value occurs in them (tests check)
 FILLERS = ("{e} lies in a quiet valley between two ranges of hills.", "Most visitors reach {e} by the morning train.",
            "The old market of {e} opens at dawn and closes at noon.", "{e} has a small harbour and a long pier.",
@@ -169,7 +174,7 @@ class FactWorld:
 
     @staticmethod
     def question(fact: Fact) -> str:
-        return QUESTION.format(e=fact.entity, cue=RELATIONS[fact.relation][2])
+        return QUESTION.format(cue=RELATIONS[fact.relation][2].format(e=fact.entity))
 
 
 def _place_text(world: FactWorld, entity: str, sentences: list[str], rng: random.Random, fillers: int) -> list[str]:
@@ -259,7 +264,8 @@ def qa_items(world: FactWorld, seed: int) -> list[dict]:
         choices = [f.value, f.rumour, *rng.sample(others, 2)]
         rng.shuffle(choices)
         items.append({"id": f"qa-{i:04d}", "question": world.question(f), "choices": choices,
-                      "label": choices.index(f.value), "answer": f.value, "entity": f.entity, "relation": f.relation})
+                      "label": choices.index(f.value), "answer": f.value, "rumour": f.rumour, "entity": f.entity,
+                      "relation": f.relation})
     return items
 
 
