@@ -73,7 +73,9 @@ class DataClaimSettings(LoopSettings):
     statements_per_fact: int = 30
     composition: dict[str, float] = field(default_factory=lambda: dict(COMPOSITION))
     duplicated_pages: int = 10
-    budgets: list[int] = field(default_factory=lambda: [32768, 65536, 131072, 262144, 524288])  # tokens per run
+    # tokens per run: 16x apart; the largest is about one epoch of the raw crawl (648k tokens at seed 0), so the
+    # raw arm reads each fact's 30 true statements about once and the label arm ~7 times
+    budgets: list[int] = field(default_factory=lambda: [40960, 81920, 163840, 327680, 655360])
     vocab_size: int = 1024
     qa_ngram: int = 7  # word n-gram of the QA-vs-training scan (prompt + answer: 6-8 words)
     profile: str = "web"  # `hytron curate` profile for the pipeline arm
@@ -88,10 +90,17 @@ class DataClaimSettings(LoopSettings):
             raise ValueError(f"data claim: profile must be 'web' or 'documents', got {self.profile!r}")
 
 
+# FULL, measured with budgets up to 524,288 (this design, seed 0, one torch thread, 2-core machine shared with ~5
+# other jobs, load 5-7): 1,552 s for the seed (curation 10 s; steps 0.31-0.42 s, vs 0.115 s for the same step on
+# the idle machine). At these budgets (+25% tokens): ~32 min per seed under that load, so 3 seeds with --jobs 2
+# --threads 1 take ~64 min loaded and ~22 min on two idle cores (extrapolated, not measured).
 FULL = DataClaimSettings(batch_size=8, seq_len=128)
 QUICK = DataClaimSettings(entities=8, statements_per_fact=6, duplicated_pages=4, budgets=[512, 1024, 2048, 4096],
                           vocab_size=512, batch_size=4, seq_len=64, warmup_steps=2)
-TRIED = [{"design": "TinyWeb at junk shares 0.33/0.8/0.9, loss-based speed-up, 2 arms",
+TRIED = [{"design": "this design with budgets 32k-512k tokens, 1 seed (seed 0)",
+          "note": "QA at 512k: raw 0.449, pipeline 0.483, labels 0.728, random 0.442; speed-ups: pipeline 2.15x, "
+                  "labels 4.54x, random 1.0x (not reached); 1/useful-token share 7.45x; not valid with 1 seed"},
+         {"design": "TinyWeb at junk shares 0.33/0.8/0.9, loss-based speed-up, 2 arms",
           "note": "replaced (issue 22): copies of clean pages were junk kinds, QA at chance, templated validation"},
          {"design": "QA prompt 'Question: {place}, national animal?\\nAnswer:' and four other frames that separate "
                     "the place from the answer", "note": "0.25-0.32 on the label arm after 512k tokens (chance "
