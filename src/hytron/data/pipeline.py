@@ -12,7 +12,10 @@
      removed/, synthetic/ (formats in hytron.data.writers) and per-shard stats.
 
 Every input record (documents and malformed lines) ends in exactly one of kept/ or removed/; removed
-records carry `step`, `removal_reason`, `score`, `detail`. Work state lives in OUT/.work: a plan with a
+records carry `step`, `removal_reason`, `score`, `detail`. A single bad file never aborts a run: the readers
+turn bombs, oversized records and damage into removals (hytron.data.readers), and a reader that fails anyway
+ends its shard with one `unreadable_file` record after what it read. The manifest accounts for every input
+file: its records kept and removed per reason. Work state lives in OUT/.work: a plan with a
 fingerprint of inputs+config, and a completion marker per phase and shard. Re-running the same command
 after a crash redoes only unfinished shards; a finished run (OUT/manifest.json present) is not redone.
 
@@ -41,7 +44,7 @@ from hytron.data.curate_config import CurateConfig
 from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
-from hytron.data.io import write_json
+from hytron.data.io import display_path, name_is_utf8, write_json
 from hytron.data.steps import DECIDE_STEPS, STAGE_STEPS, STEPS, Decision, Staged
 from hytron.data.textview import prose_view
 from hytron.data.writers import ShardWriter, iter_records
@@ -106,9 +109,24 @@ def stage_shard(out_dir: str, index: int) -> None:
     shard = ctx["shards"][index]
     out = Path(out_dir)
     records, survivors = [], []
-    for item in readers.read_shard(shard, cfg.input):
+    shown = display_path(shard.path)
+    items = readers.read_shard(shard, cfg.input)
+    while True:
+        try:
+            item = next(items, None)
+        except Exception as e:  # noqa: BLE001 - a reader failure ends this shard with a counted record, not the run
+            item = Malformed(f"{shown}:{shard.start}:reader_error", display_path(shard.path), "unreadable_file", "",
+                             display_path(f"reading stopped: {type(e).__name__}: {e}"), path=shown)
+            items = iter(())
+        if item is None:
+            break
+        # the input file a record came from: the shard's file, or for folder shards the file in the record
+        source_file = shown if shard.fmt != "files" else (item.path if isinstance(item, Malformed)
+                                                         else item.meta.get("path", shown))
         if isinstance(item, Malformed):
-            records.append({"id": item.id, "text": item.raw, "source": item.source, "meta": {}, "attrs": {},
+            meta = {"bytes": item.size} if item.size is not None else {}
+            records.append({"id": item.id, "text": item.raw, "source": item.source, "meta": meta, "attrs": {},
+                            "input": item.path or source_file,
                             "removed": {"step": "read", "reason": item.reason, "score": None,
                                         "detail": item.detail}})
             continue
@@ -118,6 +136,7 @@ def stage_shard(out_dir: str, index: int) -> None:
             rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
                    "removed": {"step": "error", "reason": "processing_error", "score": None,
                                "detail": f"{type(e).__name__}: {e}"}}
+        rec["input"] = source_file
         if rec["removed"] is None:
             survivors.append(len(records))
         records.append(rec)
@@ -171,7 +190,8 @@ def _finish_stage(out: Path, index: int, records: list[dict], survivors: list[in
                      "exact": dedup.exact_key(rec["text"]) if cfg.dedup.exact else None})
     stage = _work(out) / "stage"
     stage.mkdir(parents=True, exist_ok=True)
-    with (stage / f"docs-{index:05d}.jsonl.tmp").open("w", encoding="utf-8") as f:
+    # lone surrogates (a JSON input's "\\ud800" in meta) are written as JSON escapes: they read back unchanged
+    with (stage / f"docs-{index:05d}.jsonl.tmp").open("w", encoding="utf-8", errors="backslashreplace") as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     (stage / f"docs-{index:05d}.jsonl.tmp").replace(stage / f"docs-{index:05d}.jsonl")
@@ -249,7 +269,7 @@ def finish_shard(out_dir: str, index: int) -> None:
 
         rephraser = make_rephraser(cfg.rephrase)
     stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
-             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0}
+             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0, "by_input": {}}
     n_rephrased = 0
     with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
         for pos, line in enumerate(f):
@@ -260,7 +280,9 @@ def finish_shard(out_dir: str, index: int) -> None:
             meta = {**rec["meta"], **rec["attrs"]}
             if decision.get("bucket") is not None:
                 meta["quality_bucket"] = decision["bucket"]
+            per_input = stats["by_input"].setdefault(rec.get("input", ""), {"kept": 0, "removed": {}})
             if removed:
+                per_input["removed"][removed["reason"]] = per_input["removed"].get(removed["reason"], 0) + 1
                 removed_w.write({"id": rec["id"], "text": rec["text"], "source": rec["source"],
                                  "step": removed["step"], "removal_reason": removed["reason"],
                                  "score": removed["score"], "detail": removed["detail"], "meta": meta})
@@ -281,6 +303,7 @@ def finish_shard(out_dir: str, index: int) -> None:
             kept_w.write({"id": rec["id"], "text": text, "source": rec["source"], "quality_bucket": bucket,
                           "meta": meta})
             stats["kept"] += 1
+            per_input["kept"] += 1
             key = "null" if bucket is None else str(bucket)
             for name, inc in (("kept_by_source_bucket", 1), ("tokens_by_source_bucket", meta["tokens"])):
                 src = stats[name].setdefault(rec["source"], {})
@@ -315,6 +338,18 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _input_info(f: Path) -> dict:
+    """The manifest's line for one input file; a file that cannot be read is reported, not fatal."""
+    info: dict = {"path": display_path(f), "format": readers.detect_format(f)}
+    if not name_is_utf8(f):
+        info["name_not_utf8"] = True  # shown with \\xNN for its undecodable bytes, in ids too
+    try:
+        info.update({"bytes": f.stat().st_size, "sha256": _sha256(f)})
+    except OSError as e:
+        info.update({"bytes": None, "sha256": None, "error": display_path(str(e))})
+    return info
 
 
 def resolve_defaults(inputs: list[str | Path], cfg: CurateConfig) -> CurateConfig:
@@ -371,9 +406,10 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         return manifest
     t_start = time.time()
     files = readers.expand_inputs(inputs)
-    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records)
-    input_info = [{"path": str(f), "format": readers.detect_format(f), "bytes": f.stat().st_size,
-                   "sha256": _sha256(f)} for f in files]
+    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records,
+                                 max_inflate_bytes=cfg.input.max_inflate_bytes,
+                                 max_inflate_ratio=cfg.input.max_inflate_ratio)
+    input_info = [_input_info(f) for f in files]
     resolved = to_dict(cfg)
     fingerprint = hashlib.sha256(json.dumps([resolved, input_info], sort_keys=True).encode()).hexdigest()
     plan_path = _work(out) / "plan.json"
@@ -406,7 +442,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     run_tasks(finish_shard, str(out), todo, cfg.executor, "finish", progress)
     seconds["finish"] = round(time.time() - t1, 2)
     seconds["total_this_invocation"] = round(time.time() - t_start, 2)
-    manifest = _manifest(out, resolved, input_info, n, summary, seconds)
+    manifest = _manifest(out, resolved, input_info, shards, summary, seconds)
     if (_work(out) / "quality" / "done").is_file():
         shutil.copytree(_work(out) / "quality", out / "quality", dirs_exist_ok=True)
     _write_json(out / "manifest.json", manifest)
@@ -423,12 +459,17 @@ def _merge(into: dict, add: dict) -> None:
             into[k] = into.get(k, 0) + v
 
 
-def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summary: dict, seconds: dict) -> dict:
+def _manifest(out: Path, resolved: dict, input_info: list, shards: list[readers.Shard], summary: dict,
+              seconds: dict) -> dict:
     from hytron import __version__
 
     total: dict = {}
+    n_shards = len(shards)
     for i in range(n_shards):
         _merge(total, json.loads((_work(out) / "stats" / f"shard-{i:05d}.json").read_text()))
+    by_input = total.pop("by_input", {})
+    for info in input_info:  # every input file with its records: a file that gave none says so
+        info["records"] = by_input.get(info["path"], {"kept": 0, "removed": {}})
     n_removed = sum(sum(r.values()) for r in total.get("removed", {}).values())
     training = _work(out) / "quality" / "training.json"
     return {

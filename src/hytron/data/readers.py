@@ -1,12 +1,19 @@
-"""Input readers and shard planning: JSONL (plain, .gz, .zst), Parquet, text/HTML/PDF/DOCX folders, WARC.
+"""Input readers and shard planning: JSONL (plain, .gz, .zst, .bz2, .xz), Parquet, text/HTML/PDF/DOCX folders, WARC.
 
 `plan_shards(inputs, ...)` turns paths into a deterministic list of `Shard`s, splitting inside large files:
-plain JSONL by byte ranges aligned to line starts, compressed JSONL by line ranges (one counting pass; each
+plain JSONL by byte ranges whose ends are moved to line starts while planning (one forward scan, so a 1 GB line
+is one shard and no shard re-reads another's bytes), compressed JSONL by line ranges (one counting pass; each
 shard decompresses from the file start, so prefer plain JSONL or more, smaller files for very large inputs),
 Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html/.pdf/.docx files by
 groups of files (each PDF page and DOCX section a document, hytron.data.office); WARC files are one shard each.
 `read_shard(shard, ...)` yields `Document`s, or `Malformed` records for input it cannot use (bad UTF-8,
-invalid JSON, missing/empty/oversized text, unreadable files): nothing is skipped silently.
+invalid JSON, missing/empty/oversized text, decompression bombs, unreadable files): nothing is skipped silently.
+
+Memory is bounded by the caps in `InputConfig`, never by the input: lines are read at most `6 * max_doc_bytes`
+at a time (a longer one is skipped in 1 MiB steps and becomes an `oversized` record with its size), whole files
+are read only when `stat` says they fit, compressed input stops at `max_inflate_bytes` or `max_inflate_ratio`,
+and a DOCX is checked entry by entry before python-docx opens it. File names need not be UTF-8: ids, sources
+and paths in records show their undecodable bytes as `\\xNN` (hytron.data.io.display_path).
 
 A TinyWeb directory (one with `tinyweb.json`) as input means its `corpus/` folder only.
 Records without an id get a stable one: `<path>@<byte offset>` or `<path>:<line/row number>`.
@@ -15,16 +22,20 @@ Records without an id get a stable one: `<path>@<byte offset>` or `<path>:<line/
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from hytron.data import office
 from hytron.data.document import Document, Malformed
-from hytron.data.io import open_bytes
+from hytron.data.io import DecompressionBomb, display_path, open_bytes
 
 _TEXT_SUFFIXES = {".txt", ".md"}
 _HTML_SUFFIXES = {".html", ".htm"}
+_HEAD = 1000  # bytes of an oversized record kept as its `raw` in removed/
+_STEP = 1 << 20  # bytes read per step while skipping an oversized line or scanning for line starts
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,7 @@ class Shard:
 
     index: int
     path: str
-    fmt: str  # jsonl | jsonl.gz | jsonl.zst | parquet | files | warc
+    fmt: str  # jsonl | jsonl.gz | jsonl.zst | jsonl.bz2 | jsonl.xz | parquet | files | warc
     start: int
     end: int
     files: tuple[str, ...] = ()  # fmt == "files": the folder's files, sorted
@@ -43,6 +54,8 @@ def detect_format(path: Path) -> str | None:
     name = path.name.lower()
     for suffix, fmt in ((".jsonl.gz", "jsonl.gz"), (".json.gz", "jsonl.gz"), (".ndjson.gz", "jsonl.gz"),
                         (".jsonl.zst", "jsonl.zst"), (".jsonl.zstd", "jsonl.zst"), (".json.zst", "jsonl.zst"),
+                        (".jsonl.bz2", "jsonl.bz2"), (".json.bz2", "jsonl.bz2"), (".jsonl.xz", "jsonl.xz"),
+                        (".json.xz", "jsonl.xz"),
                         (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".parquet", "parquet"),
                         (".warc.gz", "warc"), (".warc", "warc")):
         if name.endswith(suffix):
@@ -58,36 +71,57 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for raw in inputs:
         p = Path(raw)
         if not p.exists():
-            raise FileNotFoundError(f"input not found: {p}")
+            raise FileNotFoundError(f"input not found: {display_path(p)}")
         if p.is_dir():
             if (p / "tinyweb.json").is_file():
                 p = p / "corpus"
             files = sorted(f for f in p.rglob("*") if f.is_file() and detect_format(f))
             if not files:
-                raise ValueError(f"input folder {p} has no readable files (.jsonl[.gz|.zst], .parquet, .txt, "
-                                 ".md, .html, .pdf, .docx, .warc[.gz])")
+                raise ValueError(f"input folder {display_path(p)} has no readable files (.jsonl[.gz|.zst|.bz2|.xz], "
+                                 ".parquet, .txt, .md, .html, .pdf, .docx, .warc[.gz])")
             out += files
         else:
             if detect_format(p) is None:
-                raise ValueError(f"input {p}: unknown format (expected .jsonl[.gz|.zst], .parquet, .txt, .md, "
-                                 ".html, .pdf, .docx, .warc[.gz])")
+                raise ValueError(f"input {display_path(p)}: unknown format (expected .jsonl[.gz|.zst|.bz2|.xz], "
+                                 ".parquet, .txt, .md, .html, .pdf, .docx, .warc[.gz])")
             out.append(p)
     return out
 
 
-def _count_lines(path: Path, fmt: str) -> int:
+def _count_lines(path: Path, max_output: int | None, max_ratio: float | None) -> int:
+    """Newlines in the decompressed file, counted in fixed-size steps (a 3 GB line costs 1 MiB)."""
     n = 0
     try:
-        with open_bytes(path) as f:
-            for _ in f:
-                n += 1
-    except (OSError, EOFError, ValueError):  # a damaged file: read what is there, report the rest at read time
+        with open_bytes(path, max_output=max_output, max_ratio=max_ratio) as f:
+            while chunk := f.read(_STEP):
+                n += chunk.count(b"\n")
+    except (OSError, EOFError, ValueError):  # damage or a bomb: count what is there, report it at read time
         pass
-    return n + 1  # one more slot so a damaged tail is still reached by the last shard
+    return n + 1  # one more slot so a damaged tail (or the line that stopped counting) is reached
 
 
-def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_records: int = 5000) -> list[Shard]:
-    """Deterministic shards for `inputs`; independent of the number of workers."""
+def _line_aligned_ranges(path: Path, size: int, shard_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges of about `shard_bytes` that start at line starts: each boundary is the first line start at
+    or after the previous boundary + shard_bytes, found by one forward scan (every byte looked at once at most)."""
+    starts = [0]
+    with path.open("rb") as f:
+        while starts[-1] + shard_bytes < size:
+            pos = starts[-1] + shard_bytes - 1  # a line starts at `pos + 1` if byte `pos` is a newline
+            f.seek(pos)
+            newline = None
+            while newline is None and (chunk := f.read(_STEP)):
+                i = chunk.find(b"\n")
+                newline, pos = (pos + i, pos) if i >= 0 else (None, pos + len(chunk))
+            if newline is None or newline + 1 >= size:
+                break
+            starts.append(newline + 1)
+    return list(zip(starts, [*starts[1:], max(size, 1)], strict=True))
+
+
+def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_records: int = 5000, *,
+                max_inflate_bytes: int | None = None, max_inflate_ratio: float | None = None) -> list[Shard]:
+    """Deterministic shards for `inputs`; independent of the number of workers. Compressed files are counted
+    under the inflate caps (a bomb stops the count; its shard reports it)."""
     files = expand_inputs(inputs)
     shards: list[Shard] = []
     loose: dict[Path, list[str]] = {}
@@ -97,10 +131,12 @@ def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_re
             loose.setdefault(f.parent, []).append(str(f))
             continue
         if fmt == "jsonl":
-            size = f.stat().st_size
-            ranges = [(s, min(s + shard_bytes, size)) for s in range(0, max(size, 1), shard_bytes)]
-        elif fmt in ("jsonl.gz", "jsonl.zst"):
-            n = _count_lines(f, fmt)
+            try:
+                ranges = _line_aligned_ranges(f, f.stat().st_size, shard_bytes)
+            except OSError:  # unreadable: one shard that reports it
+                ranges = [(0, 1)]
+        elif fmt.startswith("jsonl."):
+            n = _count_lines(f, max_inflate_bytes, max_inflate_ratio)
             ranges = [(s, min(s + shard_records, n)) for s in range(0, n, shard_records)]
         elif fmt == "parquet":
             try:
@@ -126,6 +162,14 @@ def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_re
 
 def _record(obj, pos_id: str, path: str, text_field: str, id_field: str, source_field: str,
             default_source: str, raw: str, max_bytes: int) -> Document | Malformed:
+    item = _record_of(obj, pos_id, text_field, id_field, source_field, default_source, raw, max_bytes)
+    if isinstance(item, Malformed):
+        item.path = display_path(path)
+    return item
+
+
+def _record_of(obj, pos_id: str, text_field: str, id_field: str, source_field: str, default_source: str, raw: str,
+               max_bytes: int) -> Document | Malformed:
     if not isinstance(obj, dict):
         return Malformed(pos_id, default_source, "not_an_object", raw, f"a JSON {type(obj).__name__}")
     doc_id = obj.get(id_field)
@@ -142,49 +186,87 @@ def _record(obj, pos_id: str, path: str, text_field: str, id_field: str, source_
     except UnicodeEncodeError as e:  # lone surrogates from JSON escapes such as "\ud800"
         return Malformed(doc_id, source, "invalid_unicode", raw.encode("utf-8", "backslashreplace").decode(), str(e))
     if size > max_bytes:
-        return Malformed(doc_id, source, "oversized", raw, f"over {max_bytes} bytes")
+        return Malformed(doc_id, source, "oversized", raw[:_HEAD], f"text of {size} bytes, over input.max_doc_bytes="
+                         f"{max_bytes}", size=size)
     meta = {k: v for k, v in obj.items() if k not in (text_field, id_field, source_field)}
     return Document(doc_id, text, source, meta)
 
 
 def _source_of(path: str) -> str:
-    name = Path(path).name
+    name = display_path(Path(path).name)
     return name.split(".")[0] or name
 
 
-def _jsonl_lines(shard: Shard) -> Iterator[tuple[str, bytes]]:
-    """(position id, raw line) for each line of the shard; a damaged file ends with ('', error message)."""
-    path = Path(shard.path)
-    if shard.fmt == "jsonl":
-        with path.open("rb") as f:
-            if shard.start > 0:
-                f.seek(shard.start - 1)
-                f.readline()  # finish the line that started before this shard (it belongs to the previous one)
-            while (pos := f.tell()) < shard.end:
-                line = f.readline()
-                if not line:
-                    break
-                yield f"{shard.path}@{pos}", line
-        return
-    nxt = 0  # index of the next line to read
+def _line_cap(cfg) -> int:
+    """The longest JSONL line parsed: a max_doc_bytes text with every character JSON-escaped (6 bytes)."""
+    return 6 * cfg.max_doc_bytes + 65_536
+
+
+def _next_line(f: IO[bytes], cap: int) -> tuple[bytes, int]:
+    """(the next line, its size without the newline), holding at most cap + 1 bytes: a longer line is skipped
+    in `_STEP` steps and returned as its first `_HEAD` bytes with its full size (> cap). (b"", -1) at the end."""
+    line = f.readline(cap + 1)
+    if not line:
+        return b"", -1
+    if line.endswith(b"\n"):
+        return line, len(line) - 1
+    if len(line) <= cap:  # the last line, without a newline
+        return line, len(line)
+    head, size = line[:_HEAD], len(line)
+    while chunk := f.readline(_STEP):
+        if chunk.endswith(b"\n"):
+            return head, size + len(chunk) - 1
+        size += len(chunk)
+    return head, size
+
+
+def _jsonl_lines(shard: Shard, cfg) -> Iterator[tuple[str, bytes, int, str]]:
+    """(position id, raw line or its head, size, problem) for each line of the shard, problem "" for a line
+    to parse or "oversized"; a damaged file ends with ("", message, -1, "unreadable_file" or
+    "decompression_bomb")."""
+    path, shown, cap = Path(shard.path), display_path(shard.path), _line_cap(cfg)
     try:
-        with open_bytes(path) as f:
-            for line in f:
-                if nxt >= shard.end:
+        if shard.fmt == "jsonl":
+            with path.open("rb") as f:
+                if shard.start > 0:
+                    f.seek(shard.start - 1)
+                    if f.read(1) != b"\n":  # a plan from before line-aligned ranges: this line is the previous
+                        _next_line(f, 0)  # shard's; skip it (in steps, never held)
+                while (pos := f.tell()) < shard.end:
+                    line, size = _next_line(f, cap)
+                    if size < 0:
+                        break
+                    yield f"{shown}@{pos}", line, size, "oversized" if size > cap else ""
+            return
+        nxt = 0  # index of the next line to read
+        with open_bytes(path, max_output=cfg.max_inflate_bytes, max_ratio=cfg.max_inflate_ratio) as f:
+            while nxt < shard.end:
+                line, size = _next_line(f, cap)
+                if size < 0:
                     break
                 if nxt >= shard.start:
-                    yield f"{shard.path}:{nxt}", line
+                    yield f"{shown}:{nxt}", line, size, "oversized" if size > cap else ""
                 nxt += 1
-    except (OSError, EOFError, ValueError) as e:  # truncated or corrupt compressed stream
-        if shard.start <= nxt < shard.end:  # the damage sits in this shard's range: report it here, once
-            yield "", f"{type(e).__name__}: {e}".encode()
+    except DecompressionBomb as e:
+        if shard.fmt == "jsonl" or shard.start <= nxt < shard.end:  # reported once, by the shard it falls in
+            yield "", str(e).encode(), -1, "decompression_bomb"
+    except (OSError, EOFError, ValueError) as e:  # unreadable, truncated or corrupt
+        if shard.fmt == "jsonl" or shard.start <= nxt < shard.end:
+            yield "", display_path(f"{type(e).__name__}: {e}").encode(), -1, "unreadable_file"
 
 
 def _read_jsonl(shard: Shard, cfg) -> Iterator[Document | Malformed]:
     default_source = _source_of(shard.path)
-    for pos_id, line in _jsonl_lines(shard):
+    shown = display_path(shard.path)
+    for pos_id, line, size, problem in _jsonl_lines(shard, cfg):
         if pos_id == "":
-            yield Malformed(f"{shard.path}:damaged", default_source, "unreadable_file", "", line.decode())
+            suffix = "bomb" if problem == "decompression_bomb" else "damaged"
+            yield Malformed(f"{shown}:{suffix}", default_source, problem, "", line.decode(), path=shown)
+            continue
+        if problem == "oversized":  # never parsed: only its head was kept
+            yield Malformed(pos_id, default_source, "oversized", line.decode("utf-8", "replace"),
+                            f"line of {size} bytes, over the {_line_cap(cfg)}-byte line cap (6 x input.max_doc_bytes"
+                            " + 64 KiB)", size=size)
             continue
         stripped = line.strip()
         if not stripped:
@@ -194,9 +276,6 @@ def _read_jsonl(shard: Shard, cfg) -> Iterator[Document | Malformed]:
         except UnicodeDecodeError as e:
             yield Malformed(pos_id, default_source, "invalid_utf8", stripped.decode("utf-8", "backslashreplace"),
                             str(e))
-            continue
-        if len(stripped) > cfg.max_doc_bytes * 2:  # do not even parse a runaway line
-            yield Malformed(pos_id, default_source, "oversized", raw, f"line over {2 * cfg.max_doc_bytes} bytes")
             continue
         try:
             obj = json.loads(raw)
@@ -223,11 +302,11 @@ def _read_parquet(shard: Shard, cfg) -> Iterator[Document | Malformed]:
         table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
         rows = table.slice(shard.start - (first or 0), shard.end - shard.start).to_pylist()
     except Exception as e:  # noqa: BLE001 - any damage: one counted record, not a crash
-        yield Malformed(f"{shard.path}:{shard.start}", default_source, "unreadable_file", "",
+        yield Malformed(f"{display_path(shard.path)}:{shard.start}", default_source, "unreadable_file", "",
                         f"{type(e).__name__}: {e}")
         return
     for i, row in enumerate(rows):
-        yield _record(row, f"{shard.path}:{shard.start + i}", shard.path, cfg.text_field, cfg.id_field,
+        yield _record(row, f"{display_path(shard.path)}:{shard.start + i}", shard.path, cfg.text_field, cfg.id_field,
                       cfg.source_field, default_source, json.dumps(row, default=str)[:10_000], cfg.max_doc_bytes)
 
 
@@ -245,39 +324,68 @@ def _decode(data: bytes, pos_id: str, source: str) -> str | Malformed:
         return Malformed(pos_id, source, "invalid_utf8", data.decode("utf-8", "backslashreplace"), str(e))
 
 
+def _oversized_file(f: str, shown: str, source: str, size: int, cap: int, field: str) -> Malformed:
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(_HEAD).decode("utf-8", "replace")
+    except OSError:
+        head = ""
+    return Malformed(shown, source, "oversized", head, f"file of {size} bytes, over the {cap}-byte cap ({field})",
+                     size=size, path=shown)
+
+
 def _read_files(shard: Shard, cfg) -> Iterator[Document | Malformed]:
-    source = Path(shard.path).name
+    source = display_path(Path(shard.path).name)
     for f in shard.files:
-        if Path(f).suffix.lower() in office.SUFFIXES:
-            yield from _read_office(f, shard.path, source, cfg)
-            continue
+        shown, suffix = display_path(f), Path(f).suffix.lower()
+        # whole files are read, so their size is checked first (stat, then a capped read in case it grew)
+        cap, field = ((cfg.max_doc_bytes, "input.max_doc_bytes") if suffix in _TEXT_SUFFIXES
+                      else (cfg.max_file_bytes, "input.max_file_bytes"))
         try:
-            data = Path(f).read_bytes()
+            size = os.stat(f).st_size
+            if size > cap:
+                yield _oversized_file(f, shown, source, size, cap, field)
+                continue
+            if suffix in office.SUFFIXES:
+                yield from _read_office(f, shard.path, source, cfg)
+                continue
+            with open(f, "rb") as fh:
+                data = fh.read(cap + 1)
         except OSError as e:
-            yield Malformed(f, source, "unreadable_file", "", str(e))
+            yield Malformed(shown, source, "unreadable_file", "", display_path(str(e)), path=shown)
             continue
-        text = _decode(data, f, source)
+        if len(data) > cap:
+            yield _oversized_file(f, shown, source, len(data), cap, field)
+            continue
+        text = _decode(data, shown, source)
         if isinstance(text, Malformed):
+            text.path = shown
             yield text
             continue
-        meta = {"path": f}
-        if Path(f).suffix.lower() in _HTML_SUFFIXES:
+        meta = {"path": shown}
+        if suffix in _HTML_SUFFIXES:
             meta["html_bytes"] = len(data)
             text = html_to_text(text, cfg.html_main_content)
-        obj = {"id": str(Path(f).relative_to(shard.path)), "text": text, "source": source, **meta}
-        yield _record(obj, f, f, "text", "id", "source", source, text[:10_000], cfg.max_doc_bytes)
+        obj = {"id": display_path(Path(f).relative_to(shard.path)), "text": text, "source": source, **meta}
+        yield _record(obj, shown, shown, "text", "id", "source", source, text[:10_000], cfg.max_doc_bytes)
 
 
 def _read_office(f: str, folder: str, source: str, cfg) -> Iterator[Document | Malformed]:
     """Each page (PDF) or section (DOCX) of `f` a document with the source path in meta; a file that cannot
-    be read is one counted `unreadable_file` record after whatever pages came before the damage."""
-    base = str(Path(f).relative_to(folder))
+    be read is one counted `unreadable_file` record after whatever pages came before the damage, and a DOCX
+    over its inflate caps one `decompression_bomb` record."""
+    base, shown = display_path(Path(f).relative_to(folder)), display_path(f)
     try:
-        for suffix, text, meta in office.READERS[Path(f).suffix.lower()](f):
-            obj = {"id": f"{base}#{suffix}", "text": text, "source": source, "path": f, **meta}
-            yield _record(obj, f"{f}#{suffix}", f, "text", "id", "source", source, text[:10_000], cfg.max_doc_bytes)
+        for suffix, text, meta in office.READERS[Path(f).suffix.lower()](f, cfg.max_file_bytes,
+                                                                          cfg.max_zip_entry_bytes):
+            obj = {"id": f"{base}#{suffix}", "text": text, "source": source, "path": shown, **meta}
+            yield _record(obj, f"{shown}#{suffix}", shown, "text", "id", "source", source, text[:10_000],
+                          cfg.max_doc_bytes)
+    except DecompressionBomb as e:
+        yield Malformed(f"{base}#bomb", source, "decompression_bomb", "", display_path(f"{shown}: {e}"), path=shown)
     except Exception as e:  # noqa: BLE001 - damaged, encrypted or unsupported files are counted, never fatal
-        yield Malformed(f"{base}#unreadable", source, "unreadable_file", "", f"{f}: {type(e).__name__}: {e}")
+        yield Malformed(f"{base}#unreadable", source, "unreadable_file", "",
+                        display_path(f"{f}: {type(e).__name__}: {e}"), path=shown)
 
 
 def _read_warc(shard: Shard, cfg) -> Iterator[Document | Malformed]:
@@ -287,15 +395,20 @@ def _read_warc(shard: Shard, cfg) -> Iterator[Document | Malformed]:
     try:
         stream = open(shard.path, "rb")  # noqa: SIM115 - closed below; ArchiveIterator reads lazily
     except OSError as e:
-        yield Malformed(shard.path, source, "unreadable_file", "", str(e))
+        yield Malformed(display_path(shard.path), source, "unreadable_file", "", display_path(str(e)))
         return
     n = 0
     try:
         for n, rec in enumerate(ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=True)):
-            rec_id = rec.record_id or f"{shard.path}:{n}"
+            rec_id = rec.record_id or f"{display_path(shard.path)}:{n}"
             url = rec.headers.get("WARC-Target-URI", "")
             ctype = (rec.http_headers.get("Content-Type", "") if rec.http_headers else "").lower()
-            body = rec.reader.read()
+            body = rec.reader.read(cfg.max_file_bytes + 1)  # the rest of a longer body is skipped, not held
+            if len(body) > cfg.max_file_bytes:
+                yield Malformed(rec_id, source, "oversized", body[:_HEAD].decode("utf-8", "replace"),
+                                f"record body over input.max_file_bytes={cfg.max_file_bytes}",
+                                size=rec.content_length)
+                continue
             if "html" not in ctype:
                 yield Malformed(rec_id, source, "not_html", body[:2000].decode("utf-8", "replace"), ctype)
                 continue
@@ -304,13 +417,14 @@ def _read_warc(shard: Shard, cfg) -> Iterator[Document | Malformed]:
             obj = {"id": rec_id, "text": text, "source": source, "url": url}
             yield _record(obj, rec_id, shard.path, "text", "id", "source", source, html[:10_000], cfg.max_doc_bytes)
     except Exception as e:  # noqa: BLE001 - a damaged archive ends the shard with a counted record
-        yield Malformed(f"{shard.path}:{n}:damaged", source, "unreadable_file", "", f"{type(e).__name__}: {e}")
+        yield Malformed(f"{display_path(shard.path)}:{n}:damaged", source, "unreadable_file", "",
+                        display_path(f"{type(e).__name__}: {e}"))
     finally:
         stream.close()
 
 
-_READERS = {"jsonl": _read_jsonl, "jsonl.gz": _read_jsonl, "jsonl.zst": _read_jsonl, "parquet": _read_parquet,
-            "files": _read_files, "warc": _read_warc}
+_READERS = {"jsonl": _read_jsonl, "jsonl.gz": _read_jsonl, "jsonl.zst": _read_jsonl, "jsonl.bz2": _read_jsonl,
+            "jsonl.xz": _read_jsonl, "parquet": _read_parquet, "files": _read_files, "warc": _read_warc}
 
 
 def read_shard(shard: Shard, cfg) -> Iterator[Document | Malformed]:
