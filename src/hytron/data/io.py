@@ -146,9 +146,9 @@ def open_bytes(path: str | Path, compression: str | None = None, *, max_output: 
         if kind == "gzip":  # gzip, bz2 and lzma readers inflate with a max_length: bounded steps
             decoded = gzip.GzipFile(fileobj=raw, mode="rb")
         elif kind == "bz2":
-            decoded = bz2.BZ2File(raw, "rb")
+            decoded = bz2.BZ2File(raw, "rb")  # noqa: SIM115 - closed with the reader
         elif kind == "xz":
-            decoded = lzma.LZMAFile(raw, "rb")
+            decoded = lzma.LZMAFile(raw, "rb")  # noqa: SIM115 - closed with the reader
         elif kind == "zstd":
             decoded = io.BufferedReader(_ZstdFrames(raw))
         else:
@@ -173,10 +173,10 @@ def open_text(path: str | Path, mode: str = "r", compression: str | None = None)
     elif kind == "zstd":
         raw = _zstandard().ZstdCompressor().stream_writer(raw)
     elif kind == "bz2":
-        raw = bz2.BZ2File(raw, "wb")
+        raw = bz2.BZ2File(raw, "wb")  # noqa: SIM115 - owned by the wrapper
     elif kind == "xz":
-        raw = lzma.LZMAFile(raw, "wb")
-    # strict UTF-8, except that what it cannot hold (lone surrogates) is written as \\uXXXX: inside a JSON
+        raw = lzma.LZMAFile(raw, "wb")  # noqa: SIM115 - owned by the wrapper
+    # strict UTF-8, except that what it cannot hold (lone surrogates) is written as \uXXXX: inside a JSON
     # string that is the JSON escape of the same character, so JSONL round-trips instead of crashing the writer
     return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
 

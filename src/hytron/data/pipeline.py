@@ -344,7 +344,7 @@ def _input_info(f: Path) -> dict:
     """The manifest's line for one input file; a file that cannot be read is reported, not fatal."""
     info: dict = {"path": display_path(f), "format": readers.detect_format(f)}
     if not name_is_utf8(f):
-        info["name_not_utf8"] = True  # shown with \\xNN for its undecodable bytes, in ids too
+        info["name_not_utf8"] = True  # shown with \xNN for its undecodable bytes, in ids too
     try:
         info.update({"bytes": f.stat().st_size, "sha256": _sha256(f)})
     except OSError as e:

@@ -35,6 +35,7 @@ from hytron.data.io import DecompressionBomb, display_path, open_bytes
 _TEXT_SUFFIXES = {".txt", ".md"}
 _HTML_SUFFIXES = {".html", ".htm"}
 _HEAD = 1000  # bytes of an oversized record kept as its `raw` in removed/
+_TO_END = 2**62  # the end of a compressed file's last shard: every line after its start, however many
 _STEP = 1 << 20  # bytes read per step while skipping an oversized line or scanning for line starts
 
 
@@ -97,7 +98,7 @@ def _count_lines(path: Path, max_output: int | None, max_ratio: float | None) ->
                 n += chunk.count(b"\n")
     except (OSError, EOFError, ValueError):  # damage or a bomb: count what is there, report it at read time
         pass
-    return n + 1  # one more slot so a damaged tail (or the line that stopped counting) is reached
+    return n + 1
 
 
 def _line_aligned_ranges(path: Path, size: int, shard_bytes: int) -> list[tuple[int, int]]:
@@ -138,6 +139,7 @@ def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_re
         elif fmt.startswith("jsonl."):
             n = _count_lines(f, max_inflate_bytes, max_inflate_ratio)
             ranges = [(s, min(s + shard_records, n)) for s in range(0, n, shard_records)]
+            ranges[-1] = (ranges[-1][0], _TO_END)  # the count stops early at damage: the last shard reads on
         elif fmt == "parquet":
             try:
                 import pyarrow.parquet as pq
