@@ -265,3 +265,16 @@ def test_a_folder_of_every_bomb_is_curated_and_every_file_accounted(tmp_path):
     assert len(manifest["inputs"]) == 6
     assert manifest["counts"]["kept"] >= 2
     assert growth < GROWTH_LIMIT_MB, growth
+
+
+def test_folder_shards_are_bounded_in_bytes_not_only_in_files(tmp_path):
+    """A shard's documents are held together while staged: 5000 files of 1 MB each were one 5 GB shard."""
+    from hytron.data.readers import plan_shards
+
+    for i in range(3):
+        (tmp_path / f"big{i}.txt").write_bytes(b"word " * 140_000)  # 700 KB
+    for i in range(50):
+        (tmp_path / f"small{i:02d}.txt").write_text(GOOD)
+    shards = plan_shards([tmp_path], shard_bytes=1_000_000, shard_records=5000)
+    assert [len(s.files) for s in shards] == [1, 1, 51]  # big0 | big1 | big2 + the small ones
+    assert sorted(f for s in shards for f in s.files) == sorted(str(p) for p in tmp_path.iterdir())

@@ -29,7 +29,7 @@ class InputConfig:
     id_field: str = "id"
     source_field: str = "source"
     max_doc_bytes: int = 1_000_000  # larger documents are removed as `oversized` (kept in removed/)
-    shard_bytes: int = 2_000_000  # plain JSONL is split into byte ranges of about this size
+    shard_bytes: int = 2_000_000  # plain JSONL is split into byte ranges of about this size; folders' file groups too
     shard_records: int = 5000  # compressed JSONL, Parquet and folders are split into this many records
     html_main_content: bool = True
     # caps that bound memory on hostile input (issue 26): what passes one becomes a counted removal, never a crash

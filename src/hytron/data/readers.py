@@ -5,7 +5,7 @@ plain JSONL by byte ranges whose ends are moved to line starts while planning (o
 is one shard and no shard re-reads another's bytes), compressed JSONL by line ranges (one counting pass; each
 shard decompresses from the file start, so prefer plain JSONL or more, smaller files for very large inputs),
 Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html/.pdf/.docx files by
-groups of files (each PDF page and DOCX section a document, hytron.data.office); WARC files are one shard each.
+groups of files (at most `shard_records` files and about `shard_bytes` on disk) (each PDF page and DOCX section a document, hytron.data.office); WARC files are one shard each.
 `read_shard(shard, ...)` yields `Document`s, or `Malformed` records for input it cannot use (bad UTF-8,
 invalid JSON, missing/empty/oversized text, decompression bombs, unreadable files): nothing is skipped silently.
 
@@ -152,11 +152,28 @@ def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_re
             ranges = [(0, 1)]
         shards += [Shard(len(shards) + i, str(f), fmt, s, e) for i, (s, e) in enumerate(ranges)]
     for folder in sorted(loose):
-        group = sorted(loose[folder])
-        for s in range(0, len(group), shard_records):
-            part = tuple(group[s:s + shard_records])
+        for part in _file_groups(sorted(loose[folder]), shard_bytes, shard_records):
             shards.append(Shard(len(shards), str(folder), "files", 0, len(part), part))
     return shards
+
+
+def _file_groups(files: list[str], shard_bytes: int, shard_records: int) -> Iterator[tuple[str, ...]]:
+    """Consecutive groups of at most `shard_records` files and about `shard_bytes` on disk (a larger file is a
+    group of its own): a shard's documents are held together while it is staged, so its bytes are bounded too."""
+    group: list[str] = []
+    size = 0
+    for f in files:
+        try:
+            n = os.stat(f).st_size
+        except OSError:  # reported when read
+            n = 0
+        if group and (len(group) >= shard_records or size + n > shard_bytes):
+            yield tuple(group)
+            group, size = [], 0
+        group.append(f)
+        size += n
+    if group:
+        yield tuple(group)
 
 
 # ---- reading -----------------------------------------------------------------------------------------------
