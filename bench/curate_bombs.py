@@ -5,7 +5,8 @@
     prlimit --as=2147483648 /usr/bin/time -v timeout 1200 hytron curate /tmp/bombs --out /tmp/bombs-out --workers 1
 
 Every file is written in 1 MiB steps (constant memory); on disk it is ~2 GB (the two plain 1 GB files) plus a few
-MB. The folder also holds ordinary documents (a small TinyWeb crawl), which must come out kept. tests/data/test_bombs.py is the CI version.
+MB. The folder also holds ordinary documents (a small TinyWeb crawl), which must come out kept.
+tests/data/test_bombs.py is the CI version.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ plain JSONL by byte ranges whose ends are moved to line starts while planning (o
 is one shard and no shard re-reads another's bytes), compressed JSONL by line ranges (one counting pass; each
 shard decompresses from the file start, so prefer plain JSONL or more, smaller files for very large inputs),
 Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html/.pdf/.docx files by
-groups of files (at most `shard_records` files and about `shard_bytes` on disk) (each PDF page and DOCX section a document, hytron.data.office); WARC files are one shard each.
+groups of at most `shard_records` files and about `shard_bytes` on disk (each PDF page and DOCX section a
+document, hytron.data.office); WARC files are one shard each.
 `read_shard(shard, ...)` yields `Document`s, or `Malformed` records for input it cannot use (bad UTF-8,
 invalid JSON, missing/empty/oversized text, decompression bombs, unreadable files): nothing is skipped silently.
 
