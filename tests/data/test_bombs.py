@@ -278,3 +278,24 @@ def test_folder_shards_are_bounded_in_bytes_not_only_in_files(tmp_path):
     shards = plan_shards([tmp_path], shard_bytes=1_000_000, shard_records=5000)
     assert [len(s.files) for s in shards] == [1, 1, 51]  # big0 | big1 | big2 + the small ones
     assert sorted(f for s in shards for f in s.files) == sorted(str(p) for p in tmp_path.iterdir())
+
+
+def _warc_record(body: bytes, uri: str) -> bytes:
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    head = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:%s>\r\nWARC-Target-URI: %s\r\n"
+            b"Content-Type: application/http; msgtype=response\r\nContent-Length: %d\r\n\r\n"
+            % (uri.encode(), uri.encode(), len(http)))
+    return gzip.compress(head + http + b"\r\n\r\n", compresslevel=1)
+
+
+def test_warc_record_with_a_huge_body_is_oversized_and_the_archive_read_on(tmp_path):
+    pytest.importorskip("fastwarc")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    page = b"<html><body><p>" + GOOD.encode() * 3 + b"</p></body></html>"
+    (folder / "crawl.warc.gz").write_bytes(_warc_record(page, "a") + _warc_record(b"<html>" + b"x" * BIG, "b")
+                                           + _warc_record(page.replace(b"river", b"brook"), "c"))
+    manifest, growth, removed = _curate(folder, tmp_path / "out")
+    assert [(r["id"], r["removal_reason"]) for r in removed] == [("<urn:uuid:b>", "oversized")]
+    assert manifest["counts"]["kept"] == 2
+    assert growth < GROWTH_LIMIT_MB, growth
