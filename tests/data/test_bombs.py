@@ -299,3 +299,33 @@ def test_warc_record_with_a_huge_body_is_oversized_and_the_archive_read_on(tmp_p
     assert [(r["id"], r["removal_reason"]) for r in removed] == [("<urn:uuid:b>", "oversized")]
     assert manifest["counts"]["kept"] == 2
     assert growth < GROWTH_LIMIT_MB, growth
+
+
+def test_compressed_file_in_many_shards_is_decompressed_twice_not_once_per_shard(tmp_path, monkeypatch):
+    """Each shard of a .jsonl.gz used to decompress the file from its start (quadratic: a 1 GB file in 200
+    shards was 100 GB of inflating); now planning counts lines in one pass and staging reads every shard of
+    the file in one more. The decompressed bytes are counted on the real readers."""
+    from hytron.config import from_dict
+    from hytron.data import readers
+    from hytron.data.curate_config import CurateConfig
+    from hytron.data.pipeline import curate
+    from hytron.data.writers import iter_records
+
+    lines = b"".join(_good_line(i) for i in range(3000))
+    (tmp_path / "in").mkdir()
+    with gzip.open(tmp_path / "in" / "a.jsonl.gz", "wb", compresslevel=1) as f:
+        f.write(lines)
+    opened = []
+    real_open = readers.open_bytes
+
+    def counting_open(*args, **kwargs):
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(readers, "open_bytes", counting_open)
+    cfg = from_dict(CurateConfig, {**CFG, "input": {**CFG["input"], "shard_records": 50}})
+    manifest = curate([tmp_path / "in"], tmp_path / "out", cfg, progress=False)
+    assert manifest["shards"] == 61 and manifest["counts"]["kept"] == 3000
+    assert [r["id"] for r in iter_records(tmp_path / "out", "kept")] == [f"good{i}" for i in range(3000)]
+    inflated = sum(f.raw.out for f in opened)
+    assert inflated <= 2 * len(lines), (inflated, len(lines))  # old: ~31x

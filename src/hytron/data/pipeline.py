@@ -86,7 +86,8 @@ def _context(out_dir: str) -> dict:
 
         plan = json.loads(plan_path.read_text())
         cfg = from_dict(CurateConfig, plan["config"])
-        ctx = {"cfg": cfg, "shards": [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]}
+        shards = [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]
+        ctx = {"cfg": cfg, "shards": shards, "tasks": plan.get("stage_tasks") or [[s.index] for s in shards]}
         if cfg.decontam.enabled and cfg.decontam.eval_files:
             ctx["eval_index"] = EvalIndex.from_files(cfg.decontam.eval_files, cfg.decontam.ngram,
                                                      cfg.decontam.min_overlap)
@@ -102,45 +103,59 @@ def _context(out_dir: str) -> dict:
 # ---- phase A: stage -----------------------------------------------------------------------------------------
 
 
-def stage_shard(out_dir: str, index: int) -> None:
-    """Phase A for one shard: read, repair, language, decontamination, scores and hashes."""
+def stage_task(out_dir: str, task: int) -> None:
+    """Phase A for one task's shards (one shard, or every shard of one compressed file, read in one pass):
+    read, repair, language, decontamination, scores and hashes; shards already staged are read past."""
     ctx = _context(out_dir)
     cfg: CurateConfig = ctx["cfg"]
-    shard = ctx["shards"][index]
+    group = ctx["tasks"][task]
+    shards = [ctx["shards"][i] for i in group]
     out = Path(out_dir)
-    records, survivors = [], []
-    shown = display_path(shard.path)
-    items = readers.read_shard(shard, cfg.input)
+    todo = [i for i in group if not _marker(out, "stage", i).is_file()]
+    records: dict[int, list[dict]] = {i: [] for i in todo}  # filled one shard at a time: shards come in order
+    items = readers.read_shards(shards, cfg.input)
+    current = group[0]
     while True:
         try:
-            item = next(items, None)
-        except Exception as e:  # noqa: BLE001 - a reader failure ends this shard with a counted record, not the run
-            item = Malformed(f"{shown}:{shard.start}:reader_error", display_path(shard.path), "unreadable_file", "",
-                             display_path(f"reading stopped: {type(e).__name__}: {e}"), path=shown)
+            k, item = next(items, (None, None))
+        except Exception as e:  # noqa: BLE001 - a reader failure ends its shard with a counted record, not the run
+            shard = ctx["shards"][current]
+            shown = display_path(shard.path)
+            k, item = group.index(current), Malformed(
+                f"{shown}:{shard.start}:reader_error", display_path(Path(shard.path).name), "unreadable_file", "",
+                display_path(f"reading stopped: {type(e).__name__}: {e}"), path=shown)
             items = iter(())
         if item is None:
             break
-        # the input file a record came from: the shard's file, or for folder shards the file in the record
-        source_file = shown if shard.fmt != "files" else (item.path if isinstance(item, Malformed)
-                                                         else item.meta.get("path", shown))
-        if isinstance(item, Malformed):
-            meta = {"bytes": item.size} if item.size is not None else {}
-            records.append({"id": item.id, "text": item.raw, "source": item.source, "meta": meta, "attrs": {},
-                            "input": item.path or source_file,
-                            "removed": {"step": "read", "reason": item.reason, "score": None,
-                                        "detail": item.detail}})
-            continue
-        try:
-            rec = _stage_document(item, cfg, ctx)
-        except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
-            rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
-                   "removed": {"step": "error", "reason": "processing_error", "score": None,
-                               "detail": f"{type(e).__name__}: {e}"}}
-        rec["input"] = source_file
-        if rec["removed"] is None:
-            survivors.append(len(records))
-        records.append(rec)
-    _finish_stage(out, index, records, survivors, ctx)
+        if group[k] != current and current in records:  # the previous shard is complete: write it, free it
+            _finish_stage(out, current, records.pop(current), ctx)
+        current = group[k]
+        if current in records:
+            records[current].append(_stage_item(item, shards[k], cfg, ctx))
+    for i in todo:  # the rest, including shards that gave no records
+        if i in records:
+            _finish_stage(out, i, records.pop(i), ctx)
+
+
+def _stage_item(item, shard: readers.Shard, cfg: CurateConfig, ctx: dict) -> dict:
+    """The staged record of one reader item: a Malformed one removed at `read`, a document through the steps."""
+    # the input file a record came from: the shard's file, or for folder shards the file in the record
+    shown = display_path(shard.path)
+    source_file = shown if shard.fmt != "files" else (item.path if isinstance(item, Malformed)
+                                                     else item.meta.get("path", shown))
+    if isinstance(item, Malformed):
+        meta = {"bytes": item.size} if item.size is not None else {}
+        return {"id": item.id, "text": item.raw, "source": item.source, "meta": meta, "attrs": {},
+                "input": item.path or source_file,
+                "removed": {"step": "read", "reason": item.reason, "score": None, "detail": item.detail}}
+    try:
+        rec = _stage_document(item, cfg, ctx)
+    except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
+        rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
+               "removed": {"step": "error", "reason": "processing_error", "score": None,
+                           "detail": f"{type(e).__name__}: {e}"}}
+    rec["input"] = source_file
+    return rec
 
 
 def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
@@ -167,9 +182,10 @@ def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
             "removed": removed}
 
 
-def _finish_stage(out: Path, index: int, records: list[dict], survivors: list[int], ctx: dict) -> None:
+def _finish_stage(out: Path, index: int, records: list[dict], ctx: dict) -> None:
     """Batch quality scores and dedup hashes for the survivors; write the staged shard and its marker."""
     cfg: CurateConfig = ctx["cfg"]
+    survivors = [k for k, rec in enumerate(records) if rec["removed"] is None]
     texts = [records[k]["text"] for k in survivors]
     scores = ctx["quality"].score(texts) if "quality" in ctx and texts else {}
     n_perm = cfg.dedup.bands * cfg.dedup.rows
@@ -374,14 +390,14 @@ def _train_quality(out: Path, cfg: CurateConfig, shards: list[readers.Shard]) ->
             reference += [json.loads(line)["text"] for line in f if line.strip()]
     per_shard = -(-cfg.quality.sample_docs // max(len(shards), 1))
     random_docs = []
-    for shard in shards:  # the first docs of every shard: deterministic and spread over the input
-        taken = 0
-        for item in readers.read_shard(shard, cfg.input):
-            if taken >= per_shard or len(random_docs) >= cfg.quality.sample_docs:
+    for group in readers.one_pass_groups(shards):  # the first docs of every shard: deterministic, spread out
+        taken = [0] * len(group)
+        for k, item in readers.read_shards([shards[i] for i in group], cfg.input):
+            if min(taken) >= per_shard or len(random_docs) >= cfg.quality.sample_docs:
                 break
-            if not isinstance(item, Malformed):
+            if taken[k] < per_shard and not isinstance(item, Malformed):
                 random_docs.append(item.text)
-                taken += 1
+                taken[k] += 1
     model = quality.QualityModel.train(reference, random_docs, cfg.quality.classifiers, cfg.quality.seed)
     model.save(qdir)
     _write_json(qdir / "training.json", {"reference_docs": len(reference), "random_docs": len(random_docs)})
@@ -422,7 +438,8 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
             print(f"[curate] resuming the unfinished run in {out}", file=sys.stderr)
     else:
         _write_json(plan_path, {"fingerprint": fingerprint, "config": resolved, "inputs": input_info,
-                                "shards": [dataclasses.asdict(s) for s in shards]})
+                                "shards": [dataclasses.asdict(s) for s in shards],
+                                "stage_tasks": readers.one_pass_groups(shards)})
     if progress and cfg.quality.enabled and not cfg.quality.reference:
         print("[curate] quality buckets off: set quality.reference to JSONL files of high-quality text "
               "(quality_bucket will be null and heuristics apply to every document)", file=sys.stderr)
@@ -430,8 +447,9 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     n = len(shards)
     t0 = time.time()
     seconds = {"plan_and_train_quality": round(t0 - t_start, 2)}
-    todo = [i for i in range(n) if not _marker(out, "stage", i).is_file()]
-    run_tasks(stage_shard, str(out), todo, cfg.executor, "stage", progress)
+    tasks = json.loads(plan_path.read_text()).get("stage_tasks") or [[i] for i in range(n)]
+    todo = [t for t, group in enumerate(tasks) if any(not _marker(out, "stage", i).is_file() for i in group)]
+    run_tasks(stage_task, str(out), todo, cfg.executor, "stage", progress)
     seconds["stage"] = round(time.time() - t0, 2)
     t1 = time.time()
     summary = (json.loads((_work(out) / "decisions" / "summary.json").read_text())
