@@ -329,3 +329,22 @@ def test_compressed_file_in_many_shards_is_decompressed_twice_not_once_per_shard
     assert [r["id"] for r in iter_records(tmp_path / "out", "kept")] == [f"good{i}" for i in range(3000)]
     inflated = sum(f.raw.out for f in opened)
     assert inflated <= 2 * len(lines), (inflated, len(lines))  # old: ~31x
+
+
+def test_parquet_row_group_of_a_huge_value_is_oversized_undecoded(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = [{"id": f"good{i}", "text": f"Note {i}. " + GOOD * 3} for i in range(6)]
+    schema = pa.schema([("id", pa.string()), ("text", pa.large_string())])
+    with pq.ParquetWriter(folder / "t.parquet", schema, compression="zstd") as w:
+        w.write_table(pa.Table.from_pylist(good[:3], schema))
+        w.write_table(pa.Table.from_pylist([{"id": "huge", "text": "x" * BIG}], schema))
+        w.write_table(pa.Table.from_pylist(good[3:], schema))
+    assert (folder / "t.parquet").stat().st_size < 2**20
+    manifest, growth, removed = _curate(folder, tmp_path / "out")
+    assert [r["removal_reason"] for r in removed] == ["oversized"] and removed[0]["meta"]["bytes"] > BIG
+    assert manifest["counts"]["kept"] == 6
+    assert growth < GROWTH_LIMIT_MB, growth
