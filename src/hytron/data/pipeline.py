@@ -449,7 +449,8 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     seconds = {"plan_and_train_quality": round(t0 - t_start, 2)}
     tasks = json.loads(plan_path.read_text()).get("stage_tasks") or [[i] for i in range(n)]
     todo = [t for t, group in enumerate(tasks) if any(not _marker(out, "stage", i).is_file() for i in group)]
-    run_tasks(stage_task, str(out), todo, cfg.executor, "stage", progress)
+    run_tasks(stage_task, str(out), todo, cfg.executor, "stage", progress,
+              "tasks" if len(tasks) < n else "shards")  # a compressed file's shards are one task
     seconds["stage"] = round(time.time() - t0, 2)
     t1 = time.time()
     summary = (json.loads((_work(out) / "decisions" / "summary.json").read_text())
