@@ -325,7 +325,7 @@ def test_compressed_file_in_many_shards_is_decompressed_twice_not_once_per_shard
     monkeypatch.setattr(readers, "open_bytes", counting_open)
     cfg = from_dict(CurateConfig, {**CFG, "input": {**CFG["input"], "shard_records": 50}})
     manifest = curate([tmp_path / "in"], tmp_path / "out", cfg, progress=False)
-    assert manifest["shards"] == 61 and manifest["counts"]["kept"] == 3000
+    assert manifest["shards"] == 60 and manifest["counts"]["kept"] == 3000
     assert [r["id"] for r in iter_records(tmp_path / "out", "kept")] == [f"good{i}" for i in range(3000)]
     inflated = sum(f.raw.out for f in opened)
     assert inflated <= 2 * len(lines), (inflated, len(lines))  # old: ~31x
@@ -348,3 +348,18 @@ def test_parquet_row_group_of_a_huge_value_is_oversized_undecoded(tmp_path):
     assert [r["removal_reason"] for r in removed] == ["oversized"] and removed[0]["meta"]["bytes"] > BIG
     assert manifest["counts"]["kept"] == 6
     assert growth < GROWTH_LIMIT_MB, growth
+
+
+def test_compressed_shards_are_bounded_in_bytes_too(tmp_path):
+    """5000 lines of up to 1 MB each were one shard held in memory; ranges now also end near shard_bytes."""
+    from hytron.data.readers import plan_shards
+
+    lines = [_good_line(i) for i in range(400)]
+    with gzip.open(tmp_path / "a.jsonl.gz", "wb") as f:
+        f.write(b"".join(lines))
+    shards = plan_shards([tmp_path / "a.jsonl.gz"], shard_bytes=10_000, shard_records=5000)
+    ranges = [(s.start, s.end) for s in shards]
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False)) and ranges[0][0] == 0
+    for a, b in ranges[:-1]:
+        assert 10_000 <= sum(len(x) for x in lines[a:b]) < 10_000 + len(lines[0]) + 10
+    assert len(shards) >= 10

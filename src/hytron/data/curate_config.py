@@ -29,8 +29,10 @@ class InputConfig:
     id_field: str = "id"
     source_field: str = "source"
     max_doc_bytes: int = 1_000_000  # larger documents are removed as `oversized` (kept in removed/)
-    shard_bytes: int = 2_000_000  # plain JSONL is split into byte ranges of about this size; folders' file groups too
-    shard_records: int = 5000  # compressed JSONL, Parquet and folders are split into this many records
+    # a shard is held in memory while it is staged: plain and compressed JSONL shards and folders' groups of files
+    # are about shard_bytes (plus one record), and at most shard_records records (Parquet: exactly that many rows)
+    shard_bytes: int = 2_000_000
+    shard_records: int = 5000
     html_main_content: bool = True
     # caps that bound memory on hostile input (issue 26): what passes one becomes a counted removal, never a crash
     max_file_bytes: int = 100_000_000  # an .html/.pdf/.docx file, a WARC record body, a DOCX's inflated total

@@ -422,9 +422,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         return manifest
     t_start = time.time()
     files = readers.expand_inputs(inputs)
-    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records,
-                                 max_inflate_bytes=cfg.input.max_inflate_bytes,
-                                 max_inflate_ratio=cfg.input.max_inflate_ratio)
+    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records, cfg.input)
     input_info = [_input_info(f) for f in files]
     resolved = to_dict(cfg)
     fingerprint = hashlib.sha256(json.dumps([resolved, input_info], sort_keys=True).encode()).hexdigest()

@@ -1,12 +1,13 @@
 """Input readers and shard planning: JSONL (plain, .gz, .zst, .bz2, .xz), Parquet, text/HTML/PDF/DOCX folders, WARC.
 
 `plan_shards(inputs, ...)` turns paths into a deterministic list of `Shard`s, splitting inside large files:
-plain JSONL by byte ranges whose ends are moved to line starts while planning (one forward scan, so a 1 GB line
-is one shard and no shard re-reads another's bytes), compressed JSONL by line ranges (one counting pass; `read_shards`
-then reads all shards of one file in a single pass, so a file is decompressed twice, not once per shard),
-Parquet by row ranges (reading only the overlapping row groups), folders of .txt/.md/.html/.pdf/.docx files by
-groups of at most `shard_records` files and about `shard_bytes` on disk (each PDF page and DOCX section a
-document, hytron.data.office); WARC files are one shard each.
+plain JSONL by byte ranges whose ends are moved to line starts while planning (one forward scan, so a 1 GB
+line is one shard and no shard re-reads another's bytes), compressed JSONL by line ranges of at most
+`shard_records` lines and about `shard_bytes` (one counting pass; `read_shards` then reads all shards of one
+file in one more pass: decompressed twice, not once per shard), Parquet by row ranges (reading only the
+overlapping row groups), folders of .txt/.md/.html/.pdf/.docx files by groups of at most `shard_records` files
+and about `shard_bytes` on disk (each PDF page and DOCX section a document, hytron.data.office); WARC files are
+one shard each.
 `read_shard(shard, ...)` yields `Document`s, or `Malformed` records for input it cannot use (bad UTF-8,
 invalid JSON, missing/empty/oversized text, decompression bombs, unreadable files): nothing is skipped silently.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from hytron.data import office
+from hytron.data.curate_config import InputConfig
 from hytron.data.document import Document, Malformed
 from hytron.data.io import DecompressionBomb, display_path, open_bytes
 
@@ -91,16 +93,24 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return out
 
 
-def _count_lines(path: Path, max_output: int | None, max_ratio: float | None) -> int:
-    """Newlines in the decompressed file, counted in fixed-size steps (a 3 GB line costs 1 MiB)."""
-    n = 0
+def _line_ranges(path: Path, shard_bytes: int, shard_records: int, cfg) -> list[tuple[int, int]]:
+    """Line ranges of a compressed file, each at most `shard_records` lines and about `shard_bytes` inflated (a
+    shard is held in memory while staged), from one pass under the inflate caps reading lines at most the line
+    cap at a time. Damage or a bomb ends the count; the last range is open-ended so its shard reaches it."""
+    starts, n, size, cap = [0], 0, 0, _line_cap(cfg)  # first line of each range; lines seen; bytes in the range
     try:
-        with open_bytes(path, max_output=max_output, max_ratio=max_ratio) as f:
-            while chunk := f.read(_STEP):
-                n += chunk.count(b"\n")
-    except (OSError, EOFError, ValueError):  # damage or a bomb: count what is there, report it at read time
+        with open_bytes(path, max_output=cfg.max_inflate_bytes, max_ratio=cfg.max_inflate_ratio) as f:
+            while (line := _next_line(f, cap))[1] >= 0:
+                n += 1
+                size += line[1] + 1
+                if n - starts[-1] >= shard_records or size >= shard_bytes:
+                    starts.append(n)
+                    size = 0
+    except (OSError, EOFError, ValueError):  # damage or a bomb: range what is there, report it at read time
         pass
-    return n + 1
+    if len(starts) > 1 and starts[-1] == n:  # no line after the last cut
+        starts.pop()
+    return list(zip(starts, [*starts[1:], _TO_END], strict=True))
 
 
 def _line_aligned_ranges(path: Path, size: int, shard_bytes: int) -> list[tuple[int, int]]:
@@ -121,10 +131,11 @@ def _line_aligned_ranges(path: Path, size: int, shard_bytes: int) -> list[tuple[
     return list(zip(starts, [*starts[1:], max(size, 1)], strict=True))
 
 
-def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_records: int = 5000, *,
-                max_inflate_bytes: int | None = None, max_inflate_ratio: float | None = None) -> list[Shard]:
-    """Deterministic shards for `inputs`; independent of the number of workers. Compressed files are counted
-    under the inflate caps (a bomb stops the count; its shard reports it)."""
+def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_records: int = 5000,
+                cfg: InputConfig | None = None) -> list[Shard]:
+    """Deterministic shards for `inputs`; independent of the number of workers. With `cfg` (an InputConfig),
+    compressed files are ranged under its inflate and line caps (a bomb stops the count; its shard reports it)."""
+    cfg = cfg if cfg is not None else InputConfig()
     files = expand_inputs(inputs)
     shards: list[Shard] = []
     loose: dict[Path, list[str]] = {}
@@ -139,9 +150,7 @@ def plan_shards(inputs: list[str | Path], shard_bytes: int = 2_000_000, shard_re
             except OSError:  # unreadable: one shard that reports it
                 ranges = [(0, 1)]
         elif fmt in COMPRESSED_FORMATS:
-            n = _count_lines(f, max_inflate_bytes, max_inflate_ratio)
-            ranges = [(s, min(s + shard_records, n)) for s in range(0, n, shard_records)]
-            ranges[-1] = (ranges[-1][0], _TO_END)  # the count stops early at damage: the last shard reads on
+            ranges = _line_ranges(f, shard_bytes, shard_records, cfg)
         elif fmt == "parquet":
             try:
                 import pyarrow.parquet as pq
