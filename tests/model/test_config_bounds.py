@@ -129,7 +129,14 @@ def test_symlink_out_of_the_folder_is_refused_alike(sharded):
             HybridLM.from_pretrained(folder)
         messages.append(str(e.value))
     assert messages[0] == messages[1]
-    # the single-file layout and config.json are confined the same way
+    # the index itself, the single-file layout and config.json are confined the same way
+    index_text = (folder / INDEX_NAME).read_text()
+    for target in (outside / "index.json", outside / "missing.json"):
+        (folder / INDEX_NAME).unlink()
+        (folder / INDEX_NAME).symlink_to(target)
+        (outside / "index.json").write_text(index_text)
+        with pytest.raises(ValueError, match="shard index 'model.safetensors.index.json' is not a file inside"):
+            HybridLM.from_pretrained(folder)
     (folder / INDEX_NAME).unlink()
     (folder / "model.safetensors").symlink_to(outside / "x.safetensors")
     with pytest.raises(ValueError, match="weights file 'model.safetensors' is not a file inside"):

@@ -260,7 +260,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files: list[tuple[str, Path]]  # (name as given, real path)
-    if (path / INDEX_NAME).is_file():
+    if (path / INDEX_NAME).is_file() or (path / INDEX_NAME).is_symlink():  # a dangling link is refused alike
         index_file = confined(path, INDEX_NAME, "shard index")
         try:
             index = _read_small_json(index_file, "shard index")
