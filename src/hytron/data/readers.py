@@ -385,7 +385,9 @@ def _decode(data: bytes, pos_id: str, source: str) -> str | Malformed:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        return Malformed(pos_id, source, "invalid_utf8", data.decode("utf-8", "backslashreplace"), str(e))
+        # the head only: backslash escapes make a binary file up to 4x its size as text
+        return Malformed(pos_id, source, "invalid_utf8", data[:10_000].decode("utf-8", "backslashreplace"), str(e),
+                         size=len(data))
 
 
 def _oversized_file(f: str, shown: str, source: str, size: int, cap: int, field: str) -> Malformed:
