@@ -231,10 +231,9 @@ def test_hostile_template_server_stays_healthy_and_stops_on_sigterm(model_dir, t
         slowest = 0.0
         for _ in range(10):
             t0 = time.monotonic()
-            assert httpx.get(url + "/health", timeout=10).status_code == 200
+            assert httpx.get(url + "/health", timeout=30).status_code == 200
             slowest = max(slowest, time.monotonic() - t0)
             time.sleep(0.1)
-        assert slowest < 1.0, f"/health took {slowest:.2f}s under hostile requests"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -242,6 +241,7 @@ def test_hostile_template_server_stays_healthy_and_stops_on_sigterm(model_dir, t
         except subprocess.TimeoutExpired:
             pytest.fail("hytron serve still running 30 s after SIGTERM")
         assert time.monotonic() - t0 < 2 + 5  # the shutdown timeout, plus one render's budget to notice
+        assert slowest < 1.0, f"/health took {slowest:.2f}s under hostile requests"
     finally:
         stop.set()
         if proc.poll() is None:
