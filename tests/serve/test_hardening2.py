@@ -184,12 +184,12 @@ def hytron(*args: str, **kw) -> subprocess.Popen:
 
 
 # ---- 3. a template over its budget at load: one line, exit 2 ----------------------------------------------------
-@pytest.mark.parametrize("verb", ["serve", "export"])
+@pytest.mark.parametrize("verb", ["serve", "chat", "export"])
 def test_template_over_budget_is_refused_at_load(model_dir, tmp_path, verb):
     hostile = with_template(model_dir, tmp_path / "hanging", LOOP)
-    args = (["serve", str(hostile), "--port", str(free_port())] if verb == "serve" else
-            ["export", "gguf", str(hostile), "--out", str(tmp_path / "m.gguf")])
-    proc = hytron(*args)
+    args = {"serve": ["serve", str(hostile), "--port", str(free_port())], "chat": ["chat", str(hostile)],
+            "export": ["export", "gguf", str(hostile), "--out", str(tmp_path / "m.gguf")]}[verb]
+    proc = hytron(*args, stdin=subprocess.DEVNULL)
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
