@@ -184,12 +184,12 @@ def hytron(*args: str, **kw) -> subprocess.Popen:
 
 
 # ---- 3. a template over its budget at load: one line, exit 2 ----------------------------------------------------
-@pytest.mark.parametrize("verb", ["serve", "export"])
+@pytest.mark.parametrize("verb", ["serve", "chat", "export"])
 def test_template_over_budget_is_refused_at_load(model_dir, tmp_path, verb):
     hostile = with_template(model_dir, tmp_path / "hanging", LOOP)
-    args = (["serve", str(hostile), "--port", str(free_port())] if verb == "serve" else
-            ["export", "gguf", str(hostile), "--out", str(tmp_path / "m.gguf")])
-    proc = hytron(*args)
+    args = {"serve": ["serve", str(hostile), "--port", str(free_port())], "chat": ["chat", str(hostile)],
+            "export": ["export", "gguf", str(hostile), "--out", str(tmp_path / "m.gguf")]}[verb]
+    proc = hytron(*args, stdin=subprocess.DEVNULL)
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -231,10 +231,9 @@ def test_hostile_template_server_stays_healthy_and_stops_on_sigterm(model_dir, t
         slowest = 0.0
         for _ in range(10):
             t0 = time.monotonic()
-            assert httpx.get(url + "/health", timeout=10).status_code == 200
+            assert httpx.get(url + "/health", timeout=30).status_code == 200
             slowest = max(slowest, time.monotonic() - t0)
             time.sleep(0.1)
-        assert slowest < 1.0, f"/health took {slowest:.2f}s under hostile requests"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -242,6 +241,7 @@ def test_hostile_template_server_stays_healthy_and_stops_on_sigterm(model_dir, t
         except subprocess.TimeoutExpired:
             pytest.fail("hytron serve still running 30 s after SIGTERM")
         assert time.monotonic() - t0 < 2 + 5  # the shutdown timeout, plus one render's budget to notice
+        assert slowest < 1.0, f"/health took {slowest:.2f}s under hostile requests"
     finally:
         stop.set()
         if proc.poll() is None:

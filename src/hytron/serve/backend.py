@@ -63,7 +63,7 @@ class ServeConfig:
     # `hytron.tokenizer.TemplateBudget`) on one of `template_threads` threads of its own, never the threads that
     # other requests need; more than `template_waiting` renders waiting -> 429
     template_seconds: float = 5.0
-    template_threads: int = 4
+    template_threads: int = 2
     template_waiting: int = 64
 
 

@@ -266,7 +266,8 @@ class _Sampling(_Request):
     frequency_penalty: ZeroNum = 0.0
     # token id (a decimal string) -> bias added to its logit before sampling, as in vLLM and OpenAI
     logit_bias: Annotated[dict[Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,9})$")],
-                               Annotated[Num, Field(ge=-100.0, le=100.0)]], Field(max_length=1024)] | None = None
+                               Annotated[Num, Field(ge=-100.0, le=100.0)]], Field(max_length=1024, json_schema_extra={
+                                   "additionalProperties": False})] | None = None
     user: Text | None = None
 
     @field_validator("stream_options")
