@@ -52,7 +52,8 @@ def running_server(model_dir, **config):
     app = create_app(backend)
     cfg = backend.config
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                           **http.options(cfg.read_timeout, cfg.shutdown_timeout)))
+                                           **http.options(cfg.read_timeout, cfg.shutdown_timeout,
+                                                          cfg.max_connections)))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -122,7 +122,11 @@ def test_full_queue_is_429_with_retry_after(model_dir):
         long = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "ignore_eos": True,
                 "stream": True}
         with c.stream("POST", CHAT, json=long) as busy:
-            next(busy.iter_lines())  # the first request holds the only slot
+            next(busy.iter_lines())  # the role chunk; it can come before the engine admits the request
+            deadline = time.monotonic() + 10
+            while not s.engine.num_active and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert s.engine.num_active == 1  # the first request holds the only slot
             r = c.post(CHAT, json=OK_CHAT)
             err = assert_error(r, 429, "rate_limit_error")
             assert err["code"] == "queue_full" and r.headers["retry-after"] == "1"

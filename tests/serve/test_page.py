@@ -39,6 +39,8 @@ def page(server):
             requested = []
             pg.on("request", lambda req: requested.append(req.url))
             pg.requested = requested
+            pg.console_errors = []  # e.g. "Refused to execute inline script ... Content Security Policy"
+            pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
             yield pg
         finally:
             browser.close()
@@ -48,8 +50,8 @@ def send(page, text: str) -> None:
     before = page.locator(".assistant").count()
     page.fill("#input", text)
     page.press("#input", "Enter")
-    page.wait_for_function(f"document.querySelectorAll('.assistant[data-state=done]').length > {before}",
-                           timeout=60_000)
+    # locators, not wait_for_function: the page's CSP forbids the eval that a string predicate needs
+    sync_api.expect(page.locator(".assistant[data-state=done]")).to_have_count(before + 1, timeout=60_000)
 
 
 @needs_chromium
@@ -58,7 +60,7 @@ def test_chat_page_streams_with_thinking_panel_and_switch(server, page, tmp_path
     page.fill("#apikey", API_KEY)
     page.dispatch_event("#apikey", "change")
     page.reload()  # the key is remembered; the model card now loads with it
-    page.wait_for_function("document.getElementById('model').textContent.includes('tiny-chat')")
+    sync_api.expect(page.locator("#model")).to_contain_text("tiny-chat")
     page.fill("#temperature", "0")
     page.fill("#max_tokens", "24")
     page.fill("#budget", "5")
@@ -87,8 +89,9 @@ def test_chat_page_streams_with_thinking_panel_and_switch(server, page, tmp_path
     assert not turn2.locator("details.thinking").is_visible()
     page.screenshot(path=str(tmp_path / "chat.png"))
 
-    # self-contained: every request the page made went to this server
+    # self-contained: every request the page made went to this server; its CSP blocked nothing it needs
     assert page.requested and all(u.startswith(server.url) for u in page.requested)
+    assert not [e for e in page.console_errors if "Content Security Policy" in e], page.console_errors
 
 
 def test_page_html_has_no_external_resources(server):
@@ -116,10 +119,10 @@ def test_model_label_updates_when_the_key_is_entered(chat_page):
     page = chat_page
     page.fill("#apikey", "")
     page.dispatch_event("#apikey", "change")
-    page.wait_for_function("document.getElementById('model').textContent.includes('API key')")
+    sync_api.expect(page.locator("#model")).to_contain_text("API key")
     page.fill("#apikey", API_KEY)
     page.dispatch_event("#apikey", "change")  # no reload
-    page.wait_for_function("document.getElementById('model').textContent.includes('tiny-chat')")
+    sync_api.expect(page.locator("#model")).to_contain_text("tiny-chat")
 
 
 @needs_chromium

@@ -69,7 +69,7 @@ def pretrain_tracked(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate:
             step_times.append(rec["step_s"])
         else:  # an evaluation's record
             evals.append(rec)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float))
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "time")
             log(f"  [{label}] step {rec['step']}: {shown}")
     step_times.sort()
     return {"train": train, "evals": evals, "tokens_per_step": s.batch_size * s.seq_len,

@@ -50,10 +50,12 @@ class NVFP4ClaimSettings(LoopSettings):
     recipes: list[str] = field(default_factory=lambda: ["bf16", "fp32", "nvfp4", "nvfp4+switch", "mxfp4"])
 
 
-# 8 seeds x 5 recipes = 40 runs of 400 steps x 8 x 128 (410k tokens each); measured cost in BENCHMARKS.md.
+# 8 seeds x 5 recipes = 40 runs of 400 steps x 8 x 128 (410k tokens each). Measured on a loaded 2-core machine
+# (load 7-8): one seed took about 20 min on one core (bf16 177 s, fp32 156 s, each 4-bit recipe about 280 s), so
+# 8 seeds with --jobs 2 --threads 1 take about 80 min there; BENCHMARKS.md has the quiet-machine figure.
 # The ablations ("fp8", "nvfp4-no-rht", "nvfp4-no-sr", "nvfp4-1d-weights", "nvfp4-all-layers") join with
 # --set recipes=...
-FULL = NVFP4ClaimSettings(steps=400, eval_every=20)
+FULL = NVFP4ClaimSettings(steps=400, eval_every=25, val_docs=64)
 QUICK = NVFP4ClaimSettings(docs=200, vocab_size=512, steps=6, batch_size=4, seq_len=64, eval_every=3, val_docs=6,
                            warmup_steps=2, recipes=["bf16", "fp32", "nvfp4", "mxfp4"])
 TRIED = [{"steps": 150, "recipes": 8, "seeds": [0], "note": "earlier single-seed run, undecontaminated validation"},

@@ -30,6 +30,11 @@ def add_serve(sub) -> None:
                         "bound address's names, any for 0.0.0.0)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="a web origin (https://app.example) whose pages may call the API (repeatable; default: none)")
+    p.add_argument("--max-connections", type=int,
+                   help="connections served at once (default: the open-file limit less a reserve); past it the "
+                        "oldest idle connection is closed, or the new one gets a 503")
+    p.add_argument("--template-timeout", type=float, default=5.0,
+                   help="seconds one chat-template render may take (a longer one is a 400)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"], default="auto",
                    help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
@@ -55,19 +60,24 @@ def _config(args):
                        shutdown_timeout=getattr(args, "shutdown_timeout", 10.0),
                        allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()) or None,
                        cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
-                       tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None))
+                       tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None),
+                       max_connections=getattr(args, "max_connections", None),
+                       template_seconds=getattr(args, "template_timeout", 5.0))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hytron.serve import Backend, create_app, http
 
     cfg = _config(args)
+    connections, fd_limit = http.connection_limit(cfg.max_connections)  # a bad --max-connections: before loading
     backend = Backend.load(args.model_dir, cfg)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
     print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}) "
-          f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1)", flush=True)
-    http.run(create_app(backend), cfg.host, cfg.port, cfg.read_timeout, cfg.shutdown_timeout, args.log_level)
+          f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1); open-file limit {fd_limit}, "
+          f"max connections {connections}", flush=True)
+    http.run(create_app(backend), cfg.host, cfg.port, cfg.read_timeout, cfg.shutdown_timeout, args.log_level,
+             max_connections=connections)
     return 0
 
 

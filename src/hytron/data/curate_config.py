@@ -29,12 +29,22 @@ class InputConfig:
     id_field: str = "id"
     source_field: str = "source"
     max_doc_bytes: int = 1_000_000  # larger documents are removed as `oversized` (kept in removed/)
-    shard_bytes: int = 2_000_000  # plain JSONL is split into byte ranges of about this size
-    shard_records: int = 5000  # compressed JSONL, Parquet and folders are split into this many records
+    # a shard is held in memory while it is staged: plain and compressed JSONL shards and folders' groups of files
+    # are about shard_bytes (plus one record), and at most shard_records records (Parquet: exactly that many rows)
+    shard_bytes: int = 2_000_000
+    shard_records: int = 5000
     html_main_content: bool = True
+    # caps that bound memory on hostile input (issue 26): what passes one becomes a counted removal, never a crash
+    max_file_bytes: int = 100_000_000  # an .html/.pdf/.docx file, a WARC record body, a DOCX's inflated total
+    max_zip_entry_bytes: int = 32_000_000  # one inflated DOCX part (document.xml is ~10-30x its text)
+    max_inflate_bytes: int = 64 * 2**30  # decompressed bytes of one .gz/.zst/.bz2/.xz input
+    max_inflate_ratio: float = 200.0  # decompressed / compressed bytes (text gzips 3-10x; the 3 GB-line bomb 1000x)
 
     def __post_init__(self):
         _check(self.max_doc_bytes > 0, "input.max_doc_bytes", "must be positive")
+        for name in ("max_file_bytes", "max_zip_entry_bytes", "max_inflate_bytes"):
+            _check(getattr(self, name) > 0, f"input.{name}", "must be positive")
+        _check(self.max_inflate_ratio >= 1, "input.max_inflate_ratio", "must be at least 1")
         _check(self.shard_bytes >= 1024, "input.shard_bytes", "must be at least 1024")
         _check(self.shard_records >= 1, "input.shard_records", "must be at least 1")
 

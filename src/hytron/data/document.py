@@ -26,10 +26,12 @@ class Malformed:
     id: str
     source: str
     # invalid_utf8 | invalid_unicode | invalid_json | not_an_object | missing_text | empty_text | oversized |
-    # unreadable_file | not_html
+    # decompression_bomb | unreadable_file | not_html
     reason: str
-    raw: str
+    raw: str  # the input as read, or only its head when it is too large to hold
     detail: str = ""
+    size: int | None = None  # bytes of the record (oversized) or of what was read before a cap stopped it
+    path: str = ""  # the input file (printable), where the id does not already say it
 
 
 def approx_tokens(text: str) -> int:

@@ -21,7 +21,7 @@ def worker_count(cfg: ExecutorConfig) -> int:
 
 
 def run_tasks(fn: Callable[[str, int], None], out_dir: str, indices: list[int], cfg: ExecutorConfig,
-              label: str, progress: bool = True) -> None:
+              label: str, progress: bool = True, unit: str = "shards") -> None:
     """Run `fn(out_dir, i)` for each i; raises the first task error after the others finish."""
     if not indices:
         return
@@ -29,7 +29,7 @@ def run_tasks(fn: Callable[[str, int], None], out_dir: str, indices: list[int], 
 
     def report(done: int) -> None:
         if progress:
-            print(f"[curate] {label}: {done}/{total} shards", file=sys.stderr, flush=True)
+            print(f"[curate] {label}: {done}/{total} {unit}", file=sys.stderr, flush=True)
 
     if cfg.kind == "ray":
         _run_ray(fn, out_dir, indices, cfg, report)

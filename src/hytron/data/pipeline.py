@@ -12,7 +12,10 @@
      removed/, synthetic/ (formats in hytron.data.writers) and per-shard stats.
 
 Every input record (documents and malformed lines) ends in exactly one of kept/ or removed/; removed
-records carry `step`, `removal_reason`, `score`, `detail`. Work state lives in OUT/.work: a plan with a
+records carry `step`, `removal_reason`, `score`, `detail`. A single bad file never aborts a run: the readers
+turn bombs, oversized records and damage into removals (hytron.data.readers), and a reader that fails anyway
+ends its shard with one `unreadable_file` record after what it read. The manifest accounts for every input
+file: its records kept and removed per reason. Work state lives in OUT/.work: a plan with a
 fingerprint of inputs+config, and a completion marker per phase and shard. Re-running the same command
 after a crash redoes only unfinished shards; a finished run (OUT/manifest.json present) is not redone.
 
@@ -41,7 +44,7 @@ from hytron.data.curate_config import CurateConfig
 from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
-from hytron.data.io import write_json
+from hytron.data.io import display_path, name_is_utf8, write_json
 from hytron.data.steps import DECIDE_STEPS, STAGE_STEPS, STEPS, Decision, Staged
 from hytron.data.textview import prose_view
 from hytron.data.writers import ShardWriter, iter_records
@@ -83,7 +86,8 @@ def _context(out_dir: str) -> dict:
 
         plan = json.loads(plan_path.read_text())
         cfg = from_dict(CurateConfig, plan["config"])
-        ctx = {"cfg": cfg, "shards": [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]}
+        shards = [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]
+        ctx = {"cfg": cfg, "shards": shards, "tasks": plan.get("stage_tasks") or [[s.index] for s in shards]}
         if cfg.decontam.enabled and cfg.decontam.eval_files:
             ctx["eval_index"] = EvalIndex.from_files(cfg.decontam.eval_files, cfg.decontam.ngram,
                                                      cfg.decontam.min_overlap)
@@ -99,29 +103,59 @@ def _context(out_dir: str) -> dict:
 # ---- phase A: stage -----------------------------------------------------------------------------------------
 
 
-def stage_shard(out_dir: str, index: int) -> None:
-    """Phase A for one shard: read, repair, language, decontamination, scores and hashes."""
+def stage_task(out_dir: str, task: int) -> None:
+    """Phase A for one task's shards (one shard, or every shard of one compressed file, read in one pass):
+    read, repair, language, decontamination, scores and hashes; shards already staged are read past."""
     ctx = _context(out_dir)
     cfg: CurateConfig = ctx["cfg"]
-    shard = ctx["shards"][index]
+    group = ctx["tasks"][task]
+    shards = [ctx["shards"][i] for i in group]
     out = Path(out_dir)
-    records, survivors = [], []
-    for item in readers.read_shard(shard, cfg.input):
-        if isinstance(item, Malformed):
-            records.append({"id": item.id, "text": item.raw, "source": item.source, "meta": {}, "attrs": {},
-                            "removed": {"step": "read", "reason": item.reason, "score": None,
-                                        "detail": item.detail}})
-            continue
+    todo = [i for i in group if not _marker(out, "stage", i).is_file()]
+    records: dict[int, list[dict]] = {i: [] for i in todo}  # filled one shard at a time: shards come in order
+    items = readers.read_shards(shards, cfg.input)
+    current = group[0]
+    while True:
         try:
-            rec = _stage_document(item, cfg, ctx)
-        except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
-            rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
-                   "removed": {"step": "error", "reason": "processing_error", "score": None,
-                               "detail": f"{type(e).__name__}: {e}"}}
-        if rec["removed"] is None:
-            survivors.append(len(records))
-        records.append(rec)
-    _finish_stage(out, index, records, survivors, ctx)
+            k, item = next(items, (None, None))
+        except Exception as e:  # noqa: BLE001 - a reader failure ends its shard with a counted record, not the run
+            shard = ctx["shards"][current]
+            shown = display_path(shard.path)
+            k, item = group.index(current), Malformed(
+                f"{shown}:{shard.start}:reader_error", display_path(Path(shard.path).name), "unreadable_file", "",
+                display_path(f"reading stopped: {type(e).__name__}: {e}"), path=shown)
+            items = iter(())
+        if item is None:
+            break
+        if group[k] != current and current in records:  # the previous shard is complete: write it, free it
+            _finish_stage(out, current, records.pop(current), ctx)
+        current = group[k]
+        if current in records:
+            records[current].append(_stage_item(item, shards[k], cfg, ctx))
+    for i in todo:  # the rest, including shards that gave no records
+        if i in records:
+            _finish_stage(out, i, records.pop(i), ctx)
+
+
+def _stage_item(item, shard: readers.Shard, cfg: CurateConfig, ctx: dict) -> dict:
+    """The staged record of one reader item: a Malformed one removed at `read`, a document through the steps."""
+    # the input file a record came from: the shard's file, or for folder shards the file in the record
+    shown = display_path(shard.path)
+    source_file = shown if shard.fmt != "files" else (item.path if isinstance(item, Malformed)
+                                                     else item.meta.get("path", shown))
+    if isinstance(item, Malformed):
+        meta = {"bytes": item.size} if item.size is not None else {}
+        return {"id": item.id, "text": item.raw, "source": item.source, "meta": meta, "attrs": {},
+                "input": item.path or source_file,
+                "removed": {"step": "read", "reason": item.reason, "score": None, "detail": item.detail}}
+    try:
+        rec = _stage_document(item, cfg, ctx)
+    except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
+        rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
+               "removed": {"step": "error", "reason": "processing_error", "score": None,
+                           "detail": f"{type(e).__name__}: {e}"}}
+    rec["input"] = source_file
+    return rec
 
 
 def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
@@ -148,9 +182,10 @@ def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
             "removed": removed}
 
 
-def _finish_stage(out: Path, index: int, records: list[dict], survivors: list[int], ctx: dict) -> None:
+def _finish_stage(out: Path, index: int, records: list[dict], ctx: dict) -> None:
     """Batch quality scores and dedup hashes for the survivors; write the staged shard and its marker."""
     cfg: CurateConfig = ctx["cfg"]
+    survivors = [k for k, rec in enumerate(records) if rec["removed"] is None]
     texts = [records[k]["text"] for k in survivors]
     scores = ctx["quality"].score(texts) if "quality" in ctx and texts else {}
     n_perm = cfg.dedup.bands * cfg.dedup.rows
@@ -171,7 +206,8 @@ def _finish_stage(out: Path, index: int, records: list[dict], survivors: list[in
                      "exact": dedup.exact_key(rec["text"]) if cfg.dedup.exact else None})
     stage = _work(out) / "stage"
     stage.mkdir(parents=True, exist_ok=True)
-    with (stage / f"docs-{index:05d}.jsonl.tmp").open("w", encoding="utf-8") as f:
+    # lone surrogates (a JSON input's "\\ud800" in meta) are written as JSON escapes: they read back unchanged
+    with (stage / f"docs-{index:05d}.jsonl.tmp").open("w", encoding="utf-8", errors="backslashreplace") as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     (stage / f"docs-{index:05d}.jsonl.tmp").replace(stage / f"docs-{index:05d}.jsonl")
@@ -249,7 +285,7 @@ def finish_shard(out_dir: str, index: int) -> None:
 
         rephraser = make_rephraser(cfg.rephrase)
     stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
-             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0}
+             "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0, "by_input": {}}
     n_rephrased = 0
     with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
         for pos, line in enumerate(f):
@@ -260,7 +296,9 @@ def finish_shard(out_dir: str, index: int) -> None:
             meta = {**rec["meta"], **rec["attrs"]}
             if decision.get("bucket") is not None:
                 meta["quality_bucket"] = decision["bucket"]
+            per_input = stats["by_input"].setdefault(rec.get("input", ""), {"kept": 0, "removed": {}})
             if removed:
+                per_input["removed"][removed["reason"]] = per_input["removed"].get(removed["reason"], 0) + 1
                 removed_w.write({"id": rec["id"], "text": rec["text"], "source": rec["source"],
                                  "step": removed["step"], "removal_reason": removed["reason"],
                                  "score": removed["score"], "detail": removed["detail"], "meta": meta})
@@ -281,6 +319,7 @@ def finish_shard(out_dir: str, index: int) -> None:
             kept_w.write({"id": rec["id"], "text": text, "source": rec["source"], "quality_bucket": bucket,
                           "meta": meta})
             stats["kept"] += 1
+            per_input["kept"] += 1
             key = "null" if bucket is None else str(bucket)
             for name, inc in (("kept_by_source_bucket", 1), ("tokens_by_source_bucket", meta["tokens"])):
                 src = stats[name].setdefault(rec["source"], {})
@@ -317,6 +356,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _input_info(f: Path) -> dict:
+    """The manifest's line for one input file; a file that cannot be read is reported, not fatal."""
+    info: dict = {"path": display_path(f), "format": readers.detect_format(f)}
+    if not name_is_utf8(f):
+        info["name_not_utf8"] = True  # shown with \xNN for its undecodable bytes, in ids too
+    try:
+        info.update({"bytes": f.stat().st_size, "sha256": _sha256(f)})
+    except OSError as e:
+        info.update({"bytes": None, "sha256": None, "error": display_path(str(e))})
+    return info
+
+
 def resolve_defaults(inputs: list[str | Path], cfg: CurateConfig) -> CurateConfig:
     """Fill reference docs and eval sets from a TinyWeb input when the config names none."""
     for p in inputs:
@@ -339,14 +390,14 @@ def _train_quality(out: Path, cfg: CurateConfig, shards: list[readers.Shard]) ->
             reference += [json.loads(line)["text"] for line in f if line.strip()]
     per_shard = -(-cfg.quality.sample_docs // max(len(shards), 1))
     random_docs = []
-    for shard in shards:  # the first docs of every shard: deterministic and spread over the input
-        taken = 0
-        for item in readers.read_shard(shard, cfg.input):
-            if taken >= per_shard or len(random_docs) >= cfg.quality.sample_docs:
+    for group in readers.one_pass_groups(shards):  # the first docs of every shard: deterministic, spread out
+        taken = [0] * len(group)
+        for k, item in readers.read_shards([shards[i] for i in group], cfg.input):
+            if min(taken) >= per_shard or len(random_docs) >= cfg.quality.sample_docs:
                 break
-            if not isinstance(item, Malformed):
+            if taken[k] < per_shard and not isinstance(item, Malformed):
                 random_docs.append(item.text)
-                taken += 1
+                taken[k] += 1
     model = quality.QualityModel.train(reference, random_docs, cfg.quality.classifiers, cfg.quality.seed)
     model.save(qdir)
     _write_json(qdir / "training.json", {"reference_docs": len(reference), "random_docs": len(random_docs)})
@@ -371,9 +422,8 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         return manifest
     t_start = time.time()
     files = readers.expand_inputs(inputs)
-    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records)
-    input_info = [{"path": str(f), "format": readers.detect_format(f), "bytes": f.stat().st_size,
-                   "sha256": _sha256(f)} for f in files]
+    shards = readers.plan_shards(inputs, cfg.input.shard_bytes, cfg.input.shard_records, cfg.input)
+    input_info = [_input_info(f) for f in files]
     resolved = to_dict(cfg)
     fingerprint = hashlib.sha256(json.dumps([resolved, input_info], sort_keys=True).encode()).hexdigest()
     plan_path = _work(out) / "plan.json"
@@ -386,7 +436,8 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
             print(f"[curate] resuming the unfinished run in {out}", file=sys.stderr)
     else:
         _write_json(plan_path, {"fingerprint": fingerprint, "config": resolved, "inputs": input_info,
-                                "shards": [dataclasses.asdict(s) for s in shards]})
+                                "shards": [dataclasses.asdict(s) for s in shards],
+                                "stage_tasks": readers.one_pass_groups(shards)})
     if progress and cfg.quality.enabled and not cfg.quality.reference:
         print("[curate] quality buckets off: set quality.reference to JSONL files of high-quality text "
               "(quality_bucket will be null and heuristics apply to every document)", file=sys.stderr)
@@ -394,8 +445,10 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     n = len(shards)
     t0 = time.time()
     seconds = {"plan_and_train_quality": round(t0 - t_start, 2)}
-    todo = [i for i in range(n) if not _marker(out, "stage", i).is_file()]
-    run_tasks(stage_shard, str(out), todo, cfg.executor, "stage", progress)
+    tasks = json.loads(plan_path.read_text()).get("stage_tasks") or [[i] for i in range(n)]
+    todo = [t for t, group in enumerate(tasks) if any(not _marker(out, "stage", i).is_file() for i in group)]
+    run_tasks(stage_task, str(out), todo, cfg.executor, "stage", progress,
+              "tasks" if len(tasks) < n else "shards")  # a compressed file's shards are one task
     seconds["stage"] = round(time.time() - t0, 2)
     t1 = time.time()
     summary = (json.loads((_work(out) / "decisions" / "summary.json").read_text())
@@ -406,7 +459,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     run_tasks(finish_shard, str(out), todo, cfg.executor, "finish", progress)
     seconds["finish"] = round(time.time() - t1, 2)
     seconds["total_this_invocation"] = round(time.time() - t_start, 2)
-    manifest = _manifest(out, resolved, input_info, n, summary, seconds)
+    manifest = _manifest(out, resolved, input_info, shards, summary, seconds)
     if (_work(out) / "quality" / "done").is_file():
         shutil.copytree(_work(out) / "quality", out / "quality", dirs_exist_ok=True)
     _write_json(out / "manifest.json", manifest)
@@ -423,12 +476,17 @@ def _merge(into: dict, add: dict) -> None:
             into[k] = into.get(k, 0) + v
 
 
-def _manifest(out: Path, resolved: dict, input_info: list, n_shards: int, summary: dict, seconds: dict) -> dict:
+def _manifest(out: Path, resolved: dict, input_info: list, shards: list[readers.Shard], summary: dict,
+              seconds: dict) -> dict:
     from hytron import __version__
 
     total: dict = {}
+    n_shards = len(shards)
     for i in range(n_shards):
         _merge(total, json.loads((_work(out) / "stats" / f"shard-{i:05d}.json").read_text()))
+    by_input = total.pop("by_input", {})
+    for info in input_info:  # every input file with its records: a file that gave none says so
+        info["records"] = by_input.get(info["path"], {"kept": 0, "removed": {}})
     n_removed = sum(sum(r.values()) for r in total.get("removed", {}).values())
     training = _work(out) / "quality" / "training.json"
     return {

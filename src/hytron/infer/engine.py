@@ -100,6 +100,9 @@ class Engine:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"prompt token ids must be in [0, {self.vocab_size}), got {bad[:5]}")
+        if params.logit_bias and not all(i < self.vocab_size for i in params.logit_bias):
+            bad = sorted(i for i in params.logit_bias if i >= self.vocab_size)[:5]
+            raise ValueError(f"logit_bias: token ids must be in [0, {self.vocab_size}), got {bad}")
         if len(ids) + params.max_tokens > self.max_len:
             raise PromptTooLong(len(ids), params.max_tokens, self.max_len)
         if params.stop and self.decode is None:

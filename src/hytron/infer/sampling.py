@@ -36,6 +36,7 @@ class SamplingParams:
     thinking: bool | None = None
     max_thinking_tokens: int | None = None
     thinking_grace: int | None = None  # extra tokens allowed to reach a newline; None = 10% of the budget
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling (vLLM, OpenAI)
 
     def __post_init__(self) -> None:
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -53,6 +54,10 @@ class SamplingParams:
         need(self.seed is None or isinstance(self.seed, int), "seed", "must be an integer or None")
         need(self.thinking in (None, True, False), "thinking", "must be None, True or False")
         need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
+        if self.logit_bias is not None:
+            need(isinstance(self.logit_bias, dict) and all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 and _finite(b)
+                for i, b in self.logit_bias.items()), "logit_bias", "must map token ids >= 0 to finite numbers")
         for name in ("logprobs", "prompt_logprobs", "max_thinking_tokens", "thinking_grace"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and v >= 0), name, "must be an integer >= 0 or None")
@@ -106,8 +111,13 @@ def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator,
            banned: tuple[int, ...] = ()) -> int:
-    """Choose the next token from logits (V,) under `params`; `banned` ids are never chosen."""
+    """Choose the next token from logits (V,) under `params` (its `logit_bias` added first, as vLLM does);
+    `banned` ids are never chosen."""
     logits = logits.float()
+    if params.logit_bias:
+        logits = logits.clone()
+        ids = list(params.logit_bias)
+        logits[ids] += torch.tensor([float(params.logit_bias[i]) for i in ids])
     if banned:
         logits = logits.clone()
         logits[list(banned)] = float("-inf")

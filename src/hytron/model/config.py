@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from hytron.config import ConfigError, from_dict, to_dict
 
 BLOCK_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
+MAX_LAYERS = 1024  # the largest published hybrid (Nemotron-H 56B) has 118
+# Upper bounds on every size a config.json can set, checked before anything is allocated (a checkpoint is untrusted
+# input: issue 26 found `chunk_size: 100000` loading and then every prefill trying to allocate 10 GB). Each is far
+# above the published shapes (hidden 8192, FFN 32768, 256 Mamba heads, 131072 vocab, 262144 context).
+SIZE_LIMITS = {
+    "vocab_size": 2**22, "hidden_size": 65536, "num_attention_heads": 1024, "num_key_value_heads": 1024,
+    "head_dim": 1024, "intermediate_size": 2**20, "mamba_num_heads": 4096, "mamba_head_dim": 1024,
+    "ssm_state_size": 1024, "n_groups": 1024, "conv_kernel": 64, "chunk_size": 1024, "n_routed_experts": 4096,
+    "num_experts_per_tok": 4096, "moe_intermediate_size": 2**18, "moe_shared_expert_intermediate_size": 2**20,
+    "n_shared_experts": 1, "n_group": 4096, "topk_group": 4096, "max_position_embeddings": 2**24,
+}
+MAX_PARAMS = 4 * 10**12  # closed-form parameter count (embeddings included) a config may describe
 
 
 @dataclass
@@ -59,7 +72,19 @@ class HybridConfig:
             if not cond:
                 raise ConfigError(f"HybridConfig.{fld}: {msg} (got {getattr(self, fld)!r})")
 
-        need(isinstance(self.pattern, str) and len(self.pattern) > 0, "pattern", "must be a non-empty string")
+        # the pattern first, and by length only: a 10^6-character one is refused at once, not echoed back whole
+        if not (isinstance(self.pattern, str) and 0 < len(self.pattern) <= MAX_LAYERS):
+            size = len(self.pattern) if isinstance(self.pattern, str) else type(self.pattern).__name__
+            raise ConfigError(f"HybridConfig.pattern: must be 1..{MAX_LAYERS} block kinds, one per layer (got {size})")
+        for f, limit in SIZE_LIMITS.items():
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+                raise ConfigError(f"HybridConfig.{f}: must be an integer in 0..{limit} (got {value!r})")
+        for f in ("norm_eps", "initializer_range", "time_step_min", "time_step_max", "time_step_floor",
+                  "routed_scaling_factor"):
+            value = getattr(self, f)
+            need(isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1e6, f,
+                 "must be a finite number in 0..1e6")
         bad = sorted(set(self.pattern) - set(BLOCK_KINDS))
         need(not bad, "pattern", f"unknown block kind(s) {bad}; use M (mamba), * (attention), - (mlp), E (moe)")
         for f in ("vocab_size", "hidden_size", "conv_kernel", "chunk_size", "max_position_embeddings"):
@@ -92,6 +117,10 @@ class HybridConfig:
             need(0 < self.topk_group <= self.n_group, "topk_group", f"must be in 1..n_group={self.n_group}")
             if self.n_group > 1:
                 need(self.n_routed_experts // self.n_group >= 2, "n_group", "needs >= 2 experts per group")
+        n = self.num_params()
+        if n > MAX_PARAMS:
+            raise ConfigError(f"HybridConfig: describes {n:.3g} parameters, over the {MAX_PARAMS:.0g} limit; "
+                              "check hidden_size, vocab_size and the widths")
 
     # ---- derived sizes -----------------------------------------------------------------------------
     @property

@@ -5,13 +5,19 @@ every width explicit (`mamba_num_heads`, `mamba_head_dim`, `head_dim`: "expand" 
 `backbone.*` tensor names, MoE experts one tensor per expert, and `lm_head.weight` always (HF ignores
 `tie_word_embeddings` and would initialise a missing head at random). Reads the same, plus the names
 `transformers` or NVIDIA's remote code write (`model.*`, `backbone.embedding.weight`, stacked experts).
+
+A model folder is untrusted input. config.json is size-capped and every size in it bounded (HybridConfig)
+before anything is allocated; the files it reads (config.json, the shard index, the shards it names) must
+resolve inside the model folder: no absolute names, no `..`, no symlink out (except a Hugging Face cache
+snapshot's links into its own `blobs/`). A refused name gets the same error whether or not its target exists.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -22,6 +28,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+MAX_JSON_BYTES = 4 * 2**20  # config.json and the shard index: real ones are a few KB
 
 _KIND_OF_TYPE = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*",
                  "mlp": "-", "moe": "E"}
@@ -210,40 +217,85 @@ def _refuse_pickles(path: Path) -> None:
                          "trusted tool to safetensors first.")
 
 
+def _allowed_roots(folder: Path) -> list[str]:
+    """Real paths files of `folder` may resolve into: the folder, and for a Hugging Face cache snapshot
+    (`models--ORG--NAME/snapshots/REV`, whose files are symlinks to `../../blobs/SHA`) that repo's blobs/."""
+    absolute = Path(os.path.abspath(folder))
+    roots = [os.path.realpath(absolute)]
+    if absolute.parent.name == "snapshots" and absolute.parent.parent.name.startswith("models--"):
+        roots.append(os.path.realpath(absolute.parent.parent / "blobs"))
+    return roots
+
+
+def confined(folder: Path, name: object, what: str) -> Path:
+    """The real path of file `name` of model folder `folder`, refused (ValueError) unless it is a relative name
+    without `..` that resolves, symlinks followed, inside the folder. The check is on names and real paths only,
+    never on existence, so the error is the same whether or not an outside target exists."""
+    shown = repr(name)[:200]
+    refusal = ValueError(f"{folder}: {what} {shown} is not a file inside the model folder (shard and config names "
+                         "must be relative, without '..', and must not link outside it)")
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise refusal
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise refusal
+    real = os.path.realpath(folder / pure)
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _allowed_roots(folder)):
+        raise refusal
+    return Path(real)
+
+
+def _read_small_json(path: Path, what: str, error: type[ValueError] = ValueError):
+    """The JSON in `path` (already confined), refused unread when over MAX_JSON_BYTES."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise error(f"{path}: {what} of {size} bytes, over the {MAX_JSON_BYTES}-byte limit")
+    return read_json_file(path, f"{path}: missing", error)
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a model directory: single file or an index of shards; errors name the bad file."""
+    """All tensors of a model directory: single file or an index of shards; errors name the bad file. Every
+    file read is confined to the folder (`confined`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    files: list[Path]
-    if (path / INDEX_NAME).is_file():
+    files: list[tuple[str, Path]]  # (name as given, real path)
+    if (path / INDEX_NAME).is_file() or (path / INDEX_NAME).is_symlink():  # a dangling link is refused alike
+        index_file = confined(path, INDEX_NAME, "shard index")
         try:
-            index = json.loads((path / INDEX_NAME).read_text())
-            files = sorted({path / f for f in index["weight_map"].values()})
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path / INDEX_NAME}: malformed shard index ({e})") from None
-    elif (path / WEIGHTS_NAME).is_file():
-        files = [path / WEIGHTS_NAME]
+            index = _read_small_json(index_file, "shard index")
+            names = sorted(set(index["weight_map"].values()))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path / INDEX_NAME}: malformed shard index ({type(e).__name__}: {e})") from None
+        files = [(n, confined(path, n, "shard")) for n in names]  # every name checked before any is read
+    elif (path / WEIGHTS_NAME).is_file() or (path / WEIGHTS_NAME).is_symlink():
+        files = [(WEIGHTS_NAME, confined(path, WEIGHTS_NAME, "weights file"))]
     else:
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
+        names = sorted(f.name for f in path.glob("*.safetensors"))
+        if not names:
             _refuse_pickles(path)
             raise FileNotFoundError(f"{path}: no safetensors weights found (model.safetensors or an index)")
+        files = [(n, confined(path, n, "weights file")) for n in names]
     tensors: dict[str, torch.Tensor] = {}
-    for f in files:
+    for name, f in files:
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: listed in the shard index but missing")
+            raise FileNotFoundError(f"{path / name}: listed in the shard index but missing")
         try:
             tensors.update(load_file(str(f)))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{f}: not a valid safetensors file (truncated or corrupt?): {e}") from None
+            raise ValueError(f"{path / name}: not a valid safetensors file (truncated or corrupt?): {e}") from None
     return tensors
 
 
 def load_config(path: str | Path) -> HybridConfig:
     path = Path(path)
     cfg_file = path / CONFIG_NAME
-    data = read_json_file(cfg_file, f"{path}: no {CONFIG_NAME}; is this a Nemotron-H model directory?", ConfigError)
+    if not (cfg_file.is_file() or cfg_file.is_symlink()):
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; is this a Nemotron-H model directory?")
+    real = confined(path, CONFIG_NAME, "config file")
+    if not real.is_file():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; is this a Nemotron-H model directory?")
+    data = _read_small_json(real, CONFIG_NAME, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_file}: must hold a JSON object, got {type(data).__name__}")
     return config_from_hf(data, source=str(cfg_file))

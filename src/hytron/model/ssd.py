@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+MAX_SCAN_CHUNK = 256  # the longest chunk the reference scan uses (see ssd_chunked)
+
 
 def _scan_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -44,7 +46,10 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G  # heads per group
-    Q = chunk_size
+    # The chunk is a compute choice, not part of the model: every chunk length gives the same result, and memory
+    # is b·H·L·Q (the Q x Q decay per chunk). So the reference never uses more than MAX_SCAN_CHUNK, whatever
+    # config.json says (issue 26: chunk_size 100000 made every prefill try to allocate 10 GB).
+    Q = min(chunk_size, MAX_SCAN_CHUNK)
     out_dtype, dtype = x.dtype, _scan_dtype(x)
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
     pad = (-L) % Q

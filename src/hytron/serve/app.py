@@ -11,6 +11,7 @@ unless `cors_origins` names the pages that may call the API.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from hytron.serve import errors, openai
 from hytron.serve.backend import Backend
 from hytron.serve.errors import ERROR_RESPONSES, APIError, error_body
 from hytron.serve.metrics import Metrics
-from hytron.serve.page import CHAT_PAGE
+from hytron.serve.page import CHAT_PAGE, PAGE_HEADERS
 from hytron.serve.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -39,6 +40,7 @@ from hytron.serve.protocol import (
 )
 
 PUBLIC = {"/health", "/", "/favicon.ico"}
+MAX_HEAD_BYTES = 16384  # request line and headers together (what serve/http.py documents)
 
 
 def _ok(model, stream: bool = False) -> dict:
@@ -73,7 +75,18 @@ class Guard:
                 self.metrics.http.labels(str(message["status"])).inc()
             await send(message)
 
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+            len(k) + len(v) + 4 for k, v in raw_headers)
+        if head > MAX_HEAD_BYTES:  # h11 caps only a head still arriving; one sent whole got through
+            return await self._reject(counting_send, 431, f"request headers larger than {MAX_HEAD_BYTES} bytes",
+                                      {"connection": "close"})
+        headers = dict(raw_headers)
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # RFC 9112 6.1: a proxy in front may have framed the body by Content-Length and this server by the
+            # chunks (request smuggling): refuse, and close the connection so nothing after it is read
+            return await self._reject(counting_send, 400, "a request must not carry both Content-Length and "
+                                                          "Transfer-Encoding", {"connection": "close"})
         host = headers.get(b"host", b"").decode("latin-1")
         if not _host_allowed(host, self.allowed_hosts):
             return await self._reject(counting_send, 400, f"Host {host[:100]!r} is not served here (allowed: "
@@ -151,7 +164,7 @@ def create_app(backend: Backend) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        return HTMLResponse(CHAT_PAGE)
+        return HTMLResponse(CHAT_PAGE, headers=PAGE_HEADERS)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon():
@@ -181,20 +194,23 @@ def create_app(backend: Backend) -> FastAPI:
         return await openai.completions(backend, body, request)
 
     @app.post("/tokenize", responses=_ok(TokenizeResponse))
-    async def tokenize(body: TokenizeRequest):
+    async def tokenize(body: TokenizeRequest, request: Request):
         openai.check_model(backend, body.model)
         if (body.prompt is None) == (body.messages is None):
             raise APIError(400, "give exactly one of prompt or messages", "prompt")
 
-        def run() -> bytes:  # in a worker thread: a 4 MB prompt takes seconds to tokenize and to serialize
-            if body.prompt is not None:
-                ids = backend.encode(body.prompt, add_special_tokens=body.add_special_tokens)
-            else:
-                ids = openai.tokenize_chat(backend, body)
+        def answer(ids: list[int]) -> bytes:
             out = {"count": len(ids), "max_model_len": backend.max_len, "tokens": ids}
             if body.return_token_strs:
                 out["token_strs"] = [backend.token_strs[i] for i in ids]
             return json.dumps(out, ensure_ascii=False).encode()
+
+        if body.messages is not None:  # a chat template render: on the template threads, like a chat request
+            ids = await backend.render(functools.partial(openai.tokenize_chat, backend, body), request)
+            return Response(await run_in_threadpool(answer, ids), media_type="application/json")
+
+        def run() -> bytes:  # in a worker thread: a 4 MB prompt takes seconds to tokenize and to serialize
+            return answer(backend.encode(body.prompt, add_special_tokens=body.add_special_tokens))
 
         return Response(await run_in_threadpool(run), media_type="application/json")
 

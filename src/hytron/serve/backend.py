@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +55,16 @@ class ServeConfig:
     shutdown_timeout: float = 10.0
     allowed_hosts: tuple[str, ...] | None = None
     cors_origins: tuple[str, ...] = ()
+    # connections served at once (more: the oldest idle one is closed, else the new one gets a 503); None: the
+    # open-file limit less a reserve for the process's own files (`hytron.serve.http.connection_limit`)
+    max_connections: int | None = None
+    max_stop_bytes: int = 16384  # all stop strings of a request together (UTF-8)
+    # chat templates are untrusted code: each render gets `template_seconds` (and the step and size limits of
+    # `hytron.tokenizer.TemplateBudget`) on one of `template_threads` threads of its own, never the threads that
+    # other requests need; more than `template_waiting` renders waiting -> 429
+    template_seconds: float = 5.0
+    template_threads: int = 2
+    template_waiting: int = 64
 
 
 class Backend:
@@ -66,6 +80,9 @@ class Backend:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
         self.token_strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
         self.max_token_bytes = max(len(s.encode("utf-8", "replace")) for s in self.token_strs) or 1
+        tokenizer.template_budget = dataclasses.replace(tokenizer.template_budget, seconds=config.template_seconds)
+        self._templates = ThreadPoolExecutor(config.template_threads, thread_name_prefix="hytron-template")
+        self._rendering: set[threading.Event] = set()  # the cancel events of renders queued or running
         self.tool_parser = parser_for(tokenizer.chat_template, config.tool_parser)
         # decoded text leaves out special tokens, except the tool-call markers the parser reads
         keep = {tokenizer.token_to_id(t) for t in (self.tool_parser.start, self.tool_parser.end)} \
@@ -95,7 +112,31 @@ class Backend:
         return self
 
     def close(self) -> None:
+        for cancel in list(self._rendering):  # renders stop at their next step
+            cancel.set()
+        self._templates.shutdown(wait=False, cancel_futures=True)
         self.engine.close()
+
+    async def render(self, fn: Callable[[threading.Event], object], request=None):
+        """`fn(cancel)` (a chat-template render) on the template threads; `cancel` is set when the client goes
+        away (watched through the ASGI `request`) or the awaiting task is cancelled, and the render stops at
+        its next step. Raises a 429 APIError when too many renders wait."""
+        from hytron.serve.errors import APIError
+
+        cfg = self.config
+        if len(self._rendering) >= cfg.template_threads + cfg.template_waiting:
+            raise APIError(429, f"server busy: {len(self._rendering)} chat templates are rendering or waiting",
+                           code="queue_full", headers={"Retry-After": "1"})
+        cancel = threading.Event()
+        self._rendering.add(cancel)
+        watcher = asyncio.create_task(_watch_disconnect(request, cancel)) if request is not None else None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._templates, functools.partial(fn, cancel))
+        finally:
+            cancel.set()
+            self._rendering.discard(cancel)
+            if watcher is not None:
+                watcher.cancel()
 
     # ---- text <-> ids -----------------------------------------------------------------------------
     def decode(self, ids: Sequence[int]) -> str:
@@ -120,12 +161,13 @@ class Backend:
                            param, "limit_exceeded")
 
     def chat_prompt(self, messages: list[dict], enable_thinking: bool | None, tools: list[dict] | None = None,
-                    add_generation_prompt: bool = True, **template_kwargs) -> tuple[list[int], bool]:
+                    add_generation_prompt: bool = True, cancel: threading.Event | None = None,
+                    template_kwargs: dict | None = None) -> tuple[list[int], bool]:
         """(prompt ids, thinking): thinking is True when the rendered prompt leaves a <think> section open.
-        Control-token strings inside the messages are encoded as text."""
+        Control-token strings inside the messages are encoded as text; the render stops once `cancel` is set."""
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                  enable_thinking=enable_thinking, tools=tools, sanitize=True,
-                                                 **template_kwargs)
+                                                 _cancel=cancel, **(template_kwargs or {}))
         return ids, self.opens_thinking(ids)
 
     def opens_thinking(self, ids: Sequence[int]) -> bool:
@@ -153,6 +195,14 @@ class Backend:
 
         handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta))
         return Stream(handle[0], queue)
+
+
+async def _watch_disconnect(request, cancel: threading.Event) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancel.set()
+            return
 
 
 class Stream:

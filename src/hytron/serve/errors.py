@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hytron.serve.protocol import ErrorResponse
+from hytron.serve.protocol import ErrorResponse, TooDeep
 
 log = logging.getLogger("hytron.serve")
 
@@ -87,6 +87,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
+
+    @app.exception_handler(TooDeep)
+    async def _too_deep(request: Request, exc: TooDeep):
+        return error_response(400, str(exc), exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -19,7 +19,9 @@ as vLLM does, because chat templates iterate over them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -45,10 +47,17 @@ def check_model(backend: Backend, model: str | None) -> None:
 
 def _check_common(backend: Backend, body: _Sampling) -> None:
     check_model(backend, body.model)
-    if body.n > backend.config.max_n:
-        raise APIError(400, f"n must be at most {backend.config.max_n}, got {body.n}", "n", LIMIT)
+    cfg = backend.config
+    if body.n > cfg.max_n:
+        raise APIError(400, f"n must be at most {cfg.max_n}, got {body.n}", "n", LIMIT)
     if body.stop_token_ids:
         backend.check_ids(body.stop_token_ids, "stop_token_ids")
+    stop_bytes = sum(len(s.encode()) for s in body.stops())
+    if stop_bytes > cfg.max_stop_bytes:
+        raise APIError(400, f"stop strings must hold at most {cfg.max_stop_bytes} bytes together, got {stop_bytes}",
+                       "stop", LIMIT)
+    if body.logit_bias:
+        backend.check_ids([int(i) for i in body.logit_bias], "logit_bias")
 
 
 def _max_tokens(backend: Backend, asked: int | None, prompt_len: int, default: int, param: str = "messages") -> int:
@@ -78,7 +87,8 @@ def _params(body: _Sampling, max_tokens: int, i: int, **kw) -> SamplingParams:
             top_p=1.0 if body.top_p is None else body.top_p, top_k=max(0, body.top_k or 0),
             min_p=body.min_p or 0.0, seed=None if body.seed is None else body.seed + i, stop=body.stops(),
             stop_token_ids=tuple(body.stop_token_ids or ()), ignore_eos=body.ignore_eos,
-            include_stop_str_in_output=body.include_stop_str_in_output, **kw)
+            include_stop_str_in_output=body.include_stop_str_in_output,
+            logit_bias={int(i): b for i, b in body.logit_bias.items()} if body.logit_bias else None, **kw)
     except ValueError as e:
         raise APIError(400, str(e)) from None
 
@@ -217,9 +227,10 @@ def _arguments(text: str):
     return value if isinstance(value, dict) else text
 
 
-# names the renderer sets itself (a chat_template_kwargs entry cannot replace them)
+# names the renderer sets itself (a chat_template_kwargs entry cannot replace them); `self` is Jinja's name for
+# the template itself, so a variable of that name could never be read
 _RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message", "sanitize",
-                    "tokenize"}
+                    "tokenize", "self"}
 
 
 def _template_kwargs(body) -> tuple[bool | None, dict]:
@@ -227,25 +238,26 @@ def _template_kwargs(body) -> tuple[bool | None, dict]:
     enable = kwargs.pop("enable_thinking", None)
     reserved = sorted(k for k in kwargs if k in _RESERVED_KWARGS or k.startswith("_"))
     if reserved:
-        raise APIError(400, f"chat_template_kwargs: {reserved[0]!r} is set by the request itself, not a template "
-                            "variable", "chat_template_kwargs")
+        raise APIError(400, f"chat_template_kwargs: {reserved[0]!r} is set by the request or the template itself, "
+                            "not a template variable", "chat_template_kwargs")
     if getattr(body, "reasoning_effort", None) == "none":
         enable = False
     return enable, kwargs
 
 
-def tokenize_chat(backend: Backend, body: TokenizeRequest) -> list[int]:
+def tokenize_chat(backend: Backend, body: TokenizeRequest, cancel: threading.Event | None = None) -> list[int]:
     """`/tokenize` with `messages`: the ids a chat request with the same fields would prefill."""
     enable, kwargs = _template_kwargs(body)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     try:
         return backend.chat_prompt(template_messages(body.messages), enable, tools,
-                                   add_generation_prompt=body.add_generation_prompt, **kwargs)[0]
+                                   add_generation_prompt=body.add_generation_prompt, cancel=cancel,
+                                   template_kwargs=kwargs)[0]
     except ValueError as e:
         raise APIError(400, str(e), "messages") from None
 
 
-def _chat_prompt(backend: Backend, body: ChatCompletionRequest):
+def _chat_prompt(backend: Backend, body: ChatCompletionRequest, cancel: threading.Event | None = None):
     """(ids, thinking, tool parser or None, tools, prefilled call text) of a chat request."""
     enable, kwargs = _template_kwargs(body)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
@@ -263,7 +275,8 @@ def _chat_prompt(backend: Backend, body: ChatCompletionRequest):
         if name not in {t["function"]["name"] for t in tools}:
             raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice", "unknown_tool")
     try:
-        ids, thinking = backend.chat_prompt(template_messages(body.messages), enable, tools, **kwargs)
+        ids, thinking = backend.chat_prompt(template_messages(body.messages), enable, tools, cancel=cancel,
+                                            template_kwargs=kwargs)
     except ValueError as e:
         raise APIError(400, str(e), "messages") from None
     prefix = ""
@@ -279,8 +292,10 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
     _check_common(backend, body)
     cfg = backend.config
     check_prompt_size(backend, [m.text() for m in body.messages if m.role == "user"], "messages")
-    # tokenizing and template rendering off the event loop: one big chat must not stall the others
-    ids, thinking, parser, tools, prefix = await run_in_threadpool(_chat_prompt, backend, body)
+    # template rendering and tokenizing on the template threads: one big or hostile chat must not stall the
+    # event loop or take the threads other requests need; it stops when the client goes away
+    ids, thinking, parser, tools, prefix = await backend.render(functools.partial(_chat_prompt, backend, body),
+                                                                request)
     budget = next((b for b in (body.thinking_token_budget, body.max_thinking_tokens, cfg.max_thinking_tokens)
                    if b is not None), None)
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens

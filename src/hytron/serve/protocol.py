@@ -7,6 +7,7 @@ length, the vocabulary) are checked by the handlers, and those refusals carry a 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -25,6 +26,46 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 INT64 = 2**63 - 1
+MAX_JSON_DEPTH = 64  # nesting of any request field, from the body down (a JSON schema 30 levels deep fits)
+
+
+class TooDeep(Exception):
+    """A request field nested deeper than MAX_JSON_DEPTH (a 400 naming the field; never a RecursionError later,
+    in validation, control-token marking or the chat template)."""
+
+    def __init__(self, path: tuple):
+        self.param = ".".join(str(p) for p in path[:8])
+        super().__init__(f"{self.param}: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def deepest(value, limit: int = MAX_JSON_DEPTH, path: tuple = ()) -> tuple | None:
+    """The path to a container nested deeper than `limit` inside `value` (depth 1), or None. Iterative."""
+    stack = [(value, 1, path)]
+    while stack:
+        v, depth, where = stack.pop()
+        if depth > limit:
+            return where
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, x in items:
+            if isinstance(x, (dict, list)):
+                stack.append((x, depth + 1, (*where, k)))
+    return None
+
+
+def text_depth(text: str) -> int:
+    """Bracket nesting of JSON text (brackets inside strings left out), without parsing it."""
+    depth = best = 0
+    for m in _BRACKETS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif c in "]}":
+            depth -= 1
+    return best
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def _valid_unicode(s: str) -> str:
@@ -94,6 +135,19 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")  # clients send many fields; unknown ones are ignored (as vLLM)
 
 
+class _Request(_Body):
+    """A whole request body: refused before validation when any field nests deeper than MAX_JSON_DEPTH."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shallow(cls, v):
+        if isinstance(v, dict):
+            where = deepest(v)
+            if where is not None:
+                raise TooDeep(where)
+        return v
+
+
 class StreamOptions(_Body):
     include_usage: StrictBool = False
 
@@ -137,7 +191,14 @@ class NamedToolChoice(_Body):
 
 class FunctionCall(_Body):
     name: Text
-    arguments: Text  # JSON text
+    arguments: Text  # JSON text (decoded for the chat template, so its nesting is bounded too)
+
+    @field_validator("arguments")
+    @classmethod
+    def _shallow(cls, v: str) -> str:
+        if text_depth(v) > MAX_JSON_DEPTH:
+            raise PydanticCustomError("too_deep", "JSON nested deeper than {limit} levels", {"limit": MAX_JSON_DEPTH})
+        return v
 
 
 class ToolCallIn(_Body):
@@ -185,7 +246,7 @@ class ChatTemplateKwargs(_Body):
         return self
 
 
-class _Sampling(_Body):
+class _Sampling(_Request):
     """Parameters shared by chat and completions."""
 
     model: Text | None = None
@@ -203,6 +264,10 @@ class _Sampling(_Body):
     stream_options: StreamOptions | None = None
     presence_penalty: ZeroNum = 0.0
     frequency_penalty: ZeroNum = 0.0
+    # token id (a decimal string) -> bias added to its logit before sampling, as in vLLM and OpenAI
+    logit_bias: Annotated[dict[Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,9})$")],
+                               Annotated[Num, Field(ge=-100.0, le=100.0)]], Field(max_length=1024, json_schema_extra={
+                                   "additionalProperties": False})] | None = None
     user: Text | None = None
 
     @field_validator("stream_options")
@@ -267,7 +332,7 @@ class CompletionRequest(_Sampling):
         return list(p)
 
 
-class TokenizeRequest(_Body):
+class TokenizeRequest(_Request):
     """Exactly one of `prompt` and `messages` (the handler says which is wrong, the schema says so too)."""
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
@@ -284,7 +349,7 @@ class TokenizeRequest(_Body):
     tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
 
 
-class DetokenizeRequest(_Body):
+class DetokenizeRequest(_Request):
     model: Text | None = None
     tokens: Annotated[TokenIds, Field(max_length=1 << 20)]
 

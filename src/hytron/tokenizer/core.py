@@ -42,10 +42,12 @@ exact. Documents for pre-training are encoded with special-token strings treated
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from hytron.tokenizer.sandbox import TemplateBudget, TemplateBudgetError
 from hytron.tokenizer.template import CHAT_TEMPLATE, ChatTemplate, ControlTokens
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -106,6 +108,8 @@ class Tokenizer:
             control_tokens = [t.content for t in added.values()
                               if t.special or (t.content in text and not t.content.isspace())]
         self._control = ControlTokens(control_tokens)
+        self.template_budget = TemplateBudget()  # every render's limits (steps, seconds, size)
+        self._check_template_budget()
         self.end_of_turn_id = self._find_end_of_turn()
         self.stop_ids: tuple[int, ...] = tuple(dict.fromkeys(
             int(i) for i in (*generation_eos, self.eos_id, self.end_of_turn_id) if i is not None))
@@ -115,6 +119,23 @@ class Tokenizer:
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self._tok.token_to_id(token)
 
+    def _check_template_budget(self) -> None:
+        """Render probe chats (with and without tools) under the budget: a template that loops, recurses or
+        builds without bound is refused here, with one line, not at the first request (or never)."""
+        chat = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": _PROBE}, {"role": "user", "content": "Thanks"}]
+        tool = {"type": "function", "function": {"name": "probe", "description": "a probe", "parameters": {
+            "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+        for template in self._compiled.values():
+            for tools in (None, [tool]):
+                try:
+                    template.render(chat, tools=tools, add_generation_prompt=True, budget=self.template_budget,
+                                    special_tokens=self.special_tokens_map)
+                except TemplateBudgetError as e:
+                    raise ValueError(f"{template.origin}: refused: {e} rendering a 4-turn probe chat") from None
+                except ValueError:
+                    pass  # the template refuses this probe (raise_exception, a shape it does not take): fine
+
     def _find_end_of_turn(self) -> int | None:
         """The control token the template writes right after an assistant answer (<|im_end|>, <SPECIAL_12>)."""
         if self.chat_template is None:
@@ -122,6 +143,8 @@ class Tokenizer:
         chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _PROBE}]
         try:
             text = self.render_text(chat)
+        except TemplateBudgetError:
+            raise
         except ValueError:
             return None
         at = text.rfind(_PROBE)
@@ -320,13 +343,14 @@ class Tokenizer:
     def render_text(self, messages: Sequence[dict], *, add_generation_prompt: bool = False,
                     enable_thinking: bool | None = None, continue_final_message: bool = False,
                     tools: list | None = None, sanitize: bool = False, _spans: list | None = None,
-                    **template_kwargs) -> str:
+                    _cancel: threading.Event | None = None, **template_kwargs) -> str:
         """The chat as text, rendered by the checkpoint's Jinja chat template as transformers renders it.
 
         `enable_thinking` and other keywords are template variables (vLLM's `chat_template_kwargs`); `tools`
         are JSON schemas. `continue_final_message` leaves the last turn open so generation continues it (e.g. an
         answer after a reasoning trace cut by a thinking budget). `sanitize` marks control tokens in the input
-        so `render_chat` encodes them as text (see `hytron.tokenizer.template`).
+        so `render_chat` encodes them as text (see `hytron.tokenizer.template`). Rendering stays within
+        `self.template_budget` and stops soon after `_cancel` is set (a server's request went away).
         """
         if enable_thinking is not None:
             template_kwargs["enable_thinking"] = enable_thinking
@@ -334,16 +358,18 @@ class Tokenizer:
             messages, tools=tools, add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message, special_tokens=self.special_tokens_map,
             variables=template_kwargs,
-            mark=self._control.mark if sanitize else None, spans=_spans)
+            mark=self._control.mark if sanitize else None, spans=_spans, budget=self.template_budget,
+            cancel=_cancel)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False,
                             enable_thinking: bool | None = None, continue_final_message: bool = False,
-                            tools: list | None = None, sanitize: bool = False, **template_kwargs) -> list[int]:
+                            tools: list | None = None, sanitize: bool = False,
+                            _cancel: threading.Event | None = None, **template_kwargs) -> list[int]:
         """Token ids of a rendered chat (transformers' `apply_chat_template(..., tokenize=True)`); with
         `sanitize`, control-token strings inside messages are encoded as text (what the server does)."""
         text = self.render_text(messages, add_generation_prompt=add_generation_prompt,
                                 enable_thinking=enable_thinking, continue_final_message=continue_final_message,
-                                tools=tools, sanitize=sanitize, **template_kwargs)
+                                tools=tools, sanitize=sanitize, _cancel=_cancel, **template_kwargs)
         if sanitize:
             return self._control.encode(text, lambda s: _encode(self._tok, s), self._encode_without_added_tokens,
                                         self._tok.token_to_id)

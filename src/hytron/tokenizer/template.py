@@ -20,12 +20,13 @@ trusted and rendered as written.)
 
 from __future__ import annotations
 
-import json
 import re
+import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from functools import cached_property
 from typing import Any
+
+from hytron.tokenizer.sandbox import TemplateBudget, TemplateBudgetError, _environment, compile_template, metered
 
 # hytron's own chat template (tokenizers hytron trains): ChatML turn markers with Nano 2's reasoning control, see
 # `hytron.tokenizer.core`. `{% generation %}` marks what the assistant produces (content + end of turn): our
@@ -84,62 +85,6 @@ MARK_START, MARK_END = "\U000f0000", "\U000f0001"  # private-use code points aro
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
-def _environment():
-    import jinja2
-    from jinja2 import nodes
-    from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class GenerationSpans(Extension):
-        """`{% generation %}...{% endgeneration %}`: records the character span it rendered (for loss masks)."""
-
-        tags = {"generation"}
-
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return nodes.CallBlock(self.call_method("_mark", [nodes.Name("_spans", "load"),
-                                                              nodes.Name("_rendered", "load")]),
-                                   [], [], body).set_lineno(lineno)
-
-        def _mark(self, spans, rendered, caller):
-            text = caller()
-            if isinstance(spans, list) and isinstance(rendered, list):  # only while rendering with spans
-                start = sum(len(b) for b in rendered)
-                spans.append((start, start + len(text)))
-            return text
-
-    class Namespace(jinja2.utils.Namespace):
-        def __init__(*args, **kwargs):  # noqa: N805 (jinja's own signature trick, so namespace(self=...) works)
-            self, args = args[0], args[1:]
-            attrs = dict(*args, **kwargs)
-            for name in attrs:
-                Namespace._check(name)
-            jinja2.utils.Namespace.__init__(self, attrs)
-
-        def __setitem__(self, name, value):
-            Namespace._check(name)
-            jinja2.utils.Namespace.__setitem__(self, name, value)
-
-        @staticmethod
-        def _check(name):
-            if isinstance(name, str) and name.startswith("_"):
-                raise jinja2.exceptions.SecurityError(f"chat templates cannot set namespace attribute {name!r}")
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[GenerationSpans, jinja2.ext.loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt),
-                       dict=lambda *a, **k: dict(*a, **k), namespace=Namespace)
-    return env
-
-
 class ChatTemplate:
     """One compiled chat template. `origin` names where it came from (a file), for error messages."""
 
@@ -151,8 +96,7 @@ class ChatTemplate:
         self.source, self.origin = source, origin
         self._env = _environment()
         try:
-            self._ast = self._env.parse(source)
-            self._template = self._env.from_string(source)
+            self._ast, self._template = compile_template(self._env, source)
         except jinja2.TemplateSyntaxError as e:
             raise ValueError(f"{origin}: chat template syntax error at line {e.lineno}: {e.message}") from None
 
@@ -175,10 +119,13 @@ class ChatTemplate:
     def render(self, messages: Sequence[dict], *, tools: list | None = None, documents: list | None = None,
                add_generation_prompt: bool = False, continue_final_message: bool = False,
                special_tokens: dict | None = None, variables: dict | None = None,
-               mark: Callable[[Any], Any] | None = None, spans: list | None = None) -> str:
+               mark: Callable[[Any], Any] | None = None, spans: list | None = None,
+               budget: TemplateBudget | None = None, cancel: threading.Event | None = None) -> str:
         """The rendered chat. `special_tokens`: bos_token, eos_token, ...; `variables`: template kwargs
         (they override special tokens); `mark` wraps control tokens in user input (messages, tools, kwargs; see
-        the module docstring); `spans` collects `{% generation %}` character spans."""
+        the module docstring); `spans` collects `{% generation %}` character spans. The render stays within
+        `budget` (steps, seconds, size: `hytron.tokenizer.sandbox`) and stops soon after `cancel` is set;
+        going over is a `TemplateBudgetError` (a ValueError)."""
         import jinja2
 
         if continue_final_message and add_generation_prompt:
@@ -196,11 +143,26 @@ class ChatTemplate:
             final = chat[-1]["content"]
             chat[-1] = {**chat[-1], "content": final + CONTINUE_TAG}
         rendered: list[str] = []
+        budget = budget or TemplateBudget()
+        size = 0
+        context = {"messages": chat, "tools": tools, "documents": documents,
+                   "add_generation_prompt": add_generation_prompt, **kwargs, "_spans": spans, "_rendered": rendered}
         try:
-            for block in self._template.generate(messages=chat, tools=tools, documents=documents,
-                                                 add_generation_prompt=add_generation_prompt,
-                                                 **kwargs, _spans=spans, _rendered=rendered):
-                rendered.append(block)
+            with metered(budget, cancel):
+                for block in self._template.generate(context):  # one dict: a kwarg named `self` is just a name
+                    size += len(block)
+                    if size > budget.max_output:
+                        raise TemplateBudgetError(f"chat template output is longer than {budget.max_output:,} "
+                                                  "characters")
+                    rendered.append(block)
+        except TemplateBudgetError:
+            raise
+        except RecursionError:
+            raise TemplateBudgetError("chat template recursed too deeply") from None
+        except MemoryError:
+            raise TemplateBudgetError("chat template ran out of memory") from None
+        except OverflowError as e:  # range(10**10) (the sandbox's range limit), a float too large
+            raise TemplateBudgetError(f"chat template: {e}") from None
         except jinja2.TemplateError as e:  # raise_exception(...) in the template, or an undefined operation
             raise ValueError(f"chat template: {e}") from None
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:  # e.g. '+' on a str and a list
