@@ -52,9 +52,11 @@ def _reproduce(claim, out, capsys):
         if c["n"] == 2:
             lo, hi = c["ci95"]
             assert lo <= c["mean"] <= hi
-        assert c["verdict"] == stats.verdict(c, c["threshold"], c["higher_is_better"])
+        assert c.get("interval_verdict", c["verdict"]) == stats.verdict(c, c["threshold"], c["higher_is_better"])
     for g in result["gates"]:
         assert set(g) == {"name", "passed", "value", "rule"} and isinstance(g["passed"], bool)
+    if not all(g["passed"] for g in result["gates"]):  # a failed gate: no criterion may read "met" either
+        assert result["verdict"] == "not valid" and all(c["verdict"] == "not valid" for c in criteria)
     assert result["verdict"] == stats.claim_verdict(criteria, result["gates"])
     assert isinstance(result["rule"], str) and result["rule"]
     for name in result["plots"]:

@@ -129,3 +129,64 @@ def test_pretrain_hook_and_emulated_bf16_kept_blocks(tmp_path):
     plain = torch.nn.functional.linear(x, lin.weight, lin.bias)
     assert not torch.allclose(lin(x), plain, atol=1e-7)
     assert apply_precision(HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=300)), "fp32") is None
+
+
+def test_t_critical_beyond_30_degrees_of_freedom_follows_the_tables():
+    # exact t(0.975, df): 31 -> 2.0395, 50 -> 2.0086, 100 -> 1.9840, 1000 -> 1.9623; 1.96 at once was too narrow
+    for df, exact in ((30, 2.042), (31, 2.0395), (50, 2.0086), (100, 1.9840), (1000, 1.9623)):
+        assert stats.t_critical(df) == pytest.approx(exact, abs=1e-3)
+    values = [stats.t_critical(df) for df in range(25, 2000)]
+    assert all(a >= b for a, b in zip(values, values[1:])) and values[-1] > 1.96  # falls smoothly towards 1.96
+
+
+def test_a_diverged_seed_is_missing_in_a_paired_difference_not_a_crash():
+    d = stats.difference([0.03, None, 0.04, 0.05], [0.01, 0.02, None, 0.02])
+    assert d["n"] == 2 and d["missing"] == 2 and d["mean"] == pytest.approx(0.025)
+    assert d["per_seed"] == [pytest.approx(0.02), None, None, pytest.approx(0.03)]
+    with pytest.raises(ValueError, match="one per seed"):
+        stats.difference([1.0, 2.0], [1.0])
+
+
+def test_non_finite_values_are_missing_and_result_json_stays_strict_json():
+    est = stats.estimate([1.0, float("nan"), 3.0, float("inf")])
+    assert est["n"] == 2 and est["missing"] == 2 and est["per_seed"] == [1.0, None, 3.0, None]
+    json.loads(json.dumps(est), parse_constant=lambda c: pytest.fail(f"{c} in result.json"))
+    ratio = stats.log_estimate([2.0, 4.0, 8.0])
+    assert ratio["sd"] == pytest.approx(stats.estimate([2.0, 4.0, 8.0])["sd"])  # the ratios' own sample sd
+
+
+def test_a_failed_gate_leaves_no_criterion_reading_met(tmp_path):
+    crit = [stats.criterion("x", stats.estimate([1.0, 1.1, 1.05]), 0.5)]
+    assert crit[0]["verdict"] == "met"
+    res = common.write_result(tmp_path, "demo", {"criteria": crit}, {"a": 1}, [0, 1, 2], {}, [], 0.0,
+                              data_hashes={}, disjointness={}, tried_settings=[], rule="x >= 0.5",
+                              gates=[stats.gate("null arm", None, None, "interval within ±0.5%")])
+    c = json.loads((tmp_path / "result.json").read_text())["headline"]["criteria"][0]
+    assert res["verdict"] == "not valid" and c["verdict"] == "not valid" and c["interval_verdict"] == "met"
+    stats.apply_gates(crit, [stats.gate("g", False, 0, "never")])  # idempotent: the interval's reading survives
+    assert crit[0]["interval_verdict"] == "met"
+    ok = [stats.criterion("x", stats.estimate([1.0, 1.1, 1.05]), 0.5)]
+    stats.apply_gates(ok, [stats.gate("g", True, 1, "always")])
+    assert ok[0]["verdict"] == "met" and "interval_verdict" not in ok[0]
+
+
+def _record(losses: dict[str, list[float]], steps: list[int], diverged: tuple[str, ...] = ()) -> dict:
+    runs = {n: {"evals": [{"step": s, "tokens": 100 * s, "val_loss": v, "val_bpb": v} for s, v in zip(steps, ls)],
+                "first_loss": 6.0, "diverged": n in diverged, "step_time_median_s": 0.1, "parameters": 1}
+            for n, ls in losses.items()}
+    return {"runs": runs, "validation_docs": 6, "validation_removed": 0, "data_hash": {}, "overlap": {}}
+
+
+def test_nvfp4_summary_with_a_diverged_run_is_not_valid_not_a_crash(tmp_path):
+    pytest.importorskip("matplotlib")
+    s = nvfp4.NVFP4ClaimSettings(steps=10, eval_every=5, recipes=["bf16", "fp32", "nvfp4", "mxfp4"])
+    ok = {"bf16": [3.0, 2.0], "fp32": [3.0, 2.001], "nvfp4": [3.1, 2.01], "mxfp4": [3.2, 2.05]}
+    records = {0: _record(ok, [5, 10]), 1: _record({**ok, "nvfp4": [3.1]}, [5, 10], diverged=("nvfp4",)),
+               2: _record(ok, [5, 10])}
+    res = nvfp4.summarize(tmp_path, s, records, 0.0, log=lambda m: None)
+    gates = {g["name"]: g for g in res["gates"]}
+    assert not gates["no run diverged"]["passed"] and gates["no run diverged"]["value"] == ["nvfp4 s1"]
+    assert res["verdict"] == "not valid"
+    crit = {c["name"]: c for c in res["headline"]["criteria"]}
+    assert crit["mxfp4 gap - nvfp4 gap"]["per_seed"][1] is None and crit["mxfp4 gap - nvfp4 gap"]["n"] == 2
+    assert all(c["verdict"] == "not valid" for c in crit.values())

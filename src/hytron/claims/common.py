@@ -162,10 +162,12 @@ def write_result(out: Path, claim: str, headline: dict, settings, seeds: list[in
     """OUT/result.json: claim, verdict, the pre-registered rule, the validity gates, headline (criteria with
     per-seed values, mean, 95% interval, verdict), settings, seeds, data hashes (per seed where the data depends
     on it), eval-vs-train overlap counts, the settings tried, environment, plots, seconds. The verdict is
-    "not valid" when a gate failed, else read off the criteria's intervals (`stats.claim_verdict`)."""
-    from hytron.claims.stats import claim_verdict
+    "not valid" when a gate failed, else read off the criteria's intervals (`stats.claim_verdict`); a failed gate
+    also turns each criterion's verdict into "not valid" (its interval's reading stays as `interval_verdict`)."""
+    from hytron.claims.stats import apply_gates, claim_verdict
 
     headline["verdict"] = claim_verdict(headline.get("criteria", []), gates)
+    apply_gates(headline.get("criteria", []), gates)
     result = {"claim": claim, "verdict": headline["verdict"], "rule": rule, "gates": gates, "headline": headline,
               "settings": asdict(settings) if hasattr(settings, "__dataclass_fields__") else settings,
               "seeds": list(seeds), "data_hashes": data_hashes, "disjointness": disjointness,

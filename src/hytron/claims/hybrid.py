@@ -252,6 +252,7 @@ def run(out: str | Path, quick: bool = False, settings: HybridClaimSettings | No
                               "chunked scan and attention run far below a GPU's compute-bound prefill, which is a "
                               "small share of a 16k-token generation there, so the verdict is read off decode "
                               "throughput"}
+    stats.apply_gates(criteria, gates)  # a failed gate: each criterion reads "not valid" (plots too)
     plots = [
         seed_plot(out / "decode_batch1.png", {n: [([p["context"] for p in rnd], [p["tok_s"] for p in rnd])
                                                   for rnd in v] for n, v in points.items()}, logx=True,

@@ -183,6 +183,7 @@ def summarize(out: Path, s: NVFP4ClaimSettings, records: dict[int, dict], starte
                 "step_time_vs_baseline": {n: sum(runs[n][sd]["step_time_median_s"] or 0 for sd in seeds)
                                           / max(1e-12, sum(runs[BASELINE][sd]["step_time_median_s"] or 0
                                                            for sd in seeds)) for n in names}}
+    stats.apply_gates(criteria, gates)  # a failed gate: each criterion reads "not valid" (plots too)
     curve = lambda r: ([e["tokens"] for e in r["evals"]], [e["val_loss"] for e in r["evals"]])  # noqa: E731
     plots = [
         seed_plot(out / "val_loss.png", {n: [curve(runs[n][sd]) for sd in seeds] for n in names},
