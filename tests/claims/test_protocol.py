@@ -190,3 +190,35 @@ def test_nvfp4_summary_with_a_diverged_run_is_not_valid_not_a_crash(tmp_path):
     crit = {c["name"]: c for c in res["headline"]["criteria"]}
     assert crit["mxfp4 gap - nvfp4 gap"]["per_seed"][1] is None and crit["mxfp4 gap - nvfp4 gap"]["n"] == 2
     assert all(c["verdict"] == "not valid" for c in crit.values())
+
+
+def test_run_seeds_starts_afresh_only_work_made_with_other_settings(tmp_path, monkeypatch):
+    """A seed's data and checkpoints are resumed only under the settings they were made with: a finished 6-step run
+    continued under steps=8, or a crawl generated at another size, would otherwise pass for the new settings."""
+    import sys
+    import types
+
+    seen = {}
+
+    def run_seed(out, settings, seed, log=print):  # a claim's seed: notes what its work folder already held
+        work = out / f"seed{seed}"
+        seen[seed] = sorted(p.name for p in work.iterdir())
+        (work / "data.txt").write_text(f"steps {settings.steps}")
+        return {"value": settings.steps}
+
+    monkeypatch.setitem(sys.modules, "hytron.claims.probe", types.SimpleNamespace(run_seed=run_seed))
+    old, new = common.LoopSettings(steps=6), common.LoopSettings(steps=8)
+    quiet = {"log": lambda m: None}
+    common.run_seeds("probe", tmp_path, old, [0, 1], **quiet)
+    (tmp_path / "seed1" / "record.json").unlink()  # seed 1 stopped half-way under the new settings
+    (tmp_path / "seed1" / "settings.json").write_text(json.dumps(common._settings_dict(new)))
+    (tmp_path / "seed2").mkdir()  # work of unknown settings
+    (tmp_path / "seed2" / "data.txt").write_text("?")
+    seen.clear()
+    records = common.run_seeds("probe", tmp_path, new, [0, 1, 2], **quiet)
+    assert seen[0] == ["settings.json"]  # other settings: the 6-step work was deleted, not resumed
+    assert seen[1] == ["data.txt", "settings.json"]  # same settings, no record yet: resumed from its work
+    assert seen[2] == ["settings.json"]
+    assert [records[k]["value"] for k in (0, 1, 2)] == [8, 8, 8]
+    seen.clear()
+    assert common.run_seeds("probe", tmp_path, new, [0, 1, 2], **quiet) == records and not seen  # all reused

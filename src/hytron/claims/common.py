@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -92,10 +93,12 @@ def _seed_worker(claim: str, out: str, settings, seed: int, threads: int) -> dic
         torch.set_num_threads(threads)
     module = importlib.import_module(f"hytron.claims.{claim}")
     tag = f"[seed {seed}] "
+    work = Path(out) / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "settings.json").write_text(json.dumps(_settings_dict(settings)) + "\n")  # what this folder holds
     record = module.run_seed(Path(out), settings, seed, log=lambda m: print(tag + m, flush=True))
     record = {"settings": _settings_dict(settings), **record}
-    path = Path(out) / f"seed{seed}" / "record.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = work / "record.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(path)
@@ -103,25 +106,39 @@ def _seed_worker(claim: str, out: str, settings, seed: int, threads: int) -> dic
 
 
 def _settings_dict(settings) -> dict:
-    return asdict(settings) if hasattr(settings, "__dataclass_fields__") else dict(settings)
+    return json.loads(json.dumps(asdict(settings) if hasattr(settings, "__dataclass_fields__") else dict(settings)))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run_seeds(claim: str, out: Path, settings, seeds: list[int], *, jobs: int = 1, threads: int = 0,
               log: Callable[[str], None] = print) -> dict[int, dict]:
     """{seed: record} for every seed: a record already in OUT/seed{k}/record.json made with the same settings is
-    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads)."""
+    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads).
+
+    A seed's work (data, tokenizer, runs and their checkpoints) lives in OUT/seed{k}/ with the settings it was made
+    with (settings.json); a half-finished seed resumes from it. Work made with other settings (or of unknown
+    settings) is deleted first: its data and checkpoints would otherwise be resumed under the new settings (a run
+    continued from a finished run of other length, data generated with another size)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    current = _settings_dict(settings)
     records, todo = {}, []
     for seed in seeds:
-        path = Path(out) / f"seed{seed}" / "record.json"
-        if path.is_file():
-            rec = json.loads(path.read_text())
-            if rec.get("settings") == json.loads(json.dumps(_settings_dict(settings))):
-                log(f"seed {seed}: reusing {path}")
-                records[seed] = rec
-                continue
-            log(f"seed {seed}: {path} was made with other settings; running it again")
+        work = Path(out) / f"seed{seed}"
+        rec = _read_json(work / "record.json")
+        if isinstance(rec, dict) and rec.get("settings") == current:
+            log(f"seed {seed}: reusing {work / 'record.json'}")
+            records[seed] = rec
+            continue
+        if work.exists() and _read_json(work / "settings.json") != current:
+            log(f"seed {seed}: {work} holds work made with other settings; starting this seed afresh")
+            shutil.rmtree(work)
         todo.append(seed)
     if jobs == 1 or len(todo) <= 1:
         for seed in todo:
