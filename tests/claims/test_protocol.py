@@ -112,6 +112,11 @@ def test_pretrain_hook_and_emulated_bf16_kept_blocks(tmp_path):
     again = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
                                     log=lambda m: None)
     assert again["train"] == r["train"] and len(calls) == 2  # finished: nothing re-ran
+    (tmp_path / "run" / "summary.json").unlink()  # killed after the final checkpoint, before the summary
+    third = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
+                                    log=lambda m: None)
+    assert len(calls) == 3 and [e["step"] for e in third["evals"]] == [2, 4]  # the final step evaluated once
+    assert third["train"] == r["train"]
 
     from hytron.model import HybridConfig, HybridLM
 

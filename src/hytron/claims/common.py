@@ -62,17 +62,21 @@ def pretrain_tracked(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate:
     except FloatingPointError as e:
         log(f"  [{label}] {e}")
         diverged = True
-    train, evals, step_times = [], [], []
+    # one record per step, the last written: a run resumed from its final checkpoint before its summary was
+    # written (a kill in that window, or a signal at the last step) evaluates the final step again
+    train_by_step, evals_by_step = {}, {}
     for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if "lr" in rec:  # a training step's record
-            train.append({"step": rec["step"], "tokens": rec["tokens"], "loss": rec["loss"]})
-            step_times.append(rec["step_s"])
+            train_by_step[rec["step"]] = rec
         else:  # an evaluation's record
-            evals.append(rec)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "time")
-            log(f"  [{label}] step {rec['step']}: {shown}")
-    step_times.sort()
+            evals_by_step[rec["step"]] = rec
+    train = [{"step": r["step"], "tokens": r["tokens"], "loss": r["loss"]} for _, r in sorted(train_by_step.items())]
+    step_times = sorted(r["step_s"] for r in train_by_step.values())
+    evals = [r for _, r in sorted(evals_by_step.items())]
+    for rec in evals:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "time")
+        log(f"  [{label}] step {rec['step']}: {shown}")
     return {"train": train, "evals": evals, "tokens_per_step": s.batch_size * s.seq_len,
             "step_time_median_s": step_times[len(step_times) // 2] if step_times else None,
             "parameters": _parameters(s.preset, vocab_size), "diverged": diverged}
