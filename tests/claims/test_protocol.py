@@ -227,3 +227,25 @@ def test_run_seeds_starts_afresh_only_work_made_with_other_settings(tmp_path, mo
     assert [records[k]["value"] for k in (0, 1, 2)] == [8, 8, 8]
     seen.clear()
     assert common.run_seeds("probe", tmp_path, new, [0, 1, 2], **quiet) == records and not seen  # all reused
+
+
+def test_precision_names_and_the_late_switch_at_the_wsd_decay_start():
+    from hytron.config import ConfigError
+    from hytron.model import HybridConfig, HybridLM
+    from hytron.train.schedule import lr_at
+    from hytron.train.setup import apply_precision
+
+    fresh = lambda: HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=64))  # noqa: E731
+    for device in ("cpu", "cuda"):  # +switch on a name with nothing lower to switch from: refused on every device
+        for name in ("bf16+switch", "fp32+switch", "auto+switch"):
+            with pytest.raises(ConfigError, match=r"\+switch applies to a low-precision recipe"):
+                apply_precision(fresh(), name, torch.device(device))
+    with pytest.raises(ConfigError, match=r"unknown 'nvfp5'; known: auto, fp32, bf16, .*RECIPE\+switch"):
+        apply_precision(fresh(), "nvfp5")
+    # the switch happens at the step where the WSD decay starts, also when decay_fraction * steps is not whole
+    for steps in (6, 7, 9, 15, 25, 37, 400):
+        for d in (0.1, 0.2, 0.25, 0.3):
+            recipe = apply_precision(fresh(), "nvfp4+switch", torch.device("cpu"), d, total_steps=steps)
+            lrs = [lr_at(k, base_lr=1.0, total_steps=steps, warmup_steps=1, decay_fraction=d) for k in range(steps)]
+            decay = next(k for k, lr in enumerate(lrs) if lr < 1.0)
+            assert [k for k in range(steps) if recipe.should_switch(k, steps)][0] == decay, (steps, d)
