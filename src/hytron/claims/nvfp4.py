@@ -67,10 +67,13 @@ TRIED = [{"steps": 150, "recipes": 8, "seeds": [0], "note": "earlier single-seed
 def _names(s: NVFP4ClaimSettings) -> list[str]:
     from hytron.lowp import RECIPE_NAMES
 
-    unknown = [r for r in s.recipes if r.removesuffix("+switch") not in RECIPE_NAMES]
+    unknown = [r for r in s.recipes if r.removesuffix("+switch") not in RECIPE_NAMES
+               or r.endswith("+switch") and r.removesuffix("+switch") in ("fp32", "bf16")]
     if unknown:
         raise ValueError(f"nvfp4 claim: unknown precision recipe(s) {unknown}; known: {', '.join(RECIPE_NAMES)} "
-                         "(each also as RECIPE+switch)")
+                         "(each low-precision one also as RECIPE+switch)")
+    if "nvfp4" not in s.recipes:  # checked before any run: the claim's criteria are about nvfp4
+        raise ValueError(f"nvfp4 claim: recipes must include 'nvfp4' (the claim's subject), got {s.recipes}")
     if not 0 < s.late_fraction <= 1:
         raise ValueError(f"nvfp4 claim: late_fraction must be in (0, 1], got {s.late_fraction}")
     return [BASELINE, *[r for r in s.recipes if r != BASELINE]]
