@@ -258,3 +258,13 @@ def test_nvfp4_claim_refuses_recipes_it_cannot_judge_before_any_run(tmp_path):
         with pytest.raises(ValueError, match=match):
             nvfp4.run_seed(tmp_path, nvfp4.NVFP4ClaimSettings(recipes=recipes), 0, log=lambda m: None)
     assert not any(tmp_path.iterdir())  # refused before any data was generated
+
+
+def test_parallel_seeds_share_the_threads_out_unless_told():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert common.worker_threads(2) == 2 and common.worker_threads(8) == 1  # never 2 x 4 threads on 4 cores
+        assert common.worker_threads(2, threads=3) == 3  # --threads is per process
+    finally:
+        torch.set_num_threads(before)

@@ -120,10 +120,17 @@ def _read_json(path: Path):
         return None
 
 
+def worker_threads(workers: int, threads: int = 0) -> int:
+    """Torch threads for each of `workers` seed processes: `threads` when set, else this process's threads shared
+    out (each spawned process would otherwise take every core, and `workers` of them fight over the machine)."""
+    return threads or max(1, torch.get_num_threads() // workers)
+
+
 def run_seeds(claim: str, out: Path, settings, seeds: list[int], *, jobs: int = 1, threads: int = 0,
               log: Callable[[str], None] = print) -> dict[int, dict]:
     """{seed: record} for every seed: a record already in OUT/seed{k}/record.json made with the same settings is
-    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads).
+    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads; 0 shares this
+    process's threads out among them, `worker_threads`).
 
     A seed's work (data, tokenizer, runs and their checkpoints) lives in OUT/seed{k}/ with the settings it was made
     with (settings.json); a half-finished seed resumes from it. Work made with other settings (or of unknown
@@ -151,8 +158,11 @@ def run_seeds(claim: str, out: Path, settings, seeds: list[int], *, jobs: int = 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {seed: pool.submit(_seed_worker, claim, str(out), settings, seed, threads) for seed in todo}
+        workers = min(jobs, len(todo))
+        per_worker = worker_threads(workers, threads)
+        log(f"{len(todo)} seeds in {workers} processes, {per_worker} torch threads each")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {seed: pool.submit(_seed_worker, claim, str(out), settings, seed, per_worker) for seed in todo}
             for seed, fut in futures.items():
                 records[seed] = fut.result()
     return {seed: records[seed] for seed in seeds}
