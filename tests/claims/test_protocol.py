@@ -268,3 +268,27 @@ def test_parallel_seeds_share_the_threads_out_unless_told():
         assert common.worker_threads(2, threads=3) == 3  # --threads is per process
     finally:
         torch.set_num_threads(before)
+
+
+def test_hybrid_batches_held_by_max_batch_fail_a_gate_and_bad_settings_are_refused():
+    from dataclasses import replace
+
+    from hytron.claims import hybrid
+    from hytron.model import HybridLM
+
+    s = hybrid.QUICK
+    models = {n: HybridLM(c) for n, c in (("hybrid", hybrid.hybrid_config(s)),
+                                          ("attention", hybrid.attention_twin(hybrid.hybrid_config(s))))}
+    ctx = s.input_tokens + s.output_tokens
+
+    def batches(cap, budgets):
+        return {b: {n: hybrid.largest_batch(m, ctx, b * 2**20, cap) for n, m in models.items()} for b in budgets}
+
+    assert hybrid.capped(batches(s.max_batch, s.memory_budgets_mib), s.memory_budgets_mib, s.max_batch) == {}
+    # at 8 and 16 MiB (the old QUICK budgets) both models were held at batch 16: the sweep compared 16 with 16
+    held = batches(16, [8, 16])
+    assert all(bt == 16 for b in (8, 16) for bt, _ in held[b].values())
+    assert hybrid.capped(held, [8, 16], 16) == {"8": ["hybrid", "attention"], "16": ["hybrid", "attention"]}
+    for bad in ({"decode_tokens": 0}, {"memory_budgets_mib": []}, {"contexts": []}):
+        with pytest.raises(ValueError, match="hybrid claim"):
+            hybrid.hybrid_config(replace(s, **bad))
