@@ -249,6 +249,20 @@ def test_precision_names_and_the_late_switch_at_the_wsd_decay_start():
             lrs = [lr_at(k, base_lr=1.0, total_steps=steps, warmup_steps=1, decay_fraction=d) for k in range(steps)]
             decay = next(k for k, lr in enumerate(lrs) if lr < 1.0)
             assert [k for k in range(steps) if recipe.should_switch(k, steps)][0] == decay, (steps, d)
+    # after the switch, nvfp4's own layers compute the forward in the same emulated bf16 as the bf16 arm
+    from hytron.lowp import QuantLinear
+    from hytron.train.setup import switch_precision
+
+    model = fresh()
+    recipe = apply_precision(model, "nvfp4+switch", torch.device("cpu"), 0.2, total_steps=10)
+    lin = next(m for m in model.backbone.layers[0].modules() if isinstance(m, QuantLinear))
+    assert lin.recipe.name == "nvfp4"
+    x = torch.randn(4, lin.in_features)
+    ref = torch.nn.functional.linear(x.bfloat16().float(), lin.weight.bfloat16().float(), lin.bias)
+    switch_precision(model, recipe, 7, 10)
+    assert not torch.allclose(lin(x), ref, atol=1e-5)  # step 7: still 4-bit
+    switch_precision(model, recipe, 8, 10)
+    assert torch.allclose(lin(x), ref, atol=1e-6)  # step 8, the decay's first: bf16 operands, fp32 accumulation
 
 
 def test_nvfp4_claim_refuses_recipes_it_cannot_judge_before_any_run(tmp_path):
