@@ -53,9 +53,11 @@ def _reproduce(claim, out, capsys):
         if c["n"] == 2:
             lo, hi = c["ci95"]
             assert lo <= c["mean"] <= hi
-        assert c["verdict"] == stats.verdict(c, c["threshold"], c["higher_is_better"])
+        assert c.get("interval_verdict", c["verdict"]) == stats.verdict(c, c["threshold"], c["higher_is_better"])
     for g in result["gates"]:
         assert set(g) == {"name", "passed", "value", "rule"} and isinstance(g["passed"], bool)
+    if not all(g["passed"] for g in result["gates"]):  # a failed gate: no criterion may read "met" either
+        assert result["verdict"] == "not valid" and all(c["verdict"] == "not valid" for c in criteria)
     assert result["verdict"] == stats.claim_verdict(criteria, result["gates"])
     assert isinstance(result["rule"], str) and result["rule"]
     for name in result["plots"]:
@@ -110,9 +112,9 @@ def test_reproduce_hybrid_quick(tmp_path, capsys):
     assert h["layers"]["hybrid"] / h["attention_layers"]["hybrid"] >= 12  # Nemotron-like attention share
     assert "M" not in h["patterns"]["attention"] and "M" in h["patterns"]["hybrid"]
     # each model at its own largest batch under each memory budget: the hybrid's state is smaller
-    assert set(h["batches"]) == {"8", "16"}
+    assert set(h["batches"]) == {"1", "2"}
     for budget, b in h["batches"].items():
-        assert b["hybrid"] >= b["attention"] >= 1
+        assert b["hybrid"] > b["attention"] >= 1 and b["hybrid"] < r["settings"]["max_batch"]  # the budget binds
         w = r["details"]["workload"][budget]
         assert len(w["hybrid"]) == len(w["attention"]) == 2 and all(x["prefill_s"] > 0 for x in w["hybrid"])
         # the verdict is read off the decode ratio, on the log scale
@@ -120,7 +122,7 @@ def test_reproduce_hybrid_quick(tmp_path, capsys):
         ratios = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(w["hybrid"], w["attention"])]
         assert crit["mean"] == pytest.approx(math.exp(sum(map(math.log, ratios)) / 2))
     assert h["memory_ratio_at_longest_context"] > 3
-    assert all(g["passed"] for g in r["gates"])
+    assert all(g["passed"] for g in r["gates"]) and "no batch held at max_batch" in [g["name"] for g in r["gates"]]
     # random-weight timing subjects: no training data, so nothing to be disjoint from
     assert r["disjointness"] == {} and r["data_hashes"] == {}
 

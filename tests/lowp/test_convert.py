@@ -196,3 +196,24 @@ def test_precision_state_resumes_bit_exactly(name):
     assert not all(torch.equal(x, y) for x, y in zip(expected, step(fresh)))  # the state mattered
     with pytest.raises(ValueError, match="does not match"):
         load_precision_state(convert(Stack(n=5), name), saved)
+
+
+def test_a_checkpoint_resumes_across_fp32_and_bf16_kept_blocks():
+    """A kept block is plain fp32 Linears (GPU, or a CPU checkpoint from before) or bf16 QuantLinears (CPU now):
+    neither has state, so the SR streams of the quantized blocks resume either way; a real mismatch still fails."""
+    def make(high_precision):
+        torch.manual_seed(0)
+        return convert(Stack(), PrecisionRecipe.from_name("nvfp4", high_precision=high_precision))
+
+    fp32_kept, bf16_kept = make("fp32"), make("bf16")
+    assert len(dict(quant_linears(bf16_kept))) > len(dict(quant_linears(fp32_kept)))
+    ids = torch.randint(0, 50, (2, 32))
+    fp32_kept(ids).square().mean().backward()  # draws from the SR generators
+    saved = precision_state(fp32_kept)
+    load_precision_state(bf16_kept, saved)  # the kept block's bf16 layers have nothing to restore
+    name = next(iter(saved))
+    got = dict(quant_linears(bf16_kept))[name].precision_state()["generators"]["cpu"]
+    assert torch.equal(got, saved[name]["generators"]["cpu"])
+    load_precision_state(make("fp32"), precision_state(bf16_kept))  # and back
+    with pytest.raises(ValueError, match="does not match"):
+        load_precision_state(make("bf16"), {k: v for k, v in saved.items() if k != name})  # an SR layer missing

@@ -125,3 +125,20 @@ def test_nvfp4_run_resumes_bit_for_bit_including_stochastic_rounding(packed_tiny
     pretrain(split, progress=False)
     assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
     assert HybridLM.from_pretrained(tmp_path / "b" / "model") is not None  # exported as a plain model
+
+
+@pytest.mark.parametrize("precision", ["nvfp4+switch", "bf16"])
+def test_cpu_bf16_kept_blocks_and_the_late_switch_resume_bit_for_bit(packed_tinyweb, tmp_path, precision):
+    # on a CPU, bf16 and nvfp4's kept block are bf16-emulating QuantLinears; the switch (at step 8 of 10) is in the
+    # checkpoint taken at step 9, and the SR generators of the quantized blocks too
+    def recipe(out):
+        return tiny_recipe(packed_tinyweb, tmp_path / out, steps=10, checkpoint_every=0, eval_every=0,
+                           precision=precision)
+
+    pretrain(recipe("a"), progress=False)
+    pretrain(recipe("b"), progress=False, max_steps_this_run=9)
+    state = json.loads(sorted((tmp_path / "b" / "checkpoints").glob("*/trainer.json"))[-1].read_text())
+    if precision.endswith("+switch"):
+        assert state["step"] == 9 and all(v["hp_forward"] for v in state["precision"].values())
+    pretrain(recipe("b"), progress=False)
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -61,17 +62,21 @@ def pretrain_tracked(data_dir: Path, vocab_size: int, s: LoopSettings, evaluate:
     except FloatingPointError as e:
         log(f"  [{label}] {e}")
         diverged = True
-    train, evals, step_times = [], [], []
+    # one record per step, the last written: a run resumed from its final checkpoint before its summary was
+    # written (a kill in that window, or a signal at the last step) evaluates the final step again
+    train_by_step, evals_by_step = {}, {}
     for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if "lr" in rec:  # a training step's record
-            train.append({"step": rec["step"], "tokens": rec["tokens"], "loss": rec["loss"]})
-            step_times.append(rec["step_s"])
+            train_by_step[rec["step"]] = rec
         else:  # an evaluation's record
-            evals.append(rec)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "time")
-            log(f"  [{label}] step {rec['step']}: {shown}")
-    step_times.sort()
+            evals_by_step[rec["step"]] = rec
+    train = [{"step": r["step"], "tokens": r["tokens"], "loss": r["loss"]} for _, r in sorted(train_by_step.items())]
+    step_times = sorted(r["step_s"] for r in train_by_step.values())
+    evals = [r for _, r in sorted(evals_by_step.items())]
+    for rec in evals:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "time")
+        log(f"  [{label}] step {rec['step']}: {shown}")
     return {"train": train, "evals": evals, "tokens_per_step": s.batch_size * s.seq_len,
             "step_time_median_s": step_times[len(step_times) // 2] if step_times else None,
             "parameters": _parameters(s.preset, vocab_size), "diverged": diverged}
@@ -92,10 +97,12 @@ def _seed_worker(claim: str, out: str, settings, seed: int, threads: int) -> dic
         torch.set_num_threads(threads)
     module = importlib.import_module(f"hytron.claims.{claim}")
     tag = f"[seed {seed}] "
+    work = Path(out) / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "settings.json").write_text(json.dumps(_settings_dict(settings)) + "\n")  # what this folder holds
     record = module.run_seed(Path(out), settings, seed, log=lambda m: print(tag + m, flush=True))
     record = {"settings": _settings_dict(settings), **record}
-    path = Path(out) / f"seed{seed}" / "record.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = work / "record.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(path)
@@ -103,25 +110,46 @@ def _seed_worker(claim: str, out: str, settings, seed: int, threads: int) -> dic
 
 
 def _settings_dict(settings) -> dict:
-    return asdict(settings) if hasattr(settings, "__dataclass_fields__") else dict(settings)
+    return json.loads(json.dumps(asdict(settings) if hasattr(settings, "__dataclass_fields__") else dict(settings)))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def worker_threads(workers: int, threads: int = 0) -> int:
+    """Torch threads for each of `workers` seed processes: `threads` when set, else this process's threads shared
+    out (each spawned process would otherwise take every core, and `workers` of them fight over the machine)."""
+    return threads or max(1, torch.get_num_threads() // workers)
 
 
 def run_seeds(claim: str, out: Path, settings, seeds: list[int], *, jobs: int = 1, threads: int = 0,
               log: Callable[[str], None] = print) -> dict[int, dict]:
     """{seed: record} for every seed: a record already in OUT/seed{k}/record.json made with the same settings is
-    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads)."""
+    reused; the others run `run_seed`, `jobs` processes at a time (each with `threads` torch threads; 0 shares this
+    process's threads out among them, `worker_threads`).
+
+    A seed's work (data, tokenizer, runs and their checkpoints) lives in OUT/seed{k}/ with the settings it was made
+    with (settings.json); a half-finished seed resumes from it. Work made with other settings (or of unknown
+    settings) is deleted first: its data and checkpoints would otherwise be resumed under the new settings (a run
+    continued from a finished run of other length, data generated with another size)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    current = _settings_dict(settings)
     records, todo = {}, []
     for seed in seeds:
-        path = Path(out) / f"seed{seed}" / "record.json"
-        if path.is_file():
-            rec = json.loads(path.read_text())
-            if rec.get("settings") == json.loads(json.dumps(_settings_dict(settings))):
-                log(f"seed {seed}: reusing {path}")
-                records[seed] = rec
-                continue
-            log(f"seed {seed}: {path} was made with other settings; running it again")
+        work = Path(out) / f"seed{seed}"
+        rec = _read_json(work / "record.json")
+        if isinstance(rec, dict) and rec.get("settings") == current:
+            log(f"seed {seed}: reusing {work / 'record.json'}")
+            records[seed] = rec
+            continue
+        if work.exists() and _read_json(work / "settings.json") != current:
+            log(f"seed {seed}: {work} holds work made with other settings; starting this seed afresh")
+            shutil.rmtree(work)
         todo.append(seed)
     if jobs == 1 or len(todo) <= 1:
         for seed in todo:
@@ -130,8 +158,11 @@ def run_seeds(claim: str, out: Path, settings, seeds: list[int], *, jobs: int = 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {seed: pool.submit(_seed_worker, claim, str(out), settings, seed, threads) for seed in todo}
+        workers = min(jobs, len(todo))
+        per_worker = worker_threads(workers, threads)
+        log(f"{len(todo)} seeds in {workers} processes, {per_worker} torch threads each")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {seed: pool.submit(_seed_worker, claim, str(out), settings, seed, per_worker) for seed in todo}
             for seed, fut in futures.items():
                 records[seed] = fut.result()
     return {seed: records[seed] for seed in seeds}
@@ -162,10 +193,12 @@ def write_result(out: Path, claim: str, headline: dict, settings, seeds: list[in
     """OUT/result.json: claim, verdict, the pre-registered rule, the validity gates, headline (criteria with
     per-seed values, mean, 95% interval, verdict), settings, seeds, data hashes (per seed where the data depends
     on it), eval-vs-train overlap counts, the settings tried, environment, plots, seconds. The verdict is
-    "not valid" when a gate failed, else read off the criteria's intervals (`stats.claim_verdict`)."""
-    from hytron.claims.stats import claim_verdict
+    "not valid" when a gate failed, else read off the criteria's intervals (`stats.claim_verdict`); a failed gate
+    also turns each criterion's verdict into "not valid" (its interval's reading stays as `interval_verdict`)."""
+    from hytron.claims.stats import apply_gates, claim_verdict
 
     headline["verdict"] = claim_verdict(headline.get("criteria", []), gates)
+    apply_gates(headline.get("criteria", []), gates)
     result = {"claim": claim, "verdict": headline["verdict"], "rule": rule, "gates": gates, "headline": headline,
               "settings": asdict(settings) if hasattr(settings, "__dataclass_fields__") else settings,
               "seeds": list(seeds), "data_hashes": data_hashes, "disjointness": disjointness,

@@ -16,7 +16,9 @@ attention, the MLP width tuned until the parameter counts match. Measured, in `r
 Pre-registered rule (RULE): met iff, at every budget, the decode-throughput ratio hybrid / attention has its
 95% interval (log scale, over rounds) at or above 6x; not met iff at some budget its upper bound is below 6x.
 Validity gates: equal parameters (within 1%); Nemotron's attention share (>= 12 layers per attention layer);
-each model fits at least one sequence at the final context in every budget.
+each model fits at least one sequence at the final context in every budget; no model's batch is held down by
+`max_batch` (then it would not run at its largest batch under the budget, and the ratio would not be the one the
+rule names).
 
 Reported beside the verdict, not part of it: the per-sequence state ratio at the final context (the
 memory-bound ceiling of the decode ratio), and an end-to-end ratio that adds a prefill of the input at that
@@ -68,8 +70,8 @@ class HybridClaimSettings:
 FULL = HybridClaimSettings()
 QUICK = HybridClaimSettings(pattern="M-M-M-M*-M-M-", hidden_size=64, intermediate_size=128, head_dim=16,
                             mamba_num_heads=4, mamba_head_dim=16, vocab_size=512, contexts=[256, 1024],
-                            decode_tokens=2, input_tokens=64, output_tokens=128, memory_budgets_mib=[8, 16],
-                            max_batch=16, prefill_chunk=64)
+                            decode_tokens=2, input_tokens=64, output_tokens=128, memory_budgets_mib=[1, 2],
+                            max_batch=32, prefill_chunk=64)  # budgets that bind: batches 12 / 25 vs 3 / 6
 TRIED = [{"pattern": "M-M-M*-M-M-", "batch": 4, "contexts": [1024, 4096, 16384],
           "note": "earlier version: 1 attention layer in 6 mixers, batch-4 decode only, repeats back to back"},
          {"input_tokens": 2048, "output_tokens": 4096, "memory_budget_mib": 1024,
@@ -77,13 +79,19 @@ TRIED = [{"pattern": "M-M-M*-M-M-", "batch": 4, "contexts": [1024, 4096, 16384],
 SEEDS = 5  # interleaved timing rounds at full size (one round: about a minute on one core)
 RULE = ("met iff at every inference-state budget the decode-throughput ratio hybrid / attention (each at its "
         "largest batch, 8k in / 16k out) has its 95% interval (log scale, over rounds) at or above 6x; valid only if "
-        "the parameters are equal within 1%, the hybrid has >= 12 layers per attention layer, and both models fit "
-        "a sequence in every budget")
+        "the parameters are equal within 1%, the hybrid has >= 12 layers per attention layer, both models fit "
+        "a sequence in every budget, and no model's batch is held at max_batch")
 
 
 def hybrid_config(s: HybridClaimSettings) -> HybridConfig:
     if s.pattern.count("*") == 0 or s.pattern.count("M") == 0:
         raise ValueError(f"hybrid claim: pattern {s.pattern!r} needs both Mamba (M) and attention (*) blocks")
+    for name in ("decode_tokens", "input_tokens", "output_tokens", "max_batch", "prefill_chunk", "prefill_batch"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"hybrid claim: {name} must be >= 1, got {getattr(s, name)}")
+    if not s.contexts or not s.memory_budgets_mib or min(s.memory_budgets_mib) <= 0:
+        raise ValueError(f"hybrid claim: contexts and memory_budgets_mib need at least one positive value, got "
+                         f"{s.contexts} and {s.memory_budgets_mib}")
     return HybridConfig(pattern=s.pattern, vocab_size=s.vocab_size, hidden_size=s.hidden_size,
                         intermediate_size=s.intermediate_size, num_attention_heads=s.num_attention_heads,
                         num_key_value_heads=s.num_key_value_heads, head_dim=s.head_dim,
@@ -158,9 +166,15 @@ def prefill_seconds(model: HybridLM, batch: int, tokens: int, chunk: int, gen: t
 
 def largest_batch(model: HybridLM, context: int, budget_bytes: int, cap: int) -> tuple[int, int]:
     """(batch, bytes per sequence): the most sequences whose inference state at `context` fits the budget
-    (0 when not even one does)."""
+    (0 when not even one does), at most `cap`."""
     per_seq = state_bytes(model.new_cache(1, capacity=context))
     return min(cap, budget_bytes // per_seq), per_seq
+
+
+def capped(batches: dict[int, dict[str, tuple[int, int]]], budgets_mib: list[int], cap: int) -> dict[str, list[str]]:
+    """{budget: [models whose budget would hold more than `cap` sequences]}: held at the cap, not the budget."""
+    return {str(b): [n for n, (_, per) in batches[b].items() if (b * 2**20) // per > cap] for b in budgets_mib
+            if any((b * 2**20) // per > cap for _, per in batches[b].values())}
 
 
 def run(out: str | Path, quick: bool = False, settings: HybridClaimSettings | None = None, seeds: int = SEEDS,
@@ -231,7 +245,11 @@ def run(out: str | Path, quick: bool = False, settings: HybridClaimSettings | No
                         ">= 12 layers per attention layer in the hybrid"),
              stats.gate("both models fit every budget", fits,
                         {str(b): {n: bt for n, (bt, _) in batches[b].items()} for b in budgets},
-                        "largest batch >= 1 at the final context in every budget")]
+                        "largest batch >= 1 at the final context in every budget"),
+             stats.gate("no batch held at max_batch", not capped(batches, budgets, s.max_batch),
+                        capped(batches, budgets, s.max_batch),
+                        f"each model's budget holds at most max_batch ({s.max_batch}) sequences, so each runs at its "
+                        "largest batch under the budget")]
     prefill_share = {str(b): {n: sum(w["prefill_s"] for w in ws) / sum(w["end_to_end_s"] for w in ws)
                               for n, ws in workload[str(b)].items() if ws} for b in budgets}
     headline = {"metric": f"decode tokens/s hybrid / attention, {s.input_tokens} in / {s.output_tokens} out, each "
@@ -252,6 +270,7 @@ def run(out: str | Path, quick: bool = False, settings: HybridClaimSettings | No
                               "chunked scan and attention run far below a GPU's compute-bound prefill, which is a "
                               "small share of a 16k-token generation there, so the verdict is read off decode "
                               "throughput"}
+    stats.apply_gates(criteria, gates)  # a failed gate: each criterion reads "not valid" (plots too)
     plots = [
         seed_plot(out / "decode_batch1.png", {n: [([p["context"] for p in rnd], [p["tok_s"] for p in rnd])
                                                   for rnd in v] for n, v in points.items()}, logx=True,

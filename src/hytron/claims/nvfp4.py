@@ -67,10 +67,13 @@ TRIED = [{"steps": 150, "recipes": 8, "seeds": [0], "note": "earlier single-seed
 def _names(s: NVFP4ClaimSettings) -> list[str]:
     from hytron.lowp import RECIPE_NAMES
 
-    unknown = [r for r in s.recipes if r.removesuffix("+switch") not in RECIPE_NAMES]
+    unknown = [r for r in s.recipes if r.removesuffix("+switch") not in RECIPE_NAMES
+               or r.endswith("+switch") and r.removesuffix("+switch") in ("fp32", "bf16")]
     if unknown:
         raise ValueError(f"nvfp4 claim: unknown precision recipe(s) {unknown}; known: {', '.join(RECIPE_NAMES)} "
-                         "(each also as RECIPE+switch)")
+                         "(each low-precision one also as RECIPE+switch)")
+    if "nvfp4" not in s.recipes:  # checked before any run: the claim's criteria are about nvfp4
+        raise ValueError(f"nvfp4 claim: recipes must include 'nvfp4' (the claim's subject), got {s.recipes}")
     if not 0 < s.late_fraction <= 1:
         raise ValueError(f"nvfp4 claim: late_fraction must be in (0, 1], got {s.late_fraction}")
     return [BASELINE, *[r for r in s.recipes if r != BASELINE]]
@@ -183,6 +186,7 @@ def summarize(out: Path, s: NVFP4ClaimSettings, records: dict[int, dict], starte
                 "step_time_vs_baseline": {n: sum(runs[n][sd]["step_time_median_s"] or 0 for sd in seeds)
                                           / max(1e-12, sum(runs[BASELINE][sd]["step_time_median_s"] or 0
                                                            for sd in seeds)) for n in names}}
+    stats.apply_gates(criteria, gates)  # a failed gate: each criterion reads "not valid" (plots too)
     curve = lambda r: ([e["tokens"] for e in r["evals"]], [e["val_loss"] for e in r["evals"]])  # noqa: E731
     plots = [
         seed_plot(out / "val_loss.png", {n: [curve(runs[n][sd]) for sd in seeds] for n in names},

@@ -4,6 +4,7 @@
     ratio = log_estimate([6.1, 5.4, 7.0])             # ratios: geometric mean, interval of the mean log
     verdict(est, 5.0)                                 # "met" only when the whole interval clears the threshold
     claim_verdict(criteria, [gate("QA above chance", qa > 0.6, qa, ">= 60%")])  # "not valid" if a gate fails
+    apply_gates(criteria, gates)                      # ...and then each criterion says "not valid" too
     overlap(eval_texts, train_texts)                  # eval items whose normalised text occurs in training
 
 A verdict is read off the interval, never the point estimate: "met" when the interval lies entirely on the
@@ -26,9 +27,11 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-# two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30 (standard tables); 1.96 beyond
+# two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30 (standard tables), then the tables' sparse
+# points beyond, interpolated linearly in 1/df (the usual rule; within 0.001 of the exact value) up to 1.96 at df = inf
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975_SPARSE = ((30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960))
 VERDICTS = ("met", "not met", "inconclusive", "not valid")
 
 
@@ -36,7 +39,14 @@ def t_critical(df: int) -> float:
     """t_{0.975} with `df` degrees of freedom (the 95% two-sided multiplier)."""
     if df < 1:
         raise ValueError(f"t_critical: df must be >= 1, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    if df <= len(_T975):
+        return _T975[df - 1]
+    # 1.96 straight after df 30 would be a jump from 2.042 (an interval too narrow for 31..~200 values)
+    for (d0, t0), (d1, t1) in zip(_T975_SPARSE, _T975_SPARSE[1:]):
+        if df <= d1:
+            w = (1 / d0 - 1 / df) / (1 / d0 - 1 / d1)
+            return t0 + w * (t1 - t0)
+    return 1.96
 
 
 def estimate(values: Sequence[float | None]) -> dict:
@@ -44,7 +54,7 @@ def estimate(values: Sequence[float | None]) -> dict:
     never reached its target) are kept in `per_seed`, counted in `missing`, and left out of the statistics."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     n = len(vals)
-    out = {"per_seed": list(values), "n": n, "missing": len(values) - n, "mean": None, "sd": None, "ci95": None,
+    out = {"per_seed": _per_seed(values), "n": n, "missing": len(values) - n, "mean": None, "sd": None, "ci95": None,
            "method": "mean ± t(0.975, n-1) · sd/√n over seeds"}
     if n == 0:
         return out
@@ -57,23 +67,29 @@ def estimate(values: Sequence[float | None]) -> dict:
     return out
 
 
+def _per_seed(values: Sequence[float | None]) -> list[float | None]:
+    """The per-seed values as result.json holds them: a non-finite value (a diverged run) is None, as JSON has no
+    NaN or infinity (json.dumps would write the bare word NaN, which strict readers reject)."""
+    return [None if v is None or not math.isfinite(v) else v for v in values]
+
+
 def log_estimate(values: Sequence[float | None]) -> dict:
     """Per-seed RATIOS -> the `estimate` keys on the log scale: `mean` is the geometric mean and `ci95` is
-    exp(mean(log v) ± t(0.975, n-1) · sd(log v)/√n); `log_sd` is the sd of the logs. `None` (and NaN) values
-    are missing, as in `estimate`; a ratio <= 0 is an error (a ratio of two positive quantities cannot be)."""
+    exp(mean(log v) ± t(0.975, n-1) · sd(log v)/√n); `log_sd` is the sd of the logs, `sd` the ratios' sample sd.
+    `None` (and NaN) values are missing, as in `estimate`; a ratio <= 0 is an error (a ratio of two positive
+    quantities cannot be)."""
     bad = [v for v in values if v is not None and math.isfinite(v) and v <= 0]
     if bad:
         raise ValueError(f"log_estimate: ratios must be > 0, got {bad}")
     logs = estimate([math.log(v) if v is not None and math.isfinite(v) else None for v in values])
-    out = {"per_seed": list(values), "n": logs["n"], "missing": logs["missing"], "mean": None, "sd": None,
+    out = {"per_seed": _per_seed(values), "n": logs["n"], "missing": logs["missing"], "mean": None, "sd": None,
            "log_sd": logs["sd"], "ci95": None,
            "method": "geometric mean; exp(mean log ± t(0.975, n-1) · sd(log)/√n) over seeds"}
     if logs["mean"] is not None:
         out["mean"] = math.exp(logs["mean"])
     if logs["ci95"] is not None:
         out["ci95"] = [math.exp(logs["ci95"][0]), math.exp(logs["ci95"][1])]
-        vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-        out["sd"] = math.sqrt(sum((v - out["mean"]) ** 2 for v in vals) / (len(vals) - 1))
+        out["sd"] = estimate(values)["sd"]  # the ratios' own sample sd (about their arithmetic mean), for reference
     return out
 
 
@@ -111,10 +127,24 @@ def claim_verdict(criteria: Sequence[dict], gates: Sequence[dict]) -> str:
     return "not valid" if any(not g["passed"] for g in gates) else overall(criteria)
 
 
-def difference(a: Sequence[float], b: Sequence[float]) -> dict:
+def apply_gates(criteria: Sequence[dict], gates: Sequence[dict]) -> None:
+    """When a gate failed, every criterion's `verdict` becomes "not valid" too (in place), its interval's reading
+    kept as `interval_verdict`: a criterion that says "met" beside a claim that is "not valid" would be read as
+    a result. Idempotent; nothing changes when every gate passed."""
+    if all(g["passed"] for g in gates):
+        return
+    for c in criteria:
+        if "interval_verdict" not in c:
+            c["interval_verdict"] = c["verdict"]
+        c["verdict"] = "not valid"
+
+
+def difference(a: Sequence[float | None], b: Sequence[float | None]) -> dict:
     """Paired per-seed difference a - b (same seed, same data order) with its interval; `separable` when the
-    interval excludes 0."""
-    est = estimate([x - y for x, y in zip(a, b)])
+    interval excludes 0. A seed missing on either side (None: e.g. a diverged run) is missing in the difference."""
+    if len(a) != len(b):
+        raise ValueError(f"difference: paired values need one per seed on each side, got {len(a)} and {len(b)}")
+    est = estimate([None if x is None or y is None else x - y for x, y in zip(a, b)])
     est["separable"] = bool(est["ci95"] and (est["ci95"][0] > 0 or est["ci95"][1] < 0))
     return est
 

@@ -83,10 +83,12 @@ def add_reproduce(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quick", action="store_true", help="the smallest size (CI); default: the full CPU size")
     p.add_argument("--seeds", type=int, default=None,
-                   help="independent runs (seeds 0..N-1; for hybrid: interleaved timing rounds); default 3 "
-                        "(nvfp4 8, hybrid 5), 2 with --quick")
+                   help="independent runs (seeds 0..N-1; for hybrid: interleaved timing rounds); default: the "
+                        "claim's (nvfp4 8, hybrid 5 rounds, others 3), 2 with --quick")
     add_set(p)  # a setting of the claim, e.g. --set 'budgets=[40960, 163840, 655360]' --set steps=300
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads, per process with --jobs (0: torch's default, shared out among the "
+                        "--jobs processes)")
     p.add_argument("--jobs", type=int, default=1,
                    help="seeds run in this many processes at once (with --threads each); hybrid's timing rounds "
                         "always run one at a time")

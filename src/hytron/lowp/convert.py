@@ -111,11 +111,25 @@ def precision_state(model: nn.Module) -> dict[str, dict]:
 
 
 def load_precision_state(model: nn.Module, state: dict[str, dict]) -> None:
-    """Restore what `precision_state` saved into a model converted with the same recipe."""
+    """Restore what `precision_state` saved into a model converted with the same recipe.
+
+    Only layers with state of their own must match: a kept block is plain fp32 Linears when the recipe's
+    `high_precision` is fp32 (a GPU run, or a checkpoint from before kept blocks were bf16 QuantLinears on a
+    CPU) and bf16 QuantLinears otherwise, and neither holds anything to restore (no stochastic rounding, no amax
+    history; the loop sets the switch flags again every step), so a checkpoint of one resumes into the other.
+    """
     layers = dict(quant_linears(model))
-    if set(layers) != set(state):
-        missing, extra = sorted(set(layers) - set(state)), sorted(set(state) - set(layers))
+    missing = sorted(n for n in set(layers) - set(state) if not _stateless_layer(layers[n]))
+    extra = sorted(n for n in set(state) - set(layers) if state[n]["generators"] or state[n]["amax"])
+    if missing or extra:
         raise ValueError(f"precision state does not match the model's quantized layers: missing "
                          f"{missing[:3]}, unexpected {extra[:3]} (same recipe?)")
     for name, layer in layers.items():
-        layer.load_precision_state(state[name])
+        if name in state:
+            layer.load_precision_state(state[name])
+
+
+def _stateless_layer(layer: QuantLinear) -> bool:
+    """A layer whose recipe draws no stochastic rounding and keeps no amax history (e.g. bf16 operands)."""
+    specs = (layer.recipe.weight, layer.recipe.activation, layer.recipe.gradient)
+    return all(s.rounding != "sr" and s.scaling != "delayed" for s in specs)

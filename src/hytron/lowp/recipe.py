@@ -13,6 +13,7 @@ pre-training paper (arXiv 2509.25149) and Transformer Engine's defaults (lowprec
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,10 +134,12 @@ class PrecisionRecipe:
         return self.weight.identity and self.activation.identity and self.gradient.identity
 
     def should_switch(self, step: int, total_steps: int) -> bool:
-        """True once `step` (0-based) has reached the high-precision switch point of a `total_steps` run."""
+        """True once `step` (0-based) has reached the high-precision switch point of a `total_steps` run: the
+        first step that starts after `high_precision_from` of the run (step >= from * total_steps; a fraction
+        computed as k / total_steps switches exactly at step k, whatever its float rounding)."""
         if self.high_precision_from is None:
             return False
-        return step >= int(self.high_precision_from * total_steps)
+        return step >= math.ceil(self.high_precision_from * total_steps - 1e-9)
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> PrecisionRecipe:

@@ -24,10 +24,15 @@ def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, sch
         t = min(1.0, (step - warmup_steps) / span)
         return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))
     if schedule == "wsd":
-        decay_steps = max(1, int(round(decay_fraction * total_steps)))
-        decay_start = total_steps - decay_steps
-        if step < decay_start:
+        start = decay_start(total_steps, decay_fraction)
+        decay_steps = total_steps - start
+        if step < start:
             return base_lr
-        t = min(1.0, (step - decay_start + 1) / decay_steps)
+        t = min(1.0, (step - start + 1) / decay_steps)
         return base_lr + (min_lr - base_lr) * t
     raise ValueError(f"schedule must be 'wsd', 'cosine' or 'constant', got {schedule!r}")
+
+
+def decay_start(total_steps: int, decay_fraction: float) -> int:
+    """The first step (0-based) of the WSD decay: the last `decay_fraction` of steps, rounded, at least one."""
+    return total_steps - max(1, int(round(decay_fraction * total_steps)))

@@ -39,27 +39,34 @@ def build_model(cfg, vocab_size: int) -> HybridLM:
 
 
 def apply_precision(model: HybridLM, precision: str, device: torch.device | None = None,
-                    decay_fraction: float = 0.2):
+                    decay_fraction: float = 0.2, total_steps: int | None = None):
     """Swap the model's Linears for quantized ones when `precision` names a hytron.lowp recipe (returned).
 
     Names: "auto"/"fp32" (nothing), "bf16", any `hytron.lowp` recipe, and "RECIPE+switch" (the paper's late
-    switch of the forward GEMMs to high precision when the WSD decay starts, App. D). On a GPU, bf16 is
-    autocast and a low-precision recipe's kept blocks run under the same autocast. On a CPU, bf16 autocast is
-    neither fast nor what a GPU computes, so bf16 is emulated instead: GEMM operands rounded to bf16 with fp32
-    accumulation (a tensor core's arithmetic), for "bf16" itself and for the kept blocks and switched passes
-    of a low-precision recipe, so that "nvfp4" and "bf16" differ only where the recipe quantizes.
+    switch of the forward GEMMs to high precision when the WSD decay starts, App. D: given `total_steps`, at
+    exactly the step where `lr_at`'s decay starts; without it, after 1 - `decay_fraction` of the run). On a GPU,
+    bf16 is autocast and a low-precision recipe's kept blocks run under the same autocast. On a CPU, bf16
+    autocast is neither fast nor what a GPU computes, so bf16 is emulated instead: GEMM operands rounded to bf16
+    with fp32 accumulation (a tensor core's arithmetic), for "bf16" itself and for the kept blocks and switched
+    passes of a low-precision recipe, so that "nvfp4" and "bf16" differ only where the recipe quantizes.
     """
+    from hytron.lowp import RECIPE_NAMES, PrecisionRecipe, convert
+
     device = device or torch.device("cpu")
     base, switch = precision.removesuffix("+switch"), precision.endswith("+switch")
+    if base not in ("auto", *RECIPE_NAMES):
+        raise ConfigError(f"precision: unknown {precision!r}; known: auto, {', '.join(RECIPE_NAMES)}, and each "
+                          "low-precision recipe as RECIPE+switch")
+    if switch and base in ("auto", "fp32", "bf16"):  # on every device: there is nothing lower to switch from
+        raise ConfigError(f"precision: {precision!r}: +switch applies to a low-precision recipe (e.g. nvfp4+switch)")
     if base in ("auto", "fp32") or (base == "bf16" and device.type == "cuda"):
-        if switch:
-            raise ConfigError(f"precision: {precision!r}: +switch applies to a low-precision recipe")
         return None
-    from hytron.lowp import PrecisionRecipe, convert
-
     overrides = {"high_precision": "bf16"} if device.type != "cuda" else {}
     if switch:
-        overrides["high_precision_from"] = 1 - decay_fraction
+        from hytron.train.schedule import decay_start
+
+        overrides["high_precision_from"] = (decay_start(total_steps, decay_fraction) / total_steps if total_steps
+                                            else 1 - decay_fraction)
     recipe = PrecisionRecipe.from_name(base, **overrides)
     convert(model, recipe)
     return recipe
@@ -84,7 +91,8 @@ def prepare_model(cfg, vocab_size: int, info: dist.DistInfo) -> tuple[HybridLM, 
     """(model, the module the loop calls, lowp recipe or None, autocast dtype or None): built, converted to
     `cfg.precision`, compiled per block when `cfg.compile`, wrapped for `cfg.distributed`."""
     model = build_model(cfg, vocab_size).to(info.device)
-    recipe = apply_precision(model, cfg.precision, info.device, getattr(cfg.optim, "decay_fraction", 0.2))
+    recipe = apply_precision(model, cfg.precision, info.device, getattr(cfg.optim, "decay_fraction", 0.2),
+                             total_steps=cfg.steps)
     if cfg.compile:
         from hytron.model.kernels import compile_blocks
 
