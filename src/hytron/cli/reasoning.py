@@ -10,10 +10,12 @@ def add_reasoning_data(sub) -> None:
     p = sub.add_parser("reasoning-data", help="generate verifiable reasoning problems as chat SFT JSONL",
                        description="Rows: {messages, reasoning: on|off, id, kind, answer}; deterministic per seed.")
     p.add_argument("--out", required=True, help="output JSONL file")
-    p.add_argument("--kinds", default="arithmetic,world,ordering", help="comma-separated problem kinds")
+    p.add_argument("--kinds", default="arithmetic,world,ordering",
+                   help="comma-separated problem kinds (arithmetic, world, ordering, subset_sum)")
     p.add_argument("--n", type=int, default=1000, help="number of rows")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--style", default="verbose", choices=["verbose", "concise"], help="reasoning-trace style")
+    p.add_argument("--style", default="verbose", choices=["verbose", "concise", "search"],
+                   help="reasoning-trace style (search: depth-first search traces, --kinds subset_sum only)")
     p.add_argument("--off-share", type=float, default=0.1, help="share of rows with reasoning off")
     p.add_argument("--truncated-share", type=float, default=0.05, help="share of rows with truncated traces")
     p.set_defaults(func=cmd_reasoning_data)
