@@ -117,9 +117,11 @@ def test_server_keeps_serving_after_errors(http):
 
 
 def test_full_queue_is_429_with_retry_after(model_dir):
-    with running_server(model_dir, max_slots=1, max_waiting=0, max_len=512) as s, \
+    # the first request must still hold the slot when the second arrives: 2,000 tokens (0.4 s took too little on
+    # a loaded machine)
+    with running_server(model_dir, max_slots=1, max_waiting=0, max_len=2048) as s, \
             httpx.Client(base_url=s.url, timeout=60) as c:
-        long = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "ignore_eos": True,
+        long = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000, "ignore_eos": True,
                 "stream": True}
         with c.stream("POST", CHAT, json=long) as busy:
             next(busy.iter_lines())  # the role chunk; it can come before the engine admits the request

@@ -82,6 +82,9 @@ class Engine:
         self._waiting: collections.deque[Request] = collections.deque()
         self._prefilling: list[_Seq] = []
         self._running: list[_Seq] = []  # row i of self._cache belongs to self._running[i]
+        # prefilled this step, joining the batch at its end: still counted active (else, in that window, a
+        # submit saw a free slot and queued beyond max_waiting)
+        self._joining: list[_Seq] = []
         self._cache = None
         self._cv = threading.Condition()
         self._next_id = 0
@@ -124,7 +127,7 @@ class Engine:
     @property
     def num_active(self) -> int:
         """Requests holding a slot and not yet finished."""
-        return sum(not s.req.done for s in self._running) + len(self._prefilling)
+        return sum(not s.req.done for s in self._running) + len(self._prefilling) + len(self._joining)
 
     @property
     def num_waiting(self) -> int:
@@ -200,7 +203,7 @@ class Engine:
             self._finish(s, "cancelled")
         for s in leaving:
             s.finish_reason = "cancelled"
-        joining: list[_Seq] = []
+        joining = self._joining = []
         try:
             budget = self.prefill_chunk
             for s in list(self._prefilling):
@@ -218,6 +221,7 @@ class Engine:
         except Exception as e:  # keep serving: fail the requests in flight, reset the batch
             traceback.print_exc()
             self._fail_all(f"{type(e).__name__}: {e}", joining)
+            self._joining = []
             return
         staying = [s for s in self._running if s.finish_reason is None]
         for s in self._running:
@@ -226,7 +230,7 @@ class Engine:
         if len(staying) != len(self._running) or joining:
             rows = [(self._cache, i) for i, s in enumerate(self._running) if s.finish_reason is None]
             rows += [(s.cache, 0) for s in joining]
-            self._running = staying + joining
+            self._running, self._joining = staying + joining, []
             self._cache = self._gather(rows)
             for s in joining:
                 s.cache = None
