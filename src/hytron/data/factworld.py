@@ -106,8 +106,6 @@ FILLERS = ("{e} lies in a quiet valley between two ranges of hills.", "Most visi
 _SYLLABLES = ("ka", "ve", "lo", "ri", "an", "mar", "dor", "el", "sun", "tha", "bre", "os", "kin", "va", "lu", "ne",
               "zor", "ia", "qua", "te", "mi", "sa", "ro", "ul", "fen", "gal", "hed", "ist", "jor", "lem", "nok",
               "pra", "sel", "tov", "wen", "yar", "zil", "cor", "dun", "esk", "fal", "gor", "hav", "kel", "mor")
-_MENU = ("Home", "About us", "Contact", "News", "Events", "Shop", "Gallery", "Blog", "FAQ", "Careers", "Press",
-         "Sitemap", "Login", "Register", "Search")
 
 
 @dataclass
@@ -230,16 +228,7 @@ def _wrong_page(world: FactWorld, rng: random.Random) -> tuple[str, list]:
 
 
 def _boilerplate(world: FactWorld, rng: random.Random) -> str:
-    site = rng.choice(world.entities)
-    menu = rng.sample(_MENU, k=8)
-    related = [f"{rng.choice(['Top 10', 'Best', 'New', 'Latest'])} {rng.choice(world.entities)} "
-               f"{rng.choice(['deals', 'photos', 'events', 'guides', 'offers'])}" for _ in range(rng.randint(6, 12))]
-    lines = [f"{site} Online", " | ".join(menu[:4]), *menu[4:], "Related posts", *related,
-             rng.choice(["Accept cookies", "We use cookies to improve your experience. Cookie settings",
-                         "Manage cookie preferences"]),
-             "Share on Facebook", "Share on Twitter", f"Copyright {rng.randint(2001, 2024)} {site} Online",
-             "All rights reserved", "Privacy Policy | Terms of Use", "Back to top"]
-    return "\n".join(lines)
+    return pages.nav_page(rng.choice(world.entities), world.entities, rng)
 
 
 def _spam(world: FactWorld, rng: random.Random) -> str:

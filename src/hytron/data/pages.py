@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Sequence
 
 from hytron.data.world import World
 
@@ -169,12 +170,14 @@ def pii_paragraph(items: list[dict], rng: random.Random) -> str:
 # ---- junk --------------------------------------------------------------------------------------------------
 
 
-def boilerplate(world: World, rng: random.Random) -> str:
-    """A navigation/footer page: menus, link lists, cookie and copyright lines, almost no prose."""
-    site = rng.choice(world.by_kind["city"]).name
-    menu = rng.sample(["Home", "About us", "Contact", "News", "Events", "Shop", "Gallery", "Blog", "FAQ",
-                       "Careers", "Press", "Sitemap", "Login", "Register", "Search"], k=8)
-    related = [f"{rng.choice(['Top 10', 'Best', 'New', 'Latest'])} {rng.choice(world.by_kind['city']).name} "
+NAV_MENU = ("Home", "About us", "Contact", "News", "Events", "Shop", "Gallery", "Blog", "FAQ", "Careers", "Press",
+            "Sitemap", "Login", "Register", "Search")
+
+
+def nav_page(site: str, names: Sequence[str], rng: random.Random) -> str:
+    """A navigation/footer page for `site`: menus, links to `names`, cookie and copyright lines, almost no prose."""
+    menu = rng.sample(NAV_MENU, k=8)
+    related = [f"{rng.choice(['Top 10', 'Best', 'New', 'Latest'])} {rng.choice(names)} "
                f"{rng.choice(['deals', 'photos', 'events', 'guides', 'offers'])}" for _ in range(rng.randint(6, 12))]
     lines = [f"{site} Online", " | ".join(menu[:4]), *menu[4:], "Related posts", *related,
              rng.choice(["Accept cookies", "We use cookies to improve your experience. Cookie settings",
@@ -182,6 +185,12 @@ def boilerplate(world: World, rng: random.Random) -> str:
              "Share on Facebook", "Share on Twitter", f"Copyright {rng.randint(2001, 2024)} {site} Online",
              "All rights reserved", "Privacy Policy | Terms of Use", "Back to top"]
     return "\n".join(lines)
+
+
+def boilerplate(world: World, rng: random.Random) -> str:
+    """A navigation/footer page about one of the world's cities."""
+    cities = [c.name for c in world.by_kind["city"]]
+    return nav_page(rng.choice(cities), cities, rng)
 
 
 def keyword_line(kw: list[str], rng: random.Random, max_words: int) -> str:
