@@ -19,17 +19,6 @@ FIELDS = {"claim", "verdict", "rule", "gates", "headline", "settings", "seeds", 
 ESTIMATE = {"per_seed", "n", "mean", "sd", "ci95", "threshold", "verdict"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a loaded 2-core CI machine two OpenMP workers fight other jobs and run 3-10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _texts(path: Path) -> list[str]:
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -15,16 +15,6 @@ pytest.importorskip("matplotlib", reason="claim plots need matplotlib (pip insta
 TOKENS = [1000.0, 2000.0, 4000.0, 8000.0]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_tokens_to_target_interpolates_on_log_tokens_after_the_last_crossing():
     t, status = claim.tokens_to_target(TOKENS, [0.2, 0.4, 0.6, 0.8], 0.5)
     assert status == "reached" and t == pytest.approx(math.sqrt(2000 * 4000))  # halfway in log tokens

@@ -14,6 +14,25 @@ from tests.infer.chatmodel import save_chat_model
 API_KEY = "test-key-123"
 
 
+def wait_for_health(proc, url: str, timeout: float = 90) -> None:
+    """Wait until a `hytron serve` subprocess answers GET /health with 200; fail with its output if it exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            outputs = [s.read() for s in (proc.stdout, proc.stderr) if s is not None]
+            out = "".join(o if isinstance(o, str) else o.decode(errors="replace") for o in outputs if o)
+            raise AssertionError(f"hytron serve exited with {proc.returncode}: {out}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "hytron serve did not come up"
+        time.sleep(0.2)
+
+
 @pytest.fixture(autouse=True, scope="package")
 def _one_thread():
     """One torch thread: tiny models run fastest that way, and the CI machine's 2 cores are shared."""

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from hytron.tokenizer.template import CHAT_TEMPLATE
-from tests.serve.conftest import API_KEY, running_server
+from tests.serve.conftest import API_KEY, running_server, wait_for_health
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
@@ -208,16 +208,7 @@ def test_hostile_template_server_stays_healthy_and_stops_on_sigterm(model_dir, t
     proc = hytron("serve", str(hostile), "--port", str(port), "--threads", "1", "--shutdown-timeout", "2")
     stop = threading.Event()
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "hytron serve did not come up"
-            time.sleep(0.2)
+        wait_for_health(proc, url)
 
         def hammer():
             while not stop.is_set():
@@ -288,16 +279,7 @@ def test_serve_reports_the_open_file_limit_and_survives_running_out(model_dir):
                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
     socks = []
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_for_health(proc, url)
         for _ in range(400):  # more than the process has descriptors for
             try:
                 socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))

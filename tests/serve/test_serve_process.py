@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.serve.conftest import wait_for_health
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # each test starts a `hytron serve` process and waits out a deadline
 
@@ -36,16 +38,7 @@ def hytron_serve(model_dir, *flags: str):
                              "--threads", "1", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "hytron serve did not come up"
-            time.sleep(0.2)
+        wait_for_health(proc, url, timeout=120)
         yield proc, port, url
     finally:
         if proc.poll() is None:
