@@ -142,3 +142,42 @@ def test_hytron_loads_adapter_written_by_peft(tmp_path):
 def hytron_base_logits(path, ids):
     with torch.no_grad():
         return HybridLM.from_pretrained(path).eval()(ids)
+
+
+def _moe_tiny():
+    return _tiny(pattern="M*-E", n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                 n_shared_experts=1, moe_shared_expert_intermediate_size=32)
+
+
+def test_coverage_report_counts_every_layer_kind():
+    from hytron.tune.lora import format_coverage, lora_coverage
+
+    model = _moe_tiny()
+    apply_lora(model, LoRAConfig(r=2))  # the defaults: q/k/v/o, in_proj, up/down
+    rows = {r["kind"]: r for r in lora_coverage(model)}
+    assert set(rows) == {"mamba", "attention", "mlp", "moe routed experts", "moe shared experts", "lm head"}
+    assert (rows["attention"]["adapted"], rows["attention"]["linears"]) == (4, 4)
+    assert (rows["mamba"]["adapted"], rows["mamba"]["linears"]) == (1, 2)  # in_proj yes, out_proj not by default
+    assert (rows["mlp"]["adapted"], rows["moe shared experts"]["adapted"]) == (2, 2)
+    # routed experts are 3-D tensors: no Linear, nothing trains there, and the report says so
+    assert rows["moe routed experts"]["linears"] == rows["moe routed experts"]["trainable_params"] == 0
+    assert rows["moe routed experts"]["params"] > 0
+    assert rows["lm head"]["trainable_params"] == 0
+    # the trainable counts add up to exactly the adapter parameters
+    adapters = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    assert sum(r["trainable_params"] for r in rows.values()) == adapters
+    attn = model.backbone.layers[1].mixer
+    projections = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj)
+    assert rows["attention"]["trainable_params"] == sum(2 * (m.in_features + m.out_features) for m in projections)
+    text = format_coverage(list(rows.values()))
+    assert "moe routed experts" in text and "0 / 0" in text and "% train" in text
+
+
+def test_targets_the_user_names_must_match_something():
+    attention_free = _tiny(pattern="M-M-")
+    # defaults skip what the model lacks (here q/k/v/o) ...
+    assert {n.rsplit(".", 1)[-1] for n in apply_lora(attention_free, LoRAConfig(r=2))} == {"in_proj", "up_proj",
+                                                                                          "down_proj"}
+    # ... but a list the user wrote is checked, and the error names the missing names and the model's kinds
+    with pytest.raises(ValueError, match=r"\['q_proj'\] match no nn.Linear.*mamba, mlp"):
+        apply_lora(_tiny(pattern="M-M-"), LoRAConfig(r=2, targets=["q_proj", "in_proj"]))

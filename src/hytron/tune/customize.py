@@ -37,7 +37,16 @@ from hytron.train.recipe import TrainConfig
 from hytron.train.sft import SFTConfig, sft
 from hytron.tune.finetune import TuneConfig, chat_batches, evaluate, finetune, packed_batches, packed_eval_batches
 from hytron.tune.importance import estimate_importance
-from hytron.tune.lora import PEFT_REFUSES, LoRAConfig, apply_lora, load_adapter, merge_lora, save_adapter
+from hytron.tune.lora import (
+    PEFT_REFUSES,
+    LoRAConfig,
+    apply_lora,
+    format_coverage,
+    load_adapter,
+    lora_coverage,
+    merge_lora,
+    save_adapter,
+)
 from hytron.tune.probes import score_probes
 from hytron.tune.prune import prune_model, search_plan
 
@@ -160,7 +169,9 @@ def _lora_stage(cfg, base: Path, tok, out: Path) -> Path:
     t = cfg.train
     model = HybridLM.from_pretrained(base)
     apply_lora(model, cfg.lora)
+    _say(format_coverage(coverage := lora_coverage(model)))
     (out / "lora").mkdir(parents=True, exist_ok=True)
+    write_json(out / "lora" / "coverage.json", coverage)
     tune = TuneConfig(name=f"{cfg.name}-lora", out_dir=str(out / "lora"), steps=t.steps, lr=t.lr,
                       warmup_steps=t.warmup_steps, seq_len=t.seq_len, batch_size=t.batch_size, seed=cfg.seed)
     finetune(model, packed_batches(out / "packed", t.seq_len, t.batch_size, cfg.seed), tune)
@@ -193,8 +204,11 @@ def lora_job(model_dir: str | Path, data: str | Path, out: str | Path, tune: Tun
     tok = Tokenizer.load(model_dir)
     model = HybridLM.from_pretrained(model_dir)
     apply_lora(model, lora)
+    coverage = lora_coverage(model)
+    _say(format_coverage(coverage))
     batches, evals = tune_data(data, tok, tune.seq_len, tune.batch_size, tune.seed, eval_batches)
     result = finetune(model, batches, tune, eval_batches=evals)
+    result["coverage"] = coverage
     result["adapter"] = str(save_adapter(model, out / "adapter", lora, base_model=str(Path(model_dir).resolve())))
     if set(lora.targets) & set(PEFT_REFUSES):
         _say("note: peft refuses LoRA on Mamba out_proj for nemotron_h; use the merged model with transformers")

@@ -104,19 +104,88 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def apply_lora(model: nn.Module, config: LoRAConfig) -> dict[str, LoRALinear]:
-    """Freeze every parameter of `model` and wrap the targeted Linears (in place); returns name -> adapter."""
+    """Freeze every parameter of `model` and wrap the targeted Linears (in place); returns name -> adapter.
+
+    The default target list is a menu: names the model lacks (q_proj on an attention-free model) are skipped,
+    and `lora_coverage` shows what matched. A list the user wrote is a contract: a name that matches no Linear
+    is an error that says which layer kinds the model has, never a silent skip (peft's recurring complaint)."""
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("apply_lora: the model already has LoRA adapters; merge or load a fresh model first")
+    linears = {name: m for name, m in model.named_modules() if type(m) is nn.Linear}
+    found = {name.rsplit(".", 1)[-1] for name in linears}
+    missing = [t for t in config.targets if t not in found]
+    if missing and (list(config.targets) != list(DEFAULT_TARGETS) or len(missing) == len(config.targets)):
+        kinds = sorted({_layer_kind(model, n) for n in linears} - {"other"})
+        raise ValueError(f"lora.targets: {missing} match no nn.Linear in this model (its layer kinds: "
+                         f"{', '.join(kinds)}; Linear names: {sorted(found)})")
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped: dict[str, LoRALinear] = {}
-    for name, module in list(model.named_modules()):
-        if type(module) is nn.Linear and name.rsplit(".", 1)[-1] in config.targets:
+    for name, module in linears.items():
+        if name.rsplit(".", 1)[-1] in config.targets:
             wrapped[name] = LoRALinear(module, config.r, config.scaling, config.dropout)
             _set_module(model, name, wrapped[name])
-    if not wrapped:
-        raise ValueError(f"apply_lora: no nn.Linear named {config.targets} in the model")
     return wrapped
+
+
+# Layer kinds of the coverage report, in the order it prints them.
+LAYER_KINDS = ("mamba", "attention", "mlp", "moe routed experts", "moe shared experts", "moe latent", "mtp",
+               "lm head")
+_BLOCK_KINDS = {"M": "mamba", "*": "attention", "-": "mlp"}
+
+
+def _layer_kind(model: nn.Module, name: str) -> str:
+    """Which layer kind the parameter or module at `name` belongs to ("other": embeddings, final norm)."""
+    parts = name.split(".")
+    if parts[0] == "mtp":
+        return "mtp"
+    if parts[0] == "lm_head":
+        return "lm head"
+    if len(parts) < 3 or parts[1] != "layers":
+        return "other"
+    block = model.get_submodule(".".join(parts[:3]))
+    kind = _BLOCK_KINDS.get(getattr(block, "kind", ""), "")
+    if kind:
+        return kind
+    rest = parts[3:]
+    if "shared_experts" in rest:
+        return "moe shared experts"
+    if any("latent" in p for p in rest):
+        return "moe latent"
+    if "experts" in rest:
+        return "moe routed experts"
+    return "moe routed experts" if "mixer" in rest else "other"  # the router belongs with the experts
+
+
+def lora_coverage(model: nn.Module) -> list[dict]:
+    """Per layer kind the model has: its Linears, how many carry an adapter, and how many parameters train.
+
+    Routed experts are 3-D tensors, not Linears, so LoRA never reaches them; the report shows them with 0
+    adapted modules so that nobody believes otherwise."""
+    rows = {k: {"kind": k, "linears": 0, "adapted": 0, "trainable_params": 0, "params": 0} for k in LAYER_KINDS}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            row = rows.get(_layer_kind(model, name))
+            if row is not None:
+                row["linears"] += 1
+                row["adapted"] += isinstance(module, LoRALinear)
+    for name, p in model.named_parameters():
+        row = rows.get(_layer_kind(model, name))
+        if row is not None:
+            row["params"] += p.numel()
+            row["trainable_params"] += p.numel() if p.requires_grad else 0
+    return [r for r in rows.values() if r["params"]]
+
+
+def format_coverage(rows: list[dict]) -> str:
+    """The coverage table as text, one line per layer kind plus a total."""
+    lines = [f"{'layer kind':<20}{'adapted / Linears':>18}{'trainable params':>18}{'of params':>14}"]
+    for r in rows:
+        lines.append(f"{r['kind']:<20}{str(r['adapted']) + ' / ' + str(r['linears']):>18}"
+                     f"{r['trainable_params']:>18,}{r['params']:>14,}")
+    total, train = sum(r["params"] for r in rows), sum(r["trainable_params"] for r in rows)
+    lines.append(f"{'total':<20}{'':>18}{train:>18,}{total:>14,}  ({100 * train / max(total, 1):.2f}% train)")
+    return "\n".join(lines)
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
