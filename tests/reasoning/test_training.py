@@ -53,7 +53,7 @@ def test_sft_resume_is_exact(sft_run, tok_dir):
     root, data, whole = sft_run
     cfg = sft_config(data, tok_dir, root / "split")
     first = sft(cfg, progress=False, max_steps_this_run=3)
-    assert first["status"].startswith("paused")
+    assert first["status"] == "paused"
     sft(cfg, progress=False)
     a = [r["loss"] for r in read_metrics(root / "whole" / "metrics.jsonl") if "loss" in r]
     b = [r["loss"] for r in read_metrics(root / "split" / "metrics.jsonl") if "loss" in r]
@@ -110,7 +110,7 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
                                "checkpoint_every": 1, "model": {"init_from": whole["model_dir"]},
                                "optim": {"lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
                                "rl": {"prompts_per_step": 2, "group_size": 2, "max_tokens": 24}})
-    assert grpo(cfg, problem_prompts(cfg), progress=False, max_steps_this_run=1)["status"].startswith("paused")
+    assert grpo(cfg, problem_prompts(cfg), progress=False, max_steps_this_run=1)["status"] == "paused"
     summary = grpo(cfg, problem_prompts(cfg), progress=False)
     assert summary["status"] == "finished"
     recs = read_metrics(tmp_path / "rl" / "metrics.jsonl")
@@ -164,7 +164,7 @@ def test_two_process_fsdp_sft_evaluates_on_every_rank_and_resumes_exactly(rows, 
         recipes[name].write_text(yaml.safe_dump(cfg.to_dict()))
     _torchrun_sft(tmp_path, recipes["whole"])
     _torchrun_sft(tmp_path, recipes["split"], max_steps=2)
-    assert json.loads((tmp_path / "split" / "summary.json").read_text())["status"].startswith("paused")
+    assert json.loads((tmp_path / "split" / "summary.json").read_text())["status"] == "paused"
     _torchrun_sft(tmp_path, recipes["split"])
     whole, split = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("whole", "split"))
     strip = lambda recs: [{k: v for k, v in r.items() if k not in ("time", "step_s")} for r in recs]  # noqa: E731
@@ -186,7 +186,7 @@ def test_sft_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tok_dir, tmp_path, 
     root, data, _ = sft_run
     cfg = sft_config(data, tok_dir, tmp_path / "run", checkpoint_every=0)
     sigterm_at(2)
-    assert sft(cfg, progress=False)["status"].startswith("interrupted by signal 15; checkpoint saved at step 2")
+    assert sft(cfg, progress=False)["message"].startswith("interrupted by signal 15; checkpoint saved at step 2")
     sigterm_at(None)
     assert sft(cfg, progress=False)["status"] == "finished"
     assert losses(tmp_path / "run") == losses(root / "whole")
@@ -205,7 +205,7 @@ def test_grpo_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tmp_path, sigterm_
 
     run("straight")
     sigterm_at(1)
-    assert run("stopped")["status"].startswith("interrupted")
+    assert run("stopped")["status"] == "interrupted"
     sigterm_at(None)
     run("stopped")
     recs = [read_metrics(tmp_path / n / "metrics.jsonl") for n in ("straight", "stopped")]

@@ -47,7 +47,7 @@ def test_first_losses_match_committed_golden_values(reference_run):
 def test_resume_after_stop_reproduces_losses_bit_for_bit(reference_run, packed_tinyweb, tmp_path):
     cfg = tiny_recipe(packed_tinyweb, tmp_path)
     first = pretrain(cfg, progress=False, max_steps_this_run=5)  # stops after step 5 with a checkpoint
-    assert first["status"].startswith("paused at step 5")
+    assert first["message"].startswith("paused at step 5")
     pretrain(cfg, progress=False)
     assert _losses(tmp_path) == _losses(reference_run[0])
 

@@ -28,7 +28,7 @@ def test_tuning_stopped_by_sigterm_resumes_bit_for_bit(kind, trained_tiny, packe
     straight, whole = _run(kind, trained_tiny, packed_data, tmp_path / "straight")
     sigterm_at(3)
     _, stopped = _run(kind, trained_tiny, packed_data, tmp_path / "stopped")
-    assert stopped["status"].startswith("interrupted by signal 15; checkpoint saved at step 3")
+    assert stopped["message"].startswith("interrupted by signal 15; checkpoint saved at step 3")
     sigterm_at(None)
     resumed, again = _run(kind, trained_tiny, packed_data, tmp_path / "stopped")
     assert again["status"] == "finished" and again["before"] == whole["before"] and again["after"] == whole["after"]

@@ -29,4 +29,4 @@ def report_run(summary: dict, run_dir: str | None = None) -> int:
         write_cards(summary["model_dir"], run_dir or summary["out_dir"],
                     evals={k: v for k, v in summary.items() if k.startswith("val_") and k != "val_tokens"})
     print(json.dumps(summary, indent=2))
-    return 0 if summary["status"] == "finished" or summary["status"].startswith("paused") else 130
+    return 0 if summary["status"] in ("finished", "paused") else 130

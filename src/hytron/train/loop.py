@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,6 +26,9 @@ from hytron.train import distributed as dist
 from hytron.train.metrics import MetricsLog, Progress
 from hytron.train.recipe import OptimSpec
 from hytron.train.schedule import lr_at
+
+# how a run ended: the summary carries this plus a human `message` ("paused at step 5 of 20", ...)
+RunStatus = Literal["finished", "paused", "interrupted"]
 
 
 class StopRequested:
@@ -147,7 +150,9 @@ class Run:
         self.out, self.is_main = Path(cfg.out_dir), is_main
         self.extra = extra or (lambda step: {})
         self.step, self.resumed = resume(self.out / "checkpoints", model, optimizer, loader)
-        self.start_step, self.status, self.last_eval = self.step, "finished", {}
+        self.start_step, self.last_eval = self.step, {}
+        self.status: RunStatus = "finished"
+        self.message = ""
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=is_main, truncate_after=self.step)
         self.bar: Progress | None = None
         self.step_start = time.perf_counter()
@@ -176,7 +181,8 @@ class Run:
                 self.step += 1
                 if stop.signal is not None:
                     self.save()
-                    self.status = f"interrupted by signal {stop.signal}; checkpoint saved at step {self.step}"
+                    self.status = "interrupted"
+                    self.message = f"interrupted by signal {stop.signal}; checkpoint saved at step {self.step}"
                     break
                 if self.due(self.cfg.checkpoint_every, self.step):
                     self.save()
@@ -218,15 +224,17 @@ class Run:
             if done.get("status") == "finished":
                 dist.teardown()
                 return done
-        summary = {"status": self.status, "step": self.step, "out_dir": str(self.out), **self.extra(self.step)}
-        if self.status == "finished" and self.step >= self.cfg.steps:
+        if self.status == "finished" and self.step < self.cfg.steps:
+            self.status, self.message = "paused", f"paused at step {self.step} of {self.cfg.steps}"
+        summary = {"status": self.status, "message": self.message or self.status, "step": self.step,
+                   "out_dir": str(self.out), **self.extra(self.step)}
+        if self.status == "finished":
             self.log_eval(self.step, final_eval() if final_eval is not None else {})
             model_sd = self.save()
             if self.is_main and export is not None:
                 summary["model_dir"] = str(export(model_sd))
-        elif self.status == "finished":
+        elif self.status == "paused":
             self.save()
-            summary["status"] = f"paused at step {self.step} of {self.cfg.steps}"
         summary.update(self.last_eval)
         if self.is_main:
             write_json(path, summary)
