@@ -61,6 +61,46 @@ class Block(nn.Module):
         return h + x
 
 
+class MTPBlock(Block):
+    """One block of a multi-token-prediction module. The module's first block also fuses the next token's
+    embedding with the incoming hidden state, eh_proj(cat[enorm(e), hnorm(h)]) (embedding first); its last
+    ends with final_layernorm. Names as published: `mtp.layers.{module * len(mtp_pattern) + i}.*`."""
+
+    def __init__(self, config: HybridConfig, kind: str, first: bool, last: bool):
+        super().__init__(config, kind)
+        d = config.hidden_size
+        if first:
+            self.enorm = RMSNorm(d, config.norm_eps)
+            self.hnorm = RMSNorm(d, config.norm_eps)
+            self.eh_proj = nn.Linear(2 * d, d, bias=False)
+        if last:
+            self.final_layernorm = RMSNorm(d, config.norm_eps)
+
+
+class MTP(nn.Module):
+    """The stored MTP modules (DeepSeek-V3 §2.2; Nemotron 3 Super stores one, "*E"). Depth k (1-based) uses
+    module min(k, n) - 1, so D depths may reuse one module (Megatron's `mtp_use_repeated_layer`)."""
+
+    def __init__(self, config: HybridConfig):
+        super().__init__()
+        p = config.mtp_pattern
+        self.blocks_per_module = len(p)
+        self.num_modules = config.num_nextn_predict_layers
+        self.layers = nn.ModuleList(MTPBlock(config, ch, i == 0, i == len(p) - 1)
+                                    for _ in range(self.num_modules) for i, ch in enumerate(p))
+
+    def step(self, depth: int, hidden: Tensor, embedded: Tensor) -> Tensor:
+        """One prediction depth: hidden (b, L, d) at t (the main model's norm_f output, or the previous depth's
+        output), embedded (b, L, d) of token t+depth -> (b, L, d) after final_layernorm, for the LM head."""
+        m = min(depth, self.num_modules) - 1
+        blocks = self.layers[m * self.blocks_per_module:(m + 1) * self.blocks_per_module]
+        first = blocks[0]
+        h = first.eh_proj(torch.cat([first.enorm(embedded), first.hnorm(hidden)], dim=-1))
+        for block in blocks:
+            h = block(h)
+        return blocks[-1].final_layernorm(h)
+
+
 class Backbone(nn.Module):
     def __init__(self, config: HybridConfig):
         super().__init__()
@@ -77,6 +117,7 @@ class HybridLM(nn.Module):
         self.config = config
         self.backbone = Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.mtp = MTP(config) if config.num_nextn_predict_layers else None
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
@@ -106,6 +147,28 @@ class HybridLM(nn.Module):
         if return_hidden:
             return h
         return self.lm_head(h)
+
+    def mtp_logits(self, input_ids: Tensor, hidden: Tensor, depths: int) -> list[Tensor]:
+        """Logits of the MTP head for depths 1..D, chained as in DeepSeek-V3 and Megatron: depth k takes the
+        hidden state at t (depth 0: the main model's, `forward(..., return_hidden=True)`) and the embedding of
+        token t+k, and predicts token t+1+k. input_ids (b, L), hidden (b, L, d) -> D tensors (b, L-k, vocab).
+        """
+        if self.mtp is None:
+            raise ValueError("this model has no MTP head (num_nextn_predict_layers=0); set "
+                             "num_nextn_predict_layers and mtp_pattern to add one")
+        if not 1 <= depths < input_ids.size(1):
+            raise ValueError(f"depths must be in 1..{input_ids.size(1) - 1} for {input_ids.size(1)} tokens, "
+                             f"got {depths}")
+        out = []
+        for k in range(1, depths + 1):
+            hidden = self.mtp.step(k, hidden[:, :-1], self.backbone.embeddings(input_ids[:, k:]))  # (b, L-k, d)
+            out.append(self.lm_head(hidden))
+        return out
+
+    def forward_with_mtp(self, input_ids: Tensor, depths: int) -> tuple[Tensor, list[Tensor]]:
+        """input_ids (b, L) -> (main logits (b, L, vocab), [MTP logits of depth k (b, L-k, vocab)] for k=1..D)."""
+        hidden = self(input_ids, return_hidden=True)
+        return self.lm_head(hidden), self.mtp_logits(input_ids, hidden, depths)
 
     def loss(self, input_ids: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy over targets != ignore_index, computed in fp32."""
@@ -154,8 +217,11 @@ class HybridLM(nn.Module):
             (no_decay if p.dim() < 2 else decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    def num_params(self, embeddings: bool = True) -> int:
+    def num_params(self, embeddings: bool = True, mtp: bool = False) -> int:
+        """As `HybridConfig.num_params`: the MTP head counts only with `mtp=True`."""
         n = sum(p.numel() for p in self.parameters())
+        if self.mtp is not None and not mtp:
+            n -= sum(p.numel() for p in self.mtp.parameters())
         if not embeddings:
             n -= self.backbone.embeddings.weight.numel() + self.lm_head.weight.numel()
         return n
