@@ -189,7 +189,7 @@ def test_mtp_logits_match_the_published_equations_on_transformers_blocks(publish
     ids = torch.randint(0, 256, (2, 29))
     want = _reference_mtp_logits(folder, ids, depths=3)
     with torch.no_grad():
-        logits, got = model.forward_with_mtp(ids, depths=3)
+        logits, got = model(ids, mtp_depths=3)
         hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         assert (logits - hf(ids, use_cache=False).logits).abs().max() <= 1e-4
     assert [g.shape for g in got] == [(2, 28, 256), (2, 27, 256), (2, 26, 256)]
@@ -235,9 +235,9 @@ def test_bad_latent_and_mtp_configs_are_refused_naming_the_field(bad, field):
 
 def test_mtp_misuse_gets_clear_errors():
     with pytest.raises(ValueError, match="no MTP head"):
-        HybridLM(HybridConfig.from_name("hytron-tiny")).forward_with_mtp(torch.zeros(1, 4, dtype=torch.long), 1)
+        HybridLM(HybridConfig.from_name("hytron-tiny"))(torch.zeros(1, 4, dtype=torch.long), mtp_depths=1)
     model = HybridLM(HybridConfig.from_name("hytron-tiny", num_nextn_predict_layers=1, mtp_pattern="*"))
     with pytest.raises(ValueError, match=r"depths must be in 1\.\.3 for 4 tokens"):
-        model.forward_with_mtp(torch.zeros(1, 4, dtype=torch.long), 4)
+        model(torch.zeros(1, 4, dtype=torch.long), mtp_depths=4)
     with pytest.raises(ConfigError, match="mtp_layers_block_type has unknown layer types"):
         config_from_hf({**TINY_HF, "mtp_hybrid_override_pattern": None, "mtp_layers_block_type": ["attn"]})

@@ -123,11 +123,18 @@ class HybridLM(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, cache: HybridCache | None = None, last_only: bool = False,
-                return_hidden: bool = False) -> Tensor:
+                return_hidden: bool = False, mtp_depths: int = 0) -> Tensor | tuple[Tensor, list[Tensor]]:
         """input_ids (b, L) -> logits (b, L, vocab), or (b, 1, vocab) with `last_only`.
 
         With a `cache`, the tokens continue each row's sequence and the cache is updated (prefill or decode).
+        With `mtp_depths` D > 0 (training; one call so DDP/FSDP see the MTP head): (logits, [depth-k MTP logits
+        (b, L-k, vocab) for k = 1..D], see `mtp_logits`).
         """
+        if mtp_depths:
+            if cache is not None or last_only or return_hidden:
+                raise ValueError("mtp_depths works on whole sequences: no cache, last_only or return_hidden")
+            hidden = self(input_ids, return_hidden=True)
+            return self.lm_head(hidden), self.mtp_logits(input_ids, hidden, mtp_depths)
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         h = self.backbone.embeddings(input_ids)
@@ -165,11 +172,6 @@ class HybridLM(nn.Module):
             out.append(self.lm_head(hidden))
         return out
 
-    def forward_with_mtp(self, input_ids: Tensor, depths: int) -> tuple[Tensor, list[Tensor]]:
-        """input_ids (b, L) -> (main logits (b, L, vocab), [MTP logits of depth k (b, L-k, vocab)] for k=1..D)."""
-        hidden = self(input_ids, return_hidden=True)
-        return self.lm_head(hidden), self.mtp_logits(input_ids, hidden, depths)
-
     def loss(self, input_ids: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy over targets != ignore_index, computed in fp32."""
         logits = self(input_ids)
@@ -179,15 +181,26 @@ class HybridLM(nn.Module):
         p = self.lm_head.weight
         return HybridCache(self.config, batch_size, device=p.device, dtype=dtype or p.dtype, capacity=capacity)
 
+    def add_mtp(self, mtp_pattern: str, num_modules: int = 1, generator: torch.Generator | None = None) -> None:
+        """Give a model without an MTP head a freshly initialised one of `num_modules` modules, each the blocks
+        of `mtp_pattern` (e.g. "*E"); the config is updated, so the model saves and reloads with it."""
+        if self.mtp is not None:
+            raise ValueError(f"the model already has an MTP head (mtp_pattern {self.config.mtp_pattern!r})")
+        self.config = self.config.replace(num_nextn_predict_layers=num_modules, mtp_pattern=mtp_pattern)
+        p = self.lm_head.weight
+        self.mtp = MTP(self.config).to(device=p.device, dtype=p.dtype)
+        self.init_weights(generator, only=self.mtp)
+
     # ---- initialisation and optimisation helpers ------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, generator: torch.Generator | None = None, only: nn.Module | None = None) -> None:
         """Normal(0, σ) for matrices; residual-output projections scaled by 1/√(2·layers) (GPT-2);
-        Mamba's A, D and dt_bias by the S4D/Mamba-2 rules; norms to one; router bias to zero."""
+        Mamba's A, D and dt_bias by the S4D/Mamba-2 rules; norms to one; router bias to zero.
+        `only`: initialise just this submodule (a head added to a trained model)."""
         c = self.config
         std = c.initializer_range
         out_std = std / math.sqrt(2 * c.num_layers)
-        for name, module in self.named_modules():
+        for name, module in (only or self).named_modules():
             if isinstance(module, nn.Linear):
                 s = out_std if name.endswith(("out_proj", "o_proj", "down_proj")) else std
                 module.weight.normal_(0.0, s, generator=generator)

@@ -26,16 +26,25 @@ def start(cfg) -> dist.DistInfo:
 
 
 def build_model(cfg, vocab_size: int) -> HybridLM:
-    """A fresh model from a preset (seeded init) or an existing Nemotron-H directory (`model.init_from`)."""
+    """A fresh model from a preset (seeded init) or an existing Nemotron-H directory (`model.init_from`), with an
+    MTP head added (seeded) when `model.mtp.depths` asks for one and the model has none."""
     if cfg.model.init_from:
         model = HybridLM.from_pretrained(cfg.model.init_from)
         if model.config.vocab_size < vocab_size:
             raise ValueError(f"model.init_from {cfg.model.init_from} has vocab_size {model.config.vocab_size} but "
                              f"the data's tokenizer has {vocab_size} ids; use data tokenized with its tokenizer")
-        return model
-    overrides = {"vocab_size": vocab_size, **cfg.model.overrides}
-    torch.manual_seed(cfg.seed)
-    return HybridLM(HybridConfig.from_name(cfg.model.preset, **overrides))
+    else:
+        overrides = {"vocab_size": vocab_size, **cfg.model.overrides}
+        torch.manual_seed(cfg.seed)
+        model = HybridLM(HybridConfig.from_name(cfg.model.preset, **overrides))
+    mtp = cfg.model.mtp
+    if mtp.depths and model.mtp is None:
+        pattern = mtp.pattern or ("*E" if "E" in model.config.pattern else "*-")
+        model.add_mtp(pattern, generator=torch.Generator().manual_seed(cfg.seed))
+    elif mtp.depths and mtp.pattern and mtp.pattern != model.config.mtp_pattern:
+        raise ConfigError(f"model.mtp.pattern: {mtp.pattern!r}, but the model's MTP head is "
+                          f"{model.config.mtp_pattern!r}; leave the pattern empty to train the head it has")
+    return model
 
 
 def apply_precision(model: HybridLM, precision: str, device: torch.device | None = None,
