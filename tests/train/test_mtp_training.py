@@ -75,3 +75,23 @@ def test_mtp_loss_is_the_scaled_mean_over_depths():
     torch.testing.assert_close(parts["mtp_loss_2"], ce(d2.flatten(0, 1), y[:, 2:].flatten()))  # token t+3
     torch.testing.assert_close(loss, ce(logits.flatten(0, 1), y.flatten())
                                + 0.3 * (parts["mtp_loss_1"] + parts["mtp_loss_2"]) / 2)
+
+
+def test_stages_without_an_mtp_loss_refuse_mtp_depths_instead_of_ignoring_them(packed_tinyweb, tmp_path):
+    from hytron.train.setup import build_model
+
+    cfg = tiny_recipe(packed_tinyweb, tmp_path, model={"preset": "hytron-tiny", "mtp": {"depths": 1}})
+    with pytest.raises(ConfigError, match="does not train an MTP head yet"):
+        build_model(cfg, 512)
+    assert build_model(cfg, 512, trains_mtp=True).mtp is not None
+
+
+def test_low_precision_recipes_leave_the_mtp_head_in_high_precision():
+    from hytron.lowp import convert
+    from hytron.lowp.convert import quant_linears
+    from hytron.model import HybridConfig
+
+    model = HybridLM(HybridConfig.from_name("hytron-tiny", num_nextn_predict_layers=1, mtp_pattern="*-"))
+    convert(model, "nvfp4")
+    names = [name for name, _ in quant_linears(model)]
+    assert names and not any(name.startswith("mtp.") for name in names)

@@ -57,7 +57,7 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
         raise ValueError("data.path: set it to a packed-data directory (hytron tokenize --out DIR)")
     data = PackedData(cfg.data.path)
     info = start(cfg)
-    model, wrapped, recipe, amp = prepare_model(cfg, int(data.index["vocab_size"]), info)
+    model, wrapped, recipe, amp = prepare_model(cfg, int(data.index["vocab_size"]), info, trains_mtp=True)
     o = cfg.optim
     optimizer = make_optimizer(model, o)
 
