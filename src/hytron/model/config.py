@@ -209,12 +209,19 @@ class HybridConfig:
         return n
 
     def inference_state_bytes(self, context: int, bytes_per_el: int = 2, ssm_bytes_per_el: int = 4) -> dict:
-        """Per-sequence inference memory at `context` tokens: KV cache grows with context, SSM state doesn't."""
-        counts = self.block_counts()
-        kv = counts["attention"] * 2 * self.num_key_value_heads * self.head_dim * context * bytes_per_el
-        ssm = counts["mamba"] * self.mamba_num_heads * self.mamba_head_dim * self.ssm_state_size * ssm_bytes_per_el
-        conv = counts["mamba"] * self.conv_dim * (self.conv_kernel - 1) * bytes_per_el
-        return {"kv_cache": kv, "ssm_state": ssm, "conv_state": conv, "total": kv + ssm + conv}
+        """Per-sequence inference memory at `context` tokens: KV cache grows with context, SSM state doesn't.
+        `mtp_state`: what the MTP module's own blocks add when it drafts (speculative decoding) over the same
+        context; not in `total`, which is plain decoding."""
+        def state(pattern: str) -> tuple[int, int, int]:
+            n_attn, n_mamba = pattern.count("*"), pattern.count("M")
+            kv = n_attn * 2 * self.num_key_value_heads * self.head_dim * context * bytes_per_el
+            ssm = n_mamba * self.mamba_num_heads * self.mamba_head_dim * self.ssm_state_size * ssm_bytes_per_el
+            conv = n_mamba * self.conv_dim * (self.conv_kernel - 1) * bytes_per_el
+            return kv, ssm, conv
+
+        kv, ssm, conv = state(self.pattern)
+        mtp = sum(state(self.mtp_pattern * self.num_nextn_predict_layers))
+        return {"kv_cache": kv, "ssm_state": ssm, "conv_state": conv, "total": kv + ssm + conv, "mtp_state": mtp}
 
     # ---- presets and (de)serialisation ---------------------------------------------------------------
     @classmethod
