@@ -5,6 +5,10 @@ every width explicit (`mamba_num_heads`, `mamba_head_dim`, `head_dim`: "expand" 
 `backbone.*` tensor names, MoE experts one tensor per expert, and `lm_head.weight` always (HF ignores
 `tie_word_embeddings` and would initialise a missing head at random). Reads the same, plus the names
 `transformers` or NVIDIA's remote code write (`model.*`, `backbone.embedding.weight`, stacked experts).
+Nemotron 3 Super's additions travel as published: `moe_latent_size` with `mixer.fc1/fc2_latent_proj`, and the
+MTP head as `num_nextn_predict_layers` + `mtp_hybrid_override_pattern` with `mtp.layers.*` tensors (transformers
+reads the former and drops the latter; a directory it saved has the MTP fields but no `mtp.*`, and loads here
+without the head, with a warning).
 
 A model folder is untrusted input. config.json is size-capped and every size in it bounded (HybridConfig)
 before anything is allocated; the files it reads (config.json, the shard index, the shards it names) must

@@ -1,4 +1,5 @@
-"""HybridLM: blocks of RMSNorm → one mixer (Mamba-2, attention, MLP or MoE) → residual; final norm; LM head.
+"""HybridLM: blocks of RMSNorm → one mixer (Mamba-2, attention, MLP or MoE) → residual; final norm; LM head;
+optionally an MTP head (Nemotron 3 Super) whose blocks predict further tokens through the same embedding and head.
 
 Every matmul of the model goes through a plain `nn.Linear` (the MoE experts' 3-D tensors aside), so
 precision code (`hytron.lowp.convert`) swaps them from outside; this file never mentions precision.
