@@ -15,6 +15,18 @@ def test_model_info_reports_params_pattern_and_memory(capsys):
     assert re.search(r"^\s*KV cache\s+2\.00 GiB", out, re.M) and "SSM state" in out  # meaning, not spacing
 
 
+def test_model_info_gives_super_memory_at_one_million_tokens(capsys):
+    """Nemotron 3 Super at 1M context (its model card's claim): 8 attention layers x 2 KV heads x 128 x 2 (K, V)
+    x 2 bytes = 8 KiB per token -> 8 GiB of KV cache; the 40 Mamba layers' state stays 160 MiB; the MTP head's
+    one attention layer adds 1 GiB while it drafts."""
+    assert main(["model-info", "nemotron-3-super-120b-a12b", "--context", "1048576"]) == 0
+    out = capsys.readouterr().out
+    assert "120,668,687,360 total" in out and "12,770,216,960 active" in out
+    assert "1024-wide latent (LatentMoE)" in out and "2,942,324,736 params" in out
+    assert re.search(r"^\s*KV cache\s+8\.00 GiB", out, re.M) and re.search(r"^\s*SSM state\s+160\.00 MiB", out, re.M)
+    assert re.search(r"^\s*total\s+8\.16 GiB", out, re.M) and re.search(r"^\s*\+ MTP head\s+1\.00 GiB", out, re.M)
+
+
 def test_model_info_lists_presets_by_weight_class(capsys):
     assert main(["model-info"]) == 0
     out = capsys.readouterr().out

@@ -123,3 +123,12 @@ def test_checkpoint_written_by_transformers_exports_to_the_same_file(moe_dir, tm
     assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
     for a, b in zip(ours.tensors, theirs.tensors):
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data), err_msg=a.name)
+
+
+def test_latent_moe_is_refused_in_one_line_not_written_half(tmp_path):
+    from tests.conftest import tiny_model
+
+    tiny_model("hytron-tiny-moe", moe_latent_size=16).save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"moe_latent_size=16 \(LatentMoE.*latent projections") as e:
+        export_gguf(tmp_path / "m", tmp_path / "x.gguf")
+    assert "\n" not in str(e.value) and not (tmp_path / "x.gguf").exists()

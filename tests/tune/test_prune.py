@@ -91,8 +91,9 @@ def test_group_aware_heads_and_bad_plans():
     assert candidate_plans(model.config, imp, model.num_params() // 5) == []  # beyond half of every width
 
 
-def test_moe_model_prunes_hidden_and_depth(tmp_path):
-    model = tiny_model("hytron-tiny-moe")
+@pytest.mark.parametrize("latent", [None, 16])
+def test_moe_model_prunes_hidden_and_depth(tmp_path, latent):
+    model = tiny_model("hytron-tiny-moe", moe_latent_size=latent)  # LatentMoE: experts keep the latent width
     x = torch.randint(0, 512, (2, 24))
     imp = estimate_importance(model, [(x, x)])
     with torch.no_grad():
@@ -102,3 +103,10 @@ def test_moe_model_prunes_hidden_and_depth(tmp_path):
     pruned.save_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.isfinite(HybridLM.from_pretrained(tmp_path)(x)).all()
+
+
+def test_models_with_an_mtp_head_are_refused_not_half_pruned():
+    model = tiny_model("hytron-tiny-moe", num_nextn_predict_layers=1, mtp_pattern="*E")
+    x = torch.randint(0, 512, (1, 16))
+    with pytest.raises(ValueError, match="MTP head"):
+        prune_model(model, estimate_importance(model, [(x, x)]), PrunePlan())

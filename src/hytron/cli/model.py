@@ -24,7 +24,7 @@ def add_model_info(sub) -> None:
     p = sub.add_parser("model-info", help="parameters, layer pattern and inference memory of a preset or model dir")
     p.add_argument("name", nargs="?", help="preset name or Nemotron-H model directory (omit to list presets)")
     p.add_argument("--context", type=int, default=8192, help="context length for the memory estimate")
-    p.add_argument("--dtype-bytes", type=int, default=2, help="bytes per KV/conv element (2 = bf16)")
+    p.add_argument("--dtype-bytes", type=int, default=2, help="bytes per weight and KV/conv element (2 = bf16)")
     p.set_defaults(func=cmd_model_info)
 
 
@@ -53,12 +53,25 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     print(f"widths       hidden {cfg.hidden_size}, vocab {cfg.vocab_size}, mamba {cfg.mamba_num_heads}x"
           f"{cfg.mamba_head_dim} (state {cfg.ssm_state_size}, groups {cfg.n_groups}), attention "
           f"{cfg.num_attention_heads}/{cfg.num_key_value_heads} heads x {cfg.head_dim}")
+    if "E" in cfg.pattern + cfg.mtp_pattern:
+        latent = f", in a {cfg.moe_latent_size}-wide latent (LatentMoE)" if cfg.moe_latent_size else ""
+        print(f"experts      {cfg.n_routed_experts} routed x {cfg.moe_intermediate_size}, top {cfg.num_experts_per_tok}"
+              f"{latent}; shared {cfg.moe_shared_expert_intermediate_size}")
+    if cfg.num_nextn_predict_layers:
+        n = cfg.mtp_params()
+        print(f"MTP head     {cfg.num_nextn_predict_layers} x '{cfg.mtp_pattern}', {n:,} params ({_human(n)}), "
+              "not in the totals above")
+    weights = cfg.num_params(mtp=True) * args.dtype_bytes
+    print(f"weights      {_bytes(weights)} at {args.dtype_bytes} bytes per parameter"
+          f"{' (MTP head included)' if cfg.num_nextn_predict_layers else ''}")
     mem = cfg.inference_state_bytes(args.context, bytes_per_el=args.dtype_bytes)
     print(f"inference memory per sequence at {args.context:,} tokens:")
     print(f"  KV cache   {_bytes(mem['kv_cache']):>12s}  (grows with context)")
     print(f"  SSM state  {_bytes(mem['ssm_state']):>12s}  (constant, fp32)")
     print(f"  conv state {_bytes(mem['conv_state']):>12s}  (constant)")
     print(f"  total      {_bytes(mem['total']):>12s}")
+    if cfg.num_nextn_predict_layers:
+        print(f"  + MTP head {_bytes(mem['mtp_state']):>12s}  (its own blocks' state, when it drafts tokens)")
     return 0
 
 

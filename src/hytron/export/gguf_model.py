@@ -33,6 +33,9 @@ def _check_supported(c: HybridConfig, source: str) -> None:
     if "E" in c.pattern and c.n_shared_experts != 1:
         raise ValueError(f"{source}: n_shared_experts={c.n_shared_experts}; llama.cpp's nemotron_h_moe needs "
                          "exactly one shared expert")
+    if "E" in c.pattern and c.moe_latent_size is not None:
+        raise ValueError(f"{source}: moe_latent_size={c.moe_latent_size} (LatentMoE, Nemotron 3 Super): hytron's "
+                         "GGUF writer does not write the fc1/fc2 latent projections yet")
     if "E" in c.pattern and c.n_group > 1:
         raise ValueError(f"{source}: n_group={c.n_group} (grouped expert routing) is not implemented by "
                          "llama.cpp's nemotron_h_moe")

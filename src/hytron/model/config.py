@@ -19,7 +19,9 @@ SIZE_LIMITS = {
     "ssm_state_size": 1024, "n_groups": 1024, "conv_kernel": 64, "chunk_size": 1024, "n_routed_experts": 4096,
     "num_experts_per_tok": 4096, "moe_intermediate_size": 2**18, "moe_shared_expert_intermediate_size": 2**20,
     "n_shared_experts": 1, "n_group": 4096, "topk_group": 4096, "max_position_embeddings": 2**24,
+    "num_nextn_predict_layers": 64,
 }
+MAX_MTP_PATTERN = 64  # block kinds in one MTP module (published: 2, "*E")
 MAX_PARAMS = 4 * 10**12  # closed-form parameter count (embeddings included) a config may describe
 
 
@@ -54,6 +56,14 @@ class HybridConfig:
     norm_topk_prob: bool = True
     n_group: int = 1
     topk_group: int = 1
+    # LatentMoE (Nemotron 3 Super): routed experts run in a moe_latent_size space between fc1/fc2_latent_proj;
+    # the router and the shared expert see the full width. None: experts run at hidden_size (Nano 3).
+    moe_latent_size: int | None = None
+    # multi-token prediction (Nemotron 3 Super, DeepSeek-V3): num_nextn_predict_layers MTP modules are stored,
+    # each eh_proj(cat[enorm(embedding), hnorm(hidden)]) -> the blocks of mtp_pattern -> final_layernorm;
+    # they share the embedding and the LM head. HF: num_nextn_predict_layers, mtp_hybrid_override_pattern.
+    num_nextn_predict_layers: int = 0
+    mtp_pattern: str = ""
     # norms, init, misc
     norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -87,23 +97,38 @@ class HybridConfig:
                  "must be a finite number in 0..1e6")
         bad = sorted(set(self.pattern) - set(BLOCK_KINDS))
         need(not bad, "pattern", f"unknown block kind(s) {bad}; use M (mamba), * (attention), - (mlp), E (moe)")
+        if self.moe_latent_size is not None:
+            need(isinstance(self.moe_latent_size, int) and not isinstance(self.moe_latent_size, bool)
+                 and 0 < self.moe_latent_size <= SIZE_LIMITS["hidden_size"], "moe_latent_size",
+                 f"must be None or an integer in 1..{SIZE_LIMITS['hidden_size']}")
+        need(isinstance(self.mtp_pattern, str) and len(self.mtp_pattern) <= MAX_MTP_PATTERN, "mtp_pattern",
+             f"must be a string of at most {MAX_MTP_PATTERN} block kinds")
+        bad = sorted(set(self.mtp_pattern) - set(BLOCK_KINDS))
+        need(not bad, "mtp_pattern", f"unknown block kind(s) {bad}; use M (mamba), * (attention), - (mlp), E (moe)")
+        if self.num_nextn_predict_layers:
+            need(len(self.mtp_pattern) > 0, "mtp_pattern",
+                 f"must name the MTP module's blocks (e.g. '*E') when num_nextn_predict_layers="
+                 f"{self.num_nextn_predict_layers}")
+        else:
+            need(not self.mtp_pattern, "mtp_pattern", "needs num_nextn_predict_layers >= 1 (no MTP module stored)")
+        kinds = self.pattern + self.mtp_pattern  # every block kind in use, MTP blocks included
         for f in ("vocab_size", "hidden_size", "conv_kernel", "chunk_size", "max_position_embeddings"):
             need(getattr(self, f) > 0, f, "must be positive")
         need(self.norm_eps > 0, "norm_eps", "must be positive")
-        if "*" in self.pattern:
+        if "*" in kinds:
             for f in ("num_attention_heads", "num_key_value_heads", "head_dim"):
                 need(getattr(self, f) > 0, f, "must be positive when the pattern has attention (*)")
             need(self.num_attention_heads % self.num_key_value_heads == 0, "num_attention_heads",
                  f"must be a multiple of num_key_value_heads={self.num_key_value_heads}")
-        if "-" in self.pattern:
+        if "-" in kinds:
             need(self.intermediate_size > 0, "intermediate_size", "must be positive when the pattern has MLP (-)")
-        if "M" in self.pattern:
+        if "M" in kinds:
             for f in ("mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups"):
                 need(getattr(self, f) > 0, f, "must be positive when the pattern has Mamba (M)")
             need(self.mamba_num_heads % self.n_groups == 0, "mamba_num_heads",
                  f"must be a multiple of n_groups={self.n_groups}")
             need(0 < self.time_step_min <= self.time_step_max, "time_step_min", "need 0 < time_step_min <= max")
-        if "E" in self.pattern:
+        if "E" in kinds:
             need(self.n_routed_experts > 0, "n_routed_experts", "must be positive when the pattern has MoE (E)")
             need(0 < self.num_experts_per_tok <= self.n_routed_experts, "num_experts_per_tok",
                  f"must be in 1..n_routed_experts={self.n_routed_experts}")
@@ -117,7 +142,7 @@ class HybridConfig:
             need(0 < self.topk_group <= self.n_group, "topk_group", f"must be in 1..n_group={self.n_group}")
             if self.n_group > 1:
                 need(self.n_routed_experts // self.n_group >= 2, "n_group", "needs >= 2 experts per group")
-        n = self.num_params()
+        n = self.num_params(mtp=True)
         if n > MAX_PARAMS:
             raise ConfigError(f"HybridConfig: describes {n:.3g} parameters, over the {MAX_PARAMS:.0g} limit; "
                               "check hidden_size, vocab_size and the widths")
@@ -157,27 +182,46 @@ class HybridConfig:
             return n + d, n + d
         if ch == "E":
             e, f = self.n_routed_experts, self.moe_intermediate_size
+            width = self.moe_latent_size or d  # the experts' input/output width
             shared = 2 * d * self.moe_shared_expert_intermediate_size * self.n_shared_experts
-            router = e * d
-            total = router + e * 2 * d * f + shared
-            active = router + self.num_experts_per_tok * 2 * d * f + shared
+            fixed = e * d + shared + (2 * d * self.moe_latent_size if self.moe_latent_size else 0)  # router, latent
+            total = fixed + e * 2 * width * f
+            active = fixed + self.num_experts_per_tok * 2 * width * f
             return total + d, active + d
         raise ValueError(f"unknown block kind {ch!r}")
 
-    def num_params(self, active: bool = False, embeddings: bool = True) -> int:
-        """Parameter count (active = per token for MoE); embeddings include the untied LM head."""
+    def mtp_params(self, active: bool = False) -> int:
+        """Parameters of the stored MTP modules: per module enorm, hnorm, eh_proj (d x 2d), the blocks of
+        `mtp_pattern` and final_layernorm. The embedding and LM head are the main model's."""
+        d = self.hidden_size
+        per_module = 3 * d + 2 * d * d + sum(self.block_params(ch)[1 if active else 0] for ch in self.mtp_pattern)
+        return self.num_nextn_predict_layers * per_module
+
+    def num_params(self, active: bool = False, embeddings: bool = True, mtp: bool = False) -> int:
+        """Parameter count (active = per token for MoE); embeddings include the untied LM head. The MTP modules
+        (a draft / auxiliary-loss head off the main forward path) count only with `mtp=True`: published totals
+        (Nemotron 3 Super's 120B) and transformers' NemotronHForCausalLM, which drops `mtp.*`, leave them out."""
         n = sum(self.block_params(ch)[1 if active else 0] for ch in self.pattern) + self.hidden_size
         if embeddings:
             n += 2 * self.vocab_size * self.hidden_size
+        if mtp:
+            n += self.mtp_params(active)
         return n
 
     def inference_state_bytes(self, context: int, bytes_per_el: int = 2, ssm_bytes_per_el: int = 4) -> dict:
-        """Per-sequence inference memory at `context` tokens: KV cache grows with context, SSM state doesn't."""
-        counts = self.block_counts()
-        kv = counts["attention"] * 2 * self.num_key_value_heads * self.head_dim * context * bytes_per_el
-        ssm = counts["mamba"] * self.mamba_num_heads * self.mamba_head_dim * self.ssm_state_size * ssm_bytes_per_el
-        conv = counts["mamba"] * self.conv_dim * (self.conv_kernel - 1) * bytes_per_el
-        return {"kv_cache": kv, "ssm_state": ssm, "conv_state": conv, "total": kv + ssm + conv}
+        """Per-sequence inference memory at `context` tokens: KV cache grows with context, SSM state doesn't.
+        `mtp_state`: what the MTP module's own blocks add when it drafts (speculative decoding) over the same
+        context; not in `total`, which is plain decoding."""
+        def state(pattern: str) -> tuple[int, int, int]:
+            n_attn, n_mamba = pattern.count("*"), pattern.count("M")
+            kv = n_attn * 2 * self.num_key_value_heads * self.head_dim * context * bytes_per_el
+            ssm = n_mamba * self.mamba_num_heads * self.mamba_head_dim * self.ssm_state_size * ssm_bytes_per_el
+            conv = n_mamba * self.conv_dim * (self.conv_kernel - 1) * bytes_per_el
+            return kv, ssm, conv
+
+        kv, ssm, conv = state(self.pattern)
+        mtp = sum(state(self.mtp_pattern * self.num_nextn_predict_layers))
+        return {"kv_cache": kv, "ssm_state": ssm, "conv_state": conv, "total": kv + ssm + conv, "mtp_state": mtp}
 
     # ---- presets and (de)serialisation ---------------------------------------------------------------
     @classmethod
@@ -229,6 +273,16 @@ PRESETS: dict[str, dict] = {
         num_key_value_heads=2, n_routed_experts=128, num_experts_per_tok=6, moe_intermediate_size=1856,
         moe_shared_expert_intermediate_size=3712, routed_scaling_factor=2.5, max_position_embeddings=262144)},
     # ---- super / ultra weight classes ---------------------------------------------------------------
+    # Nemotron 3 Super: LatentMoE (512 experts top-22 in a 1024-wide latent) and one MTP module ("*E").
+    # Shapes: Megatron-Bridge Nemotron3SuperProvider (shared/research/nemotron3-super.md §1.1). The counts
+    # (120.67B total, 12.77B active, embeddings and LM head included) equal transformers' on the meta device and
+    # leave out the 2.9B-parameter MTP module, as the published 120B / 12.7B do (with it: 123.6B, 3% over).
+    "nemotron-3-super-120b-a12b": {"class": "super", "published": 120e9, "published_active": 12.7e9,
+                                   "config": _nemotron_h(
+        "MEMEMEM*EMEMEMEM*EMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEM*EMEMEMEME", 4096, 2688,
+        32, 128, 128, num_key_value_heads=2, n_routed_experts=512, num_experts_per_tok=22,
+        moe_intermediate_size=2688, moe_shared_expert_intermediate_size=5376, moe_latent_size=1024,
+        routed_scaling_factor=5.0, num_nextn_predict_layers=1, mtp_pattern="*E", max_position_embeddings=262144)},
     "nemotron-h-47b": {"class": "super", "published": 47e9, "config": _nemotron_h(_H_47B, 8192, 30720, 64, 256, 256)},
     "nemotron-h-56b": {"class": "ultra", "published": 56e9, "config": _nemotron_h(_H_56B, 8192, 32768, 64, 256, 256)},
     # ---- tiny CPU presets of the same design ----------------------------------------------------------

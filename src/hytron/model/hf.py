@@ -5,6 +5,10 @@ every width explicit (`mamba_num_heads`, `mamba_head_dim`, `head_dim`: "expand" 
 `backbone.*` tensor names, MoE experts one tensor per expert, and `lm_head.weight` always (HF ignores
 `tie_word_embeddings` and would initialise a missing head at random). Reads the same, plus the names
 `transformers` or NVIDIA's remote code write (`model.*`, `backbone.embedding.weight`, stacked experts).
+Nemotron 3 Super's additions travel as published: `moe_latent_size` with `mixer.fc1/fc2_latent_proj`, and the
+MTP head as `num_nextn_predict_layers` + `mtp_hybrid_override_pattern` with `mtp.layers.*` tensors (transformers
+reads the former and drops the latter; a directory it saved has the MTP fields but no `mtp.*`, and loads here
+without the head, with a warning).
 
 A model folder is untrusted input. config.json is size-capped and every size in it bounded (HybridConfig)
 before anything is allocated; the files it reads (config.json, the shard index, the shards it names) must
@@ -17,12 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path, PurePosixPath
 
 import torch
 
 from hytron.config import ConfigError, read_json_file
-from hytron.model.config import HybridConfig
+from hytron.model.config import MAX_MTP_PATTERN, HybridConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,18 +42,17 @@ _TYPE_OF_KIND = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
 _RENAMES = {"layer_norm_epsilon": "norm_eps", "mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel",
             "mamba_chunk_size": "chunk_size", "mamba_dt_min": "time_step_min", "mamba_dt_max": "time_step_max",
             "mamba_dt_init_floor": "time_step_floor", "mamba_conv_bias": "use_conv_bias",
-            "num_local_experts": "n_routed_experts"}
+            "num_local_experts": "n_routed_experts", "mtp_hybrid_override_pattern": "mtp_pattern"}
 # HF fields that must hold these values for hytron's implementation to be exact
 _REQUIRED = {"mlp_hidden_act": "relu2", "mamba_hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-             "use_bias": False, "mamba_proj_bias": False, "tie_word_embeddings": False, "moe_latent_size": None,
-             "num_nextn_predict_layers": 0}
+             "use_bias": False, "mamba_proj_bias": False, "tie_word_embeddings": False}
 # HF fields we read but do not keep
 _IGNORED = {"architectures", "model_type", "num_hidden_layers", "layers_block_type", "layer_types",
             "hybrid_override_pattern", "expand", "mamba_expand", "time_step_limit", "mamba_dt_limit",
             "transformers_version", "torch_dtype", "dtype", "use_cache", "use_mamba_kernels",
             "residual_in_fp32", "rescale_prenorm_residual", "attention_dropout", "hidden_dropout",
             "sliding_window", "mamba_ssm_cache_dtype", "auto_map", "num_logits_to_keep", "mtp_layers_block_type",
-            "mtp_hybrid_override_pattern", "_name_or_path", "output_attentions", "output_hidden_states",
+            "_name_or_path", "output_attentions", "output_hidden_states",
             "return_dict", "initializer_range_scale"}
 
 
@@ -73,14 +77,19 @@ def config_to_hf(c: HybridConfig, dtype: torch.dtype = torch.float32) -> dict:
         "torch_dtype": str(dtype).removeprefix("torch."),
         "hytron": {"preset": c.name, "time_step_min": c.time_step_min},
     }
-    if "E" in c.pattern:  # MoE fields only for MoE models: converters (llama.cpp's) take them to mean MoE
-        out.update({
+    if "E" in c.pattern + c.mtp_pattern:  # MoE fields only for MoE models: converters (llama.cpp's) take them
+        out.update({                        # to mean MoE
             "n_routed_experts": c.n_routed_experts, "num_experts_per_tok": c.num_experts_per_tok,
             "moe_intermediate_size": c.moe_intermediate_size,
             "moe_shared_expert_intermediate_size": c.moe_shared_expert_intermediate_size,
             "n_shared_experts": c.n_shared_experts, "routed_scaling_factor": c.routed_scaling_factor,
             "norm_topk_prob": c.norm_topk_prob, "n_group": c.n_group, "topk_group": c.topk_group,
         })
+        if c.moe_latent_size is not None:
+            out["moe_latent_size"] = c.moe_latent_size
+    if c.num_nextn_predict_layers:  # the published spelling (a string); transformers turns it into its list
+        out.update({"num_nextn_predict_layers": c.num_nextn_predict_layers,
+                    "mtp_hybrid_override_pattern": c.mtp_pattern})
     out.update({k: v for k, v in c.extra.items() if k not in out})
     return out
 
@@ -100,13 +109,16 @@ def config_from_hf(data: dict, source: str = "config.json") -> HybridConfig:
     else:
         raise ConfigError(f"{source}: needs hybrid_override_pattern or layers_block_type")
     for key, want in _REQUIRED.items():
-        if key in data and data[key] != want and not (key == "moe_latent_size" and not data[key]):
+        if key in data and data[key] != want:
             raise ConfigError(f"{source}: {key}={data[key]!r} is not supported by hytron (needs {want!r})")
+    mtp_pattern = _mtp_pattern(data, source) if data.get("num_nextn_predict_layers") else ""
     fields = {f for f in HybridConfig.__dataclass_fields__ if f not in ("pattern", "name", "extra")}
-    kwargs: dict = {"pattern": pattern}
+    kwargs: dict = {"pattern": pattern, "mtp_pattern": mtp_pattern}
     extra = {}
     for key, value in data.items():
         name = _RENAMES.get(key, key)
+        if name == "mtp_pattern":
+            continue
         if name in fields:
             kwargs[name] = value
         elif key == "hytron" and isinstance(value, dict):
@@ -115,9 +127,9 @@ def config_from_hf(data: dict, source: str = "config.json") -> HybridConfig:
                 kwargs["time_step_min"] = value["time_step_min"]
         elif key not in _IGNORED and key not in _REQUIRED:
             extra[key] = value
-    if "E" not in pattern:  # MoE fields are meaningless without MoE blocks: keep hytron's neutral defaults
+    if "E" not in pattern + mtp_pattern:  # MoE fields are meaningless without MoE blocks: keep hytron's defaults
         for k in ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
-                  "moe_shared_expert_intermediate_size"):
+                  "moe_shared_expert_intermediate_size", "moe_latent_size"):
             kwargs.pop(k, None)
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if isinstance(kwargs.get(k), list):
@@ -128,6 +140,25 @@ def config_from_hf(data: dict, source: str = "config.json") -> HybridConfig:
     from hytron.config import from_dict
 
     return from_dict(HybridConfig, kwargs, where=source)
+
+
+def _mtp_pattern(data: dict, source: str) -> str:
+    """The MTP module's block kinds, read as transformers does: `mtp_layers_block_type` (a list) unless it is
+    missing or the default ["full_attention", "moe"] while `mtp_hybrid_override_pattern` (the published string)
+    is given; neither -> transformers' default "*E"."""
+    types, text = data.get("mtp_layers_block_type"), data.get("mtp_hybrid_override_pattern")
+    if text is not None and (not types or types == ["full_attention", "moe"]):
+        if not isinstance(text, str):
+            raise ConfigError(f"{source}: mtp_hybrid_override_pattern must be a string like '*E', got {text!r}")
+        return text
+    if types is None:
+        return "*E"
+    if not isinstance(types, list) or len(types) > MAX_MTP_PATTERN:
+        raise ConfigError(f"{source}: mtp_layers_block_type must be a list of at most {MAX_MTP_PATTERN} layer types")
+    unknown = sorted({str(t) for t in types} - set(_KIND_OF_TYPE))
+    if unknown:
+        raise ConfigError(f"{source}: mtp_layers_block_type has unknown layer types {unknown}")
+    return "".join(_KIND_OF_TYPE[t] for t in types)
 
 
 # ---- weights -----------------------------------------------------------------------------------------
@@ -308,6 +339,13 @@ def load_pretrained(cls, path, device=None, dtype: torch.dtype | None = None):
         raise FileNotFoundError(f"model directory not found: {path}")
     config = load_config(path)
     tensors = _from_disk(read_safetensors(path))
+    if config.num_nextn_predict_layers and not any(k.startswith("mtp.") for k in tensors):
+        # transformers' NemotronHForCausalLM drops `mtp.*` on load, so what it saves keeps the MTP config fields
+        # but no MTP weights: load the main model, say so, and forget the head rather than invent it
+        warnings.warn(f"{path}: config.json has num_nextn_predict_layers={config.num_nextn_predict_layers} but "
+                      "the checkpoint holds no mtp.* tensors (transformers drops them when it saves); loading "
+                      "without the MTP head", stacklevel=3)
+        config = config.replace(num_nextn_predict_layers=0, mtp_pattern="")
     with torch.device("meta"):
         model = cls(config)
     expected = model.state_dict()

@@ -1,4 +1,5 @@
-"""HybridLM: blocks of RMSNorm → one mixer (Mamba-2, attention, MLP or MoE) → residual; final norm; LM head.
+"""HybridLM: blocks of RMSNorm → one mixer (Mamba-2, attention, MLP or MoE) → residual; final norm; LM head;
+optionally an MTP head (Nemotron 3 Super) whose blocks predict further tokens through the same embedding and head.
 
 Every matmul of the model goes through a plain `nn.Linear` (the MoE experts' 3-D tensors aside), so
 precision code (`hytron.lowp.convert`) swaps them from outside; this file never mentions precision.
@@ -61,6 +62,46 @@ class Block(nn.Module):
         return h + x
 
 
+class MTPBlock(Block):
+    """One block of a multi-token-prediction module. The module's first block also fuses the next token's
+    embedding with the incoming hidden state, eh_proj(cat[enorm(e), hnorm(h)]) (embedding first); its last
+    ends with final_layernorm. Names as published: `mtp.layers.{module * len(mtp_pattern) + i}.*`."""
+
+    def __init__(self, config: HybridConfig, kind: str, first: bool, last: bool):
+        super().__init__(config, kind)
+        d = config.hidden_size
+        if first:
+            self.enorm = RMSNorm(d, config.norm_eps)
+            self.hnorm = RMSNorm(d, config.norm_eps)
+            self.eh_proj = nn.Linear(2 * d, d, bias=False)
+        if last:
+            self.final_layernorm = RMSNorm(d, config.norm_eps)
+
+
+class MTP(nn.Module):
+    """The stored MTP modules (DeepSeek-V3 §2.2; Nemotron 3 Super stores one, "*E"). Depth k (1-based) uses
+    module min(k, n) - 1, so D depths may reuse one module (Megatron's `mtp_use_repeated_layer`)."""
+
+    def __init__(self, config: HybridConfig):
+        super().__init__()
+        p = config.mtp_pattern
+        self.blocks_per_module = len(p)
+        self.num_modules = config.num_nextn_predict_layers
+        self.layers = nn.ModuleList(MTPBlock(config, ch, i == 0, i == len(p) - 1)
+                                    for _ in range(self.num_modules) for i, ch in enumerate(p))
+
+    def step(self, depth: int, hidden: Tensor, embedded: Tensor) -> Tensor:
+        """One prediction depth: hidden (b, L, d) at t (the main model's norm_f output, or the previous depth's
+        output), embedded (b, L, d) of token t+depth -> (b, L, d) after final_layernorm, for the LM head."""
+        m = min(depth, self.num_modules) - 1
+        blocks = self.layers[m * self.blocks_per_module:(m + 1) * self.blocks_per_module]
+        first = blocks[0]
+        h = first.eh_proj(torch.cat([first.enorm(embedded), first.hnorm(hidden)], dim=-1))
+        for block in blocks:
+            h = block(h)
+        return blocks[-1].final_layernorm(h)
+
+
 class Backbone(nn.Module):
     def __init__(self, config: HybridConfig):
         super().__init__()
@@ -77,16 +118,24 @@ class HybridLM(nn.Module):
         self.config = config
         self.backbone = Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.mtp = MTP(config) if config.num_nextn_predict_layers else None
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
     # ---- forward -------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, cache: HybridCache | None = None, last_only: bool = False,
-                return_hidden: bool = False) -> Tensor:
+                return_hidden: bool = False, mtp_depths: int = 0) -> Tensor | tuple[Tensor, list[Tensor]]:
         """input_ids (b, L) -> logits (b, L, vocab), or (b, 1, vocab) with `last_only`.
 
         With a `cache`, the tokens continue each row's sequence and the cache is updated (prefill or decode).
+        With `mtp_depths` D > 0 (training; one call so DDP/FSDP see the MTP head): (logits, [depth-k MTP logits
+        (b, L-k, vocab) for k = 1..D], see `mtp_logits`).
         """
+        if mtp_depths:
+            if cache is not None or last_only or return_hidden:
+                raise ValueError("mtp_depths works on whole sequences: no cache, last_only or return_hidden")
+            hidden = self(input_ids, return_hidden=True)
+            return self.lm_head(hidden), self.mtp_logits(input_ids, hidden, mtp_depths)
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         h = self.backbone.embeddings(input_ids)
@@ -107,6 +156,23 @@ class HybridLM(nn.Module):
             return h
         return self.lm_head(h)
 
+    def mtp_logits(self, input_ids: Tensor, hidden: Tensor, depths: int) -> list[Tensor]:
+        """Logits of the MTP head for depths 1..D, chained as in DeepSeek-V3 and Megatron: depth k takes the
+        hidden state at t (depth 0: the main model's, `forward(..., return_hidden=True)`) and the embedding of
+        token t+k, and predicts token t+1+k. input_ids (b, L), hidden (b, L, d) -> D tensors (b, L-k, vocab).
+        """
+        if self.mtp is None:
+            raise ValueError("this model has no MTP head (num_nextn_predict_layers=0); set "
+                             "num_nextn_predict_layers and mtp_pattern to add one")
+        if not 1 <= depths < input_ids.size(1):
+            raise ValueError(f"depths must be in 1..{input_ids.size(1) - 1} for {input_ids.size(1)} tokens, "
+                             f"got {depths}")
+        out = []
+        for k in range(1, depths + 1):
+            hidden = self.mtp.step(k, hidden[:, :-1], self.backbone.embeddings(input_ids[:, k:]))  # (b, L-k, d)
+            out.append(self.lm_head(hidden))
+        return out
+
     def loss(self, input_ids: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy over targets != ignore_index, computed in fp32."""
         logits = self(input_ids)
@@ -116,15 +182,26 @@ class HybridLM(nn.Module):
         p = self.lm_head.weight
         return HybridCache(self.config, batch_size, device=p.device, dtype=dtype or p.dtype, capacity=capacity)
 
+    def add_mtp(self, mtp_pattern: str, num_modules: int = 1, generator: torch.Generator | None = None) -> None:
+        """Give a model without an MTP head a freshly initialised one of `num_modules` modules, each the blocks
+        of `mtp_pattern` (e.g. "*E"); the config is updated, so the model saves and reloads with it."""
+        if self.mtp is not None:
+            raise ValueError(f"the model already has an MTP head (mtp_pattern {self.config.mtp_pattern!r})")
+        self.config = self.config.replace(num_nextn_predict_layers=num_modules, mtp_pattern=mtp_pattern)
+        p = self.lm_head.weight
+        self.mtp = MTP(self.config).to(device=p.device, dtype=p.dtype)
+        self.init_weights(generator, only=self.mtp)
+
     # ---- initialisation and optimisation helpers ------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, generator: torch.Generator | None = None, only: nn.Module | None = None) -> None:
         """Normal(0, σ) for matrices; residual-output projections scaled by 1/√(2·layers) (GPT-2);
-        Mamba's A, D and dt_bias by the S4D/Mamba-2 rules; norms to one; router bias to zero."""
+        Mamba's A, D and dt_bias by the S4D/Mamba-2 rules; norms to one; router bias to zero.
+        `only`: initialise just this submodule (a head added to a trained model)."""
         c = self.config
         std = c.initializer_range
         out_std = std / math.sqrt(2 * c.num_layers)
-        for name, module in self.named_modules():
+        for name, module in (only or self).named_modules():
             if isinstance(module, nn.Linear):
                 s = out_std if name.endswith(("out_proj", "o_proj", "down_proj")) else std
                 module.weight.normal_(0.0, s, generator=generator)
@@ -154,8 +231,11 @@ class HybridLM(nn.Module):
             (no_decay if p.dim() < 2 else decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    def num_params(self, embeddings: bool = True) -> int:
+    def num_params(self, embeddings: bool = True, mtp: bool = False) -> int:
+        """As `HybridConfig.num_params`: the MTP head counts only with `mtp=True`."""
         n = sum(p.numel() for p in self.parameters())
+        if self.mtp is not None and not mtp:
+            n -= sum(p.numel() for p in self.mtp.parameters())
         if not embeddings:
             n -= self.backbone.embeddings.weight.numel() + self.lm_head.weight.numel()
         return n

@@ -1,4 +1,5 @@
-"""Mixture of experts as in Nemotron 3 Nano: sigmoid router with score-correction bias, top-k + shared expert."""
+"""Mixture of experts as in Nemotron 3 Nano and Super: sigmoid router with score-correction bias, top-k routed
+experts (in a smaller latent space for Super's LatentMoE) + a shared expert on the full width."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class Router(nn.Module):
 
 
 class Experts(nn.Module):
-    """E non-gated relu² experts stored as 3-D tensors: up (E, F, d), down (E, d, F)."""
+    """E non-gated relu² experts stored as 3-D tensors: up (E, F, w), down (E, w, F); w is the hidden size, or
+    the latent size with LatentMoE."""
 
     def __init__(self, n: int, hidden_size: int, intermediate_size: int):
         super().__init__()
@@ -47,7 +49,7 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(n, hidden_size, intermediate_size))
 
     def forward(self, x: Tensor, weights: Tensor, idx: Tensor) -> Tensor:
-        """x: (T, d), weights/idx: (T, k) -> (T, d); each expert runs once on the tokens routed to it."""
+        """x: (T, w), weights/idx: (T, k) -> (T, w); each expert runs once on the tokens routed to it."""
         out = torch.zeros_like(x, dtype=torch.float32)
         flat = idx.reshape(-1)
         order = flat.argsort(stable=True)
@@ -66,18 +68,32 @@ class Experts(nn.Module):
 
 
 class MoE(nn.Module):
+    """Router on the full width u; routed experts on z = fc1_latent_proj(u) when `moe_latent_size` is set
+    (LatentMoE, arXiv 2601.18089: expert weights and all-to-all bytes shrink by d/ℓ, spent on more experts),
+    brought back by fc2_latent_proj; the shared expert always sees the full-width u."""
+
     def __init__(self, config):
         super().__init__()
         c = config
+        latent = c.moe_latent_size
         self.gate = Router(c)
-        self.experts = Experts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size)
+        self.experts = Experts(c.n_routed_experts, latent or c.hidden_size, c.moe_intermediate_size)
         self.shared_experts = (MLP(c.hidden_size, c.moe_shared_expert_intermediate_size)
                                if c.n_shared_experts else None)
+        if latent is not None:
+            self.fc1_latent_proj = nn.Linear(c.hidden_size, latent, bias=False)
+            self.fc2_latent_proj = nn.Linear(latent, c.hidden_size, bias=False)
+        else:
+            self.fc1_latent_proj = self.fc2_latent_proj = None
 
     def forward(self, h: Tensor) -> Tensor:  # (b, L, d) -> (b, L, d)
-        flat = h.reshape(-1, h.size(-1))
+        flat = h.reshape(-1, h.size(-1))  # (T, d)
         weights, idx = self.gate(flat)
-        out = self.experts(flat, weights, idx).view_as(h)
+        z = flat if self.fc1_latent_proj is None else self.fc1_latent_proj(flat)  # (T, ℓ)
+        routed = self.experts(z, weights, idx)  # weighted sum in the latent space: fc2 is linear, no bias
+        if self.fc2_latent_proj is not None:
+            routed = self.fc2_latent_proj(routed)  # (T, d)
+        out = routed.view_as(h)
         if self.shared_experts is not None:
             out = out + self.shared_experts(h)
         return out

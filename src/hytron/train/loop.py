@@ -65,6 +65,28 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, o: Opt
     return lr
 
 
+def next_token_losses(out, targets: torch.Tensor, mtp_loss_scale: float = 0.3,
+                      ignore_index: int = -100) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss to backpropagate, {"loss": next-token loss, "mtp_loss_k": depth k's loss}), all fp32 means.
+
+    `out` is `model(x)`'s logits (b, L, V), or `model(x, mtp_depths=D)`'s (logits, [depth-k logits (b, L-k, V)]);
+    depth k predicts token t+1+k, which is targets[:, t+k]. With D depths the backpropagated loss is the
+    next-token loss + mtp_loss_scale x the mean of the D MTP losses (Megatron-Core's MTP objective); "loss"
+    stays the next-token loss alone, so runs with and without MTP log comparable numbers."""
+    def ce(logits, y):
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index)
+
+    logits, depths = out if isinstance(out, tuple) else (out, [])
+    lm = ce(logits, targets)
+    parts = {"loss": lm}
+    if not depths:
+        return lm, parts
+    for k, depth_logits in enumerate(depths, 1):
+        parts[f"mtp_loss_{k}"] = ce(depth_logits, targets[:, k:])
+    mtp = torch.stack([parts[f"mtp_loss_{k}"] for k in range(1, len(depths) + 1)]).mean()
+    return lm + mtp_loss_scale * mtp, parts
+
+
 def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> float:
     """Clip the global gradient norm (0 disables), step, zero the gradients; returns the pre-clip norm."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from hytron.packing import PackedData, PackedLoader, iter_eval_batches
 from hytron.train import distributed as dist
-from hytron.train.loop import Run, clip_and_step, export_model, make_optimizer, set_lr
+from hytron.train.loop import Run, clip_and_step, export_model, make_optimizer, next_token_losses, set_lr
 from hytron.train.recipe import TrainConfig
 from hytron.train.setup import prepare_model, start, switch_precision
 
@@ -57,7 +57,7 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
         raise ValueError("data.path: set it to a packed-data directory (hytron tokenize --out DIR)")
     data = PackedData(cfg.data.path)
     info = start(cfg)
-    model, wrapped, recipe, amp = prepare_model(cfg, int(data.index["vocab_size"]), info)
+    model, wrapped, recipe, amp = prepare_model(cfg, int(data.index["vocab_size"]), info, trains_mtp=True)
     o = cfg.optim
     optimizer = make_optimizer(model, o)
 
@@ -79,26 +79,30 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
     # ---- loop -------------------------------------------------------------------------------------------------
     run = Run(cfg, model, optimizer, loader, is_main=info.is_main,
               extra=lambda step: {"tokens": step * tokens_per_step})
+    mtp = cfg.model.mtp  # multi-token prediction: D extra depths through the model's MTP head, or none
     wrapped.train()
     for step in run.steps(progress, max_steps_this_run):
         lr = set_lr(optimizer, step, cfg.steps, o)
         switch_precision(model, recipe, step, cfg.steps)
         inputs, targets = next(loader)
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        sums: dict[str, torch.Tensor] = {}  # "loss" and, with MTP, "mtp_loss_k": summed over micro-batches
         micro = cfg.data.batch_size
         for i in range(cfg.data.grad_accum):
             x = inputs[i * micro:(i + 1) * micro].to(info.device)
             y = targets[i * micro:(i + 1) * micro].to(info.device)
             with dist.no_grad_sync(wrapped, skip=i < cfg.data.grad_accum - 1):
                 with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
-                    logits = wrapped(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                    out = wrapped(x, mtp_depths=mtp.depths) if mtp.depths else wrapped(x)
+                loss, parts = next_token_losses(out, y, mtp.loss_scale)
                 (loss / cfg.data.grad_accum).backward()
-            loss_sum += loss.detach().double().cpu()
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0) + value.detach().double().cpu()
         grad_norm = clip_and_step(model, optimizer, o.grad_clip)
-        loss = float(dist.all_reduce_mean((loss_sum / cfg.data.grad_accum).to(info.device)))
+        means = {name: float(dist.all_reduce_mean((v / cfg.data.grad_accum).to(info.device)))
+                 for name, v in sums.items()}
+        loss = means["loss"]
         tok_s = tokens_per_step / run.seconds()
-        run.log({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+        run.log({"step": step + 1, **means, "lr": lr, "grad_norm": grad_norm,
                  "tokens": (step + 1) * tokens_per_step, "tok_s": tok_s}, loss=loss, tok_s=tok_s, lr=lr)
         if run.due(cfg.eval_every, step + 1):
             run.log_eval(step + 1, evaluations())

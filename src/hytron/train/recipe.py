@@ -9,10 +9,27 @@ from hytron.config import ConfigError, to_dict
 
 
 @dataclass
+class MTPSpec:
+    """Multi-token prediction as Megatron trains it: D depths share the model's MTP module (Nemotron 3.5
+    recipes: `mtp_use_repeated_layer`, loss scale 0.3); depth k predicts token t+1+k."""
+
+    depths: int = 0  # prediction depths trained; 0: no MTP loss
+    loss_scale: float = 0.3  # total loss = LM loss + loss_scale x mean over depths of the MTP losses
+    pattern: str = ""  # blocks of the MTP module added to a model that has none; "": "*E" with MoE, else "*-"
+
+    def __post_init__(self):
+        if not 0 <= self.depths <= 16:
+            raise ConfigError(f"model.mtp.depths: must be in 0..16, got {self.depths}")
+        if not 0 <= self.loss_scale <= 100:
+            raise ConfigError(f"model.mtp.loss_scale: must be in [0, 100], got {self.loss_scale}")
+
+
+@dataclass
 class ModelSpec:
     preset: str = "hytron-small"  # a HybridConfig preset ...
     init_from: str | None = None  # ... or a Nemotron-H model directory to continue pre-training from
     overrides: dict[str, Any] = field(default_factory=dict)  # HybridConfig fields changed from the preset
+    mtp: MTPSpec = field(default_factory=MTPSpec)  # e.g. --set model.mtp='{depths: 2}'
 
 
 @dataclass

@@ -25,17 +25,30 @@ def start(cfg) -> dist.DistInfo:
     return info
 
 
-def build_model(cfg, vocab_size: int) -> HybridLM:
-    """A fresh model from a preset (seeded init) or an existing Nemotron-H directory (`model.init_from`)."""
+def build_model(cfg, vocab_size: int, trains_mtp: bool = False) -> HybridLM:
+    """A fresh model from a preset (seeded init) or an existing Nemotron-H directory (`model.init_from`), with an
+    MTP head added (seeded) when `model.mtp.depths` asks for one and the model has none. A stage whose loop has
+    no MTP loss (`trains_mtp` False) refuses `model.mtp.depths` rather than ignore it."""
+    if cfg.model.mtp.depths and not trains_mtp:
+        raise ConfigError(f"model.mtp.depths={cfg.model.mtp.depths}: this stage does not train an MTP head yet "
+                          "(pre-training does); set model.mtp.depths=0")
     if cfg.model.init_from:
         model = HybridLM.from_pretrained(cfg.model.init_from)
         if model.config.vocab_size < vocab_size:
             raise ValueError(f"model.init_from {cfg.model.init_from} has vocab_size {model.config.vocab_size} but "
                              f"the data's tokenizer has {vocab_size} ids; use data tokenized with its tokenizer")
-        return model
-    overrides = {"vocab_size": vocab_size, **cfg.model.overrides}
-    torch.manual_seed(cfg.seed)
-    return HybridLM(HybridConfig.from_name(cfg.model.preset, **overrides))
+    else:
+        overrides = {"vocab_size": vocab_size, **cfg.model.overrides}
+        torch.manual_seed(cfg.seed)
+        model = HybridLM(HybridConfig.from_name(cfg.model.preset, **overrides))
+    mtp = cfg.model.mtp
+    if mtp.depths and model.mtp is None:
+        pattern = mtp.pattern or ("*E" if "E" in model.config.pattern else "*-")
+        model.add_mtp(pattern, generator=torch.Generator().manual_seed(cfg.seed))
+    elif mtp.depths and mtp.pattern and mtp.pattern != model.config.mtp_pattern:
+        raise ConfigError(f"model.mtp.pattern: {mtp.pattern!r}, but the model's MTP head is "
+                          f"{model.config.mtp_pattern!r}; leave the pattern empty to train the head it has")
+    return model
 
 
 def apply_precision(model: HybridLM, precision: str, device: torch.device | None = None,
@@ -87,10 +100,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def prepare_model(cfg, vocab_size: int, info: dist.DistInfo) -> tuple[HybridLM, nn.Module, object, torch.dtype | None]:
+def prepare_model(cfg, vocab_size: int, info: dist.DistInfo,
+                  trains_mtp: bool = False) -> tuple[HybridLM, nn.Module, object, torch.dtype | None]:
     """(model, the module the loop calls, lowp recipe or None, autocast dtype or None): built, converted to
-    `cfg.precision`, compiled per block when `cfg.compile`, wrapped for `cfg.distributed`."""
-    model = build_model(cfg, vocab_size).to(info.device)
+    `cfg.precision`, compiled per block when `cfg.compile`, wrapped for `cfg.distributed`. The MTP head is not
+    converted: `convert` walks `backbone.layers` only, so it stays in high precision (Megatron's
+    `keep_mtp_spec_in_bf16`)."""
+    model = build_model(cfg, vocab_size, trains_mtp).to(info.device)
     recipe = apply_precision(model, cfg.precision, info.device, getattr(cfg.optim, "decay_fraction", 0.2),
                              total_steps=cfg.steps)
     if cfg.compile:

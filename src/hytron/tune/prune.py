@@ -85,6 +85,8 @@ def _mamba_heads(scores: Tensor, groups: int, keep: int) -> Tensor:
 def prune_model(model: HybridLM, importance: Importance, plan: PrunePlan) -> HybridLM:
     """A new HybridLM with `plan`'s shape, its weights sliced from `model` by `importance`."""
     old, new = model.config, plan.config(model.config)
+    if old.num_nextn_predict_layers:
+        raise ValueError("prune_model: models with an MTP head (num_nextn_predict_layers > 0) are not pruned yet")
     hk = _top(importance.hidden, new.hidden_size)  # kept hidden channels
     src = model.state_dict()
     energy = importance.norm_energy
@@ -127,8 +129,14 @@ def prune_model(model: HybridLM, importance: Importance, plan: PrunePlan) -> Hyb
         else:  # MoE: only the hidden dimension is pruned; experts keep their widths
             w["mixer.gate.weight"] = layer["mixer.gate.weight"][:, hk]
             w["mixer.gate.e_score_correction_bias"] = layer["mixer.gate.e_score_correction_bias"]
-            w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"][:, :, hk]
-            w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"][:, hk]
+            if "mixer.fc1_latent_proj.weight" in layer:  # LatentMoE: the experts live in the latent; unchanged
+                w["mixer.fc1_latent_proj.weight"] = layer["mixer.fc1_latent_proj.weight"][:, hk]
+                w["mixer.fc2_latent_proj.weight"] = layer["mixer.fc2_latent_proj.weight"][hk]
+                w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"]
+                w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"]
+            else:
+                w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"][:, :, hk]
+                w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"][:, hk]
             if "mixer.shared_experts.up_proj.weight" in layer:
                 w["mixer.shared_experts.up_proj.weight"] = layer["mixer.shared_experts.up_proj.weight"][:, hk]
                 w["mixer.shared_experts.down_proj.weight"] = layer["mixer.shared_experts.down_proj.weight"][hk]
