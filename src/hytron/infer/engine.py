@@ -56,6 +56,7 @@ class _Seq:
         self.stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else engine.stop_ids)
         self.out: list[int] = []
         self.history = TokenHistory(req.prompt_ids, engine.vocab_size, p) if p.penalized else None
+        self.constraint = req.constraint  # masks the answer's tokens (never the thinking), e.g. a JSON grammar
         self.logprobs = []
         self.prompt_logprobs = []
         self.reasoning_tokens = 0
@@ -104,10 +105,12 @@ class Engine:
     # ---- public API --------------------------------------------------------------------------------
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
                on_delta: Callable[[Delta], None] | None = None,
-               decode: Callable[[Sequence[int]], str] | None = None) -> Request:
+               decode: Callable[[Sequence[int]], str] | None = None, constraint=None) -> Request:
         """Queue a request; returns its handle at once. `decode` turns this request's ids into text (default:
-        the engine's; a server passes one per request, e.g. keeping or skipping special tokens). Raises
-        QueueFull, EngineClosed, PromptTooLong, ValueError."""
+        the engine's; a server passes one per request, e.g. keeping or skipping special tokens). `constraint`
+        (an object with `mask(logits (V,)) -> logits` and `accept(token_id)`) restricts every answer token,
+        thinking tokens excepted (e.g. `hytron.serve.structured.JSONConstraint`). Raises QueueFull,
+        EngineClosed, PromptTooLong, ValueError."""
         params = params or SamplingParams()
         ids = [int(i) for i in prompt_ids]
         if not ids:
@@ -130,7 +133,7 @@ class Engine:
             if len(self._waiting) >= self.max_waiting + max(0, self.max_slots - self.num_active):
                 raise QueueFull(f"{len(self._waiting)} requests are waiting (limit {self.max_waiting})")
             req = Request(self._next_id, ids, params, on_delta)
-            req.decode = decode
+            req.decode, req.constraint = decode, constraint
             req._wake = self._wake
             self._next_id += 1
             self._waiting.append(req)
@@ -301,11 +304,14 @@ class Engine:
         """Choose the next token of `s` from its logits (V,), record it, release text, check for the end."""
         p = s.params
         forced = s.budget.forced() if s.budget is not None else None
+        constrained = s.constraint is not None and not (s.budget is not None and s.budget.thinking)
         if forced is not None:
             token = forced
         else:
             banned = self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
-            token = sample(logits, p, s.generator, banned, s.history)
+            token = sample(s.constraint.mask(logits) if constrained else logits, p, s.generator, banned, s.history)
+        if constrained:
+            s.constraint.accept(token)
         now = time.monotonic()
         s.first_token_time = s.first_token_time or now
         s.out.append(token)

@@ -22,6 +22,7 @@ import torch
 
 from hytron.infer import Completion, Delta, Engine, SamplingParams, newline_ids
 from hytron.model import HybridLM
+from hytron.serve.structured import Grammars
 from hytron.tokenizer import Tokenizer
 from hytron.tokenizer.tools import parser_for
 
@@ -113,6 +114,7 @@ class Backend:
             if self.tool_parser else frozenset()
         self.think_ids = frozenset(i for i in (tokenizer.think_start_id, tokenizer.think_end_id) if i is not None)
         self.decode = self.decoder()
+        self.grammars = Grammars(tokenizer, model.config.vocab_size, tokenizer.stop_ids)
         self.engine = Engine(
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
@@ -234,9 +236,9 @@ class Backend:
 
     # ---- async bridge -------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams,
-               decode: Callable[[Sequence[int]], str] | None = None) -> Stream:
-        """Submit to the engine (`decode`: this request's ids -> text, see `decoder`); the returned stream yields
-        Deltas in the event loop (raises engine refusals)."""
+               decode: Callable[[Sequence[int]], str] | None = None, constraint=None) -> Stream:
+        """Submit to the engine (`decode`: this request's ids -> text, see `decoder`; `constraint`: its answer's
+        grammar); the returned stream yields Deltas in the event loop (raises engine refusals)."""
         self.engine.start()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta] = asyncio.Queue()
@@ -249,7 +251,8 @@ class Backend:
             with contextlib.suppress(RuntimeError):  # the loop is gone (shutting down): nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, delta)
 
-        handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta, decode=decode))
+        handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta, decode=decode,
+                                         constraint=constraint))
         return Stream(handle[0], queue)
 
 

@@ -23,6 +23,9 @@ on with no budget of its own (the server's `--max-thinking-tokens`, if any, appl
 `thinking_token_budget` (or `max_thinking_tokens`) wins over the effort's budget; an effort that contradicts
 the request's own `enable_thinking` is a 400.
 
+`response_format` `json_object` / `json_schema` constrains the answer (after any thinking) with a grammar, in
+plain and streamed responses alike (`hytron.serve.structured`); a schema that cannot be compiled is a 400.
+
 Sampling follows vLLM: `presence_penalty`, `frequency_penalty` and `repetition_penalty` per request
 (`hytron.infer.sampling.apply_penalties`); `skip_special_tokens` (default true) and
 `spaces_between_special_tokens` shape the text (`Backend.decoder`). The reasoning split works on token ids and
@@ -108,7 +111,25 @@ def _params(body: _Sampling, max_tokens: int, i: int, **kw) -> SamplingParams:
         raise APIError(400, str(e)) from None
 
 
-def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]], decode=None) -> list[Stream]:
+async def _grammar(backend: Backend, body: _Sampling):
+    """A function making one fresh grammar constraint per sequence for `response_format`, or None for text."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
+
+    def make():
+        try:
+            return backend.grammars.constraint(fmt.type, schema)
+        except (ValueError, ImportError) as e:
+            raise APIError(400, str(e), "response_format") from None
+
+    await run_in_threadpool(make)  # compile now (xgrammar caches it), off the event loop: a bad schema is a 400
+    return make
+
+
+def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]], decode=None,
+            grammar=None) -> list[Stream]:
     capacity = backend.engine.max_slots + backend.engine.max_waiting
     if len(jobs) > capacity:  # could never be admitted, so no retry would help: 400, not 429
         raise APIError(400, f"this request needs {len(jobs)} sequences (n x prompts) but the server holds at most "
@@ -116,7 +137,7 @@ def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]], deco
     streams: list[Stream] = []
     try:
         for ids, params in jobs:
-            streams.append(backend.submit(ids, params, decode))
+            streams.append(backend.submit(ids, params, decode, grammar() if grammar else None))
     except BaseException as e:
         for s in streams:
             s.cancel()
@@ -329,7 +350,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
     # the thinking markers never reach the text (reasoning is split on ids); a parser sees its markers
     decode = backend.decoder(body.skip_special_tokens, body.spaces_between_special_tokens,
                              keep=backend.tool_marker_ids if parser else frozenset(), hide=backend.think_ids)
-    streams = _submit(backend, jobs, decode)
+    streams = _submit(backend, jobs, decode, await _grammar(backend, body))
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     show_reasoning = body.include_reasoning
 
@@ -438,7 +459,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
                                       prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None
                                       else None)))
     decode = backend.decoder(body.skip_special_tokens, body.spaces_between_special_tokens)
-    streams = _submit(backend, jobs, decode)
+    streams = _submit(backend, jobs, decode, await _grammar(backend, body))
     prompt_texts = [p if isinstance(p, str) else await run_in_threadpool(decode, p) for p in prompts]
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prompt_tokens = sum(len(ids) for ids in encoded)

@@ -245,6 +245,29 @@ class ChatTemplateKwargs(_Body):
         return self
 
 
+class JSONSchemaFormat(_Body):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Annotated[Text, Field(max_length=256)] | None = None
+    description: Text | None = None
+    schema_: Annotated[JSONObject | None, Field(alias="schema")] = None
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Body):
+    """OpenAI's `response_format`: free text, any JSON object, or JSON that follows a schema (enforced by a
+    grammar, `hytron.serve.structured`)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise PydanticCustomError("json_schema_missing", "type json_schema needs json_schema.schema")
+        return self
+
+
 class _Sampling(_Request):
     """Parameters shared by chat and completions."""
 
@@ -270,6 +293,7 @@ class _Sampling(_Request):
     # it), and whether the tokenizer decodes around the special tokens kept
     skip_special_tokens: StrictBool = True
     spaces_between_special_tokens: StrictBool = True
+    response_format: ResponseFormat | None = None
     # token id (a decimal string) -> bias added to its logit before sampling, as in vLLM and OpenAI
     logit_bias: Annotated[dict[Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,9})$")],
                                Annotated[Num, Field(ge=-100.0, le=100.0)]], Field(max_length=1024, json_schema_extra={
