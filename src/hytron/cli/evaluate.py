@@ -20,7 +20,8 @@ def add_eval(sub) -> None:
     p.add_argument("--evals", default=None, help="a TinyWeb folder (or its evals/); default: the crawl named in "
                    "the model card, else TinyWeb seed-0 evaluation sets")
     p.add_argument("--tasks", type=_csv, default=["validation", "world_qa", "arithmetic"],
-                   help="comma-separated: validation, world_qa, arithmetic, reasoning (default: the first three)")
+                   help="comma-separated: validation, world_qa, arithmetic, reasoning (default: the first three); "
+                        "none: only the --lm-eval tasks")
     p.add_argument("--limit", type=int, default=None, help="at most this many items per task")
     p.add_argument("--lm-eval", dest="lm_eval", type=_csv, default=[], metavar="TASKS",
                    help="lm-evaluation-harness task names to run in process (offline; needs hytron[eval])")
@@ -40,7 +41,7 @@ def add_eval(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from hytron.eval import evaluate_model
 
-    tasks = list(args.tasks)
+    tasks = [] if [t.lower() for t in args.tasks] == ["none"] else list(args.tasks)
     extra = {}
     if "reasoning" in tasks:
         tasks.remove("reasoning")

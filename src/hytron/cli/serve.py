@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 
@@ -36,11 +37,25 @@ def add_serve(sub) -> None:
     p.add_argument("--template-timeout", type=float, default=5.0,
                    help="seconds one chat-template render may take (a longer one is a 400)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--default-chat-template-kwargs", type=_json_object, metavar="JSON",
+                   help='chat template variables every chat request starts from, e.g. \'{"enable_thinking": false}\' '
+                        "(thinking off for clients that do not ask); a request's chat_template_kwargs or "
+                        "reasoning_effort override them")
     p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"], default="auto",
                    help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
                         "auto: the one the chat template writes")
     _add_dtype(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _add_dtype(p) -> None:
@@ -62,7 +77,8 @@ def _config(args):
                        cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
                        tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None),
                        max_connections=getattr(args, "max_connections", None),
-                       template_seconds=getattr(args, "template_timeout", 5.0))
+                       template_seconds=getattr(args, "template_timeout", 5.0),
+                       default_chat_template_kwargs=getattr(args, "default_chat_template_kwargs", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -6,9 +6,11 @@
 
 `HytronLM` implements the three request types of lm-eval's `LM` (`loglikelihood`, `loglikelihood_rolling`,
 `generate_until`) on `hytron.eval.scoring.Scorer`, in process: no server, no Hugging Face tokenizer, no
-network. Any lm-eval task whose data files are local runs offline (we set `HF_DATASETS_OFFLINE=1`);
-standard tasks (hellaswag, arc, ...) run too once their datasets are in the local Hugging Face cache.
-The CLI: `hytron eval MODEL_DIR --lm-eval TASK[,TASK] --lm-eval-include DIR`. lm-eval is an optional
+network. It tokenizes as lm-eval's own `hf` backend does (no BOS before a context unless the tokenizer adds
+one), so its per-item log-likelihoods equal `lm_eval --model hf` on the same checkpoint. Any lm-eval task
+whose data files are local runs offline (we set `HF_DATASETS_OFFLINE=1`); standard tasks (hellaswag, arc, ...)
+run too once their datasets are in the local Hugging Face cache. The CLI: `hytron eval MODEL_DIR --tasks none
+--lm-eval TASK[,TASK] --lm-eval-include DIR` (`--tasks none`: the lm-eval tasks only). lm-eval is an optional
 dependency (`pip install 'hytron[eval]'`).
 """
 
@@ -26,34 +28,71 @@ from hytron.eval.tasks import QA_TEMPLATE, arithmetic_items, evals_dir, world_qa
 def _lm_eval():
     try:
         import lm_eval  # noqa: F401
-        from lm_eval.api.model import LM
+        from lm_eval.api.model import TemplateLM
     except ImportError as e:
         raise ImportError("the lm-eval bridge needs lm-evaluation-harness: pip install 'hytron[eval]' "
                           "(or pip install lm-eval)") from e
-    return LM
+    return TemplateLM
 
 
 def make_lm(scorer: Scorer):
     """An lm-eval `LM` instance over `scorer` (the class is built lazily so lm-eval stays optional)."""
-    LM = _lm_eval()
+    TemplateLM = _lm_eval()
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-    class HytronLM(LM):
-        """lm-evaluation-harness model for hytron HybridLM checkpoints (in process, batched, CPU or GPU)."""
+    class HytronLM(TemplateLM):
+        """lm-evaluation-harness model for hytron HybridLM checkpoints (in process, batched, CPU or GPU).
+
+        It tokenizes exactly as lm-eval's `hf` backend (`HFLM`, default arguments) does, so each request
+        scores as there: a text gets what the tokenizer's post-processor adds (BOS for tokenizers that add
+        it, nothing for hytron's own, which adds none) unless it already starts with the prefix token's text;
+        special-token strings in a text are parsed as tokens, as transformers' tokenizers parse them; a
+        context and continuation are tokenized together and split (lm-eval's `TemplateLM._encode_pair`); an
+        empty context and each rolling window start from the prefix token (BOS, else EOS). Our own harness
+        (`hytron.eval.tasks`) keeps hytron's training convention instead: `<s>` before every context."""
 
         def __init__(self, scorer: Scorer):
             super().__init__()
             self.scorer = scorer
+            tok = scorer.tokenizer
+            self._prefix_id = tok.bos_id if tok.bos_id is not None else tok.eos_id
+            self._prefix_text = tok.decode([self._prefix_id]) if self._prefix_id is not None else None
 
         @property
         def tokenizer_name(self) -> str:
             return "hytron"
 
-        def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-            return self.scorer.loglikelihood([tuple(r.args[:2]) for r in requests])
+        @property
+        def eot_token_id(self) -> int:
+            return self.scorer.tokenizer.eos_id
+
+        @property
+        def prefix_token_id(self) -> int:
+            return self._prefix_id
+
+        @property
+        def max_length(self) -> int:
+            return self.scorer.max_len
+
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+            if add_special_tokens is None:  # HFLM: no second BOS before a text that already starts with one
+                add_special_tokens = not (self._prefix_text and string.startswith(self._prefix_text))
+            return self.scorer.tokenizer.encode(string, parse_special=True, add_special_tokens=add_special_tokens)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+            return self.scorer.loglikelihood_ids([(ctx, cont) for _, ctx, cont in requests])
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-            docs = self.scorer.document_nll([r.args[0] for r in requests], eos=False)
-            return [-d["nll"] for d in docs]
+            windows, owners = [], []
+            for k, r in enumerate(requests):  # HFLM's windows: the prefix token, then max_length predictions each
+                for pair in get_rolling_token_windows(self.tok_encode(r.args[0]), self.prefix_token_id,
+                                                      self.max_length, context_len=1):
+                    windows.append(make_disjoint_window(pair))
+                    owners.append(k)
+            totals = [0.0] * len(requests)
+            for k, (lp, _) in zip(owners, self.scorer.loglikelihood_ids(windows)):
+                totals[k] += lp
+            return totals
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
             out = []
@@ -64,7 +103,8 @@ def make_lm(scorer: Scorer):
                 if kwargs.get("do_sample") or float(kwargs.get("temperature", 0) or 0) > 0:
                     raise ValueError("HytronLM.generate_until: only greedy decoding is supported "
                                      "(do_sample=false, temperature=0)")
-                text = self.scorer.generate([context], max_tokens=int(kwargs.get("max_gen_toks", 64)), stop=until)[0]
+                max_tokens = int(kwargs.get("max_gen_toks", 256))  # HFLM's default
+                text = self.scorer.generate([self.tok_encode(context)], max_tokens=max_tokens, stop=until)[0]
                 for s in until:  # the engine stops at a stop string; cut anything a stop id left behind
                     if s and s in text:
                         text = text.split(s, 1)[0]

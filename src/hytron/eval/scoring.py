@@ -1,7 +1,8 @@
 """Log-likelihood scoring of text with a HybridLM: continuations given contexts, whole documents, greedy text.
 
-Every evaluation in `hytron.eval` (and the lm-eval bridge) goes through `Scorer`, so a task scored by our
-own harness and the same task scored through lm-evaluation-harness see identical numbers.
+Every evaluation in `hytron.eval` (and the lm-eval bridge) goes through `Scorer`: the same token ids score the
+same. (The bridge tokenizes as lm-eval's `hf` backend does, without the `<s>` our own harness puts before a
+context when the tokenizer does not add it: see `hytron.eval.lm_eval_bridge`.)
 
 Conventions (same as pre-training, where each document is packed as `<s> text </s>`):
 - a context starts with the tokenizer's document prefix (`<s>` for hytron's and most tokenizers; what the
@@ -126,17 +127,20 @@ class Scorer:
             docs[d]["bytes"] += sum(tb[t] for t in window[-n:])
         return docs
 
-    def generate(self, contexts: Sequence[str], *, max_tokens: int = 32, stop: Sequence[str] = (),
+    def generate(self, contexts: Sequence[str | list[int]], *, max_tokens: int = 32, stop: Sequence[str] = (),
                  max_slots: int = 16) -> list[str]:
-        """Greedy continuations of `<s>` + context (raw text, no chat template), cut at the first stop string."""
+        """Greedy continuations of `<s>` + context (raw text, no chat template; token ids are used as given),
+        context cut from the left to leave room for `max_tokens`, text cut at the first stop string (special
+        tokens left out of it)."""
         from hytron.infer import SamplingParams, generate
 
         tok = self.tokenizer
-        prompts = [[*tok.document_prefix(), *tok.encode(c)][-max(1, self.max_len - max_tokens):] for c in contexts]
+        prompts = [(c if not isinstance(c, str) else [*tok.document_prefix(), *tok.encode(c)])
+                   [-max(1, self.max_len - max_tokens):] for c in contexts]
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=tuple(s for s in stop if s))
         with torch.inference_mode():
             done = generate(self.model, prompts, params, max_slots=max_slots, stop_ids=tok.stop_ids,
-                            decode=tok.decode)
+                            decode=lambda ids: tok.decode(ids, skip_special=True))
         return [c.text for c in done]
 
 

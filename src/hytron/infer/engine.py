@@ -7,12 +7,13 @@ size) and attention KV (grows with its length). A step of the engine
      most `prefill_chunk` prompt tokens per step so long prompts do not stall the others for long;
      a prompt finished prefilling samples its first token and joins the batch (its cache row is copied in);
   3. decodes every running request by one token with a single `model(next_tokens (n, 1), cache)` call,
-     samples each row with its own parameters and generator, applies its thinking budget, releases text
-     and checks stop ids, stop strings and max_tokens; finished rows leave the batch.
+     samples each row with its own parameters, penalties (over its own token history) and generator,
+     applies its thinking budget, releases text and checks stop ids, stop strings and max_tokens; finished
+     rows leave the batch.
 The batched cache is rebuilt (rows copied with `HybridCache.insert`) only when its membership changes, so
 a step never computes rows of idle slots. Drive it with `step()` from one thread, or `start()` a daemon
 thread that steps whenever there is work. It works on token ids; text (for stop strings and streaming) goes
-through the `decode` function the caller passes.
+through the `decode` function the caller passes (to the engine, or per request to `submit`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ import torch
 
 from hytron.infer.budget import ThinkingBudget
 from hytron.infer.request import Completion, Delta, EngineClosed, PromptTooLong, QueueFull, Request
-from hytron.infer.sampling import SamplingParams, make_generator, sample, sequence_logprobs, token_logprob
+from hytron.infer.sampling import (
+    SamplingParams,
+    TokenHistory,
+    make_generator,
+    sample,
+    sequence_logprobs,
+    token_logprob,
+)
 from hytron.infer.text import TextStream
 
 
@@ -42,11 +50,13 @@ class _Seq:
         if p.thinking is not None and engine.think_end_id is not None:
             self.budget = ThinkingBudget(engine.think_end_id, engine.newline_ids, p.max_thinking_tokens,
                                          grace=p.grace(), thinking=p.thinking, line_end_id=engine.line_end_id)
-        decode = engine.decode or (lambda ids: "")
+        decode = req.decode or engine.decode or (lambda ids: "")
         self.reasoning = TextStream(decode)
         self.answer = TextStream(decode, p.stop, p.include_stop_str_in_output)
         self.stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else engine.stop_ids)
         self.out: list[int] = []
+        self.history = TokenHistory(req.prompt_ids, engine.vocab_size, p) if p.penalized else None
+        self.constraint = req.constraint  # masks the answer's tokens (never the thinking), e.g. a JSON grammar
         self.logprobs = []
         self.prompt_logprobs = []
         self.reasoning_tokens = 0
@@ -94,8 +104,13 @@ class Engine:
 
     # ---- public API --------------------------------------------------------------------------------
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
-               on_delta: Callable[[Delta], None] | None = None) -> Request:
-        """Queue a request; returns its handle at once. Raises QueueFull, EngineClosed, PromptTooLong, ValueError."""
+               on_delta: Callable[[Delta], None] | None = None,
+               decode: Callable[[Sequence[int]], str] | None = None, constraint=None) -> Request:
+        """Queue a request; returns its handle at once. `decode` turns this request's ids into text (default:
+        the engine's; a server passes one per request, e.g. keeping or skipping special tokens). `constraint`
+        (an object with `mask(logits (V,)) -> logits` and `accept(token_id)`) restricts every answer token,
+        thinking tokens excepted (e.g. `hytron.serve.structured.JSONConstraint`). Raises QueueFull,
+        EngineClosed, PromptTooLong, ValueError."""
         params = params or SamplingParams()
         ids = [int(i) for i in prompt_ids]
         if not ids:
@@ -108,7 +123,7 @@ class Engine:
             raise ValueError(f"logit_bias: token ids must be in [0, {self.vocab_size}), got {bad}")
         if len(ids) + params.max_tokens > self.max_len:
             raise PromptTooLong(len(ids), params.max_tokens, self.max_len)
-        if params.stop and self.decode is None:
+        if params.stop and (decode or self.decode) is None:
             raise ValueError("stop strings need the engine's decode function")
         if params.thinking is not None and self.think_end_id is None:
             raise ValueError("thinking control needs the engine's think_end_id")
@@ -118,6 +133,7 @@ class Engine:
             if len(self._waiting) >= self.max_waiting + max(0, self.max_slots - self.num_active):
                 raise QueueFull(f"{len(self._waiting)} requests are waiting (limit {self.max_waiting})")
             req = Request(self._next_id, ids, params, on_delta)
+            req.decode, req.constraint = decode, constraint
             req._wake = self._wake
             self._next_id += 1
             self._waiting.append(req)
@@ -288,14 +304,19 @@ class Engine:
         """Choose the next token of `s` from its logits (V,), record it, release text, check for the end."""
         p = s.params
         forced = s.budget.forced() if s.budget is not None else None
+        constrained = s.constraint is not None and not (s.budget is not None and s.budget.thinking)
         if forced is not None:
             token = forced
         else:
             banned = self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
-            token = sample(logits, p, s.generator, banned)
+            token = sample(s.constraint.mask(logits) if constrained else logits, p, s.generator, banned, s.history)
+        if constrained:
+            s.constraint.accept(token)
         now = time.monotonic()
         s.first_token_time = s.first_token_time or now
         s.out.append(token)
+        if s.history is not None:
+            s.history.add(token)  # forced tokens too: vLLM's penalties count every output token
         s.pending = token
         self.stats["generation_tokens"] += 1
         delta = Delta(token_ids=[token])

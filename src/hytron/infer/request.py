@@ -89,6 +89,8 @@ class Request:
         self._cancelled = False
         self._completion: Completion | None = None
         self._wake: Callable[[], None] = lambda: None  # set by the engine: wakes its loop
+        self.decode: Callable[[list[int]], str] | None = None  # set by the engine: this request's ids -> text
+        self.constraint = None  # set by the engine: what masks this request's answer tokens
 
     def cancel(self) -> None:
         """Stop generating: the engine frees the slot at its next step and finishes with 'cancelled'."""

@@ -1,9 +1,14 @@
-"""Per-request sampling: validated parameters, next-token choice (greedy, temperature, top-k, top-p, min-p), logprobs.
+"""Per-request sampling: validated parameters, penalties, next-token choice (greedy, temperature, top-k, top-p,
+min-p), logprobs.
 
 Each request owns a `torch.Generator` seeded from its `seed`, so a seeded request samples the same tokens
 whether it runs alone or batched with others (given the same logits). Sampling draws one uniform number per
 token and inverts the CDF of the filtered distribution, which keeps a seeded draw stable under the tiny
 logit differences that batching can cause.
+
+The logits go through the steps in vLLM's order: `logit_bias` is added, then the penalties (`apply_penalties`,
+over the request's `TokenHistory`), then temperature and the filters; greedy takes the argmax after the
+penalties. Logprobs are always those of the raw logits (vLLM's default `raw_logprobs`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ class SamplingParams:
     max_thinking_tokens: int | None = None
     thinking_grace: int | None = None  # extra tokens allowed to reach a newline; None = 10% of the budget
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling (vLLM, OpenAI)
+    # penalties with vLLM's semantics (`apply_penalties`): presence and frequency in [-2, 2] count generated
+    # tokens only; repetition (> 0, 1 = off) covers the prompt and the generated tokens
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -54,6 +64,9 @@ class SamplingParams:
         need(self.seed is None or isinstance(self.seed, int), "seed", "must be an integer or None")
         need(self.thinking in (None, True, False), "thinking", "must be None, True or False")
         need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
+        for name in ("presence_penalty", "frequency_penalty"):
+            need(_finite(getattr(self, name)) and -2 <= getattr(self, name) <= 2, name, "must be in [-2, 2]")
+        need(_finite(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty", "must be > 0")
         if self.logit_bias is not None:
             need(isinstance(self.logit_bias, dict) and all(
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 and _finite(b)
@@ -65,6 +78,10 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
 
     def grace(self) -> int:
         """Tokens allowed past `max_thinking_tokens` while waiting for a newline (NIM: 10% of the budget)."""
@@ -84,6 +101,34 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)  # (id, logprob), best first
+
+
+class TokenHistory:
+    """What one request's penalties need: how often each id was generated, and which ids were seen at all (in
+    the prompt, for the repetition penalty, or generated). Two (V,) tensors, updated as tokens are chosen."""
+
+    def __init__(self, prompt_ids: list[int], vocab_size: int, params: SamplingParams):
+        self.counts = torch.zeros(vocab_size)  # (V,) times each id was generated
+        self.seen = torch.zeros(vocab_size, dtype=torch.bool)  # (V,) in the prompt (repetition only) or generated
+        if params.repetition_penalty != 1:
+            self.seen[torch.tensor(prompt_ids, dtype=torch.long)] = True
+
+    def add(self, token_id: int) -> None:
+        self.counts[token_id] += 1
+        self.seen[token_id] = True
+
+
+def apply_penalties(logits: Tensor, seen: Tensor, counts: Tensor, presence: float | Tensor = 0.0,
+                    frequency: float | Tensor = 0.0, repetition: float | Tensor = 1.0) -> Tensor:
+    """vLLM's penalties on logits (..., V), one row per request: `seen` (..., V) bool marks the ids in the prompt
+    or the output, `counts` (..., V) how often each id was generated; each penalty is a number or a (..., 1)
+    tensor (its own value per row). For every id:
+        logit = logit / repetition if logit > 0 else logit * repetition      (only where seen)
+        logit = logit - frequency * count - presence * (count > 0)           (OpenAI's definition)
+    so repetition > 1 makes every seen id less likely whatever its logit's sign (Keskar et al. 2019, CTRL)."""
+    r = torch.where(seen, torch.as_tensor(repetition, dtype=logits.dtype), torch.ones((), dtype=logits.dtype))
+    logits = torch.where(logits > 0, logits / r, logits * r)
+    return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
 
 
 def make_generator(seed: int | None) -> torch.Generator:
@@ -110,14 +155,19 @@ def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
 
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator,
-           banned: tuple[int, ...] = ()) -> int:
-    """Choose the next token from logits (V,) under `params` (its `logit_bias` added first, as vLLM does);
-    `banned` ids are never chosen."""
+           banned: tuple[int, ...] = (), history: TokenHistory | None = None) -> int:
+    """Choose the next token from logits (V,) under `params`: its `logit_bias` added first, then its penalties
+    over `history` (needed when `params.penalized`), as vLLM does; `banned` ids are never chosen."""
     logits = logits.float()
     if params.logit_bias:
         logits = logits.clone()
         ids = list(params.logit_bias)
         logits[ids] += torch.tensor([float(params.logit_bias[i]) for i in ids])
+    if params.penalized:
+        if history is None:
+            raise ValueError("sample: penalties need the request's TokenHistory")
+        logits = apply_penalties(logits, history.seen, history.counts, params.presence_penalty,
+                                 params.frequency_penalty, params.repetition_penalty)
     if banned:
         logits = logits.clone()
         logits[list(banned)] = float("-inf")

@@ -22,6 +22,7 @@ import torch
 
 from hytron.infer import Completion, Delta, Engine, SamplingParams, newline_ids
 from hytron.model import HybridLM
+from hytron.serve.structured import Grammars
 from hytron.tokenizer import Tokenizer
 from hytron.tokenizer.tools import parser_for
 
@@ -65,6 +66,29 @@ class ServeConfig:
     template_seconds: float = 5.0
     template_threads: int = 2
     template_waiting: int = 64
+    # chat template variables every chat request starts from (vLLM's --default-chat-template-kwargs), e.g.
+    # {"enable_thinking": false}; a request's own chat_template_kwargs (and reasoning_effort) override them
+    default_chat_template_kwargs: dict | None = None
+
+    def __post_init__(self) -> None:
+        kw = self.default_chat_template_kwargs
+        if kw is None:
+            return
+        if not isinstance(kw, dict):
+            raise ValueError(f"default_chat_template_kwargs: must be a JSON object, got {type(kw).__name__}")
+        bad = sorted(k for k in kw if not isinstance(k, str) or k in RESERVED_TEMPLATE_KWARGS or k.startswith("_"))
+        if bad:
+            raise ValueError(f"default_chat_template_kwargs: {bad[0]!r} is set by the request or the template "
+                             "itself, not a template variable")
+        if kw.get("enable_thinking") not in (None, True, False):
+            raise ValueError("default_chat_template_kwargs: enable_thinking must be true or false, got "
+                             f"{kw['enable_thinking']!r}")
+
+
+# names the renderer sets itself (a chat_template_kwargs entry cannot replace them); `self` is Jinja's name for
+# the template itself, so a variable of that name could never be read
+RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "tools", "documents", "add_generation_prompt",
+                                      "continue_final_message", "sanitize", "tokenize", "self"})
 
 
 class Backend:
@@ -84,10 +108,13 @@ class Backend:
         self._templates = ThreadPoolExecutor(config.template_threads, thread_name_prefix="hytron-template")
         self._rendering: set[threading.Event] = set()  # the cancel events of renders queued or running
         self.tool_parser = parser_for(tokenizer.chat_template, config.tool_parser)
-        # decoded text leaves out special tokens, except the tool-call markers the parser reads
-        keep = {tokenizer.token_to_id(t) for t in (self.tool_parser.start, self.tool_parser.end)} \
-            if self.tool_parser else set()
-        self.hidden_ids = frozenset(tokenizer.special_ids - keep)
+        # the tool-call markers the parser reads (kept in the text of requests that may call tools)
+        self.tool_marker_ids = frozenset(tokenizer.token_to_id(t) for t in (self.tool_parser.start,
+                                                                           self.tool_parser.end)) \
+            if self.tool_parser else frozenset()
+        self.think_ids = frozenset(i for i in (tokenizer.think_start_id, tokenizer.think_end_id) if i is not None)
+        self.decode = self.decoder()
+        self.grammars = Grammars(tokenizer, model.config.vocab_size, tokenizer.stop_ids)
         self.engine = Engine(
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
@@ -139,8 +166,37 @@ class Backend:
                 watcher.cancel()
 
     # ---- text <-> ids -----------------------------------------------------------------------------
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode([i for i in ids if i not in self.hidden_ids])
+    def decoder(self, skip_special_tokens: bool = True, spaces_between_special_tokens: bool = True,
+                keep: frozenset[int] = frozenset(), hide: frozenset[int] = frozenset()) -> Callable[[Sequence[int]],
+                                                                                             str]:
+        """One request's ids -> text function, with vLLM's detokenizer options: special tokens are left out
+        when `skip_special_tokens` (vLLM's default), except the ids in `keep` (the tool-call markers a parser
+        reads); ids in `hide` are always left out (the thinking markers the engine splits reasoning on).
+        `spaces_between_special_tokens` (vLLM's fast detokenizer): true, the tokenizer decodes the kept ids
+        as one sequence; false, each kept special token is written as its own text, nothing around it, and each
+        run of other tokens between them is decoded alone, so no decoder puts a space at a special token (with
+        byte-level tokenizers, hytron's and Nemotron's, both give the same text)."""
+        tok = self.tokenizer
+        special = tok.special_ids
+        hidden = ((special if skip_special_tokens else frozenset()) - keep) | hide
+        if spaces_between_special_tokens or skip_special_tokens and not keep:
+            return lambda ids: tok.decode([i for i in ids if i not in hidden])
+
+        def decode(ids: Sequence[int]) -> str:
+            out, run = [], []
+            for i in ids:
+                if i in hidden:
+                    continue
+                if i in special:
+                    out.append(tok.decode(run))
+                    out.append(self.token_strs[i])
+                    run = []
+                else:
+                    run.append(i)
+            out.append(tok.decode(run))
+            return "".join(out)
+
+        return decode
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """A raw prompt's ids; the post-processor's tokens (e.g. BOS) added as vLLM and transformers add them."""
@@ -179,8 +235,10 @@ class Backend:
         return last_open > last_close
 
     # ---- async bridge -------------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Stream:
-        """Submit to the engine; the returned stream yields Deltas in the event loop (raises engine refusals)."""
+    def submit(self, prompt_ids: list[int], params: SamplingParams,
+               decode: Callable[[Sequence[int]], str] | None = None, constraint=None) -> Stream:
+        """Submit to the engine (`decode`: this request's ids -> text, see `decoder`; `constraint`: its answer's
+        grammar); the returned stream yields Deltas in the event loop (raises engine refusals)."""
         self.engine.start()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta] = asyncio.Queue()
@@ -193,7 +251,8 @@ class Backend:
             with contextlib.suppress(RuntimeError):  # the loop is gone (shutting down): nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, delta)
 
-        handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta))
+        handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta, decode=decode,
+                                         constraint=constraint))
         return Stream(handle[0], queue)
 
 

@@ -14,6 +14,22 @@ prefills the start of a call after the generation prompt (with thinking off), so
 there is no grammar-constrained decoding, and a call that does not parse comes back as content.
 Assistant `tool_calls` in the history get their `arguments` JSON text decoded into objects before rendering,
 as vLLM does, because chat templates iterate over them.
+
+Chat template variables: the server's `default_chat_template_kwargs` (`--default-chat-template-kwargs`), then
+`reasoning_effort`, then the request's own `chat_template_kwargs`, each overriding the one before.
+`reasoning_effort` maps onto thinking and its budget (`REASONING_EFFORT`): "none" turns thinking off;
+"minimal", "low" and "medium" turn it on with a budget of 64, 512 and 2048 thinking tokens; "high" turns it
+on with no budget of its own (the server's `--max-thinking-tokens`, if any, applies). A request's
+`thinking_token_budget` (or `max_thinking_tokens`) wins over the effort's budget; an effort that contradicts
+the request's own `enable_thinking` is a 400.
+
+`response_format` `json_object` / `json_schema` constrains the answer (after any thinking) with a grammar, in
+plain and streamed responses alike (`hytron.serve.structured`); a schema that cannot be compiled is a 400.
+
+Sampling follows vLLM: `presence_penalty`, `frequency_penalty` and `repetition_penalty` per request
+(`hytron.infer.sampling.apply_penalties`); `skip_special_tokens` (default true) and
+`spaces_between_special_tokens` shape the text (`Backend.decoder`). The reasoning split works on token ids and
+the tool-call parser is handed its markers whatever `skip_special_tokens` says, so both work either way.
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hytron.infer import Completion, EngineClosed, PromptTooLong, QueueFull, SamplingParams, TokenLogprob
-from hytron.serve.backend import Backend, Stream
+from hytron.serve.backend import RESERVED_TEMPLATE_KWARGS, Backend, Stream
 from hytron.serve.errors import APIError, sse_error
 from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
 from hytron.tokenizer.tools import ToolCallStream, split_tool_calls
@@ -88,12 +104,32 @@ def _params(body: _Sampling, max_tokens: int, i: int, **kw) -> SamplingParams:
             min_p=body.min_p or 0.0, seed=None if body.seed is None else body.seed + i, stop=body.stops(),
             stop_token_ids=tuple(body.stop_token_ids or ()), ignore_eos=body.ignore_eos,
             include_stop_str_in_output=body.include_stop_str_in_output,
-            logit_bias={int(i): b for i, b in body.logit_bias.items()} if body.logit_bias else None, **kw)
+            logit_bias={int(i): b for i, b in body.logit_bias.items()} if body.logit_bias else None,
+            presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty, **kw)
     except ValueError as e:
         raise APIError(400, str(e)) from None
 
 
-def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]]) -> list[Stream]:
+async def _grammar(backend: Backend, body: _Sampling):
+    """A function making one fresh grammar constraint per sequence for `response_format`, or None for text."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
+
+    def make():
+        try:
+            return backend.grammars.constraint(fmt.type, schema)
+        except (ValueError, ImportError) as e:
+            raise APIError(400, str(e), "response_format") from None
+
+    await run_in_threadpool(make)  # compile now (xgrammar caches it), off the event loop: a bad schema is a 400
+    return make
+
+
+def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]], decode=None,
+            grammar=None) -> list[Stream]:
     capacity = backend.engine.max_slots + backend.engine.max_waiting
     if len(jobs) > capacity:  # could never be admitted, so no retry would help: 400, not 429
         raise APIError(400, f"this request needs {len(jobs)} sequences (n x prompts) but the server holds at most "
@@ -101,7 +137,7 @@ def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]]) -> l
     streams: list[Stream] = []
     try:
         for ids, params in jobs:
-            streams.append(backend.submit(ids, params))
+            streams.append(backend.submit(ids, params, decode, grammar() if grammar else None))
     except BaseException as e:
         for s in streams:
             s.cancel()
@@ -227,27 +263,34 @@ def _arguments(text: str):
     return value if isinstance(value, dict) else text
 
 
-# names the renderer sets itself (a chat_template_kwargs entry cannot replace them); `self` is Jinja's name for
-# the template itself, so a variable of that name could never be read
-_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message", "sanitize",
-                    "tokenize", "self"}
+# reasoning_effort (OpenAI's values) -> (thinking on, thinking budget or None for none of its own)
+REASONING_EFFORT = {"none": (False, None), "minimal": (True, 64), "low": (True, 512), "medium": (True, 2048),
+                    "high": (True, None)}
 
 
-def _template_kwargs(body) -> tuple[bool | None, dict]:
-    kwargs = body.chat_template_kwargs.model_dump(exclude_none=True) if body.chat_template_kwargs else {}
-    enable = kwargs.pop("enable_thinking", None)
-    reserved = sorted(k for k in kwargs if k in _RESERVED_KWARGS or k.startswith("_"))
+def _template_kwargs(backend: Backend, body) -> tuple[bool | None, dict, int | None]:
+    """(enable_thinking, the other template variables, the reasoning effort's thinking budget) of a request:
+    the server's defaults, overridden by `reasoning_effort`, overridden by the request's chat_template_kwargs."""
+    own = body.chat_template_kwargs.model_dump(exclude_none=True) if body.chat_template_kwargs else {}
+    reserved = sorted(k for k in own if k in RESERVED_TEMPLATE_KWARGS or k.startswith("_"))
     if reserved:
         raise APIError(400, f"chat_template_kwargs: {reserved[0]!r} is set by the request or the template itself, "
                             "not a template variable", "chat_template_kwargs")
-    if getattr(body, "reasoning_effort", None) == "none":
-        enable = False
-    return enable, kwargs
+    kwargs = {**(backend.config.default_chat_template_kwargs or {}), **own}
+    enable = kwargs.pop("enable_thinking", None)
+    effort, budget = getattr(body, "reasoning_effort", None), None
+    if effort is not None:
+        on, budget = REASONING_EFFORT[effort]
+        if own.get("enable_thinking", on) != on:
+            raise APIError(400, f"reasoning_effort {effort!r} contradicts chat_template_kwargs.enable_thinking="
+                                f"{str(own['enable_thinking']).lower()}", "reasoning_effort")
+        enable = on
+    return enable, kwargs, budget
 
 
 def tokenize_chat(backend: Backend, body: TokenizeRequest, cancel: threading.Event | None = None) -> list[int]:
     """`/tokenize` with `messages`: the ids a chat request with the same fields would prefill."""
-    enable, kwargs = _template_kwargs(body)
+    enable, kwargs, _ = _template_kwargs(backend, body)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     try:
         return backend.chat_prompt(template_messages(body.messages), enable, tools,
@@ -258,8 +301,9 @@ def tokenize_chat(backend: Backend, body: TokenizeRequest, cancel: threading.Eve
 
 
 def _chat_prompt(backend: Backend, body: ChatCompletionRequest, cancel: threading.Event | None = None):
-    """(ids, thinking, tool parser or None, tools, prefilled call text) of a chat request."""
-    enable, kwargs = _template_kwargs(body)
+    """(ids, thinking, tool parser or None, tools, prefilled call text, the reasoning effort's budget) of a chat
+    request."""
+    enable, kwargs, effort_budget = _template_kwargs(backend, body)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     choice = body.tool_choice if tools else "none"
     choice = "auto" if choice is None else choice
@@ -285,7 +329,7 @@ def _chat_prompt(backend: Backend, body: ChatCompletionRequest, cancel: threadin
         prefix = parser.opening(name)
         ids = ids + ([t.think_end_id] if thinking else []) + t.encode(prefix, parse_special=True)
         thinking = False
-    return ids, thinking, parser, tools, prefix
+    return ids, thinking, parser, tools, prefix, effort_budget
 
 
 async def chat_completions(backend: Backend, body: ChatCompletionRequest, request: Request):
@@ -294,16 +338,19 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
     check_prompt_size(backend, [m.text() for m in body.messages if m.role == "user"], "messages")
     # template rendering and tokenizing on the template threads: one big or hostile chat must not stall the
     # event loop or take the threads other requests need; it stops when the client goes away
-    ids, thinking, parser, tools, prefix = await backend.render(functools.partial(_chat_prompt, backend, body),
-                                                                request)
-    budget = next((b for b in (body.thinking_token_budget, body.max_thinking_tokens, cfg.max_thinking_tokens)
-                   if b is not None), None)
+    ids, thinking, parser, tools, prefix, effort_budget = await backend.render(
+        functools.partial(_chat_prompt, backend, body), request)
+    budget = next((b for b in (body.thinking_token_budget, body.max_thinking_tokens, effort_budget,
+                               cfg.max_thinking_tokens) if b is not None), None)
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     max_tokens = _max_tokens(backend, asked, len(ids), cfg.default_max_tokens)
     top = body.top_logprobs or 0
     jobs = [(ids, _params(body, max_tokens, i, logprobs=top if body.logprobs else None, thinking=thinking,
                           max_thinking_tokens=budget if thinking else None)) for i in range(body.n)]
-    streams = _submit(backend, jobs)
+    # the thinking markers never reach the text (reasoning is split on ids); a parser sees its markers
+    decode = backend.decoder(body.skip_special_tokens, body.spaces_between_special_tokens,
+                             keep=backend.tool_marker_ids if parser else frozenset(), hide=backend.think_ids)
+    streams = _submit(backend, jobs, decode, await _grammar(backend, body))
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     show_reasoning = body.include_reasoning
 
@@ -411,8 +458,9 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
             jobs.append((ids, _params(body, max_tokens, i, logprobs=body.logprobs,
                                       prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None
                                       else None)))
-    streams = _submit(backend, jobs)
-    prompt_texts = [p if isinstance(p, str) else await run_in_threadpool(backend.decode, p) for p in prompts]
+    decode = backend.decoder(body.skip_special_tokens, body.spaces_between_special_tokens)
+    streams = _submit(backend, jobs, decode, await _grammar(backend, body))
+    prompt_texts = [p if isinstance(p, str) else await run_in_threadpool(decode, p) for p in prompts]
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prompt_tokens = sum(len(ids) for ids in encoded)
 

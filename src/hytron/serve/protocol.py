@@ -127,7 +127,6 @@ def _requires(field: str, value, needs: str, given) -> dict:
 
 StopText = Annotated[Text, Field(min_length=1)]
 PromptText = Annotated[Text, Field(min_length=1)]
-ZeroNum = _only(Num, 0)
 STREAM_RULE = _requires("stream_options", None, "stream", True)
 
 
@@ -246,6 +245,29 @@ class ChatTemplateKwargs(_Body):
         return self
 
 
+class JSONSchemaFormat(_Body):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Annotated[Text, Field(max_length=256)] | None = None
+    description: Text | None = None
+    schema_: Annotated[JSONObject | None, Field(alias="schema")] = None
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Body):
+    """OpenAI's `response_format`: free text, any JSON object, or JSON that follows a schema (enforced by a
+    grammar, `hytron.serve.structured`)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise PydanticCustomError("json_schema_missing", "type json_schema needs json_schema.schema")
+        return self
+
+
 class _Sampling(_Request):
     """Parameters shared by chat and completions."""
 
@@ -262,8 +284,16 @@ class _Sampling(_Request):
     ignore_eos: StrictBool = False
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: ZeroNum = 0.0
-    frequency_penalty: ZeroNum = 0.0
+    # vLLM's penalties (hytron.infer.sampling.apply_penalties): presence and frequency count generated tokens,
+    # repetition divides positive logits (multiplies negative ones) of ids in the prompt or the output
+    presence_penalty: Annotated[Num, Field(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[Num, Field(ge=-2.0, le=2.0)] | None = None
+    repetition_penalty: Annotated[Num, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    # vLLM's detokenizer options: special tokens out of the text (markers a tool parser reads are still seen by
+    # it), and whether the tokenizer decodes around the special tokens kept
+    skip_special_tokens: StrictBool = True
+    spaces_between_special_tokens: StrictBool = True
+    response_format: ResponseFormat | None = None
     # token id (a decimal string) -> bias added to its logit before sampling, as in vLLM and OpenAI
     logit_bias: Annotated[dict[Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,9})$")],
                                Annotated[Num, Field(ge=-100.0, le=100.0)]], Field(max_length=1024, json_schema_extra={

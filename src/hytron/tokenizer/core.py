@@ -292,6 +292,10 @@ class Tokenizer:
                 lengths[i] = len(self._tok.decode([i], skip_special_tokens=False).encode())
         return lengths
 
+    def backend_json(self) -> str:
+        """The `tokenizers` library's JSON of this tokenizer (model, normalizer, pre-tokenizer, decoder)."""
+        return self._tok.to_str()
+
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
