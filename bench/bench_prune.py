@@ -26,6 +26,7 @@ from hytron.model import HybridLM
 from hytron.packing import iter_eval_batches
 from hytron.quickstart import curate_docs, make_tinyweb, pack_blend, train_config, train_tokenizer
 from hytron.train.pretrain import pretrain
+from hytron.train.recipe import DataSpec, OptimSpec
 from hytron.tune import TuneConfig, evaluate, finetune, packed_batches, packed_eval_batches
 from hytron.tune.importance import estimate_importance
 from hytron.tune.prune import prune_model, search_plan
@@ -106,9 +107,11 @@ def main() -> None:
     record("pruned_no_training", prune_model(teacher, imp, plan), {"train_tokens": 0})
 
     def tune_cfg(lr: float, run_dir: Path) -> TuneConfig:
-        return TuneConfig(name=run_dir.name, out_dir=str(run_dir), steps=args.steps,
-                          lr=lr, warmup_steps=max(1, args.steps // 20), seq_len=args.seq_len,
-                          batch_size=args.batch_size, seed=args.seed, kd_topk=args.topk, log_every=10)
+        return TuneConfig(name=run_dir.name, out_dir=str(run_dir), steps=args.steps, seed=args.seed,
+                          optim=OptimSpec(lr=lr, warmup_steps=max(1, args.steps // 20), schedule="cosine",
+                                          weight_decay=0.0),
+                          data=DataSpec(seq_len=args.seq_len, batch_size=args.batch_size), kd_topk=args.topk,
+                          log_every=10)
 
     runs = {  # name: (initial model, teacher or None, lr)
         "pruned_distilled": (lambda: prune_model(teacher, imp, plan), teacher, args.lr),

@@ -49,7 +49,7 @@ STAGES = {"env": 5, "peak": 10, "tests": 90, "train": 180, "decode": 80, "hybrid
 # training variants, in order, and their shares of the train stage's time: compiling the blocks takes longest
 # and its warm-up cannot stop early, so it goes last, where running over costs no other variant
 TRAIN_VARIANTS = {"hytron-bf16": 1.0, "transformers-bf16": 1.0, "hytron-fp8": 1.0, "hytron-nvfp4": 1.0,
-                  "hytron-bf16-compiled": 2.5}
+                  "hytron-lora-bf16": 1.0, "hytron-bf16-compiled": 2.5}
 GOALS = {  # name: (what, target); a value >= target meets the goal
     "train_vs_transformers": ("hytron / transformers training tokens/s, bf16", 1.2),
     "mfu_bf16": ("hytron bf16 MFU vs 989 TFLOP/s", 0.40),
@@ -280,7 +280,7 @@ def _hf_twin(run: Run, ours: HybridLM):
 
 
 def _train_one(run: Run, model, loss_fn, deadline: float, tokens: int) -> dict:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=run.cuda)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=run.cuda)
     model.train()
 
     def step():  # hytron's training precision "auto": bf16 autocast on CUDA, fp32 on CPU
@@ -317,6 +317,8 @@ def stage_train(run: Run, res: dict, deadline: float) -> None:
             res["best_bf16_mfu_vs_989"] = flops * best_bf16 / H200_BF16_PEAK
         if "hytron-bf16" in v and "hytron-fp8" in v:
             res["ratio_fp8_vs_bf16"] = v["hytron-fp8"] / v["hytron-bf16"]
+        if "hytron-bf16" in v and "hytron-lora-bf16" in v:
+            res["ratio_lora_vs_full_bf16"] = v["hytron-lora-bf16"] / v["hytron-bf16"]
         if "hytron-bf16" in v and "hytron-nvfp4" in v:
             res["nvfp4_emulation_overhead"] = v["hytron-bf16"] / v["hytron-nvfp4"]
 
@@ -349,6 +351,10 @@ def _train_variants(run: Run, res: dict, deadline: float, ids, flops: float, pea
                 convert(model, "fp8")
             elif name == "hytron-nvfp4":
                 convert(model, "nvfp4")
+            elif name == "hytron-lora-bf16":  # `hytron lora`'s setup: bf16 frozen base, fp32 adapters (r 16)
+                from hytron.tune.lora import LoRAConfig, apply_lora
+
+                apply_lora(model.to(torch.bfloat16), LoRAConfig(r=16, alpha=32))
             elif name.endswith("compiled"):
                 kernels.compile_blocks(model, backend=s["compile_backend"])
             r = _train_one(run, model, fn, time.monotonic() + share, b * L)

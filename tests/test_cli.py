@@ -26,13 +26,13 @@ FLAGS = {
     "sft": "RECIPE --set --section --no-progress",
     "reasoning-distill": "MODEL_DIR --out --kinds --n --seed --samples --temperature --max-tokens --off-share",
     "rl": "RECIPE --set --section --no-progress",
-    "lora": "MODEL --data --out --steps --lr --seq-len --batch-size --eval-batches --seed --threads --r --alpha "
-            "--dropout --targets --merge",
+    "lora": "MODEL --data --out --steps --lr --seq-len --batch-size --eval-batches --seed --threads --device "
+            "--precision --set --r --alpha --dropout --targets --merge",
     "merge": "MODEL ADAPTER --out",
     "distill": "--teacher --student --data --out --steps --lr --seq-len --batch-size --eval-batches --seed --threads "
-               "--topk --temperature --alpha",
+               "--device --precision --set --topk --temperature --alpha",
     "prune": "MODEL --target-params --data --out --calib-batches --candidates --distill-steps --lr --seq-len "
-             "--batch-size --threads",
+             "--batch-size --threads --device --precision --set",
     "customize": "RECIPE --set",
     "eval": "MODEL_DIR --evals --tasks --limit --lm-eval --lm-eval-include --write-lm-eval-tasks --reasoning-n "
             "--max-tokens --budgets --batch-size --no-write",

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["env", "peak", "tests", "train", "decode", "hybrid"]
-TRAIN = ["hytron-bf16", "transformers-bf16", "hytron-fp8", "hytron-nvfp4", "hytron-bf16-compiled"]
+TRAIN = ["hytron-bf16", "transformers-bf16", "hytron-fp8", "hytron-nvfp4", "hytron-lora-bf16", "hytron-bf16-compiled"]
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_gpu_check_dry_run_executes_every_stage_and_writes_every_field(tmp_path)
         assert "error" not in v, (name, v)
         assert v["tok_s"] > 0 and v["timed_steps"] >= 1 and 0 < v["mfu_vs_989"] < v["mfu_vs_measured_matmul"]
     for key in ("ratio_hytron_vs_transformers", "best_bf16_mfu_vs_989", "ratio_fp8_vs_bf16",
-                "nvfp4_emulation_overhead"):
+                "nvfp4_emulation_overhead", "ratio_lora_vs_full_bf16"):
         assert st["train"][key] > 0, key
 
     rows = st["decode"]["rows"]

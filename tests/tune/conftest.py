@@ -53,3 +53,10 @@ def load(model_dir):
     from hytron.model import HybridLM
 
     return HybridLM.from_pretrained(model_dir).eval()
+
+
+def tune_optim(**kw):
+    """A tuning run's optimizer settings (cosine decay, no weight decay) with the test's lr and warmup."""
+    from hytron.train.recipe import OptimSpec
+
+    return OptimSpec(schedule="cosine", weight_decay=0.0, **kw)

@@ -9,6 +9,7 @@ from hytron.tune.importance import estimate_importance
 from hytron.tune.prune import prune_model, search_plan
 from tests.conftest import tiny_model
 from tests.tune.conftest import calib_batches, load
+from tests.tune.conftest import tune_optim as _optim
 
 
 def test_topk_kl_zero_only_at_the_teacher_and_matches_full_kl():
@@ -37,7 +38,7 @@ def test_distilling_a_pruned_student_lowers_its_kl_to_the_teacher(trained_tiny, 
     imp = estimate_importance(teacher, calib)
     plan, _ = search_plan(teacher, imp, int(0.7 * teacher.num_params()), calib, max_candidates=4)
     student = prune_model(teacher, imp, plan)
-    cfg = TuneConfig(out_dir=str(tmp_path), steps=20, lr=2e-3, warmup_steps=2)
+    cfg = TuneConfig(out_dir=str(tmp_path), steps=20, optim=_optim(lr=2e-3, warmup_steps=2))
     result = finetune(student, packed_batches(packed_data, 64, 4, seed=1), cfg, teacher=teacher,
                       eval_batches=packed_eval_batches(packed_data, 64, 4, 4), progress=False)
     before, after = result["before"]["kl_to_teacher"], result["after"]["kl_to_teacher"]
@@ -55,9 +56,10 @@ def test_distillation_on_chat_rows_trains_only_assistant_tokens(trained_tiny, pa
     torch.manual_seed(3)
     student = tiny_model(vocab_size=teacher.config.vocab_size)  # a fresh student, the teacher's vocabulary
     evals = [collate(examples[i:i + 4], 0) for i in range(0, 8, 4)]
-    result = finetune(student, chat_batches(examples, 4, pad_id=0), TuneConfig(out_dir=str(tmp_path), steps=15,
-                      lr=3e-3, warmup_steps=2, kd_topk=16, kd_temperature=2.0, kd_alpha=0.5), teacher=teacher,
-                      eval_batches=evals, progress=False)
+    cfg = TuneConfig(out_dir=str(tmp_path), steps=15, optim=_optim(lr=3e-3, warmup_steps=2), kd_topk=16,
+                     kd_temperature=2.0, kd_alpha=0.5)
+    result = finetune(student, chat_batches(examples, 4, pad_id=0), cfg, teacher=teacher, eval_batches=evals,
+                      progress=False)
     assert result["after"]["kl_to_teacher"] < 0.8 * result["before"]["kl_to_teacher"]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert any('"kd"' in line and '"ce"' in line for line in lines)

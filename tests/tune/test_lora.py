@@ -9,6 +9,7 @@ from hytron.model import HybridLM
 from hytron.tune import LoRAConfig, TuneConfig, apply_lora, finetune, load_adapter, merge_lora, save_adapter
 from hytron.tune.lora import ALL_TARGETS, lora_modules
 from tests.conftest import tiny_model
+from tests.tune.conftest import tune_optim as _optim
 
 
 def _tiny(seed=0, **overrides):
@@ -48,7 +49,7 @@ def test_lora_training_moves_loss_and_leaves_base_weights(packed_data, tmp_path)
     apply_lora(model, LoRAConfig(r=4, alpha=8))
     from hytron.tune import packed_batches, packed_eval_batches
 
-    cfg = TuneConfig(out_dir=str(tmp_path), steps=15, lr=5e-3, warmup_steps=2)
+    cfg = TuneConfig(out_dir=str(tmp_path), steps=15, optim=_optim(lr=5e-3, warmup_steps=2))
     result = finetune(model, packed_batches(packed_data, 32, 4), cfg,
                       eval_batches=packed_eval_batches(packed_data, 32, 4, 2), progress=False)
     assert result["after"]["val_loss"] < result["before"]["val_loss"] - 0.1

@@ -5,6 +5,7 @@ import pytest
 from hytron.tune import LoRAConfig, TuneConfig, apply_lora, finetune, packed_batches, packed_eval_batches
 from tests.conftest import losses
 from tests.tune.conftest import load
+from tests.tune.conftest import tune_optim as _optim
 
 pytestmark = pytest.mark.slow  # three tuning runs per case
 
@@ -18,7 +19,7 @@ def _run(kind, trained_tiny, packed_data, out):
         teacher, model = model, load(trained_tiny)
         for p in model.parameters():
             p.data.mul_(0.9)
-    cfg = TuneConfig(out_dir=str(out), steps=6, lr=3e-3, warmup_steps=1, log_every=1, checkpoint_every=0)
+    cfg = TuneConfig(out_dir=str(out), steps=6, optim=_optim(lr=3e-3, warmup_steps=1), log_every=1, checkpoint_every=0)
     return model, finetune(model, packed_batches(packed_data, 32, 4, seed=2), cfg, teacher=teacher,
                            eval_batches=packed_eval_batches(packed_data, 32, 4, 1), progress=False)
 

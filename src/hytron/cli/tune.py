@@ -19,19 +19,30 @@ def _tune_args(p: argparse.ArgumentParser, steps: int = 100, lr: float = 1e-3) -
     p.add_argument("--eval-batches", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    _device_args(p)
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda (torchrun: one per rank)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on every device")
+    add_set(p)
 
 
 def _tune_config(args, name: str, steps: int | None = None, **extra):
-    import torch
-
+    """The flags as a `TuneConfig` (the training-run shape every loop takes), then `--set` overrides on it
+    (e.g. --set optim.schedule=wsd --set data.grad_accum=4 --set distributed=fsdp)."""
+    from hytron.config import apply_overrides, from_dict
     from hytron.tune import TuneConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     steps = steps or args.steps
-    return TuneConfig(name=name, out_dir=str(Path(args.out) / "run"), steps=steps, lr=args.lr, seq_len=args.seq_len,
-                      batch_size=args.batch_size, seed=getattr(args, "seed", 0), warmup_steps=max(1, steps // 20),
-                      **extra)
+    data = {"name": name, "out_dir": str(Path(args.out) / "run"), "steps": steps, "seed": getattr(args, "seed", 0),
+            "threads": args.threads, "device": args.device, "precision": args.precision,
+            "eval_batches": getattr(args, "eval_batches", 8),
+            "data": {"seq_len": args.seq_len, "batch_size": args.batch_size},
+            "optim": {"lr": args.lr, "warmup_steps": max(1, steps // 20), "schedule": "cosine", "weight_decay": 0.0},
+            **extra}
+    return from_dict(TuneConfig, apply_overrides(data, args.overrides))
 
 
 LORA = ("Freezes MODEL, trains low-rank adapters on its Linears (attention, Mamba in_proj, MLP by default), writes "
@@ -58,8 +69,7 @@ def cmd_lora(args: argparse.Namespace) -> int:
     from hytron.tune.lora import DEFAULT_TARGETS
 
     lora = LoRAConfig(r=args.r, alpha=args.alpha, dropout=args.dropout, targets=args.targets or list(DEFAULT_TARGETS))
-    result = lora_job(args.model, args.data, args.out, _tune_config(args, "lora"), lora,
-                      eval_batches=args.eval_batches, merge=args.merge)
+    result = lora_job(args.model, args.data, args.out, _tune_config(args, "lora"), lora, merge=args.merge)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -94,8 +104,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from hytron.tune.customize import distill_job
 
     cfg = _tune_config(args, "distill", kd_topk=args.topk, kd_temperature=args.temperature, kd_alpha=args.alpha)
-    print(json.dumps(distill_job(args.teacher, args.student, args.data, args.out, cfg,
-                                 eval_batches=args.eval_batches), indent=2))
+    print(json.dumps(distill_job(args.teacher, args.student, args.data, args.out, cfg), indent=2))
     return 0
 
 
@@ -116,12 +125,17 @@ def add_prune(sub) -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=0)
+    _device_args(p)
     p.set_defaults(func=cmd_prune)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    import torch
+
     from hytron.tune.customize import prune_job
 
+    if args.threads:  # calibration and the plan search run before the distillation run sets its own
+        torch.set_num_threads(args.threads)
     cfg = _tune_config(args, "prune-distill", steps=max(1, args.distill_steps))
     report = prune_job(args.model, args.data, args.out, int(args.target_params), calib_batches=args.calib_batches,
                        candidates=args.candidates, distill=cfg if args.distill_steps else None,

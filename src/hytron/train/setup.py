@@ -109,11 +109,18 @@ def prepare_model(cfg, vocab_size: int, info: dist.DistInfo,
     model = build_model(cfg, vocab_size, trains_mtp).to(info.device)
     recipe = apply_precision(model, cfg.precision, info.device, getattr(cfg.optim, "decay_fraction", 0.2),
                              total_steps=cfg.steps)
+    return model, place_model(model, cfg, info), recipe, autocast_dtype(cfg.precision, info.device)
+
+
+def place_model(model: nn.Module, cfg, info: dist.DistInfo) -> nn.Module:
+    """The module the loop calls for a model that exists already (built, loaded, given LoRA adapters): moved to
+    the run's device, compiled per block when `cfg.compile`, wrapped for `cfg.distributed`."""
+    model.to(info.device)
     if cfg.compile:
         from hytron.model.kernels import compile_blocks
 
         compile_blocks(model)
-    return model, dist.wrap(model, cfg.distributed, info), recipe, autocast_dtype(cfg.precision, info.device)
+    return dist.wrap(model, cfg.distributed, info)
 
 
 def load_tokenizer(cfg):

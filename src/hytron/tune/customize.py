@@ -15,6 +15,7 @@ A pipeline, like the quickstart: it composes the stages (curation, training, tun
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,15 @@ from hytron.train.batches import collate, encode_rows
 from hytron.train.pretrain import pretrain
 from hytron.train.recipe import TrainConfig
 from hytron.train.sft import SFTConfig, sft
-from hytron.tune.finetune import TuneConfig, chat_batches, evaluate, finetune, packed_batches, packed_eval_batches
+from hytron.tune.finetune import (
+    TuneConfig,
+    chat_batches,
+    evaluate,
+    finetune,
+    packed_batches,
+    packed_eval_batches,
+    tune_device,
+)
 from hytron.tune.importance import estimate_importance
 from hytron.tune.lora import (
     PEFT_REFUSES,
@@ -167,13 +176,15 @@ def _lora_stage(cfg, base: Path, tok, out: Path) -> Path:
     if (model_dir / "config.json").is_file():
         return model_dir
     t = cfg.train
-    model = HybridLM.from_pretrained(base)
+    tune = from_dict(TuneConfig, {
+        "name": f"{cfg.name}-lora", "out_dir": str(out / "lora"), "steps": t.steps, "seed": cfg.seed,
+        "threads": cfg.threads, "data": {"seq_len": t.seq_len, "batch_size": t.batch_size},
+        "optim": {"lr": t.lr, "warmup_steps": t.warmup_steps, "schedule": "cosine", "weight_decay": 0.0}})
+    model = HybridLM.from_pretrained(base, dtype=tune.weights_dtype(tune_device(tune)))
     apply_lora(model, cfg.lora)
     _say(format_coverage(coverage := lora_coverage(model)))
     (out / "lora").mkdir(parents=True, exist_ok=True)
     write_json(out / "lora" / "coverage.json", coverage)
-    tune = TuneConfig(name=f"{cfg.name}-lora", out_dir=str(out / "lora"), steps=t.steps, lr=t.lr,
-                      warmup_steps=t.warmup_steps, seq_len=t.seq_len, batch_size=t.batch_size, seed=cfg.seed)
     finetune(model, packed_batches(out / "packed", t.seq_len, t.batch_size, cfg.seed), tune)
     save_adapter(model, out / "lora" / "adapter", cfg.lora, base_model=str(base.resolve()))
     merge_lora(model).save_pretrained(model_dir, tokenizer=tok)
@@ -181,32 +192,36 @@ def _lora_stage(cfg, base: Path, tok, out: Path) -> Path:
 
 
 # ---- one-stage jobs (the `lora`, `merge`, `distill` and `prune` verbs) ------------------------------------------
-def tune_data(path: str | Path, tokenizer, seq_len: int, batch_size: int, seed: int, eval_batches: int):
-    """(resumable training batches, fixed eval batches) from a packed-data directory or a chat JSONL file."""
-    p = Path(path)
+def tune_data(path: str | Path, tokenizer, tune: TuneConfig):
+    """(resumable training batches, fixed eval batches) from a packed-data directory or a chat JSONL file, the
+    training batches shared out over the ranks of a torchrun job (`tune.data`: seq_len, batch_size; the
+    first `tune.eval_batches` batches of held-out data are the fixed evaluation set)."""
+    p, d = Path(path), tune.data
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if p.is_dir():
-        return (packed_batches(p, seq_len, batch_size, seed), packed_eval_batches(p, seq_len, batch_size, eval_batches))
+        return (packed_batches(p, d.seq_len, d.batch_size, tune.seed, rank=rank, world_size=world),
+                packed_eval_batches(p, d.seq_len, d.batch_size, tune.eval_batches))
     if p.suffix not in (".jsonl", ".json") or not p.is_file():
         raise FileNotFoundError(f"--data {path}: not a packed-data directory (hytron tokenize) nor a chat .jsonl file")
-    examples, _ = encode_rows(tokenizer, read_chat_jsonl(p), seq_len)
+    examples, _ = encode_rows(tokenizer, read_chat_jsonl(p), d.seq_len)
     if not examples:
-        raise ValueError(f"{p}: no chat rows with assistant tokens fit in seq_len={seq_len}")
-    held = examples[: max(1, min(len(examples) // 10, eval_batches * batch_size))]
+        raise ValueError(f"{p}: no chat rows with assistant tokens fit in seq_len={d.seq_len}")
+    held = examples[: max(1, min(len(examples) // 10, tune.eval_batches * d.batch_size))]
     train = examples[len(held):] or examples
-    evals = [collate(held[i:i + batch_size], tokenizer.pad_id) for i in range(0, len(held), batch_size)]
-    return chat_batches(train, batch_size, tokenizer.pad_id, seed), evals
+    evals = [collate(held[i:i + d.batch_size], tokenizer.pad_id) for i in range(0, len(held), d.batch_size)]
+    return chat_batches(train, d.batch_size, tokenizer.pad_id, tune.seed, rank=rank, world_size=world), evals
 
 
 def lora_job(model_dir: str | Path, data: str | Path, out: str | Path, tune: TuneConfig, lora: LoRAConfig, *,
-             eval_batches: int = 8, merge: bool = False) -> dict:
+             merge: bool = False) -> dict:
     """LoRA adapters trained on `data`: OUT/adapter (PEFT format) and, with `merge`, the plain OUT/model."""
     out = Path(out)
     tok = Tokenizer.load(model_dir)
-    model = HybridLM.from_pretrained(model_dir)
+    model = HybridLM.from_pretrained(model_dir, dtype=tune.weights_dtype(tune_device(tune)))
     apply_lora(model, lora)
     coverage = lora_coverage(model)
     _say(format_coverage(coverage))
-    batches, evals = tune_data(data, tok, tune.seq_len, tune.batch_size, tune.seed, eval_batches)
+    batches, evals = tune_data(data, tok, tune)
     result = finetune(model, batches, tune, eval_batches=evals)
     result["coverage"] = coverage
     result["adapter"] = str(save_adapter(model, out / "adapter", lora, base_model=str(Path(model_dir).resolve())))
@@ -227,12 +242,13 @@ def merge_job(model_dir: str | Path, adapter: str | Path, out: str | Path) -> Pa
 
 
 def distill_job(teacher_dir: str | Path, student_dir: str | Path, data: str | Path, out: str | Path,
-                tune: TuneConfig, *, eval_batches: int = 8) -> dict:
+                tune: TuneConfig) -> dict:
     """The student trained on the teacher's top-k logits over `data`; writes OUT/model."""
     out = Path(out)
     tok = Tokenizer.load(teacher_dir)
-    teacher, student = HybridLM.from_pretrained(teacher_dir), HybridLM.from_pretrained(student_dir)
-    batches, evals = tune_data(data, tok, tune.seq_len, tune.batch_size, tune.seed, eval_batches)
+    teacher = HybridLM.from_pretrained(teacher_dir, dtype=tune.weights_dtype(tune_device(tune)))
+    student = HybridLM.from_pretrained(student_dir)  # trained: fp32 master weights
+    batches, evals = tune_data(data, tok, tune)
     result = finetune(student, batches, tune, teacher=teacher, eval_batches=evals)
     result["model_dir"] = str(student.save_pretrained(out / "model", tokenizer=tok))
     write_json(out / "summary.json", result)

@@ -11,60 +11,79 @@ with the same model, data and config resumes exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hytron.config import ConfigError, save_resolved
+from hytron.config import ConfigError
+from hytron.train import distributed as dist
 from hytron.train.batches import ChatBatches
 from hytron.train.loop import Run, clip_and_step, make_optimizer, set_lr
-from hytron.train.recipe import OptimSpec
+from hytron.train.recipe import DataSpec, OptimSpec, TrainConfig
+from hytron.train.setup import place_model, start
 from hytron.tune.distill import distill_loss, teacher_topk, topk_kl
 
 Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, L), targets (B, L), loss_mask (B, L) bool
 
 
+TUNE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _tune_optim() -> OptimSpec:
+    return OptimSpec(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=10)
+
+
 @dataclass
-class TuneConfig:
-    name: str = "tune"
-    out_dir: str = "runs/tune"  # checkpoints, metrics.jsonl, summary.json
+class TuneConfig(TrainConfig):
+    """A tuning run is a training recipe (`TrainConfig`: optimizer and schedule, length, precision, device,
+    distributed, checkpoints, evaluation cadence, `data.seq_len`/`batch_size`/`grad_accum`) whose model already
+    exists (all weights, LoRA adapters, or a student beside a teacher), plus the distillation settings.
+
+    Precision: "auto" is bf16 autocast on CUDA and fp32 on CPU; "bf16" is bf16 autocast on every device (on
+    a CPU too, so the CPU tests walk the GPU's path); "fp32" is fp32. The low-precision pre-training recipes
+    (fp8, nvfp4, ...) are not tuning precisions: their Linears would replace the adapters'."""
+
     steps: int = 100
-    lr: float = 1e-3
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1  # cosine decay to lr · min_lr_ratio
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    batch_size: int = 8
-    seq_len: int = 128
-    log_every: int = 10
-    eval_every: int = 0  # 0: only before and after
-    checkpoint_every: int = 50  # 0: only at the end (and on SIGINT/SIGTERM)
     keep_checkpoints: int = 1
+    eval_every: int = 0  # 0: only before and after
+    eval_batches: int = 8
+    optim: OptimSpec = field(default_factory=_tune_optim)
+    data: DataSpec = field(default_factory=lambda: DataSpec(seq_len=128, batch_size=8))
     # distillation (used when a teacher is given)
     kd_topk: int = 64
     kd_temperature: float = 1.0
     kd_alpha: float = 1.0  # share of the KD loss; the rest is cross-entropy on the data
 
     def __post_init__(self):
-        for f in ("steps", "batch_size", "seq_len", "kd_topk"):
-            if getattr(self, f) < 1:
-                raise ConfigError(f"{f}: must be >= 1, got {getattr(self, f)}")
-        if self.lr <= 0 or self.kd_temperature <= 0:
-            raise ConfigError(f"lr and kd_temperature must be positive, got {self.lr}, {self.kd_temperature}")
+        super().__post_init__()
+        if self.precision not in TUNE_PRECISIONS:
+            raise ConfigError(f"precision: tuning runs in {', '.join(TUNE_PRECISIONS)}, got {self.precision!r} "
+                              "(low-precision recipes are for pre-training)")
+        if self.kd_topk < 1:
+            raise ConfigError(f"kd_topk: must be >= 1, got {self.kd_topk}")
+        if self.kd_temperature <= 0:
+            raise ConfigError(f"kd_temperature: must be positive, got {self.kd_temperature}")
         if not 0 <= self.kd_alpha <= 1:
             raise ConfigError(f"kd_alpha: must be in [0, 1], got {self.kd_alpha}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
 
-    @property
-    def optim(self) -> OptimSpec:
-        """The shared optimizer settings: AdamW, linear warmup, cosine decay to lr · min_lr_ratio."""
-        return OptimSpec(lr=self.lr, min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
-                         grad_clip=self.grad_clip, schedule="cosine", warmup_steps=self.warmup_steps)
+    def autocast(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype on `device` (None: no autocast)."""
+        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def weights_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype frozen weights (a LoRA base, a teacher) are loaded in: bf16 whenever the run computes in
+        bf16, so a bf16 published checkpoint is never copied to fp32 (trained weights stay fp32 masters)."""
+        return torch.bfloat16 if self.autocast(device) is not None else torch.float32
+
+
+def tune_device(cfg: TuneConfig) -> torch.device:
+    """The device a tuning run will use (what `finetune` resolves), to load models onto before it starts."""
+    return dist.setup(cfg.device).device
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -73,10 +92,11 @@ class packed_batches:  # noqa: N801 - used like the function it replaced
     position trained; resumable (`state_dict`) like the loader underneath."""
 
     def __init__(self, data_dir: str | Path, seq_len: int, batch_size: int, seed: int = 0,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, rank: int = 0, world_size: int = 1):
         from hytron.packing import PackedLoader
 
-        self.loader = PackedLoader(data_dir, seq_len, batch_size, seed=seed, weights=weights)
+        self.loader = PackedLoader(data_dir, seq_len, batch_size, seed=seed, weights=weights, rank=rank,
+                                   world_size=world_size)
 
     def __next__(self) -> Batch:
         x, y = next(self.loader)
@@ -109,28 +129,33 @@ def packed_eval_batches(data_dir: str | Path, seq_len: int, batch_size: int, max
 
 
 def chat_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
-                 seed: int = 0) -> ChatBatches:
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> ChatBatches:
     """Endless shuffled, resumable batches of encoded chat examples (ids, assistant_mask), epoch after epoch."""
     if not examples:
         raise ValueError("chat_batches: no examples")
-    return ChatBatches(examples, batch_size, seed, pad_id)
+    return ChatBatches(examples, batch_size, seed, pad_id, rank=rank, world_size=world_size)
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Batch], teacher: nn.Module | None = None, k: int = 64,
-             temperature: float = 1.0) -> dict:
-    """Masked cross-entropy (nats/token) and, with a teacher, the top-k KL to it, over fixed batches."""
+             temperature: float = 1.0, amp: torch.dtype | None = None) -> dict:
+    """Masked cross-entropy (nats/token) and, with a teacher, the top-k KL to it, over fixed batches (moved to
+    the model's device; every rank scores all of them, so an FSDP forward stays collective)."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     ce_sum, kl_sum, count = 0.0, 0.0, 0
     for x, y, m in batches:
-        logits = model(x)
+        x, y, m = x.to(device), y.to(device), m.to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+            t_logits = teacher(x) if teacher is not None else None
         ce_sum += float((F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
                          * m.flatten()).sum())
-        if teacher is not None:
-            values, indices = teacher_topk(teacher(x), k)
-            kl_sum += float(topk_kl(logits, values, indices, temperature, m, reduction="sum"))
+        if t_logits is not None:
+            values, indices = teacher_topk(t_logits.float(), k)
+            kl_sum += float(topk_kl(logits.float(), values, indices, temperature, m, reduction="sum"))
         count += int(m.sum())
     model.train(was)
     out = {"val_loss": ce_sum / max(1, count), "val_tokens": count}
@@ -144,7 +169,12 @@ def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module |
              eval_batches: list[Batch] | None = None, progress: bool = True,
              max_steps_this_run: int | None = None) -> dict:
     """Train `model`'s trainable parameters for `cfg.steps` (resuming from `cfg.out_dir`); returns the summary
-    with `before` and `after` evaluations and the parameter counts."""
+    with `before` and `after` evaluations and the parameter counts.
+
+    Setup is pre-training's (`hytron.train.setup`): the process group and device (`cfg.device`), threads, the
+    run folder with its resolved config, and the model placed on the device and wrapped for `cfg.distributed`;
+    bookkeeping is `Run`'s. Trainable parameters are kept in fp32 (the optimizer's master weights) whatever the
+    frozen weights' dtype; compute runs under `cfg.autocast(device)`."""
     # ---- setup, optimizer ----------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -154,36 +184,46 @@ def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module |
         if tv != sv:
             raise ValueError(f"distillation needs one vocabulary: teacher has {tv} ids, student {sv}")
         teacher.eval().requires_grad_(False)
+    info = start(cfg)
+    with torch.no_grad():
+        for p in params:  # fp32 masters: Adam on bf16 weights loses the small updates
+            p.data = p.data.float()
+    wrapped = place_model(model, cfg, info)
+    if teacher is not None:
+        teacher.to(info.device)
+    amp = cfg.autocast(info.device)
     torch.manual_seed(cfg.seed)
-    save_resolved(cfg, Path(cfg.out_dir) / "config.json")
     optimizer = make_optimizer(model, cfg.optim)
 
     def evaluate_now() -> dict:
-        return evaluate(model, eval_batches, teacher, cfg.kd_topk, cfg.kd_temperature) if eval_batches else {}
+        return evaluate(wrapped, eval_batches, teacher, cfg.kd_topk, cfg.kd_temperature, amp) if eval_batches else {}
 
     # ---- loop -------------------------------------------------------------------------------------------------
-    run = Run(cfg, model, optimizer, batches, extra=lambda step: {"before": before})
+    run = Run(cfg, model, optimizer, batches, is_main=info.is_main, extra=lambda step: {"before": before})
     before = run.resumed.get("before")
     if before is None:
         before = evaluate_now()
         run.metrics.write({"step": 0, **before})
-    model.train()
+    wrapped.train()
+    accum = cfg.data.grad_accum
     for step in run.steps(progress, max_steps_this_run):
         lr = set_lr(optimizer, step, cfg.steps, cfg.optim)
-        x, y, m = next(batches)
-        logits = model(x)
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits = teacher(x)
-            loss, parts = distill_loss(logits, t_logits, y, m, k=cfg.kd_topk, temperature=cfg.kd_temperature,
-                                       alpha=cfg.kd_alpha)
-        else:
-            loss = (F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-                    * m.flatten()).sum() / m.sum().clamp(min=1)
-            parts = {}
-        loss.backward()
-        grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
-        value = float(loss.detach())
+        value, parts = 0.0, {}
+        for i in range(accum):
+            x, y, m = (t.to(info.device) for t in next(batches))
+            with dist.no_grad_sync(wrapped, skip=i < accum - 1):
+                with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
+                    logits = wrapped(x)
+                    t_logits = teacher(x).detach() if teacher is not None else None
+                if t_logits is not None:
+                    loss, parts = distill_loss(logits.float(), t_logits.float(), y, m, k=cfg.kd_topk,
+                                               temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+                else:
+                    loss = (F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+                            * m.flatten()).sum() / m.sum().clamp(min=1)
+                (loss / accum).backward()
+            value += float(loss.detach()) / accum
+        grad_norm = clip_and_step(model, optimizer, cfg.optim.grad_clip)
         run.log({"step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm, **parts}, loss=value)
         if run.due(cfg.eval_every, step + 1):
             run.log_eval(step + 1, evaluate_now())

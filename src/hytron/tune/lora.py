@@ -71,7 +71,9 @@ class LoRALinear(nn.Linear):
         self.weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
-        kw = {"device": base.weight.device, "dtype": base.weight.dtype}
+        # adapters are trained: fp32 masters under a bf16/fp16 base (as peft does), the base's dtype otherwise
+        half = base.weight.dtype in (torch.bfloat16, torch.float16)
+        kw = {"device": base.weight.device, "dtype": torch.float32 if half else base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **kw))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **kw))  # (out, r): zero, so Δ = 0 at start
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's default init, as in peft
