@@ -48,17 +48,7 @@ from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
 from hytron.data.io import display_path, name_is_utf8, write_json
-from hytron.data.steps import (
-    DECIDE_STEPS,
-    FINISH_STEPS,
-    SCORE_STEPS,
-    STAGE_STEPS,
-    STEPS,
-    Context,
-    Decision,
-    Kept,
-    Staged,
-)
+from hytron.data.steps import DECIDE_STEPS, FINISH_STEPS, SCORE_STEPS, STAGE_STEPS, STEPS, Context, Decision, Doc
 from hytron.data.writers import ShardWriter, iter_records
 
 FORMAT_VERSION = 1
@@ -146,7 +136,13 @@ def _stage_item(item, shard: readers.Shard, ctx: Context) -> dict:
                 "input": item.path or source_file,
                 "removed": {"step": "read", "reason": item.reason, "score": None, "detail": item.detail}}
     try:
-        rec = _stage_document(item, ctx)
+        doc, removed = Doc(item.text, {}), None
+        for step in STAGE_STEPS:
+            if (drop := step.run(doc, ctx)) is not None:
+                removed = {"step": step.name, "reason": drop.reason, "score": drop.score, "detail": drop.detail}
+                break
+        rec = {"id": item.id, "text": doc.text, "source": item.source, "meta": item.meta, "attrs": doc.attrs,
+               "removed": removed}
     except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
         rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
                "removed": {"step": "error", "reason": "processing_error", "score": None,
@@ -155,22 +151,10 @@ def _stage_item(item, shard: readers.Shard, ctx: Context) -> dict:
     return rec
 
 
-def _stage_document(item, ctx: Context) -> dict:
-    """Phase A steps for one document: the staged record, with `removed` set if a step removed it."""
-    doc, removed = Staged(item.text, {}), None
-    for step in STAGE_STEPS:
-        drop = step.run(doc, ctx)
-        if drop is not None:
-            removed = {"step": step.name, "reason": drop.reason, "score": drop.score, "detail": drop.detail}
-            break
-    return {"id": item.id, "text": doc.text, "source": item.source, "meta": item.meta, "attrs": doc.attrs,
-            "removed": removed}
-
-
 def _finish_stage(out: Path, index: int, records: list[dict], ctx: Context) -> None:
     """The score steps over the survivors; write the staged shard, its side records and hashes, and its marker."""
     survivors = [k for k, rec in enumerate(records) if rec["removed"] is None]
-    docs = [Staged(records[k]["text"], records[k]["attrs"]) for k in survivors]  # attrs shared with the records
+    docs = [Doc(records[k]["text"], records[k]["attrs"]) for k in survivors]  # attrs shared with the records
     for step in SCORE_STEPS:
         step.run(docs, ctx)
     sigs = np.zeros((len(docs), ctx.cfg.dedup.bands * ctx.cfg.dedup.rows), dtype=np.uint32)
@@ -202,7 +186,7 @@ def _finish_stage(out: Path, index: int, records: list[dict], ctx: Context) -> N
 
 
 def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
-    """Global decisions: buckets, heuristic removals, exact and fuzzy duplicates. Returns a summary."""
+    """Phase B: the decide steps over the survivors of every shard, in input order. Returns a summary."""
     stage = _work(out) / "stage"
     side, where = [], []  # survivors in global input order, and their (shard, pos)
     for i in range(n_shards):
@@ -210,17 +194,6 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
         for s in attrs["survivors"]:
             side.append(s)
             where.append((i, s["pos"]))
-    n = len(side)
-    buckets: list[int | None] = [None] * n
-    summary: dict = {"survivors_after_stage": n}
-    names = sorted(side[0]["quality"]) if n and side[0]["quality"] else []
-    if names:
-        tokens = np.array([s["tokens"] for s in side])
-        scores = {k: np.array([s["quality"][k] for s in side], dtype=np.float32) for k in names}
-        thresholds = {k: quality.percentile_thresholds(v, tokens) for k, v in scores.items()}
-        buckets = [int(b) for b in quality.assign_buckets(scores, thresholds)]
-        summary["quality_thresholds"] = thresholds
-
     def load_hashes():
         sigs, shingles = [], []
         for i in range(n_shards):
@@ -230,7 +203,7 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
             shingles += [sh[off[j]:off[j + 1]] for j in range(len(off) - 1)]
         return np.concatenate(sigs), shingles
 
-    d = Decision(cfg, side, buckets, load_hashes)
+    d = Decision(cfg, side, load_hashes)
     removed: dict[int, dict] = {}
     for step in DECIDE_STEPS:
         for k, drop in step.run(d).items():
@@ -238,9 +211,10 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
             d.active[k] = False
     per_shard: list[dict] = [{} for _ in range(n_shards)]
     for k, (i, pos) in enumerate(where):
-        per_shard[i][str(pos)] = {"bucket": buckets[k], "removed": removed.get(k)}
+        per_shard[i][str(pos)] = {"bucket": d.buckets[k], "removed": removed.get(k)}
     for i in range(n_shards):
         _write_json(_work(out) / "decisions" / f"shard-{i:05d}.json", per_shard[i])
+    summary = {"survivors_after_stage": len(side), **({"quality_thresholds": d.thresholds} if d.thresholds else {})}
     _write_json(_work(out) / "decisions" / "summary.json", summary)
     _mark(out, "decide")
     return summary
@@ -258,7 +232,7 @@ def finish_shard(ctx: Context, index: int) -> None:
     synth_w = ShardWriter(out, "synthetic", index, cfg.output.compression) if cfg.rephrase.enabled else None
     stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
              "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0, "by_input": {}}
-    kept: list[Kept] = []
+    kept: list[Doc] = []
     with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
         for pos, line in enumerate(f):
             rec = json.loads(line)
@@ -278,11 +252,11 @@ def finish_shard(ctx: Context, index: int) -> None:
                 by_step[removed["reason"]] = by_step.get(removed["reason"], 0) + 1
                 continue
             per_input["kept"] += 1
-            kept.append(Kept(rec["id"], rec["text"], rec["source"], meta.pop("quality_bucket", None), meta))
+            kept.append(Doc(rec["text"], meta, rec["id"], rec["source"], meta.pop("quality_bucket", None)))
     for step in FINISH_STEPS:
         step.run(kept, ctx)
     for doc in kept:
-        meta = doc.meta
+        meta = doc.attrs
         for kind, c in doc.redacted.items():
             stats["pii_redacted"][kind] = stats["pii_redacted"].get(kind, 0) + c
         stats["unicode_repaired"] += bool(meta.get("unicode_repaired"))
