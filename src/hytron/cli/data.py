@@ -6,6 +6,7 @@ import json
 import sys
 
 from hytron.cli.recipes import add_set
+from hytron.data.filters import PROFILES
 
 
 def add_tinyweb(sub) -> None:
@@ -30,8 +31,6 @@ def add_curate(sub) -> None:
     p.add_argument("inputs", nargs="*", help="files or folders: .jsonl[.gz|.zst], .parquet, .txt/.md/.html/.pdf/.docx "
                                              "folders, .warc[.gz]; a TinyWeb folder brings its evals and reference")
     p.add_argument("--out", required=True, help="output folder (kept/, removed/, manifest.json)")
-    from hytron.data.filters import PROFILES
-
     p.add_argument("--config", help="YAML/JSON curation config (any subset of hytron.data.curate_config fields)")
     add_set(p)  # a config field, e.g. --set dedup.threshold=0.8; applied after --config and the flags below
     p.add_argument("--profile", choices=list(PROFILES),
