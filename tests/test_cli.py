@@ -18,7 +18,7 @@ FLAGS = {
     "model-info": "NAME --context --dtype-bytes",
     "demo": "--out --preset",
     "tinyweb": "--docs --out --seed",
-    "curate": "INPUTS --out --config --profile --workers --executor --overwrite --explain --quiet",
+    "curate": "INPUTS --out --config --set --profile --workers --executor --overwrite --explain --quiet",
     "tokenizer train": "INPUTS --blend --out --vocab-size --min-frequency --max-docs",
     "tokenize": "--blend --input --tokenizer --out --val-fraction --seed --shard-tokens --overwrite",
     "pretrain": "RECIPE --set --section --no-progress",

@@ -104,6 +104,14 @@ def test_cli_tinyweb_then_curate(tmp_path, capsys):
     assert main(["curate", str(tmp_path / "tw"), "--out", str(tmp_path / "cur"), "--config", str(cfg),
                  "--quiet"]) == 0
     assert "300 in," in capsys.readouterr().out
+    # the shared --set parser; the flags are its shorthands
+    assert main(["curate", str(tmp_path / "tw"), "--out", str(tmp_path / "c3"), "--set", "quality.enabled=false",
+                 "--set", "dedup.threshold=0.8", "--workers", "1", "--profile", "documents", "--quiet"]) == 0
+    assert "(profile documents)" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "c3" / "manifest.json").read_text())
+    assert manifest["config"]["dedup"]["threshold"] == 0.8 and manifest["config"]["executor"]["workers"] == 1
+    assert main(["curate", str(tmp_path / "tw"), "--out", str(tmp_path / "c4"), "--set", "profile=books"]) == 2
+    assert "profile: must be one of ['web', 'documents'], got 'books'" in capsys.readouterr().err
     assert main(["curate", str(tmp_path / "tw"), "--out", str(tmp_path / "c2"), "--config",
                  str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err

@@ -135,6 +135,8 @@ def test_config_errors_name_the_field(tmp_path):
     bad.write_text("executor: {kind: slurm}\n")
     with pytest.raises(ConfigError, match=r"executor.kind"):
         load_curate_config(bad)
+    with pytest.raises(ConfigError, match=r"profile: must be one of \['web', 'documents'\]"):
+        load_curate_config(None, sets=["profile=books"])  # the names come from filters.PROFILES
 
 
 def test_curate_recipes_load_and_the_default_recipe_is_the_default():

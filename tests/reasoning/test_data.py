@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hytron.reasoning.data import encode_row, normalise_row, read_chat_jsonl, sft_rows, write_jsonl
+from hytron.data.chat import encode_row, normalise_row, read_chat_jsonl
+from hytron.data.io import write_jsonl
+from hytron.reasoning.data import sft_rows
 from hytron.reasoning.tasks import generate_problems
 from hytron.train.batches import collate, masked_loss_sum
 from tests.conftest import tiny_model

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hytron.config import ConfigError, from_dict, load_recipe
-from hytron.reasoning.data import write_jsonl
+from hytron.data.io import write_jsonl
 from hytron.reasoning.generation import Solver
-from hytron.reasoning.grpo import problem_prompts
+from hytron.reasoning.prompts import problem_prompts
 from hytron.train.metrics import read_metrics
 from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
 from hytron.train.sft import SFTConfig, sft

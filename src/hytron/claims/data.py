@@ -60,6 +60,7 @@ from pathlib import Path
 from hytron.claims import stats
 from hytron.claims.common import LoopSettings, interval_plot, pretrain_tracked, seed_plot, write_result
 from hytron.data.factworld import COMPOSITION, KINDS
+from hytron.data.filters import PROFILES
 
 ARMS = ("raw", "pipeline", "labels", "random")
 RULE = ("met iff the lower bound of the 95% interval (log scale, over seeds) of the pipeline arm's tokens-to-target "
@@ -90,8 +91,8 @@ class DataClaimSettings(LoopSettings):
         if self.budgets[0] < self.batch_size * self.seq_len:
             raise ValueError(f"data claim: budgets[0] = {self.budgets[0]} is below one step "
                              f"({self.batch_size} x {self.seq_len} tokens)")
-        if self.profile not in ("web", "documents"):
-            raise ValueError(f"data claim: profile must be 'web' or 'documents', got {self.profile!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"data claim: profile must be one of {list(PROFILES)}, got {self.profile!r}")
 
 
 # FULL, measured with budgets up to 524,288 (this design, seed 0, one torch thread, 2-core machine shared with ~5

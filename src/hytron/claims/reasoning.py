@@ -241,8 +241,8 @@ def run_seed(out: Path, s: ReasoningClaimSettings, seed: int, log=print) -> dict
     """Everything for one seed under `out/seed{seed}`: its problems, the three SFTs, the efficient-reasoning
     stages, the choice of "after" on dev, and the test evaluation of every model. Returns the seed's record."""
     from hytron.config import from_dict
+    from hytron.data.io import write_jsonl
     from hytron.reasoning import load_solver, problem_prompt, sft_rows, shortest_correct_rows
-    from hytron.reasoning.data import write_jsonl
     from hytron.tokenizer import Tokenizer
     from hytron.train.rl import RLConfig, grpo
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from hytron.cli.recipes import add_set
+from hytron.data.filters import PROFILES
+
 
 def add_tinyweb(sub) -> None:
     p = sub.add_parser("tinyweb", help="write the TinyWeb synthetic crawl, its labels and held-out eval sets")
@@ -29,8 +32,10 @@ def add_curate(sub) -> None:
                                              "folders, .warc[.gz]; a TinyWeb folder brings its evals and reference")
     p.add_argument("--out", required=True, help="output folder (kept/, removed/, manifest.json)")
     p.add_argument("--config", help="YAML/JSON curation config (any subset of hytron.data.curate_config fields)")
-    p.add_argument("--profile", choices=["web", "documents"],
-                   help="heuristic rules: web (crawls; the default) or documents (your own files)")
+    add_set(p)  # a config field, e.g. --set dedup.threshold=0.8; applied after --config and the flags below
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help="heuristic rules (hytron.data.filters.PROFILES): web for crawls (the default), documents "
+                        "for your own files")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--executor", choices=["local", "ray"], help="where shard tasks run (default local)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing or unfinished run in --out")
@@ -59,14 +64,9 @@ def cmd_curate(args) -> int:
         return 0
     if not args.inputs:
         raise ValueError("curate needs at least one input (or --explain ID)")
-    overrides: dict = {"executor": {}}
-    if args.profile:
-        overrides["profile"] = args.profile
-    if args.workers is not None:
-        overrides["executor"]["workers"] = args.workers
-    if args.executor:
-        overrides["executor"]["kind"] = args.executor
-    cfg = load_curate_config(args.config, overrides)
+    flags = {"profile": args.profile, "executor.workers": args.workers, "executor.kind": args.executor}
+    cfg = load_curate_config(args.config, sets=[f"{k}={v}" for k, v in flags.items() if v is not None]
+                             + args.overrides)
     m = pipeline.curate(args.inputs, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
     c = m["counts"]
     print(f"{c['input']} in, {c['kept']} kept, {c['removed']} removed, {c['synthetic']} synthetic -> {args.out} "

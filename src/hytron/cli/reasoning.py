@@ -22,7 +22,8 @@ def add_reasoning_data(sub) -> None:
 
 
 def cmd_reasoning_data(args: argparse.Namespace) -> int:
-    from hytron.reasoning.data import sft_rows, write_jsonl
+    from hytron.data.io import write_jsonl
+    from hytron.reasoning.data import sft_rows
     from hytron.reasoning.tasks import generate_problems
 
     problems = generate_problems([k.strip() for k in args.kinds.split(",") if k.strip()], args.n, args.seed)
@@ -51,7 +52,7 @@ def add_reasoning_distill(sub) -> None:
 
 
 def cmd_reasoning_distill(args: argparse.Namespace) -> int:
-    from hytron.reasoning.data import write_jsonl
+    from hytron.data.io import write_jsonl
     from hytron.reasoning.distill import shortest_correct_rows
     from hytron.reasoning.generation import load_solver
     from hytron.reasoning.tasks import generate_problems

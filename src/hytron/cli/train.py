@@ -57,7 +57,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 def cmd_rl(args: argparse.Namespace) -> int:
     from hytron.config import load_recipe
-    from hytron.reasoning.grpo import problem_prompts
+    from hytron.reasoning.prompts import problem_prompts
     from hytron.train.rl import RLConfig, grpo
 
     cfg = load_recipe(RLConfig, args.recipe, args.overrides, args.section)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hytron.config import ConfigError, from_dict, load_mapping
+from hytron.config import ConfigError, apply_overrides, from_dict, load_mapping
+from hytron.data.filters import PROFILES
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -179,9 +180,9 @@ class OutputConfig:
 
 @dataclass
 class CurateConfig:
-    # which heuristic rules run (hytron.data.filters.PROFILES): `web` for crawls (Gopher + C4 page rules),
-    # `documents` for your own files (junk detectors that hold on real text); every other step is shared
-    profile: Literal["web", "documents"] = "web"
+    # which heuristic rules run (a name in hytron.data.filters.PROFILES): `web` for crawls (Gopher + C4 page
+    # rules), `documents` for your own files (junk detectors that hold on real text); every other step is shared
+    profile: str = "web"
     input: InputConfig = field(default_factory=InputConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     heuristics: HeuristicConfig = field(default_factory=HeuristicConfig)
@@ -194,16 +195,20 @@ class CurateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     unicode_repair: bool = True
 
+    def __post_init__(self):
+        _check(self.profile in PROFILES, "profile", f"must be one of {list(PROFILES)}, got {self.profile!r}")
+
 
 def load_curate_config(path: str | Path | None = None, overrides: dict | None = None,
-                       default_profile: str = "web") -> CurateConfig:
-    """Defaults (with `default_profile` unless the file names one), then the file at `path` (if any), then
-    `overrides` (nested dict), validated by field name."""
+                       default_profile: str | None = None, sets: list[str] | None = None) -> CurateConfig:
+    """Defaults (with `default_profile`, if given, unless the file names one), then the file at `path` (if any),
+    then `overrides` (nested dict), then `sets` (`key.sub=value`, the `--set` of every verb), validated by name."""
     data = load_mapping(path) if path else {}
-    data.setdefault("profile", default_profile)
+    if default_profile is not None:
+        data.setdefault("profile", default_profile)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict):
             data.setdefault(key, {}).update(value)
         else:
             data[key] = value
-    return from_dict(CurateConfig, data)
+    return from_dict(CurateConfig, apply_overrides(data, sets))

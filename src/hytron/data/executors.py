@@ -1,8 +1,9 @@
 """Where curation shard tasks run: inline, on local worker processes, or as Ray tasks.
 
-A task is `fn(out_dir, shard_index)`: everything else (plan, config, models) it reads from `out_dir`, so
-tasks are tiny to ship and any executor gives the same files. Ray is optional (`pip install hytron[ray]`);
-on a multi-node cluster OUT must be on storage every node can reach.
+A task is `fn(ctx, index)`: `ctx` (the run's plan, config and models, hytron.data.steps.Context) is built once
+by the driver and passed explicitly: called inline, pickled with each task to a worker process, put once in Ray's
+object store. Tasks write their results under OUT, so any executor gives the same files. Ray is optional
+(`pip install hytron[ray]`); on a multi-node cluster OUT must be on storage every node can reach.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
 from hytron.data.curate_config import ExecutorConfig
 
@@ -20,9 +22,9 @@ def worker_count(cfg: ExecutorConfig) -> int:
     return cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
 
 
-def run_tasks(fn: Callable[[str, int], None], out_dir: str, indices: list[int], cfg: ExecutorConfig,
+def run_tasks(fn: Callable[[Any, int], None], ctx: Any, indices: list[int], cfg: ExecutorConfig,
               label: str, progress: bool = True, unit: str = "shards") -> None:
-    """Run `fn(out_dir, i)` for each i; raises the first task error after the others finish."""
+    """Run `fn(ctx, i)` for each i; raises the first task error after the others finish."""
     if not indices:
         return
     total = len(indices)
@@ -32,17 +34,17 @@ def run_tasks(fn: Callable[[str, int], None], out_dir: str, indices: list[int], 
             print(f"[curate] {label}: {done}/{total} {unit}", file=sys.stderr, flush=True)
 
     if cfg.kind == "ray":
-        _run_ray(fn, out_dir, indices, cfg, report)
+        _run_ray(fn, ctx, indices, cfg, report)
         return
     workers = min(worker_count(cfg), total)
     if workers <= 1:
         for k, i in enumerate(indices):
-            fn(out_dir, i)
+            fn(ctx, i)
             report(k + 1)
         return
     errors = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(fn, out_dir, i) for i in indices]
+        futures = [pool.submit(fn, ctx, i) for i in indices]
         for k, fut in enumerate(as_completed(futures)):
             try:
                 fut.result()
@@ -53,7 +55,7 @@ def run_tasks(fn: Callable[[str, int], None], out_dir: str, indices: list[int], 
         raise errors[0]
 
 
-def _run_ray(fn, out_dir: str, indices: list[int], cfg: ExecutorConfig, report) -> None:
+def _run_ray(fn, ctx, indices: list[int], cfg: ExecutorConfig, report) -> None:
     try:
         import ray
     except ImportError:
@@ -68,7 +70,8 @@ def _run_ray(fn, out_dir: str, indices: list[int], cfg: ExecutorConfig, report) 
         started = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(fn)
-        pending = [remote.remote(out_dir, i) for i in indices]
+        ctx_ref = ray.put(ctx)  # once, not once per task
+        pending = [remote.remote(ctx_ref, i) for i in indices]
         done = 0
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

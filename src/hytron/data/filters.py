@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from hytron.data.curate_config import HeuristicConfig, LanguageConfig
 from hytron.data.textview import FUNCTION_WORDS, View, prose_view
+
+if TYPE_CHECKING:  # curate_config validates `profile` against PROFILES, so it imports this module
+    from hytron.data.curate_config import HeuristicConfig, LanguageConfig
 
 Verdict = tuple[bool, "str | None", "float | None"]
 KEEP: Verdict = (True, None, None)

@@ -2,14 +2,17 @@
 
 `curate(inputs, out_dir, cfg)` runs three phases over deterministic shards (hytron.data.readers):
 
-  A. stage (per shard, parallel)   read -> Unicode repair -> prose view -> `steps.STAGE_STEPS` (language id,
-     decontamination); then for the survivors: token count, the profile's heuristic verdict (deferred),
-     quality scores, exact key, MinHash signature.
+  A. stage (per shard, parallel)   read -> `steps.STAGE_STEPS` for each document (Unicode repair, language id,
+     decontamination, token count and the profile's heuristic verdict, deferred) -> `steps.SCORE_STEPS` for the
+     shard's survivors (quality scores, exact key, MinHash signature).
   B. decide (global, one process)  quality buckets from token-weighted percentiles; then `steps.DECIDE_STEPS`
      (heuristic removals for buckets below `quality.skip_heuristics_from_bucket`, exact dedup, fuzzy dedup).
      Input order decides which copy is kept, so the result is independent of workers and executor.
-  C. finish (per shard, parallel)  PII redaction and optional rephrasing of kept docs; write kept/,
-     removed/, synthetic/ (formats in hytron.data.writers) and per-shard stats.
+  C. finish (per shard, parallel)  `steps.FINISH_STEPS` for the kept docs (PII redaction, optional rephrasing);
+     write kept/, removed/, synthetic/ (formats in hytron.data.writers) and per-shard stats.
+
+The driver loads the plan, config and models once (`load_context`) and passes that `steps.Context` to every
+task and step; no state outlives a run.
 
 Every input record (documents and malformed lines) ends in exactly one of kept/ or removed/; removed
 records carry `step`, `removal_reason`, `score`, `detail`. A single bad file never aborts a run: the readers
@@ -38,15 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hytron.config import to_dict
-from hytron.data import dedup, filters, pii, quality, readers, tinyweb
+from hytron.config import from_dict, to_dict
+from hytron.data import dedup, filters, quality, readers, tinyweb
 from hytron.data.curate_config import CurateConfig
 from hytron.data.decontam import EvalIndex
 from hytron.data.document import Malformed, approx_tokens
 from hytron.data.executors import run_tasks
 from hytron.data.io import display_path, name_is_utf8, write_json
-from hytron.data.steps import DECIDE_STEPS, STAGE_STEPS, STEPS, Decision, Staged
-from hytron.data.textview import prose_view
+from hytron.data.steps import DECIDE_STEPS, FINISH_STEPS, SCORE_STEPS, STAGE_STEPS, STEPS, Context, Decision, Doc
 from hytron.data.writers import ShardWriter, iter_records
 
 FORMAT_VERSION = 1
@@ -73,53 +75,38 @@ def _write_json(path: Path, data) -> None:
     write_json(path, data, indent=1, sort_keys=True)
 
 
-_CONTEXT: dict[str, dict] = {}
-
-
-def _context(out_dir: str) -> dict:
-    """Plan, config and models for tasks, loaded once per process and plan (long-lived Ray workers may
-    serve several runs into the same folder)."""
-    plan_path = _work(Path(out_dir)) / "plan.json"
-    key = f"{out_dir}@{plan_path.stat().st_mtime_ns}"
-    if key not in _CONTEXT:
-        from hytron.config import from_dict
-
-        plan = json.loads(plan_path.read_text())
-        cfg = from_dict(CurateConfig, plan["config"])
-        shards = [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]
-        ctx = {"cfg": cfg, "shards": shards, "tasks": plan.get("stage_tasks") or [[s.index] for s in shards]}
-        if cfg.decontam.enabled and cfg.decontam.eval_files:
-            ctx["eval_index"] = EvalIndex.from_files(cfg.decontam.eval_files, cfg.decontam.ngram,
-                                                     cfg.decontam.min_overlap)
-        qdir = _work(Path(out_dir)) / "quality"
-        if (qdir / "done").is_file():
-            ctx["quality"] = quality.QualityModel.load(qdir)
-        ctx["minhash"] = dedup.MinHasher(cfg.dedup.bands * cfg.dedup.rows, cfg.dedup.seed)
-        _CONTEXT.clear()
-        _CONTEXT[key] = ctx
-    return _CONTEXT[key]
+def load_context(out: Path) -> Context:
+    """The run's plan, resolved config and models, read once by the driver and passed to every task (pickled to
+    worker processes, put once in Ray's object store)."""
+    plan = json.loads((_work(out) / "plan.json").read_text())
+    cfg = from_dict(CurateConfig, plan["config"])
+    shards = [readers.Shard(**{**s, "files": tuple(s["files"])}) for s in plan["shards"]]
+    d = cfg.decontam
+    eval_index = EvalIndex.from_files(d.eval_files, d.ngram, d.min_overlap) if d.enabled and d.eval_files else None
+    qdir = _work(out) / "quality"
+    return Context(out, cfg, shards, plan.get("stage_tasks") or [[s.index] for s in shards], eval_index,
+                   quality.QualityModel.load(qdir) if (qdir / "done").is_file() else None,
+                   dedup.MinHasher(cfg.dedup.bands * cfg.dedup.rows, cfg.dedup.seed))
 
 
 # ---- phase A: stage -----------------------------------------------------------------------------------------
 
 
-def stage_task(out_dir: str, task: int) -> None:
+def stage_task(ctx: Context, task: int) -> None:
     """Phase A for one task's shards (one shard, or every shard of one compressed file, read in one pass):
-    read, repair, language, decontamination, scores and hashes; shards already staged are read past."""
-    ctx = _context(out_dir)
-    cfg: CurateConfig = ctx["cfg"]
-    group = ctx["tasks"][task]
-    shards = [ctx["shards"][i] for i in group]
-    out = Path(out_dir)
+    read, then the stage and score steps; shards already staged are read past."""
+    group = ctx.tasks[task]
+    shards = [ctx.shards[i] for i in group]
+    out = ctx.out
     todo = [i for i in group if not _marker(out, "stage", i).is_file()]
     records: dict[int, list[dict]] = {i: [] for i in todo}  # filled one shard at a time: shards come in order
-    items = readers.read_shards(shards, cfg.input)
+    items = readers.read_shards(shards, ctx.cfg.input)
     current = group[0]
     while True:
         try:
             k, item = next(items, (None, None))
         except Exception as e:  # noqa: BLE001 - a reader failure ends its shard with a counted record, not the run
-            shard = ctx["shards"][current]
+            shard = ctx.shards[current]
             shown = display_path(shard.path)
             k, item = group.index(current), Malformed(
                 f"{shown}:{shard.start}:reader_error", display_path(Path(shard.path).name), "unreadable_file", "",
@@ -131,13 +118,13 @@ def stage_task(out_dir: str, task: int) -> None:
             _finish_stage(out, current, records.pop(current), ctx)
         current = group[k]
         if current in records:
-            records[current].append(_stage_item(item, shards[k], cfg, ctx))
+            records[current].append(_stage_item(item, shards[k], ctx))
     for i in todo:  # the rest, including shards that gave no records
         if i in records:
             _finish_stage(out, i, records.pop(i), ctx)
 
 
-def _stage_item(item, shard: readers.Shard, cfg: CurateConfig, ctx: dict) -> dict:
+def _stage_item(item, shard: readers.Shard, ctx: Context) -> dict:
     """The staged record of one reader item: a Malformed one removed at `read`, a document through the steps."""
     # the input file a record came from: the shard's file, or for folder shards the file in the record
     shown = display_path(shard.path)
@@ -149,7 +136,13 @@ def _stage_item(item, shard: readers.Shard, cfg: CurateConfig, ctx: dict) -> dic
                 "input": item.path or source_file,
                 "removed": {"step": "read", "reason": item.reason, "score": None, "detail": item.detail}}
     try:
-        rec = _stage_document(item, cfg, ctx)
+        doc, removed = Doc(item.text, {}), None
+        for step in STAGE_STEPS:
+            if (drop := step.run(doc, ctx)) is not None:
+                removed = {"step": step.name, "reason": drop.reason, "score": drop.score, "detail": drop.detail}
+                break
+        rec = {"id": item.id, "text": doc.text, "source": item.source, "meta": item.meta, "attrs": doc.attrs,
+               "removed": removed}
     except Exception as e:  # noqa: BLE001 - one bad document is counted and kept in removed/, not a crash
         rec = {"id": item.id, "text": item.text, "source": item.source, "meta": item.meta, "attrs": {},
                "removed": {"step": "error", "reason": "processing_error", "score": None,
@@ -158,52 +151,22 @@ def _stage_item(item, shard: readers.Shard, cfg: CurateConfig, ctx: dict) -> dic
     return rec
 
 
-def _stage_document(item, cfg: CurateConfig, ctx: dict) -> dict:
-    """Phase A steps for one document: the staged record, with `removed` set if a step removed it."""
-    text, attrs, removed = item.text, {}, None
-    if cfg.unicode_repair:
-        text, fixed = filters.repair_unicode(text)
-        if fixed:
-            attrs["unicode_repaired"] = True
-    doc = Staged(text, prose_view(text), attrs)
-    if doc.view.code_words:
-        attrs["code_share"] = round(doc.view.code_share, 4)
-    for step in STAGE_STEPS:
-        drop = step.run(doc, ctx)
-        if drop is not None:
-            removed = {"step": step.name, "reason": drop.reason, "score": drop.score, "detail": drop.detail}
-            break
-    if removed is None:
-        attrs["tokens"] = approx_tokens(text)
-        if cfg.heuristics.enabled:
-            keep, reason, score = filters.heuristic_verdict(text, cfg.heuristics, cfg.profile, doc.view)
-            attrs["heuristic"] = None if keep else [reason, score]
-    return {"id": item.id, "text": text, "source": item.source, "meta": item.meta, "attrs": attrs,
-            "removed": removed}
-
-
-def _finish_stage(out: Path, index: int, records: list[dict], ctx: dict) -> None:
-    """Batch quality scores and dedup hashes for the survivors; write the staged shard and its marker."""
-    cfg: CurateConfig = ctx["cfg"]
+def _finish_stage(out: Path, index: int, records: list[dict], ctx: Context) -> None:
+    """The score steps over the survivors; write the staged shard, its side records and hashes, and its marker."""
     survivors = [k for k, rec in enumerate(records) if rec["removed"] is None]
-    texts = [records[k]["text"] for k in survivors]
-    scores = ctx["quality"].score(texts) if "quality" in ctx and texts else {}
-    n_perm = cfg.dedup.bands * cfg.dedup.rows
-    sigs = np.zeros((len(survivors), n_perm), dtype=np.uint32)
-    shingles, offsets = [], [0]
-    side = []
-    for j, k in enumerate(survivors):
-        rec = records[k]
-        if scores:
-            rec["attrs"]["quality_scores"] = {name: round(float(v[j]), 6) for name, v in scores.items()}
-        sh = dedup.shingle_hashes(rec["text"], cfg.dedup.ngram)
-        if cfg.dedup.fuzzy:
-            sigs[j] = ctx["minhash"].signature(sh)
-            shingles.append(sh)
-            offsets.append(offsets[-1] + len(sh))
-        side.append({"pos": k, "id": rec["id"], "tokens": rec["attrs"]["tokens"],
-                     "heuristic": rec["attrs"].get("heuristic"), "quality": rec["attrs"].get("quality_scores"),
-                     "exact": dedup.exact_key(rec["text"]) if cfg.dedup.exact else None})
+    docs = [Doc(records[k]["text"], records[k]["attrs"]) for k in survivors]  # attrs shared with the records
+    for step in SCORE_STEPS:
+        step.run(docs, ctx)
+    sigs = np.zeros((len(docs), ctx.cfg.dedup.bands * ctx.cfg.dedup.rows), dtype=np.uint32)
+    shingles, offsets, side = [], [0], []
+    for j, (k, doc) in enumerate(zip(survivors, docs)):
+        if doc.signature is not None:
+            sigs[j] = doc.signature
+            shingles.append(doc.shingles)
+            offsets.append(offsets[-1] + len(doc.shingles))
+        side.append({"pos": k, "id": records[k]["id"], "tokens": doc.attrs["tokens"],
+                     "heuristic": doc.attrs.get("heuristic"), "quality": doc.attrs.get("quality_scores"),
+                     "exact": doc.exact})
     stage = _work(out) / "stage"
     stage.mkdir(parents=True, exist_ok=True)
     # lone surrogates (a JSON input's "\\ud800" in meta) are written as JSON escapes: they read back unchanged
@@ -223,7 +186,7 @@ def _finish_stage(out: Path, index: int, records: list[dict], ctx: dict) -> None
 
 
 def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
-    """Global decisions: buckets, heuristic removals, exact and fuzzy duplicates. Returns a summary."""
+    """Phase B: the decide steps over the survivors of every shard, in input order. Returns a summary."""
     stage = _work(out) / "stage"
     side, where = [], []  # survivors in global input order, and their (shard, pos)
     for i in range(n_shards):
@@ -231,17 +194,6 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
         for s in attrs["survivors"]:
             side.append(s)
             where.append((i, s["pos"]))
-    n = len(side)
-    buckets: list[int | None] = [None] * n
-    summary: dict = {"survivors_after_stage": n}
-    names = sorted(side[0]["quality"]) if n and side[0]["quality"] else []
-    if names:
-        tokens = np.array([s["tokens"] for s in side])
-        scores = {k: np.array([s["quality"][k] for s in side], dtype=np.float32) for k in names}
-        thresholds = {k: quality.percentile_thresholds(v, tokens) for k, v in scores.items()}
-        buckets = [int(b) for b in quality.assign_buckets(scores, thresholds)]
-        summary["quality_thresholds"] = thresholds
-
     def load_hashes():
         sigs, shingles = [], []
         for i in range(n_shards):
@@ -251,7 +203,7 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
             shingles += [sh[off[j]:off[j + 1]] for j in range(len(off) - 1)]
         return np.concatenate(sigs), shingles
 
-    d = Decision(cfg, side, buckets, load_hashes)
+    d = Decision(cfg, side, load_hashes)
     removed: dict[int, dict] = {}
     for step in DECIDE_STEPS:
         for k, drop in step.run(d).items():
@@ -259,9 +211,10 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
             d.active[k] = False
     per_shard: list[dict] = [{} for _ in range(n_shards)]
     for k, (i, pos) in enumerate(where):
-        per_shard[i][str(pos)] = {"bucket": buckets[k], "removed": removed.get(k)}
+        per_shard[i][str(pos)] = {"bucket": d.buckets[k], "removed": removed.get(k)}
     for i in range(n_shards):
         _write_json(_work(out) / "decisions" / f"shard-{i:05d}.json", per_shard[i])
+    summary = {"survivors_after_stage": len(side), **({"quality_thresholds": d.thresholds} if d.thresholds else {})}
     _write_json(_work(out) / "decisions" / "summary.json", summary)
     _mark(out, "decide")
     return summary
@@ -270,23 +223,16 @@ def decide(out: Path, cfg: CurateConfig, n_shards: int) -> dict:
 # ---- phase C: finish ----------------------------------------------------------------------------------------
 
 
-def finish_shard(out_dir: str, index: int) -> None:
-    """Phase C for one shard: redact PII, rephrase if enabled, write kept/removed/synthetic and stats."""
-    ctx = _context(out_dir)
-    cfg: CurateConfig = ctx["cfg"]
-    out = Path(out_dir)
+def finish_shard(ctx: Context, index: int) -> None:
+    """Phase C for one shard: the finish steps over its kept docs; write kept/removed/synthetic and stats."""
+    cfg, out = ctx.cfg, ctx.out
     decisions = json.loads((_work(out) / "decisions" / f"shard-{index:05d}.json").read_text())
     kept_w = ShardWriter(out, "kept", index, cfg.output.compression)
     removed_w = ShardWriter(out, "removed", index, cfg.output.compression)
     synth_w = ShardWriter(out, "synthetic", index, cfg.output.compression) if cfg.rephrase.enabled else None
-    rephraser = None
-    if synth_w is not None:
-        from hytron.data.rephrase import make_rephraser
-
-        rephraser = make_rephraser(cfg.rephrase)
     stats = {"input": 0, "kept": 0, "removed": {}, "kept_by_source_bucket": {}, "tokens_by_source_bucket": {},
              "pii_redacted": {}, "unicode_repaired": 0, "synthetic": {}, "kept_with_code": 0, "by_input": {}}
-    n_rephrased = 0
+    kept: list[Doc] = []
     with (_work(out) / "stage" / f"docs-{index:05d}.jsonl").open(encoding="utf-8") as f:
         for pos, line in enumerate(f):
             rec = json.loads(line)
@@ -305,39 +251,27 @@ def finish_shard(out_dir: str, index: int) -> None:
                 by_step = stats["removed"].setdefault(removed["step"], {})
                 by_step[removed["reason"]] = by_step.get(removed["reason"], 0) + 1
                 continue
-            text = rec["text"]
-            if cfg.pii.enabled:
-                text, counts = pii.redact(text, cfg.pii.kinds)
-                if counts:
-                    meta["pii_redacted"] = counts
-                    for kind, c in counts.items():
-                        stats["pii_redacted"][kind] = stats["pii_redacted"].get(kind, 0) + c
-            stats["unicode_repaired"] += bool(meta.get("unicode_repaired"))
-            stats["kept_with_code"] += bool(meta.get("code_share"))
-            bucket = meta.pop("quality_bucket", None)
-            meta["tokens"] = approx_tokens(text)
-            kept_w.write({"id": rec["id"], "text": text, "source": rec["source"], "quality_bucket": bucket,
-                          "meta": meta})
-            stats["kept"] += 1
             per_input["kept"] += 1
-            key = "null" if bucket is None else str(bucket)
-            for name, inc in (("kept_by_source_bucket", 1), ("tokens_by_source_bucket", meta["tokens"])):
-                src = stats[name].setdefault(rec["source"], {})
-                src[key] = src.get(key, 0) + inc
-            if rephraser is not None and (cfg.rephrase.max_docs_per_shard is None
-                                          or n_rephrased < cfg.rephrase.max_docs_per_shard):
-                styles = (cfg.rephrase.low_styles if bucket in cfg.rephrase.low_buckets else
-                          cfg.rephrase.high_styles if bucket in cfg.rephrase.high_buckets else [])
-                if styles:
-                    n_rephrased += 1
-                for style in styles:
-                    new = rephraser.rephrase(text, style)
-                    if new:
-                        synth_w.write({"id": f"{rec['id']}#{style}", "text": new,
-                                       "source": f"{rec['source']}/synthetic-{style}", "quality_bucket": bucket,
-                                       "meta": {"parent_id": rec["id"], "style": style,
-                                                "generator": rephraser.name}})
-                        stats["synthetic"][style] = stats["synthetic"].get(style, 0) + 1
+            kept.append(Doc(rec["text"], meta, rec["id"], rec["source"], meta.pop("quality_bucket", None)))
+    for step in FINISH_STEPS:
+        step.run(kept, ctx)
+    for doc in kept:
+        meta = doc.attrs
+        for kind, c in doc.redacted.items():
+            stats["pii_redacted"][kind] = stats["pii_redacted"].get(kind, 0) + c
+        stats["unicode_repaired"] += bool(meta.get("unicode_repaired"))
+        stats["kept_with_code"] += bool(meta.get("code_share"))
+        meta["tokens"] = approx_tokens(doc.text)
+        kept_w.write({"id": doc.id, "text": doc.text, "source": doc.source, "quality_bucket": doc.bucket, "meta": meta})
+        stats["kept"] += 1
+        key = "null" if doc.bucket is None else str(doc.bucket)
+        for name, inc in (("kept_by_source_bucket", 1), ("tokens_by_source_bucket", meta["tokens"])):
+            src = stats[name].setdefault(doc.source, {})
+            src[key] = src.get(key, 0) + inc
+        for rec in doc.synthetic:
+            synth_w.write(rec)
+            style = rec["meta"]["style"]
+            stats["synthetic"][style] = stats["synthetic"].get(style, 0) + 1
     for w in (kept_w, removed_w, synth_w):
         if w is not None:
             w.close()
@@ -408,7 +342,6 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
            overwrite: bool = False, progress: bool = True) -> dict:
     """Run (or resume) curation of `inputs` into `out_dir`; returns the manifest."""
     out = Path(out_dir)
-    _CONTEXT.clear()  # tasks run inline in this process must not see a previous run's plan or models
     cfg = resolve_defaults(inputs, copy.deepcopy(cfg) if cfg else CurateConfig())
     if overwrite and out.exists():
         for name in ("kept", "removed", "synthetic", "quality", ".work", "manifest.json"):
@@ -445,10 +378,10 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     n = len(shards)
     t0 = time.time()
     seconds = {"plan_and_train_quality": round(t0 - t_start, 2)}
-    tasks = json.loads(plan_path.read_text()).get("stage_tasks") or [[i] for i in range(n)]
-    todo = [t for t, group in enumerate(tasks) if any(not _marker(out, "stage", i).is_file() for i in group)]
-    run_tasks(stage_task, str(out), todo, cfg.executor, "stage", progress,
-              "tasks" if len(tasks) < n else "shards")  # a compressed file's shards are one task
+    ctx = load_context(out)
+    todo = [t for t, group in enumerate(ctx.tasks) if any(not _marker(out, "stage", i).is_file() for i in group)]
+    run_tasks(stage_task, ctx, todo, cfg.executor, "stage", progress,
+              "tasks" if len(ctx.tasks) < n else "shards")  # a compressed file's shards are one task
     seconds["stage"] = round(time.time() - t0, 2)
     t1 = time.time()
     summary = (json.loads((_work(out) / "decisions" / "summary.json").read_text())
@@ -456,7 +389,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     seconds["decide"] = round(time.time() - t1, 2)
     t1 = time.time()
     todo = [i for i in range(n) if not _marker(out, "finish", i).is_file()]
-    run_tasks(finish_shard, str(out), todo, cfg.executor, "finish", progress)
+    run_tasks(finish_shard, ctx, todo, cfg.executor, "finish", progress)
     seconds["finish"] = round(time.time() - t1, 2)
     seconds["total_this_invocation"] = round(time.time() - t_start, 2)
     manifest = _manifest(out, resolved, input_info, shards, summary, seconds)
@@ -464,7 +397,6 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         shutil.copytree(_work(out) / "quality", out / "quality", dirs_exist_ok=True)
     _write_json(out / "manifest.json", manifest)
     shutil.rmtree(_work(out))
-    _CONTEXT.clear()
     return manifest
 
 

@@ -11,15 +11,15 @@ Training lives in `hytron.train.sft` (`hytron sft`) and `hytron.train.rl` (`hytr
 shared with the server.
 """
 
-from hytron.reasoning.data import encode_row, prompt_messages, read_chat_jsonl, sft_rows, write_jsonl
+from hytron.reasoning.data import prompt_messages, sft_rows
 from hytron.reasoning.distill import shortest_correct_rows
 from hytron.reasoning.evaluate import DEFAULT_BUDGETS, evaluate_reasoning, plot_budget_curves
 from hytron.reasoning.generation import Attempt, Solver, load_solver, problem_prompt
-from hytron.reasoning.grpo import problem_prompts
+from hytron.reasoning.prompts import problem_prompts
 from hytron.reasoning.tasks import GENERATORS, Problem, check_answer, extract_answer, generate_problems
 from hytron.reasoning.traces import concise_trace, search_trace, truncate_trace, verbose_trace
 
 __all__ = ["DEFAULT_BUDGETS", "GENERATORS", "Attempt", "Problem", "Solver", "check_answer", "concise_trace",
-           "encode_row", "evaluate_reasoning", "extract_answer", "generate_problems", "load_solver",
-           "plot_budget_curves", "problem_prompt", "problem_prompts", "prompt_messages", "read_chat_jsonl", "sft_rows",
-           "search_trace", "shortest_correct_rows", "truncate_trace", "verbose_trace", "write_jsonl"]
+           "evaluate_reasoning", "extract_answer", "generate_problems", "load_solver", "plot_budget_curves",
+           "problem_prompt", "problem_prompts", "prompt_messages", "search_trace", "sft_rows", "shortest_correct_rows",
+           "truncate_trace", "verbose_trace"]

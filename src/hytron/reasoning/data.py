@@ -8,7 +8,7 @@ One row is one conversation, in the schema of Nemotron's post-training data (a p
 
 `reasoning: "off"` rows train the model to answer straight after the empty `<think></think>` the chat
 template pre-fills for `/no_think`; any reasoning such a row carries is dropped. Users bring their own rows
-in the same schema; reading, validating and encoding rows is `hytron.data.chat`'s (re-exported here).
+in the same schema; reading, validating and encoding rows is `hytron.data.chat`'s, writing `hytron.data.io`'s.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hytron.data.chat import encode_row, normalise_row, read_chat_jsonl
-from hytron.data.io import write_jsonl
 from hytron.reasoning.tasks import Problem, answer_text
 from hytron.reasoning.traces import render_trace, truncate_trace
-
-__all__ = ["encode_row", "normalise_row", "problem_row", "prompt_messages", "read_chat_jsonl", "sft_rows",
-           "write_jsonl"]
 
 NO_THINK = " /no_think"
 

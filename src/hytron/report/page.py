@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 
 from hytron import __version__
-from hytron.data.pipeline import STEPS as PIPELINE_STEPS
+from hytron.data.steps import STEPS as PIPELINE_STEPS
 from hytron.report.cards import data_facts, eval_rows, model_facts, run_facts
 from hytron.report.charts import bar_chart, line_chart
 from hytron.train.metrics import read_metrics

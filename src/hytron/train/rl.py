@@ -34,7 +34,7 @@ from hytron.train.setup import build_model, load_tokenizer, start
 @dataclass
 class RLSpec:
     kinds: list[str] = field(default_factory=lambda: ["arithmetic"])  # hytron.reasoning.tasks generators to draw
-    # prompts from (read by hytron.reasoning.grpo, which builds the prompts for `grpo`)
+    # prompts from (read by hytron.reasoning.prompts, which builds the prompts for `grpo`)
     prompts_per_step: int = 8
     group_size: int = 8  # completions per prompt
     temperature: float = 1.0
@@ -109,7 +109,7 @@ def grpo(cfg: RLConfig, prompts_for_step: Callable[[int, object], list[RolloutPr
     """Run (or resume) GRPO as described by `cfg`; returns a summary with the final `model_dir`.
 
     `prompts_for_step(step, tokenizer)` gives the step's prompts (deterministic in `step`, so a resumed run
-    rolls out the same ones); `hytron.reasoning.grpo` builds it from verifiable problem generators.
+    rolls out the same ones); `hytron.reasoning.prompts` builds it from verifiable problem generators.
     """
 
     # ---- setup, model, optimizer -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""GRPO prompts on verifiable problems: the per-step prompts `hytron.train.rl.grpo` rolls out (`hytron rl`).
+"""Prompts on verifiable problems for RL: the per-step prompts `hytron.train.rl.grpo` rolls out (`hytron rl`).
 
-    from hytron.reasoning.grpo import problem_prompts
+    from hytron.reasoning.prompts import problem_prompts
     grpo(cfg, problem_prompts(cfg))          # cfg: hytron.train.rl.RLConfig
 
 Step `s` draws `rl.prompts_per_step` problems of `rl.kinds` from seed `seed * 1000 + 7 + s` (so a resumed
