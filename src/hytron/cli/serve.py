@@ -45,6 +45,7 @@ def add_serve(sub) -> None:
                    help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
                         "auto: the one the chat template writes")
     _add_dtype(p)
+    _add_speculative(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -56,6 +57,12 @@ def _json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _add_speculative(p) -> None:
+    p.add_argument("--speculative-tokens", type=int, default=0, metavar="K",
+                   help="draft K tokens per step with the model's MTP head and verify them in one forward (same "
+                        "greedy tokens, same sampling distribution; needs a model with an MTP head; default 0: off)")
 
 
 def _add_dtype(p) -> None:
@@ -78,7 +85,8 @@ def _config(args):
                        tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None),
                        max_connections=getattr(args, "max_connections", None),
                        template_seconds=getattr(args, "template_timeout", 5.0),
-                       default_chat_template_kwargs=getattr(args, "default_chat_template_kwargs", None))
+                       default_chat_template_kwargs=getattr(args, "default_chat_template_kwargs", None),
+                       speculative_tokens=getattr(args, "speculative_tokens", 0))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -89,7 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = Backend.load(args.model_dir, cfg)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
-    print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}) "
+    spec = f", speculating {cfg.speculative_tokens} tokens with the MTP head" if cfg.speculative_tokens else ""
+    print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}{spec}) "
           f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1); open-file limit {fd_limit}, "
           f"max connections {connections}", flush=True)
     http.run(create_app(backend), cfg.host, cfg.port, cfg.read_timeout, cfg.shutdown_timeout, args.log_level,
@@ -109,6 +118,7 @@ def add_chat(sub) -> None:
     p.add_argument("--max-slots", type=int, default=1)
     p.add_argument("--threads", type=int)
     _add_dtype(p)
+    _add_speculative(p)
     p.set_defaults(func=cmd_chat)
 
 

@@ -16,6 +16,9 @@ Offline, many prompts at once (results in prompt order)::
 `reasoning`); `False` means answer only (`<think>`/`</think>` are never sampled); `None` is raw text.
 Online: `Engine(model, **kw).start()`, then `req = engine.submit(ids, params)` from any thread; iterate
 `req` for `Delta`s (or pass `on_delta=`), `req.result()` waits, `req.cancel()` frees the slot.
+`speculative_tokens=K` (to `Engine` or `generate`) drafts K tokens per step with the model's MTP head: the same
+greedy tokens and sampling distribution, `c.acceptance_rate` and `c.mean_accepted_length` per completion
+(`hytron.infer.speculative`).
 """
 
 from hytron.infer.budget import ThinkingBudget, newline_ids

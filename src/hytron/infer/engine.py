@@ -11,7 +11,10 @@ size) and attention KV (grows with its length). A step of the engine
      applies its thinking budget, releases text and checks stop ids, stop strings and max_tokens; finished
      rows leave the batch.
 The batched cache is rebuilt (rows copied with `HybridCache.insert`) only when its membership changes, so
-a step never computes rows of idle slots. Drive it with `step()` from one thread, or `start()` a daemon
+a step never computes rows of idle slots. With `speculative_tokens` K, step 3 drafts K tokens per row with the
+model's MTP head and verifies them in one forward, releasing up to K+1 tokens per row and step, with the same
+greedy tokens and the same sampling distribution (`hytron.infer.speculative` says how, and what rolling back the
+Mamba state costs). Drive it with `step()` from one thread, or `start()` a daemon
 thread that steps whenever there is work. It works on token ids; text (for stop strings and streaming) goes
 through the `decode` function the caller passes (to the engine, or per request to `submit`).
 """
@@ -35,7 +38,9 @@ from hytron.infer.sampling import (
     sample,
     sequence_logprobs,
     token_logprob,
+    verify_draft,
 )
+from hytron.infer.speculative import MTPDrafter
 from hytron.infer.text import TextStream
 
 
@@ -67,6 +72,11 @@ class _Seq:
         self.first_token_time: float | None = None
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
+        # speculative decoding: the MTP head's batch-1 cache while prefilling, the main model's hidden states
+        # (m, d) at the last m tokens that the head has not seen yet, and the counts reported in the Completion
+        self.mtp_cache = None
+        self.mtp_hidden: torch.Tensor | None = None
+        self.drafts = self.draft_tokens = self.accepted_tokens = 0
 
 
 class Engine:
@@ -75,9 +85,12 @@ class Engine:
     def __init__(self, model, *, max_slots: int = 8, max_waiting: int = 64, max_len: int | None = None,
                  prefill_chunk: int = 512, stop_ids: Iterable[int] = (), decode: Callable[[Sequence[int]], str]
                  | None = None, think_start_id: int | None = None, think_end_id: int | None = None,
-                 newline_ids: Iterable[int] = (), line_end_id: int | None = None):
+                 newline_ids: Iterable[int] = (), line_end_id: int | None = None, speculative_tokens: int = 0):
         if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
+        # speculative_tokens K > 0: draft K tokens per step with the model's MTP head (hytron.infer.speculative)
+        self.speculative_tokens = speculative_tokens
+        self._drafter = MTPDrafter(model, speculative_tokens) if speculative_tokens else None
         self.model = model.eval()
         self._device = next(model.parameters()).device  # inputs go where the weights are (CPU or GPU)
         self.vocab_size = model.config.vocab_size
@@ -96,11 +109,14 @@ class Engine:
         # submit saw a free slot and queued beyond max_waiting)
         self._joining: list[_Seq] = []
         self._cache = None
+        self._mtp_cache = None  # the MTP head's batched cache, rows as self._cache's
         self._cv = threading.Condition()
         self._next_id = 0
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.stats = collections.Counter()  # prompt_tokens, generation_tokens, reasoning_tokens, finished_<reason>
+        # prompt_tokens, generation_tokens, reasoning_tokens, finished_<reason>; with speculation, spec_drafts
+        # (row-steps that verified K drafts), spec_draft_tokens and spec_accepted_tokens
+        self.stats = collections.Counter()
 
     # ---- public API --------------------------------------------------------------------------------
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
@@ -244,12 +260,14 @@ class Engine:
             if s.finish_reason is not None:
                 self._finish(s, s.finish_reason)
         if len(staying) != len(self._running) or joining:
-            rows = [(self._cache, i) for i, s in enumerate(self._running) if s.finish_reason is None]
-            rows += [(s.cache, 0) for s in joining]
+            kept = [i for i, s in enumerate(self._running) if s.finish_reason is None]
             self._running, self._joining = staying + joining, []
-            self._cache = self._gather(rows)
+            self._cache = self._gather([(self._cache, i) for i in kept] + [(s.cache, 0) for s in joining])
+            if self._drafter is not None:
+                self._mtp_cache = self._gather([(self._mtp_cache, i) for i in kept] +
+                                               [(s.mtp_cache, 0) for s in joining], self._drafter.new_cache)
             for s in joining:
-                s.cache = None
+                s.cache = s.mtp_cache = None
 
     def _fail_all(self, msg: str, extra: list[_Seq] = ()) -> None:
         """Finish every admitted request (with 'error' unless it already had a reason) and empty the batch."""
@@ -257,15 +275,16 @@ class Engine:
             if not s.req.done:
                 reason = s.finish_reason or "error"
                 self._finish(s, reason, error=msg if reason == "error" else None)
-        self._running, self._prefilling, self._cache = [], [], None
+        self._running, self._prefilling, self._cache, self._mtp_cache = [], [], None, None
 
-    def _gather(self, rows):
-        """A new batched cache holding the given (cache, row) pairs, in order; None when empty."""
+    def _gather(self, rows, new_cache=None):
+        """A new batched cache (from `new_cache`, default the model's) holding the given (cache, row) pairs, in
+        order; None when empty."""
         if not rows:
             return None
         longest = max(int(c.lengths[r]) for c, r in rows)
         capacity = 1 << max(4, (longest + 16 - 1).bit_length())  # a power of two: stable as rows come and go
-        new = self.model.new_cache(len(rows), capacity=capacity)
+        new = (new_cache or self.model.new_cache)(len(rows), capacity=capacity)
         for i, (c, r) in enumerate(rows):
             new.insert(i, c, row=r)
         return new
@@ -280,7 +299,16 @@ class Engine:
         chunk = torch.tensor([prompt[a:b]], device=self._device)
         want_prompt_lp = s.params.prompt_logprobs is not None
         # sampling runs on the CPU (per-request generators): logits come back there, float32
-        logits = self.model(chunk, s.cache, last_only=not want_prompt_lp)[0].float().cpu()  # (L or 1, V)
+        if self._drafter is None:
+            logits = self.model(chunk, s.cache, last_only=not want_prompt_lp)[0].float().cpu()  # (L or 1, V)
+        else:  # the MTP head sees every prompt position whose next token is known; the last one waits
+            if s.mtp_cache is None:
+                s.mtp_cache = self._drafter.new_cache(1, capacity=len(prompt) + 16)
+            hidden = self.model(chunk, s.cache, return_hidden=True)  # (1, L, d)
+            logits = self.model.lm_head(hidden if want_prompt_lp else hidden[:, -1:])[0].float().cpu()
+            self._drafter.prefill(s.mtp_cache, hidden[0], prompt[a + 1:b + 1])
+            if b == len(prompt):
+                s.mtp_hidden = hidden[0, -1:]
         if want_prompt_lp:
             targets = torch.tensor(prompt[a + 1:b + 1])
             s.prompt_logprobs += sequence_logprobs(logits[:len(targets)], targets, s.params.prompt_logprobs)
@@ -294,22 +322,61 @@ class Engine:
         return b - a
 
     def _decode(self) -> None:
+        if self._drafter is not None:
+            return self._decode_speculative()
         feed = torch.tensor([[s.pending if s.pending is not None else 0] for s in self._running], device=self._device)
         logits = self.model(feed, self._cache)[:, -1].float().cpu()  # (n, V)
         for s, row in zip(self._running, logits):
             if s.finish_reason is None:
                 self._accept(s, row)
 
-    def _accept(self, s: _Seq, logits: torch.Tensor) -> None:
-        """Choose the next token of `s` from its logits (V,), record it, release text, check for the end."""
+    def _decode_speculative(self) -> None:
+        """Draft K tokens per row with the MTP head, verify the K+1 positions in one forward, keep each row's
+        accepted tokens and roll its caches back past them (hytron.infer.speculative)."""
+        rows, k = self._running, self.speculative_tokens
+        drafts, qs = self._drafter.draft(self._mtp_cache, [s.mtp_hidden for s in rows],
+                                         [s.out[-s.mtp_hidden.size(0):] for s in rows], [s.params for s in rows],
+                                         [s.generator for s in rows], [self._banned(s) for s in rows])
+        feed = torch.tensor([[s.pending] + d for s, d in zip(rows, drafts)], device=self._device)  # (n, K+1)
+        self._cache.track(True)
+        hidden = self.model(feed, self._cache, return_hidden=True)  # (n, K+1, d)
+        logits = self.model.lm_head(hidden).float().cpu()  # (n, K+1, V)
+        keep = []
+        for i, s in enumerate(rows):
+            kept = 1  # the last accepted token, fed first
+            if s.finish_reason is None:
+                for j in range(k + 1):
+                    draft = drafts[i][j] if j < k else None
+                    token = self._accept(s, logits[i, j], draft, qs[i][j] if j < k else None)
+                    if s.finish_reason is not None or token != draft:
+                        break
+                    kept += 1
+                s.drafts, s.draft_tokens, s.accepted_tokens = s.drafts + 1, s.draft_tokens + k, \
+                    s.accepted_tokens + kept - 1
+                self.stats.update(spec_drafts=1, spec_draft_tokens=k, spec_accepted_tokens=kept - 1)
+            keep.append(kept)
+            s.mtp_hidden = hidden[i, :kept]  # the head sees these positions at the next draft
+        self._cache.rollback(torch.tensor(keep))
+
+    def _banned(self, s: _Seq) -> tuple[int, ...]:
+        """Ids `s` may not sample now: the thinking markers once its thinking is over (or was never on)."""
+        return self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
+
+    def _accept(self, s: _Seq, logits: torch.Tensor, draft: int | None = None,
+                q: torch.Tensor | None = None) -> int:
+        """Choose the next token of `s` from its logits (V,), record it, release text, check for the end.
+        With a `draft` token (drawn from q, None if greedy), choose by speculative sampling (`verify_draft`):
+        the same distribution, keeping the draft when it can. Returns the token."""
         p = s.params
         forced = s.budget.forced() if s.budget is not None else None
         constrained = s.constraint is not None and not (s.budget is not None and s.budget.thinking)
         if forced is not None:
             token = forced
         else:
-            banned = self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
-            token = sample(s.constraint.mask(logits) if constrained else logits, p, s.generator, banned, s.history)
+            banned = self._banned(s)
+            x = s.constraint.mask(logits) if constrained else logits
+            token = (sample(x, p, s.generator, banned, s.history) if draft is None
+                     else verify_draft(x, p, s.generator, draft, q, banned, s.history))
         if constrained:
             s.constraint.accept(token)
         now = time.monotonic()
@@ -341,6 +408,7 @@ class Engine:
             s.req._emit(delta)
         else:
             s.last = delta  # sent by _finish, with the flushed text and the finish reason
+        return token
 
     def _finish(self, s: _Seq, reason: str, error: str | None = None) -> None:
         last = s.last or Delta()
@@ -356,7 +424,8 @@ class Engine:
                        reasoning_tokens=s.reasoning_tokens,
                        thinking_forced=bool(s.budget is not None and s.budget.forced_end),
                        logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs, arrival_time=s.req.arrival_time,
-                       first_token_time=s.first_token_time, finish_time=time.monotonic(), error=error)
+                       first_token_time=s.first_token_time, finish_time=time.monotonic(), error=error,
+                       drafts=s.drafts, draft_tokens=s.draft_tokens, accepted_tokens=s.accepted_tokens)
         s.req._finish(c, last)
 
 

@@ -64,6 +64,21 @@ class Completion:
     first_token_time: float | None
     finish_time: float
     error: str | None = None
+    # speculative decoding: verify steps this request took part in, tokens drafted, drafts accepted
+    drafts: int = 0
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Drafts accepted / drafted; None without speculation."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else None
+
+    @property
+    def mean_accepted_length(self) -> float | None:
+        """Tokens released per verify step (accepted drafts + the one the model chose; vLLM's and TensorRT-LLM's
+        acceptance length); None without speculation."""
+        return 1 + self.accepted_tokens / self.drafts if self.drafts else None
 
     @property
     def prompt_tokens(self) -> int:

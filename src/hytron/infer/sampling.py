@@ -154,16 +154,16 @@ def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
     return x
 
 
-def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator,
-           banned: tuple[int, ...] = (), history: TokenHistory | None = None) -> int:
-    """Choose the next token from logits (V,) under `params`: its `logit_bias` added first, then its penalties
-    over `history` (needed when `params.penalized`), as vLLM does; `banned` ids are never chosen."""
+def adjust_logits(logits: Tensor, params: SamplingParams, banned: tuple[int, ...] = (),
+                  history: TokenHistory | None = None, penalize: bool = True) -> Tensor:
+    """logits (V,) -> fp32 logits with `logit_bias` added, then the penalties over `history` (needed when
+    `params.penalized` and `penalize`), as vLLM orders them; `banned` ids at -inf."""
     logits = logits.float()
     if params.logit_bias:
         logits = logits.clone()
         ids = list(params.logit_bias)
         logits[ids] += torch.tensor([float(params.logit_bias[i]) for i in ids])
-    if params.penalized:
+    if params.penalized and penalize:
         if history is None:
             raise ValueError("sample: penalties need the request's TokenHistory")
         logits = apply_penalties(logits, history.seen, history.counts, params.presence_penalty,
@@ -171,15 +171,57 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator,
     if banned:
         logits = logits.clone()
         logits[list(banned)] = float("-inf")
+    return logits
+
+
+def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator,
+           banned: tuple[int, ...] = (), history: TokenHistory | None = None) -> int:
+    """Choose the next token from logits (V,) under `params`: its `logit_bias` added first, then its penalties
+    over `history` (needed when `params.penalized`), as vLLM does; `banned` ids are never chosen."""
+    logits = adjust_logits(logits, params, banned, history)
     if params.greedy:
         return int(torch.argmax(logits))
-    probs = torch.softmax(filter_logits(logits, params), -1)
+    return _draw(torch.softmax(filter_logits(logits, params), -1), generator)
+
+
+def _draw(probs: Tensor, generator: torch.Generator) -> int:
+    """One draw from probs (V,) (unnormalised is fine): one uniform number through the inverse CDF."""
     u = torch.rand((), generator=generator)
     cdf = probs.cumsum(-1)
     idx = int(torch.searchsorted(cdf, u * cdf[-1], right=True).clamp(max=probs.numel() - 1))
     while probs[idx] == 0:  # never land on a filtered token through rounding at a CDF plateau
         idx -= 1
     return idx
+
+
+# ---- speculative decoding: a draft token from q, accepted or replaced so the result is drawn from p ----------
+def draft_token(logits: Tensor, params: SamplingParams, generator: torch.Generator,
+                banned: tuple[int, ...] = ()) -> tuple[int, Tensor | None]:
+    """A draft token from a draft model's logits (V,) and the distribution q (V,) it was drawn from (None when
+    greedy: the argmax). Any q keeps the output exact (see `verify_draft`); this one is the draft model's own
+    under the request's bias, temperature and filters (penalties skipped: they depend on the accepted prefix)."""
+    logits = adjust_logits(logits, params, banned, penalize=False)
+    if params.greedy:
+        return int(torch.argmax(logits)), None
+    q = torch.softmax(filter_logits(logits, params), -1)
+    return _draw(q, generator), q
+
+
+def verify_draft(logits: Tensor, params: SamplingParams, generator: torch.Generator, draft: int,
+                 q: Tensor | None, banned: tuple[int, ...] = (), history: TokenHistory | None = None) -> int:
+    """The next token, given the target logits (V,) and a `draft` drawn from q (`draft_token`): speculative
+    sampling (Leviathan et al. 2023, Chen et al. 2023) keeps the draft with probability min(1, p(draft)/q(draft))
+    and otherwise draws from max(0, p - q) normalised, so the token is distributed exactly as `sample` draws it
+    (p: the same bias, penalties, bans, temperature and filters). Greedy: the argmax of p (the caller compares it
+    with the draft). The draft is kept iff the returned token equals it."""
+    logits = adjust_logits(logits, params, banned, history)
+    if params.greedy:
+        return int(torch.argmax(logits))
+    p = torch.softmax(filter_logits(logits, params), -1)
+    if torch.rand((), generator=generator) * q[draft] < p[draft]:
+        return draft
+    residual = (p - q).clamp(min=0)  # all zero only if p == q, where the draft is always kept
+    return _draw(residual if float(residual.sum()) > 0 else p, generator)
 
 
 def token_logprob(logits: Tensor, token_id: int, top: int) -> TokenLogprob:

@@ -3,6 +3,12 @@
 One `HybridCache` serves a batch of rows (slots). Rows may hold different numbers of tokens: attention
 masks each row to its own length, and Mamba's state does not depend on length at all. The serving
 engine prefills a request in a batch-1 cache and `insert`s it into a free slot of the batched cache.
+
+Speculative decoding needs to take tokens back. Attention KV is simply truncated (`lengths` go back; entries
+past a row's length are never read and are overwritten later). Mamba's state cannot be truncated, so a
+forward with `track(True)` keeps the state after each of its tokens (conv: the K-1+L window inputs it saw,
+SSM: L+1 states), and `rollback(keep)` picks the one after the last kept token of each row. `snapshot` /
+`restore` copy and put back the (small) Mamba states and the lengths, for a few draft steps.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from torch import Tensor
 class MambaState:
     conv: Tensor  # (b, conv_dim, K-1): the last K-1 pre-conv inputs [x | B | C]
     ssm: Tensor  # (b, H, P, N) in fp32: the SSM state after the last token
+    # set by HybridCache.track: a multi-token forward also keeps every intermediate state (see rollback)
+    track: bool = False
+    conv_steps: Tensor | None = None  # (b, conv_dim, K-1+L): the window; state after token j = [..., j:j+K-1]
+    ssm_steps: Tensor | None = None  # (b, L+1, H, P, N): index j = the state after the first j tokens
 
 
 @dataclass
@@ -28,13 +38,18 @@ class KVState:
 class HybridCache:
     """Inference state of a `HybridLM` for `batch_size` rows; `lengths[r]` tokens seen by row r."""
 
-    def __init__(self, config, batch_size: int, device=None, dtype=torch.float32, capacity: int = 256):
+    def __init__(self, config, batch_size: int, device=None, dtype=torch.float32, capacity: int = 256,
+                 pattern: str | None = None):
+        """`pattern`: the blocks this cache serves (default `config.pattern`; the MTP head's own blocks
+        take `config.mtp_pattern`)."""
         self.config = config
         self.dtype = dtype
+        self.pattern = config.pattern if pattern is None else pattern
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.last_fed = 0
         self.layers: list[MambaState | KVState | None] = []
         c = config
-        for ch in c.pattern:
+        for ch in self.pattern:
             if ch == "M":
                 self.layers.append(MambaState(
                     conv=torch.zeros(batch_size, c.conv_dim, c.conv_kernel - 1, dtype=dtype, device=device),
@@ -73,6 +88,44 @@ class HybridCache:
     def advance(self, n: int) -> None:
         """Called by the model after all layers consumed `n` new tokens per row."""
         self.lengths += n
+        self.last_fed = n
+
+    # ---- taking tokens back (speculative decoding) ---------------------------------------------------
+    def track(self, on: bool = True) -> None:
+        """With `on`, the next forward keeps the Mamba state after each of its tokens, for `rollback`."""
+        for s in self.layers:
+            if isinstance(s, MambaState):
+                s.track, s.conv_steps, s.ssm_steps = on, None, None
+
+    def rollback(self, keep: Tensor) -> None:
+        """Keep only the first keep[r] (0..L) tokens of row r from the last forward of L tokens (run with
+        `track(True)`), as if the others had never been fed; tracking ends. keep: (b,) long."""
+        fed = self.last_fed
+        keep = keep.to(self.lengths.device)
+        rows = torch.arange(self.batch_size, device=keep.device)
+        for s in self.layers:
+            if isinstance(s, MambaState):
+                if s.ssm_steps is None:
+                    raise RuntimeError("rollback needs the last forward to run with track(True)")
+                k1 = s.conv.size(-1)
+                idx = (keep[:, None] + torch.arange(k1, device=keep.device))[:, None, :].expand(-1, s.conv.size(1), -1)
+                s.conv = s.conv_steps.gather(2, idx)
+                s.ssm = s.ssm_steps[rows, keep]
+                s.track, s.conv_steps, s.ssm_steps = False, None, None
+        self.lengths -= fed - keep
+
+    def snapshot(self) -> tuple:
+        """A copy of what a forward changes and `restore` needs: lengths and the Mamba states (KV is only
+        appended to, past the lengths, so it needs no copy)."""
+        return self.lengths.clone(), [(s.conv.clone(), s.ssm.clone()) if isinstance(s, MambaState) else None
+                                      for s in self.layers]
+
+    def restore(self, snap: tuple) -> None:
+        lengths, states = snap
+        self.lengths = lengths.clone()
+        for s, saved in zip(self.layers, states):
+            if saved is not None:
+                s.conv, s.ssm = saved[0].clone(), saved[1].clone()
 
     # ---- slot management for batched serving -------------------------------------------------------
     def reset(self, rows) -> None:

@@ -90,15 +90,22 @@ class MTP(nn.Module):
         self.layers = nn.ModuleList(MTPBlock(config, ch, i == 0, i == len(p) - 1)
                                     for _ in range(self.num_modules) for i, ch in enumerate(p))
 
-    def step(self, depth: int, hidden: Tensor, embedded: Tensor) -> Tensor:
+    def step(self, depth: int, hidden: Tensor, embedded: Tensor, cache: HybridCache | None = None) -> Tensor:
         """One prediction depth: hidden (b, L, d) at t (the main model's norm_f output, or the previous depth's
-        output), embedded (b, L, d) of token t+depth -> (b, L, d) after final_layernorm, for the LM head."""
+        output), embedded (b, L, d) of token t+depth -> (b, L, d) after final_layernorm, for the LM head.
+        With a `cache` (`HybridLM.new_mtp_cache`), the L positions continue each row's sequence (drafting)."""
         m = min(depth, self.num_modules) - 1
         blocks = self.layers[m * self.blocks_per_module:(m + 1) * self.blocks_per_module]
         first = blocks[0]
         h = first.eh_proj(torch.cat([first.enorm(embedded), first.hnorm(hidden)], dim=-1))
-        for block in blocks:
-            h = block(h)
+        if cache is None:
+            for block in blocks:
+                h = block(h)
+        else:
+            cache.reserve(int(cache.lengths.max()) + h.size(1))
+            for block, state in zip(blocks, cache.layers):
+                h = block(h, state, cache.lengths)
+            cache.advance(h.size(1))
         return blocks[-1].final_layernorm(h)
 
 
@@ -181,6 +188,14 @@ class HybridLM(nn.Module):
     def new_cache(self, batch_size: int = 1, capacity: int = 256, dtype: torch.dtype | None = None) -> HybridCache:
         p = self.lm_head.weight
         return HybridCache(self.config, batch_size, device=p.device, dtype=dtype or p.dtype, capacity=capacity)
+
+    def new_mtp_cache(self, batch_size: int = 1, capacity: int = 256, dtype: torch.dtype | None = None) -> HybridCache:
+        """The MTP head's own inference state (its blocks' KV / Mamba state), for drafting with one module."""
+        if self.mtp is None:
+            raise ValueError("this model has no MTP head (num_nextn_predict_layers=0)")
+        p = self.lm_head.weight
+        return HybridCache(self.config, batch_size, device=p.device, dtype=dtype or p.dtype, capacity=capacity,
+                           pattern=self.config.mtp_pattern)
 
     def add_mtp(self, mtp_pattern: str, num_modules: int = 1, generator: torch.Generator | None = None) -> None:
         """Give a model without an MTP head a freshly initialised one of `num_modules` modules, each the blocks

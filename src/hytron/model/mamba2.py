@@ -63,7 +63,8 @@ class Mamba2(nn.Module):
         b, L, _ = u.shape
         gn = self.groups * self.state_size
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.heads], dim=-1)
-        if state is not None and L == 1:  # decode: one conv column from the K-1 cached inputs + this one
+        tracked = state is not None and state.track  # speculative verification: keep every token's state
+        if state is not None and L == 1 and not tracked:  # decode: one conv column from K-1 cached inputs + this one
             window = torch.cat([state.conv.to(xBC.dtype), xBC.transpose(1, 2)], dim=-1)  # (b, conv_dim, K)
             state.conv = window[:, :, 1:].to(state.conv.dtype)
             conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True)
@@ -80,6 +81,8 @@ class Mamba2(nn.Module):
             full = torch.cat([past, xBC], dim=-1)  # (b, conv_dim, K-1+L)
             if state is not None:
                 state.conv = full[:, :, -(self.kernel - 1):].to(state.conv.dtype)
+                if tracked:
+                    state.conv_steps = full.to(state.conv.dtype)
             xBC = F.silu(F.conv1d(full, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
 
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
@@ -89,7 +92,17 @@ class Mamba2(nn.Module):
         dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, L, H); never clamped at run time
         A = -torch.exp(self.A_log.float())
 
-        if state is not None and L == 1:  # decode: one recurrence step (Triton kernel in place on CUDA)
+        if tracked:  # token by token, as decode does, keeping the L+1 states (cost: L steps, (L+1)·H·P·N floats)
+            steps = [state.ssm]
+            ys = []
+            for t in range(L):
+                y_t, s_t = ssd_step(steps[-1], x[:, t], dt[:, t], A, B[:, t], C[:, t])
+                ys.append(y_t)
+                steps.append(s_t)
+            y = torch.stack(ys, dim=1)
+            state.ssm_steps = torch.stack(steps, dim=1)  # (b, L+1, H, P, N)
+            state.ssm = steps[-1]
+        elif state is not None and L == 1:  # decode: one recurrence step (Triton kernel in place on CUDA)
             y = kernels.fast_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
             if y is None:
                 y, state.ssm = ssd_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])

@@ -69,6 +69,8 @@ class ServeConfig:
     # chat template variables every chat request starts from (vLLM's --default-chat-template-kwargs), e.g.
     # {"enable_thinking": false}; a request's own chat_template_kwargs (and reasoning_effort) override them
     default_chat_template_kwargs: dict | None = None
+    # draft this many tokens per step with the model's MTP head (0: off); see hytron.infer.speculative
+    speculative_tokens: int = 0
 
     def __post_init__(self) -> None:
         kw = self.default_chat_template_kwargs
@@ -119,7 +121,8 @@ class Backend:
             model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
             prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
             think_start_id=tokenizer.think_start_id, think_end_id=tokenizer.think_end_id,
-            newline_ids=newline_ids(enumerate(self.token_strs)), line_end_id=self._line_end_id())
+            newline_ids=newline_ids(enumerate(self.token_strs)), line_end_id=self._line_end_id(),
+            speculative_tokens=config.speculative_tokens)
 
     def _line_end_id(self) -> int | None:
         ids = self.tokenizer.encode("\n")

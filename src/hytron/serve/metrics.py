@@ -32,6 +32,22 @@ class _EngineCollector:
             c = CounterMetricFamily(f"hytron_{key}", help_, labels=["model_name"])
             c.add_metric([name], e.stats[key])
             yield c
+        if e.speculative_tokens:  # vLLM's spec_decode_* counters, and the two ratios users ask for
+            drafts, drafted, accepted = (e.stats[k] for k in ("spec_drafts", "spec_draft_tokens",
+                                                               "spec_accepted_tokens"))
+            for key, value, help_ in [("num_drafts", drafts, "verify steps (per request) of K MTP drafts"),
+                                      ("num_draft_tokens", drafted, "tokens drafted by the MTP head"),
+                                      ("num_accepted_tokens", accepted, "drafted tokens accepted")]:
+                c = CounterMetricFamily(f"hytron_spec_decode_{key}", help_, labels=["model_name"])
+                c.add_metric([name], value)
+                yield c
+            for key, value, help_ in [
+                ("acceptance_rate", accepted / drafted if drafted else 0.0, "accepted / drafted tokens, since start"),
+                ("mean_accepted_length", 1 + accepted / drafts if drafts else 0.0,
+                 "tokens released per verify step (accepted drafts + 1), since start")]:
+                g = GaugeMetricFamily(f"hytron_spec_decode_{key}", help_, labels=["model_name"])
+                g.add_metric([name], value)
+                yield g
 
 
 class Metrics:

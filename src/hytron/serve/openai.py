@@ -205,8 +205,15 @@ def _sse(obj) -> str:
 
 def _usage(prompt_tokens: int, results: list[Completion]) -> dict:
     completion = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion,
-            "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results)}}
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+             "total_tokens": prompt_tokens + completion,
+             "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results)}}
+    drafts = sum(r.drafts for r in results)
+    if drafts:  # speculative decoding (--speculative-tokens): hytron's own field
+        drafted, accepted = sum(r.draft_tokens for r in results), sum(r.accepted_tokens for r in results)
+        usage["speculative"] = {"draft_tokens": drafted, "accepted_tokens": accepted,
+                                "acceptance_rate": accepted / drafted, "mean_accepted_length": 1 + accepted / drafts}
+    return usage
 
 
 def _stream_response(request: Request, streams: list[Stream], events) -> StreamingResponse:

@@ -400,11 +400,21 @@ class UsageDetails(BaseModel):
     reasoning_tokens: int
 
 
+class SpeculativeUsage(BaseModel):
+    """hytron's: drafts of the MTP head (--speculative-tokens); mean_accepted_length = tokens per verify step."""
+
+    draft_tokens: int
+    accepted_tokens: int
+    acceptance_rate: float
+    mean_accepted_length: float
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: UsageDetails | None = None
+    speculative: SpeculativeUsage | None = None
 
 
 class ToolCallOut(BaseModel):

@@ -20,7 +20,7 @@ def chat_loop(args, stdin=None, stdout=None) -> int:
     tty = out.isatty()
     dim, reset = ("\033[2m", "\033[0m") if tty else ("", "")
     cfg = ServeConfig(max_len=args.max_model_len, max_slots=args.max_slots, threads=args.threads,
-                      dtype=getattr(args, "dtype", None))
+                      dtype=getattr(args, "dtype", None), speculative_tokens=getattr(args, "speculative_tokens", 0))
     backend = Backend.load(args.model_dir, cfg)
     if not backend.tokenizer.has_chat_template:
         raise ValueError(f"{args.model_dir}: the model has no chat template (chat needs one; `hytron serve` still "
@@ -91,8 +91,10 @@ def chat_loop(args, stdin=None, stdout=None) -> int:
             except KeyboardInterrupt:
                 req.cancel()
             r = req.result()
+            spec = (f", {r.mean_accepted_length:.2f} tokens per step ({r.acceptance_rate:.0%} of drafts accepted)"
+                    if r.drafts else "")
             say(f"{reset if in_reasoning else ''}\n{dim}[{r.finish_reason} · {r.completion_tokens} tokens, "
-                f"{r.reasoning_tokens} thinking]{reset}\n")
+                f"{r.reasoning_tokens} thinking{spec}]{reset}\n")
             history.append({"role": "assistant", "content": r.text,
                             **({"reasoning_content": r.reasoning} if r.reasoning else {})})
     except KeyboardInterrupt:  # Ctrl-C at the prompt: leave quietly

@@ -1,0 +1,148 @@
+"""Benchmark: batch-1 greedy decode on CPU with and without speculative decoding by the model's own MTP head.
+
+The model: a hytron directory with an MTP head (`--model DIR`, e.g. trained by `hytron pretrain --set
+model.mtp='{"depths": 2}'`), or, by default, a small hybrid (preset, default hytron-small: Mamba-2, attention and
+MLP blocks) with a "*-" MTP head trained here for `--steps` steps by hytron's objective (next-token loss + 0.3 x
+the mean of the per-depth MTP losses, `hytron.train.loop.next_token_losses`) on synthetic text: documents made
+of phrases drawn from a fixed set of random token phrases, so both the model and the head can learn to continue
+a phrase (a stand-in for the repetitive structure of code or tool calls where MTP drafts pay off).
+
+Measured through `hytron.infer.Engine` (what `hytron serve` runs): plain decoding, then `speculative_tokens` K
+for each `--k`; best of `--repeats` (the machine is shared); every run checks its greedy tokens equal plain
+decoding's. Printed: tokens/s, acceptance rate and mean accepted length (tokens per verify step) per K, and the
+batch-`--batch` engine figure for the best K; ratios printed last.
+
+    python bench/bench_speculative.py [--preset hytron-small] [--steps 300] [--k 1 2 3 4] [--new-tokens 128]
+    python bench/bench_speculative.py --model runs/mtp/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from hytron.infer import Engine, SamplingParams
+from hytron.model import HybridConfig, HybridLM
+from hytron.train.loop import next_token_losses
+
+
+def synthetic_batch(phrases: torch.Tensor, batch: int, seq_len: int, g: torch.Generator) -> torch.Tensor:
+    """(batch, seq_len + 1) token ids: each row concatenates phrases picked at random from `phrases` (n, P)."""
+    n, p = phrases.shape
+    picks = torch.randint(0, n, (batch, (seq_len + 1) // p + 1), generator=g)
+    return phrases[picks].flatten(1)[:, :seq_len + 1]
+
+
+def train(model: HybridLM, phrases: torch.Tensor, steps: int, depths: int, seq_len: int, batch: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.AdamW(model.param_groups(0.1), lr=3e-3, betas=(0.9, 0.95))
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:  # linear warmup over 10% of the steps, then constant
+            group["lr"] = 3e-3 * min(1.0, step / max(1, steps // 10))
+        xy = synthetic_batch(phrases, batch, seq_len, g)
+        loss, parts = next_token_losses(model(xy[:, :-1], mtp_depths=depths), xy[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step == 1 or step % 50 == 0 or step == steps:
+            shown = "  ".join(f"{k} {v.item():.3f}" for k, v in parts.items())
+            print(f"  train step {step:4d}/{steps}  {shown}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", help="a hytron model directory with an MTP head (default: train one here)")
+    ap.add_argument("--preset", default="hytron-small")
+    ap.add_argument("--steps", type=int, default=300, help="training steps for the built-in model")
+    ap.add_argument("--depths", type=int, default=2, help="MTP depths trained (the one block reused)")
+    ap.add_argument("--phrases", type=int, default=64, help="distinct phrases in the synthetic text")
+    ap.add_argument("--phrase-len", type=int, default=12)
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4], help="speculative tokens to measure")
+    ap.add_argument("--prompt", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16, help="concurrent requests for the batched figure (0: skip)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    g = torch.Generator().manual_seed(0)
+    if args.model:
+        model = HybridLM.from_pretrained(args.model).eval()
+        if model.mtp is None:
+            raise SystemExit(f"{args.model}: the model has no MTP head")
+        vocab = model.config.vocab_size
+        prompt = torch.randint(0, vocab, (args.prompt,), generator=g).tolist()
+        source = args.model
+    else:
+        cfg = HybridConfig.from_name(args.preset, num_nextn_predict_layers=1, mtp_pattern="*-")
+        model = HybridLM(cfg)
+        phrases = torch.randint(0, cfg.vocab_size, (args.phrases, args.phrase_len), generator=g)
+        print(f"training {args.preset} + MTP head ('*-', {args.depths} depths) for {args.steps} steps on "
+              f"{args.phrases} random {args.phrase_len}-token phrases", flush=True)
+        train(model, phrases, args.steps, args.depths, seq_len=128, batch=16)
+        prompt = synthetic_batch(phrases, 1, args.prompt - 1, torch.Generator().manual_seed(7))[0].tolist()
+        source = f"{args.preset} trained {args.steps} steps here"
+
+    params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
+
+    def run(k: int, n: int = 1):
+        """(seconds, completions) for n copies of the prompt decoded together, best of --repeats."""
+        engine = Engine(model, max_slots=max(1, n), max_waiting=n, speculative_tokens=k)
+        times = []
+        for i in range(args.repeats + 1):  # the first run warms up
+            t0 = time.perf_counter()
+            reqs = [engine.submit(prompt, params) for _ in range(n)]
+            engine.run_until_idle()
+            if i:
+                times.append(time.perf_counter() - t0)
+        return min(times), [r.result() for r in reqs]
+
+    t_plain, [plain] = run(0)
+    rows = []
+    for k in args.k:
+        t, [c] = run(k)
+        rows.append({"k": k, "tok_s": args.new_tokens / t, "same": c.token_ids == plain.token_ids,
+                     "acceptance_rate": c.acceptance_rate, "mean_accepted_length": c.mean_accepted_length})
+    plain_tps = args.new_tokens / t_plain
+    print(f"model: {source}; {model.num_params():,} params (+{model.num_params(mtp=True) - model.num_params():,} "
+          f"MTP), pattern {model.config.pattern} + MTP {model.config.mtp_pattern!r}; prompt {len(prompt)} tokens, "
+          f"{args.new_tokens} new tokens, greedy, {torch.get_num_threads()} threads; time includes prefill")
+    print(f"{'plain decode':<18} batch 1   {plain_tps:8.1f} tok/s")
+    for r in rows:
+        print(f"{'speculative K=' + str(r['k']):<18} batch 1   {r['tok_s']:8.1f} tok/s  "
+              f"acceptance {r['acceptance_rate']:.2f}  mean accepted length {r['mean_accepted_length']:.2f} "
+              f"of {r['k'] + 1}  same tokens: {r['same']}")
+    best = max(rows, key=lambda r: r["tok_s"])
+    batched = None
+    if args.batch > 1:
+        t_b0, plain_outs = run(0, args.batch)
+        t_bk, outs = run(best["k"], args.batch)
+        batched = {"n": args.batch, "plain_tok_s": args.batch * args.new_tokens / t_b0,
+                   "spec_tok_s": args.batch * args.new_tokens / t_bk,
+                   "same": [o.token_ids for o in outs] == [o.token_ids for o in plain_outs]}
+        print(f"{'plain decode':<18} batch {args.batch:<3} {batched['plain_tok_s']:8.1f} tok/s")
+        print(f"{'speculative K=' + str(best['k']):<18} batch {args.batch:<3} {batched['spec_tok_s']:8.1f} tok/s  "
+              f"same tokens: {batched['same']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"source": source, "plain_tok_s": plain_tps, "speculative": rows, "batched": batched,
+                       "threads": args.threads}, f, indent=2)
+    for r in rows:
+        print(f"RATIO batch-1 decode tokens/s speculative K={r['k']} / plain = {r['tok_s'] / plain_tps:.2f}x")
+    if batched:
+        print(f"RATIO batch-{args.batch} decode tokens/s speculative K={best['k']} / plain = "
+              f"{batched['spec_tok_s'] / batched['plain_tok_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

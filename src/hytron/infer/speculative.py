@@ -1,0 +1,95 @@
+"""Speculative decoding with the model's own MTP head: draft K tokens, verify them in one forward, undo the rest.
+
+A step for n running rows (the engine's `_decode_speculative`; DeepSeek-V3 §2.2 heads used as in vLLM's
+`nemotron_h_mtp` and TensorRT-LLM's MTP drafting):
+  1. **draft** (`MTPDrafter.draft`): the MTP block first catches up on the row's positions it has not seen yet
+     (those the last verification kept: hidden state h_t of the main model with the embedding of token t+1,
+     as in training's depth 1), which drafts token 1; then K-1 more single-position steps, each from the
+     previous step's output and the embedding of the previous draft (the block reused at every depth,
+     Megatron's `mtp_use_repeated_layer`). The block has its own cache (`HybridLM.new_mtp_cache`): positions
+     added by steps 2..K are undone (`HybridCache.snapshot`/`restore`) so it holds depth-1 entries only.
+  2. **verify**: one forward of the main model over the K+1 tokens [last accepted, draft 1..K] of every row,
+     logits at all K+1 positions.
+  3. **accept** (engine): each position's token is chosen exactly as plain decoding chooses it (thinking
+     budget, grammar mask, penalties, bans, stop checks, one token at a time); greedy keeps the draft while it
+     equals that choice, sampling keeps it with probability min(1, p/q) and otherwise draws from max(0, p - q)
+     (`hytron.infer.sampling.verify_draft`), so greedy output is token for token plain decoding's and sampled
+     output has the model's distribution. Drafts stop at the first rejection or at a finish.
+  4. **roll back** the rejected positions. Attention KV is truncated (the lengths go back). Mamba's conv and
+     SSM state cannot be truncated: the verify forward runs with `HybridCache.track`, which makes each Mamba
+     layer scan the K+1 tokens one recurrence step at a time (as decode does) and keep the state after every
+     token, and `HybridCache.rollback` picks the state after the last kept token of each row: no re-run. The
+     cost is memory, per Mamba layer and row, K+2 SSM states (H·P·N fp32 each) and K+1 conv columns held during
+     the step, and the scan's K+1 sequential steps instead of one chunked scan (the matmuls, which dominate
+     at batch 1, still run once over K+1 positions).
+
+The drafts use the request's own generator, so a seeded request is reproducible with the same K, but its
+sampled tokens are not the ones plain decoding draws (their distribution is).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hytron.infer.sampling import SamplingParams, draft_token
+
+
+class MTPDrafter:
+    """Drafts with a `HybridLM`'s MTP head (one stored module, reused at every depth, as vLLM requires)."""
+
+    def __init__(self, model, num_tokens: int):
+        if model.mtp is None:
+            raise ValueError(f"speculative_tokens={num_tokens} needs a model with an MTP head, and this one has "
+                             "none (num_nextn_predict_layers=0)")
+        if model.mtp.num_modules != 1:
+            raise ValueError(f"speculative decoding drafts with one MTP module reused at every depth (as vLLM); "
+                             f"this model stores {model.mtp.num_modules}")
+        if not isinstance(num_tokens, int) or num_tokens < 1:
+            raise ValueError(f"speculative_tokens must be an integer >= 1, got {num_tokens!r}")
+        self.model, self.k = model, num_tokens
+
+    def new_cache(self, batch_size: int, capacity: int):
+        return self.model.new_mtp_cache(batch_size, capacity=capacity)
+
+    def _step(self, cache, hidden: Tensor, tokens: Tensor) -> Tensor:
+        """hidden (b, L, d) at t, tokens (b, L) at t+1 -> the block's output (b, L, d), continuing `cache`."""
+        return self.model.mtp.step(1, hidden, self.model.backbone.embeddings(tokens), cache)
+
+    def prefill(self, cache, hidden: Tensor, next_tokens: list[int]) -> None:
+        """Feed prompt positions whose next token is known: hidden (L, d), next_tokens (L) of batch-1 `cache`."""
+        if next_tokens:
+            self._step(cache, hidden[None, :len(next_tokens)], torch.tensor([next_tokens], device=hidden.device))
+
+    def draft(self, cache, pending: list[Tensor], tails: list[list[int]], params: list[SamplingParams],
+              generators: list[torch.Generator], banned: list[tuple[int, ...]]) -> tuple[list[list[int]], list]:
+        """K draft tokens per row. Row r's block has not seen the positions of pending[r] (m_r, d): main-model
+        hidden states whose next tokens are tails[r] (the row's last m_r tokens). Returns the drafts (n, K) and
+        the distributions they were drawn from (None where greedy), for `verify_draft`."""
+        n, dev = len(pending), pending[0].device
+        m = [p.size(0) for p in pending]
+        width = max(m)  # rows caught up together, padded at the end; the padding is rolled back
+        hidden = torch.zeros(n, width, pending[0].size(-1), dtype=pending[0].dtype, device=dev)
+        tokens = torch.zeros(n, width, dtype=torch.long, device=dev)
+        for r in range(n):
+            hidden[r, :m[r]] = pending[r]
+            tokens[r, :m[r]] = torch.tensor(tails[r], device=dev)
+        keep = torch.tensor(m, device=dev)
+        cache.track(True)
+        out = self._step(cache, hidden, tokens)  # (n, width, d)
+        cache.rollback(keep)
+        g = out[torch.arange(n, device=dev), keep - 1][:, None]  # (n, 1, d): the block's output at the last token
+        snap = cache.snapshot() if self.k > 1 else None
+        drafts: list[list[int]] = [[] for _ in range(n)]
+        qs: list[list] = [[] for _ in range(n)]
+        for depth in range(1, self.k + 1):
+            logits = self.model.lm_head(g)[:, 0].float().cpu()  # (n, V)
+            for r in range(n):
+                token, q = draft_token(logits[r], params[r], generators[r], banned[r])
+                drafts[r].append(token)
+                qs[r].append(q)
+            if depth < self.k:
+                g = self._step(cache, g, torch.tensor([[d[-1]] for d in drafts], device=dev))
+        if snap is not None:
+            cache.restore(snap)
+        return drafts, qs
