@@ -180,3 +180,31 @@ def test_a_cut_line_is_ended_with_the_newline_token_before_the_end_of_thinking(s
     thinking = out[:-1]
     assert out[-1] == END and len(thinking) <= budget + grace + 1
     assert budget == 0 and thinking == [] or thinking[-1] == NL  # the trace always ends on a line break
+
+
+def test_serve_eval_and_rollouts_decode_the_same_tokens_under_a_budget(tok):
+    """One engine constructor (`Engine.for_tokenizer`): `hytron serve`, evaluation (`generate(tokenizer=)`) and
+    the distillation/GRPO rollouts (`Roller`) give the same tokens for the same prompt and budget. Before, the
+    rollouts built their engine without the line-end id, so a budget ended the thinking differently there."""
+    from hytron.infer.rollout import Roller, RolloutPrompt
+    from hytron.serve.backend import Backend, ServeConfig
+
+    m = never_stops(tok)
+    prompt = chat_prompt(tok, "What is 6 times 7? /think")
+    budget, max_tokens = 5, 30
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, thinking=True, max_thinking_tokens=budget)
+    [evaluated] = generate(m, [prompt], params, tokenizer=tok)
+    [[rolled]] = Roller(m, tok).rollout([RolloutPrompt(prompt, lambda text: True)], max_tokens=max_tokens,
+                                         max_thinking_tokens=budget)
+    backend = Backend(m, tok, ServeConfig(max_slots=2))
+    req = backend.engine.submit(prompt, params)
+    backend.engine.run_until_idle()
+    served = req.result()
+    assert served.thinking_forced and rolled.thinking_forced
+    assert list(evaluated.token_ids) == rolled.token_ids == list(served.token_ids)
+    # the forced close writes the line end first, then </think>
+    end = served.token_ids.index(tok.think_end_id)
+    assert served.token_ids[end - 1] in tok.encode("\n")
+    # the settings the rollouts used before (no line-end id) end the thinking elsewhere
+    [old] = generate(m, [prompt], params, **engine_kwargs(tok))
+    assert list(old.token_ids) != list(served.token_ids)

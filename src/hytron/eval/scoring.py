@@ -139,8 +139,7 @@ class Scorer:
                    [-max(1, self.max_len - max_tokens):] for c in contexts]
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=tuple(s for s in stop if s))
         with torch.inference_mode():
-            done = generate(self.model, prompts, params, max_slots=max_slots, stop_ids=tok.stop_ids,
-                            decode=lambda ids: tok.decode(ids, skip_special=True))
+            done = generate(self.model, prompts, params, max_slots=max_slots, tokenizer=tok)
         return [c.text for c in done]
 
 

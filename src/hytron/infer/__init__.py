@@ -2,30 +2,30 @@
 
 Offline, many prompts at once (results in prompt order)::
 
-    from hytron.infer import SamplingParams, generate, newline_ids
+    from hytron.infer import SamplingParams, generate
 
-    kw = dict(stop_ids=tok.stop_ids, decode=lambda ids: tok.decode(ids, skip_special=True),
-              think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
-              newline_ids=newline_ids((i, tok.decode([i])) for i in range(tok.vocab_size)))
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True)  # ends in "<think>\\n" when on
     [c] = generate(model, [prompt], SamplingParams(max_tokens=512, temperature=0, thinking=True,
-                                                   max_thinking_tokens=256), max_slots=8, **kw)
+                                                   max_thinking_tokens=256), max_slots=8, tokenizer=tok)
     c.reasoning, c.text, c.reasoning_tokens, c.thinking_forced, c.finish_reason, c.token_ids
 
 `thinking=True` means the prompt leaves a `<think>` section open (the budget applies, thinking text goes to
 `reasoning`); `False` means answer only (`<think>`/`</think>` are never sampled); `None` is raw text.
-Online: `Engine(model, **kw).start()`, then `req = engine.submit(ids, params)` from any thread; iterate
-`req` for `Delta`s (or pass `on_delta=`), `req.result()` waits, `req.cancel()` frees the slot.
+`tokenizer=tok` sets what the tokenizer fixes (stop ids, thinking markers, newline ids for the budget) exactly
+as `hytron serve` does (`tokenizer_settings`). Online: `Engine.for_tokenizer(model, tok, **kw).start()`, then
+`req = engine.submit(ids, params)` from any thread; iterate `req` for `Delta`s (or pass `on_delta=`),
+`req.result()` waits, `req.cancel()` frees the slot.
 `speculative_tokens=K` (to `Engine` or `generate`) drafts K tokens per step with the model's MTP head: the same
 greedy tokens and sampling distribution, `c.acceptance_rate` and `c.mean_accepted_length` per completion
 (`hytron.infer.speculative`).
 """
 
 from hytron.infer.budget import ThinkingBudget, newline_ids
-from hytron.infer.engine import Engine, generate
+from hytron.infer.engine import Engine, generate, tokenizer_settings
 from hytron.infer.request import Completion, Delta, EngineClosed, EngineError, PromptTooLong, QueueFull, Request
 from hytron.infer.sampling import SamplingParams, TokenLogprob, sample
 from hytron.infer.text import TextStream
 
 __all__ = ["Completion", "Delta", "Engine", "EngineClosed", "EngineError", "PromptTooLong", "QueueFull", "Request",
-           "SamplingParams", "TextStream", "ThinkingBudget", "TokenLogprob", "generate", "newline_ids", "sample"]
+           "SamplingParams", "TextStream", "ThinkingBudget", "TokenLogprob", "generate", "newline_ids", "sample",
+           "tokenizer_settings"]

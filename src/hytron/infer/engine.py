@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from hytron.infer.budget import ThinkingBudget
+from hytron.infer.budget import ThinkingBudget, newline_ids
 from hytron.infer.request import Completion, Delta, EngineClosed, PromptTooLong, QueueFull, Request
 from hytron.infer.sampling import (
     SamplingParams,
@@ -177,6 +177,12 @@ class Engine:
         """Step in this thread until every submitted request has finished."""
         while self.has_work():
             self.step()
+
+    @classmethod
+    def for_tokenizer(cls, model, tokenizer, *, decode: Callable[[Sequence[int]], str] | None = None,
+                      **kw) -> Engine:
+        """The engine for `model` with `tokenizer_settings(tokenizer)`: the one constructor every caller uses."""
+        return cls(model, **tokenizer_settings(tokenizer, decode), **kw)
 
     def start(self) -> Engine:
         """Run the engine in a daemon thread that steps while there is work."""
@@ -429,11 +435,26 @@ class Engine:
         s.req._finish(c, last)
 
 
+def tokenizer_settings(tokenizer, decode: Callable[[Sequence[int]], str] | None = None) -> dict:
+    """The engine settings a tokenizer fixes, in one place for every caller (`hytron serve`, `hytron chat`,
+    evaluation, distillation and GRPO rollouts), so a prompt under a thinking budget decodes to the same tokens
+    through each: end-of-turn stop ids, the thinking markers, the ids whose text holds a newline (where a budget
+    may end the thinking) and the id of "\\n" itself (the line end a forced close writes first). `decode`
+    defaults to the tokenizer's text without special tokens."""
+    strs = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+    line = tokenizer.encode("\n")
+    return {"stop_ids": tokenizer.stop_ids, "think_start_id": tokenizer.think_start_id,
+            "think_end_id": tokenizer.think_end_id, "newline_ids": newline_ids(enumerate(strs)),
+            "line_end_id": line[0] if len(line) == 1 else None,
+            "decode": decode or (lambda ids: tokenizer.decode(ids, skip_special=True))}
+
+
 def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None,
-             **engine_kwargs) -> list[Completion]:
+             *, tokenizer=None, **engine_kwargs) -> list[Completion]:
     """Generate for many prompts in this thread with continuous batching; results in prompt order.
 
-    `engine_kwargs` go to `Engine` (max_slots, stop_ids, decode, think_end_id, newline_ids, ...).
+    `engine_kwargs` go to `Engine` (max_slots, stop_ids, decode, think_end_id, newline_ids, ...); with a
+    `tokenizer`, what it fixes comes from `tokenizer_settings` (as `Engine.for_tokenizer`).
     """
     plist = list(params) if isinstance(params, Sequence) else [params or SamplingParams()] * len(prompts)
     if len(plist) != len(prompts):
@@ -441,7 +462,8 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | S
     engine_kwargs.setdefault("max_waiting", len(prompts))
     was_training = model.training
     try:
-        engine = Engine(model, **engine_kwargs)
+        engine = (Engine.for_tokenizer(model, tokenizer, **engine_kwargs) if tokenizer is not None
+                  else Engine(model, **engine_kwargs))
         reqs = [engine.submit(p, sp) for p, sp in zip(prompts, plist)]
         engine.run_until_idle()
     finally:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hytron.infer.budget import newline_ids
-from hytron.infer.engine import generate
+from hytron.infer.engine import generate, tokenizer_settings
 from hytron.infer.sampling import SamplingParams
 
 
@@ -45,7 +44,7 @@ class Roller:
 
     def __init__(self, model, tokenizer, max_slots: int = 32):
         self.model, self.tokenizer, self.max_slots = model, tokenizer, max_slots
-        self.newline_ids = newline_ids((i, tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
+        self.settings = tokenizer_settings(tokenizer, decode=tokenizer.decode)  # as `hytron serve`'s engine
 
     def rollout(self, prompts: Sequence[RolloutPrompt], *, samples: int = 1, temperature: float = 0.0,
                 top_p: float = 1.0, seed: int = 0, max_tokens: int = 512, max_thinking_tokens: int | None = None,
@@ -63,9 +62,7 @@ class Roller:
                 owners.append(pi)
         was = self.model.training
         with torch.inference_mode():
-            done = generate(self.model, ids, params, max_slots=self.max_slots, stop_ids=tok.stop_ids,
-                            decode=tok.decode, think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
-                            newline_ids=self.newline_ids)
+            done = generate(self.model, ids, params, max_slots=self.max_slots, **self.settings)
         self.model.train(was)
         out: list[list[Rollout]] = [[] for _ in prompts]
         for pi, c in zip(owners, done):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hytron.infer import Completion, Delta, Engine, SamplingParams, newline_ids
+from hytron.infer import Completion, Delta, Engine, SamplingParams
 from hytron.model import HybridLM
 from hytron.serve.structured import Grammars
 from hytron.tokenizer import Tokenizer
@@ -117,16 +117,9 @@ class Backend:
         self.think_ids = frozenset(i for i in (tokenizer.think_start_id, tokenizer.think_end_id) if i is not None)
         self.decode = self.decoder()
         self.grammars = Grammars(tokenizer, model.config.vocab_size, tokenizer.stop_ids)
-        self.engine = Engine(
-            model, max_slots=config.max_slots, max_waiting=config.max_waiting, max_len=self.max_len,
-            prefill_chunk=config.prefill_chunk, stop_ids=tokenizer.stop_ids, decode=self.decode,
-            think_start_id=tokenizer.think_start_id, think_end_id=tokenizer.think_end_id,
-            newline_ids=newline_ids(enumerate(self.token_strs)), line_end_id=self._line_end_id(),
-            speculative_tokens=config.speculative_tokens)
-
-    def _line_end_id(self) -> int | None:
-        ids = self.tokenizer.encode("\n")
-        return ids[0] if len(ids) == 1 else None
+        self.engine = Engine.for_tokenizer(
+            model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
+            max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens)
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
