@@ -6,30 +6,11 @@ import pytest
 
 from hytron.eval.scoring import Scorer
 from hytron.eval.tasks import multiple_choice, world_qa_items
+from tests.fixtures.lm_eval_tasks import DOCS, write_mc_task
 
 pytest.importorskip("lm_eval", reason="lm-eval not installed (pip install 'hytron[eval]')")
 
 
-DOCS = [
-    {"question": "What is 6 times 7?", "choices": ["42", "13", "river"], "label": 0},
-    {"question": "Where does the river Alder rise?", "choices": ["Mount Kell", "the sea</s>", "a fox"], "label": 0},
-    {"question": "What does the fox like?", "choices": ["apples", "rivers", "numbers"], "label": 0},
-]
-MC_TASK = """task: bridge_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-output_type: multiple_choice
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-metadata:
-  version: 1.0
-"""
 ROLLING_TASK = """task: bridge_rolling
 dataset_path: json
 dataset_kwargs:
@@ -50,9 +31,8 @@ TEXTS = ["The river flows north to the sea.",
 
 def _local_tasks(root):
     root.mkdir(exist_ok=True)
-    (root / "mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     (root / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    (root / "bridge_mc.yaml").write_text(MC_TASK.format(data=root / "mc.jsonl"))
+    write_mc_task(root, "bridge_mc")
     (root / "bridge_rolling.yaml").write_text(ROLLING_TASK.format(data=root / "texts.jsonl"))
     return root
 

@@ -20,31 +20,13 @@ import sys
 import pytest
 import torch
 
+from tests.fixtures.lm_eval_tasks import PLAIN_DOCS as DOCS
+from tests.fixtures.lm_eval_tasks import write_mc_task
 from tests.serve.conftest import running_server
 
 pytest.importorskip("lm_eval")
 pytest.importorskip("tenacity")  # lm-eval[api]
 
-DOCS = [
-    {"question": "What is 6 times 7?", "choices": ["42", "13", "river"], "label": 0},
-    {"question": "Where does the river Alder rise?", "choices": ["Mount Kell", "the sea", "a fox"], "label": 0},
-    {"question": "What does the fox like?", "choices": ["apples", "rivers", "numbers"], "label": 0},
-]
-TASK = """task: hytron_mc_local
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-output_type: multiple_choice
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-metadata:
-  version: 1.0
-"""
 
 
 @pytest.mark.slow
@@ -52,8 +34,7 @@ def test_lm_eval_local_completions_scores_a_local_task(model_dir, tmp_path):
     lm_eval = shutil.which("lm_eval") or os.path.join(os.path.dirname(sys.executable), "lm_eval")
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    (tasks / "mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
-    (tasks / "hytron_mc_local.yaml").write_text(TASK.format(data=tasks / "mc.jsonl"))
+    write_mc_task(tasks, "hytron_mc_local", DOCS)
     with running_server(model_dir, max_len=2048) as server:
         env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
                "HF_DATASETS_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
