@@ -24,7 +24,13 @@ on with no budget of its own (the server's `--max-thinking-tokens`, if any, appl
 the request's own `enable_thinking` is a 400.
 
 `response_format` `json_object` / `json_schema` constrains the answer (after any thinking) with a grammar, in
-plain and streamed responses alike (`hytron.serve.structured`); a schema that cannot be compiled is a 400.
+plain and streamed responses alike (`hytron.serve.structured`); a schema that cannot be compiled (or not within
+`--grammar-timeout`) is a 400. `strict: true` holds the schema to OpenAI's strict-mode rules (a 400 naming the
+place that breaks them); `strict: false` or none still enforces the schema, as vLLM does. The grammar allows only
+answers of bounded length, so with enough `max_tokens` every answer ends.
+
+Parameters of OpenAI or vLLM that hytron does not implement (`protocol.NOT_SUPPORTED`) are a 400 naming them
+unless sent with their no-op value; fields nobody knows are ignored, as vLLM does.
 
 Sampling follows vLLM: `presence_penalty`, `frequency_penalty` and `repetition_penalty` per request
 (`hytron.infer.sampling.apply_penalties`); `skip_special_tokens` (default true) and
@@ -117,15 +123,22 @@ async def _grammar(backend: Backend, body: _Sampling):
     if fmt is None or fmt.type == "text":
         return None
     schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
+    strict = fmt.json_schema.strict if fmt.type == "json_schema" else None
 
     def make():
-        try:
-            return backend.grammars.constraint(fmt.type, schema)
-        except (ValueError, ImportError) as e:
-            raise APIError(400, str(e), "response_format") from None
+        return _constraint(lambda: backend.grammars.constraint(fmt.type, schema, strict), "response_format")
 
-    await run_in_threadpool(make)  # compile now (xgrammar caches it), off the event loop: a bad schema is a 400
+    await run_in_threadpool(make)  # compile now (cached after), off the event loop: a bad schema is a 400
     return make
+
+
+def _constraint(make, param: str):
+    try:
+        return make()
+    except (ValueError, ImportError) as e:
+        raise APIError(400, str(e), param) from None
+    except TimeoutError as e:
+        raise APIError(429, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
 
 
 def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]], decode=None,

@@ -149,6 +149,7 @@ class _Request(_Body):
 
 class StreamOptions(_Body):
     include_usage: StrictBool = False
+    continuous_usage_stats: _only(StrictBool, False) | None = None  # vLLM's usage on every chunk: not done
 
 
 class TextPart(_Body):
@@ -169,9 +170,10 @@ class TextPart(_Body):
 
 # ---- tools (OpenAI function calling) ----
 class FunctionDef(_Body):
-    name: Annotated[Text, Field(min_length=1, max_length=256)]
+    name: Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")]
     description: Text | None = None
     parameters: JSONObject | None = None  # a JSON schema
+    strict: StrictBool | None = None  # true: `parameters` must follow OpenAI's strict-mode rules (a 400 if not)
 
 
 class ToolDef(_Body):
@@ -268,8 +270,49 @@ class ResponseFormat(_Body):
         return self
 
 
+# OpenAI and vLLM parameters hytron does not implement, with the values that ask for nothing (None is always one):
+# sent with any other value they are a 400 naming them, never silently ignored. Fields no one lists here or in
+# the request models are ignored, as vLLM does (clients send many: `user`, `metadata`, `prompt_cache_key`, ...).
+NOT_SUPPORTED: dict[str, tuple] = {
+    "functions": (), "function_call": (),  # the legacy function API: send tools and tool_choice
+    "audio": (), "modalities": (["text"],), "prediction": (), "web_search_options": (), "verbosity": (),
+    "store": (False,), "service_tier": ("auto", "default"),
+    "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (), "guided_decoding_backend": (),
+    "guided_whitespace_pattern": (), "structured_outputs": (),  # vLLM's own forms: send response_format
+    "use_beam_search": (False,), "length_penalty": (1, 1.0), "min_tokens": (0,), "prompt_logprobs": (),
+    "bad_words": ([],), "allowed_token_ids": (), "truncate_prompt_tokens": (), "return_tokens_as_token_ids": (False,),
+    "typical_p": (1, 1.0), "top_a": (0, 0.0), "mirostat": (0,), "priority": (0,), "prompt_embeds": (),
+    "chat_template": (), "documents": (), "continue_final_message": (False,), "add_generation_prompt": (True,),
+    "mm_processor_kwargs": (), "kv_transfer_params": (), "vllm_xargs": (), "echo": (False,),
+}
+
+
+class Unsupported(Exception):
+    """A parameter hytron does not implement, sent with a value that asks for something (a 400 naming it)."""
+
+    def __init__(self, param: str, hint: str = ""):
+        self.param = param
+        super().__init__(f"{param} is not supported by this server (leave it out{hint})")
+
+
+def _refuse_unsupported(cls, v):
+    """Before validation: the NOT_SUPPORTED fields a request model does not declare, sent with a live value."""
+    if isinstance(v, dict):
+        for k in sorted(v.keys() & NOT_SUPPORTED.keys() - cls.model_fields.keys()):
+            if v[k] is not None and v[k] not in NOT_SUPPORTED[k]:
+                raise Unsupported(k, _HINTS.get(k, ""))
+    return v
+
+
+_HINTS = {"functions": "; send tools", "function_call": "; send tool_choice",
+          **{k: "; send response_format" for k in ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                                                    "structured_outputs")}}
+
+
 class _Sampling(_Request):
     """Parameters shared by chat and completions."""
+
+    _unsupported = model_validator(mode="before")(classmethod(_refuse_unsupported))
 
     model: Text | None = None
     n: Int(1, 128) = 1
