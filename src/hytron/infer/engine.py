@@ -309,6 +309,8 @@ class Engine:
             token = forced
         else:
             banned = self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
+            if s.constraint is not None and not constrained:  # thinking before a constrained answer: no stop there
+                banned = tuple(s.stop_ids)
             token = sample(s.constraint.mask(logits) if constrained else logits, p, s.generator, banned, s.history)
         if constrained:
             s.constraint.accept(token)

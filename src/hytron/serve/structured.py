@@ -229,20 +229,38 @@ class JSONConstraint:
 
 
 # ---- compilation in a process of its own -----------------------------------------------------------------
-def _worker_main() -> None:  # pragma: no cover (runs in the child process)
-    """Reads the tokenizer, then grammar specs, one JSON line each, from stdin; answers one JSON line each."""
+def _compilers(vocab: list[str], vocab_type: str, vocab_size: int, stop_ids: list[int], prefix_space: bool,
+               control: list[int]) -> dict:
+    """xgrammar compilers by vocabulary: "text" (every token), "json" (no token with a control character: JSON
+    text has none outside strings, where they must be escaped, and xgrammar's length-bounded strings let raw ones
+    through, measured with xgrammar 0.2.9)."""
     import xgrammar as xgr
 
-    vocab, vocab_type, vocab_size, stop_ids, prefix_space = json.loads(sys.stdin.readline())
-    info = xgr.TokenizerInfo(vocab, getattr(xgr.VocabType, vocab_type), vocab_size=vocab_size,
-                             stop_token_ids=stop_ids, add_prefix_space=prefix_space)
-    compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+    out = {}
+    for name, blank in (("text", set()), ("json", set(control))):
+        words = ["" if i in blank else w for i, w in enumerate(vocab)]
+        info = xgr.TokenizerInfo(words, getattr(xgr.VocabType, vocab_type), vocab_size=vocab_size,
+                                 stop_token_ids=stop_ids, add_prefix_space=prefix_space)
+        out[name] = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+    return out
+
+
+def _vocab_of(spec: dict) -> str:
+    """XML tool calls write newlines; JSON (a schema, Nano 2's calls) is compact and has none."""
+    return "text" if spec.get("tool_calls", {}).get("format") == "xml" else "json"
+
+
+def _worker_main() -> None:  # pragma: no cover (runs in the child process)
+    """Reads the tokenizer, then grammar specs, one JSON line each, from stdin; answers one JSON line each."""
+
+    compilers = _compilers(*json.loads(sys.stdin.readline()))
     out = sys.stdout
     out.write('["ready", null]\n')
     out.flush()
     for line in sys.stdin:
         try:
-            answer = ["ok", compiler.compile_grammar(build_grammar(json.loads(line))).memory_size_bytes]
+            spec = json.loads(line)
+            answer = ["ok", compilers[_vocab_of(spec)].compile_grammar(build_grammar(spec)).memory_size_bytes]
         except Exception as e:  # noqa: BLE001 (any failure is the schema's problem, said in the 400)
             answer = ["error", str(e).strip().split("\n")[-1].split(": ", 1)[-1].strip() or type(e).__name__]
         out.write(json.dumps(answer) + "\n")
@@ -301,18 +319,13 @@ class Compiler:
         self._idle: list[_Worker] = []
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._compiler = None
+        self._compilers = None
 
-    def _local(self):
-        import xgrammar as xgr
-
+    def _local(self, vocab: str):
         with self._lock:
-            if self._compiler is None:
-                vocab, vocab_type, vocab_size, stop_ids, prefix_space = self.args
-                info = xgr.TokenizerInfo(vocab, getattr(xgr.VocabType, vocab_type), vocab_size=vocab_size,
-                                         stop_token_ids=stop_ids, add_prefix_space=prefix_space)
-                self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
-            return self._compiler
+            if self._compilers is None:
+                self._compilers = _compilers(*self.args)
+            return self._compilers[vocab]
 
     def compile(self, spec: dict):
         key = json.dumps(spec, sort_keys=True)
@@ -341,7 +354,7 @@ class Compiler:
         if payload > self.max_bytes:
             raise ValueError(f"the compiled grammar takes {payload >> 20} MiB (the server's limit: "
                              f"{self.max_bytes >> 20} MiB)")
-        compiled = self._local().compile_grammar(build_grammar(spec))
+        compiled = self._local(_vocab_of(spec)).compile_grammar(build_grammar(spec))
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > self.limit:
@@ -388,7 +401,8 @@ class Grammars:
             vocab_type, prefix_space = "BYTE_FALLBACK", '"Metaspace"' in decoder
         else:
             vocab_type, prefix_space = "RAW", False
-        return vocab, vocab_type, self.vocab_size, self.stop_ids, prefix_space
+        control = [i for i in range(tok.vocab_size) if any(ord(c) < 32 for c in tok.decode([i]))]
+        return vocab, vocab_type, self.vocab_size, self.stop_ids, prefix_space, control
 
     def constraint(self, kind: str, schema: dict | None = None, strict: bool | None = None) -> JSONConstraint:
         """A fresh constraint for `json_object` or `json_schema` (raises ValueError naming the problem)."""

@@ -29,8 +29,9 @@ from typing import Any
 from hytron.tokenizer.sandbox import TemplateBudget, TemplateBudgetError, _environment, compile_template, metered
 
 # hytron's own chat template (tokenizers hytron trains): ChatML turn markers with Nano 2's reasoning control and
-# Nemotron 3's XML tools and tool calls, see `hytron.tokenizer.core`. `{% generation %}` marks what the assistant produces (content + end of turn): our
-# renderer and transformers (`return_assistant_tokens_mask=True`) both turn it into the loss mask.
+# Nemotron 3's XML tools and tool calls, see `hytron.tokenizer.core`. `{% generation %}` marks what the assistant
+# produces (content, tool calls, end of turn): our renderer and transformers (`return_assistant_tokens_mask=True`)
+# both turn it into the loss mask.
 CHAT_TEMPLATE = (
     "{%- set ns = namespace(think=(enable_thinking if enable_thinking is defined else true), tools='') -%}"
     "{%- for m in messages -%}"
