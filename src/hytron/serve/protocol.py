@@ -427,6 +427,110 @@ class DetokenizeRequest(_Request):
     tokens: Annotated[TokenIds, Field(max_length=1 << 20)]
 
 
+# ---- the Responses API (`POST /v1/responses`, translated onto chat by `hytron.serve.responses`) ----
+class InputText(_Body):
+    type: Literal["input_text", "output_text", "text"]
+    text: Text
+
+
+class ResponseInputItem(_Body):
+    """A message (`role` + `content`), a `function_call` the model made, its `function_call_output`, or a
+    `reasoning` item (its summary goes back as the next assistant turn's reasoning)."""
+
+    type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
+    role: Literal["user", "system", "developer", "assistant"] | None = None
+    content: Text | list[InputText] | None = None
+    call_id: Text | None = None
+    name: Text | None = None
+    arguments: Text | None = None
+    output: Text | None = None
+    summary: list[InputText] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        need = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments"),
+                "function_call_output": ("call_id", "output"), "reasoning": ("summary",)}[self.type]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise PydanticCustomError("item_incomplete", "an item of type {type} needs {field}",
+                                      {"type": self.type, "field": missing[0]})
+        return self
+
+    def text(self) -> str:
+        parts = self.content if isinstance(self.content, list) else self.summary or []
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in parts)
+
+
+class FunctionTool(_Body):
+    type: Literal["function"]
+    name: Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    description: Text | None = None
+    parameters: JSONObject | None = None
+    strict: StrictBool | None = None
+
+
+class NamedFunctionChoice(_Body):
+    type: Literal["function"]
+    name: Text
+
+
+class TextFormat(_Body):
+    """`text.format`: Responses' spelling of response_format (the schema's fields sit beside `type`)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: Annotated[Text, Field(max_length=256)] | None = None
+    description: Text | None = None
+    schema_: Annotated[JSONObject | None, Field(alias="schema")] = None
+    strict: StrictBool | None = None
+
+
+class TextOptions(_Body):
+    format: TextFormat | None = None
+    verbosity: _only(Text, "medium") | None = None
+
+
+class ReasoningOptions(_Body):
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None  # the summary is the whole thinking span
+
+
+class ResponsesRequest(_Request):
+    model: Text | None = None
+    input: Text | Annotated[list[ResponseInputItem], Field(min_length=1, max_length=1024)]
+    instructions: Text | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | None = None
+    parallel_tool_calls: StrictBool = True
+    max_output_tokens: Int(1, 1 << 24) | None = None
+    temperature: Annotated[Num, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[Num, Field(gt=0.0, le=1.0)] | None = None
+    stream: StrictBool = False
+    reasoning: ReasoningOptions | None = None
+    text: TextOptions | None = None
+    metadata: dict[Text, Text] | None = None  # echoed back
+    user: Text | None = None
+    store: _only(StrictBool, False) | None = None  # nothing is stored: no previous_response_id to refer to
+    truncation: _only(Text, "disabled") | None = None
+    background: _only(StrictBool, False) | None = None
+    include: Annotated[list[Text], Field(max_length=0)] | None = None
+    _unsupported = model_validator(mode="before")(classmethod(lambda cls, v: _refuse_responses(cls, v)))
+
+
+# Responses parameters hytron does not implement: any value but None (or their no-op) is a 400 naming them
+RESPONSES_NOT_SUPPORTED = {"previous_response_id": (), "conversation": (), "prompt": (), "max_tool_calls": (),
+                           "top_logprobs": (0,), "service_tier": ("auto", "default")}
+
+
+def _refuse_responses(cls, v):
+    if isinstance(v, dict):
+        for k in sorted(v.keys() & RESPONSES_NOT_SUPPORTED.keys()):
+            if v[k] is not None and v[k] not in RESPONSES_NOT_SUPPORTED[k]:
+                raise Unsupported(k)
+    return v
+
+
 class ErrorInfo(BaseModel):
     message: str
     type: str
@@ -525,6 +629,18 @@ class TokenizeResponse(BaseModel):
     max_model_len: int
     tokens: list[int]
     token_strs: list[str] | None = None
+
+
+class ResponseObject(BaseModel):
+    """`/v1/responses`' answer (the fields clients read; the rest echo the request)."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "in_progress"]
+    model: str
+    output: list[dict]
+    usage: dict | None
 
 
 class DetokenizeResponse(BaseModel):
