@@ -128,6 +128,18 @@ def _requires(field: str, value, needs: str, given) -> dict:
 StopText = Annotated[Text, Field(min_length=1)]
 PromptText = Annotated[Text, Field(min_length=1)]
 STREAM_RULE = _requires("stream_options", None, "stream", True)
+_FREE_CHOICE = {"properties": {"tool_choice": {"enum": ["none", "auto", None]}}}
+
+
+def _forced_call_rule(fmt: str, free_formats: list) -> dict:
+    """JSON Schema for "a tool_choice that forces a call needs tools and leaves the answer's format free"."""
+    return {"anyOf": [_FREE_CHOICE, {"required": ["tools"], "properties": {
+        "tools": {"type": "array", "minItems": 1}, fmt: {"anyOf": [{"type": "null"}, *free_formats]}}}]}
+
+
+CHAT_TOOL_RULE = _forced_call_rule("response_format", [{"properties": {"type": {"const": "text"}}}])
+RESPONSES_TOOL_RULE = _forced_call_rule("text", [{"properties": {"format": {"anyOf": [
+    {"type": "null"}, {"properties": {"type": {"const": "text"}}}]}}}])
 
 
 class _Body(BaseModel):
@@ -169,8 +181,13 @@ class TextPart(_Body):
 
 
 # ---- tools (OpenAI function calling) ----
+# a function's name goes into the call format (`<function=NAME>`): letters, digits and `_.:-` (OpenAI: `_-`)
+_NAME = r"^[A-Za-z0-9_.:-]+$"
+FunctionName = Annotated[Text, Field(min_length=1, max_length=256, pattern=_NAME,
+                                     json_schema_extra={"pattern": _NAME})]
+
 class FunctionDef(_Body):
-    name: Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    name: FunctionName
     description: Text | None = None
     parameters: JSONObject | None = None  # a JSON schema
     strict: StrictBool | None = None  # true: `parameters` must follow OpenAI's strict-mode rules (a 400 if not)
@@ -356,7 +373,7 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, _requires("top_logprobs", 0, "logprobs",
-                                                                                  True)]})
+                                                                                  True), CHAT_TOOL_RULE]})
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
     max_tokens: Int(1, 1 << 24) | None = None
@@ -429,13 +446,28 @@ class DetokenizeRequest(_Request):
 
 # ---- the Responses API (`POST /v1/responses`, translated onto chat by `hytron.serve.responses`) ----
 class InputText(_Body):
-    type: Literal["input_text", "output_text", "text"]
+    type: Literal["input_text", "output_text", "text", "summary_text", "reasoning_text"]
     text: Text
+
+
+_ITEM_NEEDS = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments"),
+               "function_call_output": ("call_id", "output"), "reasoning": ("summary",)}
+
+
+def _item_rule(kind: str, typed: bool) -> dict:
+    need = _ITEM_NEEDS[kind]
+    return {"required": [*need, *(["type"] if typed else [])],
+            "properties": {**{k: {"not": {"type": "null"}} for k in need},
+                           **({"type": {"const": kind}} if typed else {})},
+            **({} if typed else {"not": {"required": ["type"]}})}
 
 
 class ResponseInputItem(_Body):
     """A message (`role` + `content`), a `function_call` the model made, its `function_call_output`, or a
     `reasoning` item (its summary goes back as the next assistant turn's reasoning)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_item_rule("message", False)] + [
+        _item_rule(k, True) for k in _ITEM_NEEDS]})
 
     type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
     role: Literal["user", "system", "developer", "assistant"] | None = None
@@ -448,8 +480,7 @@ class ResponseInputItem(_Body):
 
     @model_validator(mode="after")
     def _complete(self):
-        need = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments"),
-                "function_call_output": ("call_id", "output"), "reasoning": ("summary",)}[self.type]
+        need = _ITEM_NEEDS[self.type]
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise PydanticCustomError("item_incomplete", "an item of type {type} needs {field}",
@@ -463,7 +494,7 @@ class ResponseInputItem(_Body):
 
 class FunctionTool(_Body):
     type: Literal["function"]
-    name: Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    name: FunctionName
     description: Text | None = None
     parameters: JSONObject | None = None
     strict: StrictBool | None = None
@@ -497,6 +528,8 @@ class ReasoningOptions(_Body):
 
 
 class ResponsesRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"allOf": [RESPONSES_TOOL_RULE]})
+
     model: Text | None = None
     input: Text | Annotated[list[ResponseInputItem], Field(min_length=1, max_length=1024)]
     instructions: Text | None = None

@@ -55,6 +55,8 @@ def chat_request(body: ResponsesRequest) -> ChatCompletionRequest:
                 reasoning = None
         else:  # function_call_output
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+    if reasoning is not None:  # a reasoning item no assistant turn followed: an assistant turn of its own
+        messages.append({"role": "assistant", "content": "", "reasoning": reasoning})
     chat: dict = {"model": body.model, "messages": messages, "stream": body.stream,
                   "parallel_tool_calls": body.parallel_tool_calls}
     if body.stream:
