@@ -102,3 +102,15 @@ def test_unsupported_parameters_are_a_400_naming_them(server, extra, param):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert param.split(".")[0] in err["message"] and (err["param"] or "").startswith(param), err
+
+
+def test_reasoning_input_items_go_back_into_the_prompt(client, server):
+    """A reasoning item in the input is the next assistant turn's reasoning (the last turn keeps it in the
+    template), so the prompt grows by it; an input that is only a reasoning item is an assistant turn too."""
+    turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    thought = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "They greet me; greet back."}]}
+    kw = {"model": server.backend.name, "max_output_tokens": 4, "reasoning": {"effort": "none"}}
+    plain = client.responses.create(input=turn, **kw)
+    with_thought = client.responses.create(input=[turn[0], thought, turn[1]], **kw)
+    assert with_thought.usage.input_tokens > plain.usage.input_tokens
+    assert client.responses.create(input=[thought], **kw).status in ("completed", "incomplete")
