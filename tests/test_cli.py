@@ -40,7 +40,8 @@ FLAGS = {
     "report": "RUN_DIR --out --claims --cards",
     "serve": "MODEL_DIR --host --port --api-key --served-model-name --max-slots --max-waiting --max-model-len "
              "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "
-             "--cors-origin --max-connections --template-timeout --log-level --default-chat-template-kwargs "
+             "--cors-origin --max-connections --template-timeout --grammar-timeout --log-level "
+             "--default-chat-template-kwargs "
              "--tool-parser --dtype --speculative-tokens",
     "chat": "MODEL_DIR --temperature --max-tokens --max-thinking-tokens --no-think --seed --max-model-len "
             "--max-slots --threads --dtype --speculative-tokens",

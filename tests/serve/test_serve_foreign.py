@@ -1,5 +1,7 @@
 """`hytron serve` on checkpoints written by transformers: their template, stop ids, thinking and BOS conventions."""
 
+import json
+
 import pytest
 
 from tests.fixtures.foreign import WEATHER_TOOL
@@ -100,24 +102,34 @@ def test_tokenizer_info_reports_the_checkpoints_tokens(served):
         assert info["stop_token_ids"] == [2, 11] and info["eos_token"] == "</s>"
 
 
-def test_tool_choice_checks_and_prefill(served, hf_tok):
+def test_tool_choice_checks_and_grammar(served, hf_tok):
+    """A forced call on the template's own format: the random model's answer is a valid call of the tool."""
     name, _, s, http = served
     msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
-    base = {"messages": msgs, "tools": [WEATHER_TOOL], "max_tokens": 4, "temperature": 0}
+    base = {"messages": msgs, "tools": [WEATHER_TOOL], "max_tokens": 64, "temperature": 1.0, "seed": 3,
+            "chat_template_kwargs": {"enable_thinking": False}}
     r = http.post("/v1/chat/completions", json={**base, "tool_choice": {"type": "function",
                                                                         "function": {"name": "nope"}}})
     if name == "plain":
         assert r.status_code == 400
         return
     assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
-    r = http.post("/v1/chat/completions", json={**base, "tool_choice": "required"}).json()
+    r = http.post("/v1/chat/completions", json={**base, "tool_choice": "required"})
+    assert r.status_code == 200, r.text
+    r = r.json()
     want = hf_tok.apply_chat_template(msgs, tools=[WEATHER_TOOL], add_generation_prompt=True, enable_thinking=False,
                                       tokenize=True, return_dict=False)
-    opening = s.backend.tool_parser.opening()
-    assert r["usage"]["prompt_tokens"] == len(want) + len(s.backend.tokenizer.encode(opening, parse_special=True))
-    # what the random model wrote after the prefilled opening is no valid call: it comes back as content
-    msg = r["choices"][0]["message"]
-    assert msg.get("tool_calls") is None and msg["content"].startswith(opening)
+    assert r["usage"]["prompt_tokens"] == len(want)  # nothing prefilled: the grammar shapes the answer
+    choice = r["choices"][0]
+    if choice["finish_reason"] == "length":  # the server's max_tokens (64) cut the call: it began as forced
+        opening = {"xml": "<tool_call>\n<function=get_weather>\n", "json": '<TOOLCALL>[{"name": "get_weather"'}
+        assert choice["message"]["content"].startswith(opening[s.backend.tool_parser.name]), choice
+        return
+    assert choice["finish_reason"] == "tool_calls", choice
+    [call] = choice["message"]["tool_calls"]
+    args = json.loads(call["function"]["arguments"])
+    assert call["function"]["name"] == "get_weather" and isinstance(args, dict)
+    assert set(args) <= set(WEATHER_TOOL["function"]["parameters"]["properties"])
 
 
 @pytest.mark.parametrize("key", ["messages", "tools", "add_generation_prompt", "_spans"])

@@ -36,6 +36,9 @@ def add_serve(sub) -> None:
                         "oldest idle connection is closed, or the new one gets a 503")
     p.add_argument("--template-timeout", type=float, default=5.0,
                    help="seconds one chat-template render may take (a longer one is a 400)")
+    p.add_argument("--grammar-timeout", type=float, default=10.0,
+                   help="seconds a response_format schema or forced tool call's grammar may take to compile "
+                        "(longer is a 400)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--default-chat-template-kwargs", type=_json_object, metavar="JSON",
                    help='chat template variables every chat request starts from, e.g. \'{"enable_thinking": false}\' '
@@ -85,6 +88,7 @@ def _config(args):
                        tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None),
                        max_connections=getattr(args, "max_connections", None),
                        template_seconds=getattr(args, "template_timeout", 5.0),
+                       grammar_seconds=getattr(args, "grammar_timeout", 10.0),
                        default_chat_template_kwargs=getattr(args, "default_chat_template_kwargs", None),
                        speculative_tokens=getattr(args, "speculative_tokens", 0))
 

@@ -365,7 +365,10 @@ class Engine:
         self._cache.rollback(torch.tensor(keep))
 
     def _banned(self, s: _Seq) -> tuple[int, ...]:
-        """Ids `s` may not sample now: the thinking markers once its thinking is over (or was never on)."""
+        """Ids `s` may not sample now: the thinking markers once its thinking is over (or was never on), and the
+        stop ids while it still thinks before a constrained answer (it must reach the answer)."""
+        if s.constraint is not None and s.budget is not None and s.budget.thinking:
+            return tuple(s.stop_ids)
         return self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
 
     def _accept(self, s: _Seq, logits: torch.Tensor, draft: int | None = None,

@@ -4,8 +4,9 @@
                  [--read-timeout 30] [--shutdown-timeout 10] [--allowed-host NAME]... [--cors-origin URL]...
     hytron chat MODEL_DIR                      # the same engine in the terminal
 
-Endpoints (vLLM's dialect): `/v1/models`, `/v1/chat/completions`, `/v1/completions` (`echo` + `logprobs`
-for log-likelihood evaluation), `/tokenize`, `/detokenize`, `/tokenizer_info`, `/health`, `/metrics`
+Endpoints (vLLM's dialect): `/v1/models`, `/v1/chat/completions`, `/v1/responses` (OpenAI's Responses API on
+top of chat), `/v1/completions` (`echo` + `logprobs` for log-likelihood evaluation), `/tokenize`, `/detokenize`,
+`/tokenizer_info`, `/health`, `/metrics`
 (Prometheus), and the chat page at `/`. JSON bodies must say `Content-Type: application/json`, the Host
 header must name the bound address (or an `--allowed-host`), and CORS is off unless `--cors-origin` is given,
 so a web page the user visits cannot drive a keyless server. Reasoning comes back in `message.reasoning` and

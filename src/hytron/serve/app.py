@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from hytron.serve import errors, openai
+from hytron.serve import errors, openai, responses
 from hytron.serve.backend import Backend
 from hytron.serve.errors import ERROR_RESPONSES, APIError, error_body
 from hytron.serve.metrics import Metrics
@@ -34,6 +34,8 @@ from hytron.serve.protocol import (
     DetokenizeResponse,
     ModelCard,
     ModelList,
+    ResponseObject,
+    ResponsesRequest,
     TextCompletion,
     TokenizeRequest,
     TokenizeResponse,
@@ -192,6 +194,10 @@ def create_app(backend: Backend) -> FastAPI:
     @app.post("/v1/completions", responses=_ok(TextCompletion, stream=True))
     async def complete(body: CompletionRequest, request: Request):
         return await openai.completions(backend, body, request)
+
+    @app.post("/v1/responses", responses=_ok(ResponseObject, stream=True))
+    async def respond(body: ResponsesRequest, request: Request):
+        return await responses.responses(backend, body, request)
 
     @app.post("/tokenize", responses=_ok(TokenizeResponse))
     async def tokenize(body: TokenizeRequest, request: Request):

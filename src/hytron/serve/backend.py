@@ -64,6 +64,9 @@ class ServeConfig:
     # `hytron.tokenizer.TemplateBudget`) on one of `template_threads` threads of its own, never the threads that
     # other requests need; more than `template_waiting` renders waiting -> 429
     template_seconds: float = 5.0
+    # a grammar (response_format, forced tool calls) must compile within `grammar_seconds` in the compiler
+    # process, else the request is a 400 (`hytron.serve.structured.Compiler`)
+    grammar_seconds: float = 10.0
     template_threads: int = 2
     template_waiting: int = 64
     # chat template variables every chat request starts from (vLLM's --default-chat-template-kwargs), e.g.
@@ -116,7 +119,8 @@ class Backend:
             if self.tool_parser else frozenset()
         self.think_ids = frozenset(i for i in (tokenizer.think_start_id, tokenizer.think_end_id) if i is not None)
         self.decode = self.decoder()
-        self.grammars = Grammars(tokenizer, model.config.vocab_size, tokenizer.stop_ids)
+        self.grammars = Grammars(tokenizer, model.config.vocab_size, tokenizer.stop_ids, config.grammar_seconds,
+                                 keep=self.tool_marker_ids)
         self.engine = Engine.for_tokenizer(
             model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
             max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens)
@@ -139,6 +143,7 @@ class Backend:
             cancel.set()
         self._templates.shutdown(wait=False, cancel_futures=True)
         self.engine.close()
+        self.grammars.close()
 
     async def render(self, fn: Callable[[threading.Event], object], request=None):
         """`fn(cancel)` (a chat-template render) on the template threads; `cancel` is set when the client goes

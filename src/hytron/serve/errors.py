@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hytron.serve.protocol import ErrorResponse, TooDeep
+from hytron.serve.protocol import ErrorResponse, TooDeep, Unsupported
 
 log = logging.getLogger("hytron.serve")
 
@@ -91,6 +91,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TooDeep)
     async def _too_deep(request: Request, exc: TooDeep):
         return error_response(400, str(exc), exc.param)
+
+    @app.exception_handler(Unsupported)
+    async def _unsupported(request: Request, exc: Unsupported):
+        return error_response(400, str(exc), exc.param, "unsupported_parameter")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

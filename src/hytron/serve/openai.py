@@ -7,11 +7,13 @@ Reasoning is returned apart from the answer in `message.reasoning` (vLLM's name)
 up within one step).
 
 Tools (`tools`, `tool_choice`) are rendered by the model's chat template; calls in the answer are parsed into
-`tool_calls` (`hytron.tokenizer.tools`: Nemotron 3 XML or Nano 2 JSON, chosen from the template), streamed as
-one `tool_calls` delta with every call (whole arguments) when the answer ends; `parallel_tool_calls: false`
-keeps the first call only. `tool_choice` "required" or a named function
-prefills the start of a call after the generation prompt (with thinking off), so the model continues a call;
-there is no grammar-constrained decoding, and a call that does not parse comes back as content.
+`tool_calls` (`hytron.tokenizer.tools`: Nemotron 3 XML or Nano 2 JSON, chosen from the template; hytron's own
+template writes the XML). Streamed XML calls arrive as OpenAI's deltas while they decode (a call's name first,
+then pieces of its `arguments`); `parallel_tool_calls: false` keeps the first call only. `tool_choice`
+"required" or a named function constrains the answer (after any thinking) with a grammar
+(`hytron.serve.structured`): one or more calls (one when `parallel_tool_calls` is false), or one call of the
+named function, with every argument of its JSON schema's type; a function's `strict: true` holds its schema to
+OpenAI's strict-mode rules. "auto" leaves the model free, and a call that does not parse comes back as content.
 Assistant `tool_calls` in the history get their `arguments` JSON text decoded into objects before rendering,
 as vLLM does, because chat templates iterate over them.
 
@@ -24,7 +26,13 @@ on with no budget of its own (the server's `--max-thinking-tokens`, if any, appl
 the request's own `enable_thinking` is a 400.
 
 `response_format` `json_object` / `json_schema` constrains the answer (after any thinking) with a grammar, in
-plain and streamed responses alike (`hytron.serve.structured`); a schema that cannot be compiled is a 400.
+plain and streamed responses alike (`hytron.serve.structured`); a schema that cannot be compiled (or not within
+`--grammar-timeout`) is a 400. `strict: true` holds the schema to OpenAI's strict-mode rules (a 400 naming the
+place that breaks them); `strict: false` or none still enforces the schema, as vLLM does. The grammar allows only
+answers of bounded length, so with enough `max_tokens` every answer ends.
+
+Parameters of OpenAI or vLLM that hytron does not implement (`protocol.NOT_SUPPORTED`) are a 400 naming them
+unless sent with their no-op value; fields nobody knows are ignored, as vLLM does.
 
 Sampling follows vLLM: `presence_penalty`, `frequency_penalty` and `repetition_penalty` per request
 (`hytron.infer.sampling.apply_penalties`); `skip_special_tokens` (default true) and
@@ -50,6 +58,7 @@ from hytron.infer import Completion, EngineClosed, PromptTooLong, QueueFull, Sam
 from hytron.serve.backend import RESERVED_TEMPLATE_KWARGS, Backend, Stream
 from hytron.serve.errors import APIError, sse_error
 from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
+from hytron.serve.structured import strict_problem
 from hytron.tokenizer.tools import ToolCallStream, split_tool_calls
 
 LIMIT = "limit_exceeded"  # the code of refusals that depend on the server's settings, not on the schema
@@ -117,15 +126,32 @@ async def _grammar(backend: Backend, body: _Sampling):
     if fmt is None or fmt.type == "text":
         return None
     schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
+    strict = fmt.json_schema.strict if fmt.type == "json_schema" else None
 
     def make():
-        try:
-            return backend.grammars.constraint(fmt.type, schema)
-        except (ValueError, ImportError) as e:
-            raise APIError(400, str(e), "response_format") from None
+        return _constraint(lambda: backend.grammars.constraint(fmt.type, schema, strict), "response_format")
 
-    await run_in_threadpool(make)  # compile now (xgrammar caches it), off the event loop: a bad schema is a 400
+    await run_in_threadpool(make)  # compile now (cached after), off the event loop: a bad schema is a 400
     return make
+
+
+async def _tool_constraint(backend: Backend, spec: dict):
+    """A function making one fresh constraint per sequence for a forced tool call (compiled now: a 400 if not)."""
+
+    def make():
+        return _constraint(lambda: backend.grammars.compiled(spec), "tools")
+
+    await run_in_threadpool(make)
+    return make
+
+
+def _constraint(make, param: str):
+    try:
+        return make()
+    except (ValueError, ImportError) as e:
+        raise APIError(400, str(e), param) from None
+    except TimeoutError as e:
+        raise APIError(429, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
 
 
 def _submit(backend: Backend, jobs: list[tuple[list[int], SamplingParams]], decode=None,
@@ -308,35 +334,49 @@ def tokenize_chat(backend: Backend, body: TokenizeRequest, cancel: threading.Eve
 
 
 def _chat_prompt(backend: Backend, body: ChatCompletionRequest, cancel: threading.Event | None = None):
-    """(ids, thinking, tool parser or None, tools, prefilled call text, the reasoning effort's budget) of a chat
-    request."""
+    """(ids, thinking, tool parser or None, tools, the forced call's grammar spec or None, the reasoning effort's
+    budget) of a chat request."""
     enable, kwargs, effort_budget = _template_kwargs(backend, body)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-    choice = body.tool_choice if tools else "none"
-    choice = "auto" if choice is None else choice
+    choice = "auto" if body.tool_choice is None else body.tool_choice
+    if not tools and choice not in ("none", "auto"):
+        raise APIError(400, "tool_choice requires a call but no tools were given", "tool_choice")
+    choice = choice if tools else "none"
     parser = backend.tool_parser if choice != "none" else None
+    spec = None
     if choice not in ("none", "auto"):
         if parser is None:
             raise APIError(400, "this model's chat template has no tool-call format: tool_choice can only be auto "
                                 "or none (or start the server with --tool-parser)", "tool_choice", LIMIT)
-        enable = False  # the call is prefilled right after the generation prompt
-    name = None
-    if not isinstance(choice, str):
-        name = choice.function.name
-        if name not in {t["function"]["name"] for t in tools}:
-            raise APIError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice", "unknown_tool")
+        spec = _tool_grammar(body, tools, parser)
     try:
         ids, thinking = backend.chat_prompt(template_messages(body.messages), enable, tools, cancel=cancel,
                                             template_kwargs=kwargs)
     except ValueError as e:
         raise APIError(400, str(e), "messages") from None
-    prefix = ""
-    if choice not in ("none", "auto"):
-        t = backend.tokenizer
-        prefix = parser.opening(name)
-        ids = ids + ([t.think_end_id] if thinking else []) + t.encode(prefix, parse_special=True)
-        thinking = False
-    return ids, thinking, parser, tools, prefix, effort_budget
+    return ids, thinking, parser, tools, spec, effort_budget
+
+
+def _tool_grammar(body: ChatCompletionRequest, tools: list[dict], parser) -> dict:
+    """The grammar spec of a forced call (`hytron.serve.structured.build_grammar`): one call of the named
+    function, or one or more calls (one when `parallel_tool_calls` is false) of any, arguments by their schema."""
+    if body.response_format is not None and body.response_format.type != "text":
+        raise APIError(400, "response_format cannot constrain an answer that tool_choice forces to be a tool call",
+                       "response_format")
+    for i, t in enumerate(tools):
+        f = t["function"]
+        if f.get("strict"):
+            problem = strict_problem(f.get("parameters"), f"tools.{i}.function.parameters")
+            if problem:
+                raise APIError(400, problem, f"tools.{i}.function.parameters")
+    named = None if isinstance(body.tool_choice, str) else body.tool_choice.function.name
+    if named is not None and named not in {t["function"]["name"] for t in tools}:
+        raise APIError(400, f"tool_choice names {named!r}, which is not in tools", "tool_choice", "unknown_tool")
+    chosen = [{"name": t["function"]["name"],
+               "parameters": t["function"].get("parameters") or {"type": "object", "properties": {}}}
+              for t in tools if named in (None, t["function"]["name"])]
+    return {"tool_calls": {"format": parser.name, "single": named is not None or not body.parallel_tool_calls,
+                           "tools": chosen}}
 
 
 async def chat_completions(backend: Backend, body: ChatCompletionRequest, request: Request):
@@ -345,7 +385,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
     check_prompt_size(backend, [m.text() for m in body.messages if m.role == "user"], "messages")
     # template rendering and tokenizing on the template threads: one big or hostile chat must not stall the
     # event loop or take the threads other requests need; it stops when the client goes away
-    ids, thinking, parser, tools, prefix, effort_budget = await backend.render(
+    ids, thinking, parser, tools, spec, effort_budget = await backend.render(
         functools.partial(_chat_prompt, backend, body), request)
     budget = next((b for b in (body.thinking_token_budget, body.max_thinking_tokens, effort_budget,
                                cfg.max_thinking_tokens) if b is not None), None)
@@ -357,7 +397,8 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
     # the thinking markers never reach the text (reasoning is split on ids); a parser sees its markers
     decode = backend.decoder(body.skip_special_tokens, body.spaces_between_special_tokens,
                              keep=backend.tool_marker_ids if parser else frozenset(), hide=backend.think_ids)
-    streams = _submit(backend, jobs, decode, await _grammar(backend, body))
+    grammar = await (_tool_constraint(backend, spec) if spec else _grammar(backend, body))
+    streams = _submit(backend, jobs, decode, grammar)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     show_reasoning = body.include_reasoning
 
@@ -367,7 +408,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
         return {"reasoning": text, **({"reasoning_content": text} if cfg.reasoning_content else {})}
 
     def message(r: Completion) -> tuple[dict, str]:
-        content, calls = (r.text, []) if parser is None else split_tool_calls(parser, prefix + r.text, tools)
+        content, calls = (r.text, []) if parser is None else split_tool_calls(parser, r.text, tools)
         calls = calls if body.parallel_tool_calls else calls[:1]
         msg = {"role": "assistant", "content": content, **reasoning_fields(r.reasoning if thinking else None)}
         if calls:
@@ -393,7 +434,8 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                      "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                      **extra})
 
-    calls_streams = [ToolCallStream(parser, tools, prefix) if parser else None for _ in range(body.n)]
+    calls_streams = [ToolCallStream(parser, tools, None if body.parallel_tool_calls else 1) if parser else None
+                     for _ in range(body.n)]
 
     async def events():
         for i in range(body.n):
@@ -405,21 +447,23 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
             delta = {}
             if d.reasoning and show_reasoning:
                 delta.update(reasoning_fields(d.reasoning))
-            text = calls_streams[i].push(d.text) if calls_streams[i] and d.text else d.text
+            text, calls = calls_streams[i].push(d.text) if calls_streams[i] and d.text else (d.text, [])
             if text:
                 delta["content"] = text
+            if calls:
+                delta["tool_calls"] = calls
             lp = _chat_logprobs(backend, d.logprobs) if body.logprobs and d.logprobs else None
             if delta or lp:
                 yield chunk(i, delta, None, lp)
             if d.finish_reason is not None:
                 finish = d.finish_reason
                 if calls_streams[i]:
-                    rest, calls = calls_streams[i].finish()
-                    calls = calls if body.parallel_tool_calls else calls[:1]
+                    rest, calls, n_calls = calls_streams[i].finish()
                     if rest:
                         yield chunk(i, {"content": rest})
                     if calls:
-                        yield chunk(i, {"tool_calls": [c.to_openai(k) for k, c in enumerate(calls)]})
+                        yield chunk(i, {"tool_calls": calls})
+                    if n_calls:
                         finish = "tool_calls" if finish == "stop" else finish
                 yield chunk(i, {}, finish)
         if include_usage:

@@ -128,6 +128,18 @@ def _requires(field: str, value, needs: str, given) -> dict:
 StopText = Annotated[Text, Field(min_length=1)]
 PromptText = Annotated[Text, Field(min_length=1)]
 STREAM_RULE = _requires("stream_options", None, "stream", True)
+_FREE_CHOICE = {"properties": {"tool_choice": {"enum": ["none", "auto", None]}}}
+
+
+def _forced_call_rule(fmt: str, free_formats: list) -> dict:
+    """JSON Schema for "a tool_choice that forces a call needs tools and leaves the answer's format free"."""
+    return {"anyOf": [_FREE_CHOICE, {"required": ["tools"], "properties": {
+        "tools": {"type": "array", "minItems": 1}, fmt: {"anyOf": [{"type": "null"}, *free_formats]}}}]}
+
+
+CHAT_TOOL_RULE = _forced_call_rule("response_format", [{"properties": {"type": {"const": "text"}}}])
+RESPONSES_TOOL_RULE = _forced_call_rule("text", [{"properties": {"format": {"anyOf": [
+    {"type": "null"}, {"properties": {"type": {"const": "text"}}}]}}}])
 
 
 class _Body(BaseModel):
@@ -149,6 +161,7 @@ class _Request(_Body):
 
 class StreamOptions(_Body):
     include_usage: StrictBool = False
+    continuous_usage_stats: _only(StrictBool, False) | None = None  # vLLM's usage on every chunk: not done
 
 
 class TextPart(_Body):
@@ -168,10 +181,16 @@ class TextPart(_Body):
 
 
 # ---- tools (OpenAI function calling) ----
+# a function's name goes into the call format (`<function=NAME>`): letters, digits and `_.:-` (OpenAI: `_-`)
+_NAME = r"^[A-Za-z0-9_.:-]+$"
+FunctionName = Annotated[Text, Field(min_length=1, max_length=256, pattern=_NAME,
+                                     json_schema_extra={"pattern": _NAME})]
+
 class FunctionDef(_Body):
-    name: Annotated[Text, Field(min_length=1, max_length=256)]
+    name: FunctionName
     description: Text | None = None
     parameters: JSONObject | None = None  # a JSON schema
+    strict: StrictBool | None = None  # true: `parameters` must follow OpenAI's strict-mode rules (a 400 if not)
 
 
 class ToolDef(_Body):
@@ -268,8 +287,49 @@ class ResponseFormat(_Body):
         return self
 
 
+# OpenAI and vLLM parameters hytron does not implement, with the values that ask for nothing (None is always one):
+# sent with any other value they are a 400 naming them, never silently ignored. Fields no one lists here or in
+# the request models are ignored, as vLLM does (clients send many: `user`, `metadata`, `prompt_cache_key`, ...).
+NOT_SUPPORTED: dict[str, tuple] = {
+    "functions": (), "function_call": (),  # the legacy function API: send tools and tool_choice
+    "audio": (), "modalities": (["text"],), "prediction": (), "web_search_options": (), "verbosity": (),
+    "store": (False,), "service_tier": ("auto", "default"),
+    "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (), "guided_decoding_backend": (),
+    "guided_whitespace_pattern": (), "structured_outputs": (),  # vLLM's own forms: send response_format
+    "use_beam_search": (False,), "length_penalty": (1, 1.0), "min_tokens": (0,), "prompt_logprobs": (),
+    "bad_words": ([],), "allowed_token_ids": (), "truncate_prompt_tokens": (), "return_tokens_as_token_ids": (False,),
+    "typical_p": (1, 1.0), "top_a": (0, 0.0), "mirostat": (0,), "priority": (0,), "prompt_embeds": (),
+    "chat_template": (), "documents": (), "continue_final_message": (False,), "add_generation_prompt": (True,),
+    "mm_processor_kwargs": (), "kv_transfer_params": (), "vllm_xargs": (), "echo": (False,),
+}
+
+
+class Unsupported(Exception):
+    """A parameter hytron does not implement, sent with a value that asks for something (a 400 naming it)."""
+
+    def __init__(self, param: str, hint: str = ""):
+        self.param = param
+        super().__init__(f"{param} is not supported by this server (leave it out{hint})")
+
+
+def _refuse_unsupported(cls, v):
+    """Before validation: the NOT_SUPPORTED fields a request model does not declare, sent with a live value."""
+    if isinstance(v, dict):
+        for k in sorted(v.keys() & NOT_SUPPORTED.keys() - cls.model_fields.keys()):
+            if v[k] is not None and v[k] not in NOT_SUPPORTED[k]:
+                raise Unsupported(k, _HINTS.get(k, ""))
+    return v
+
+
+_HINTS = {"functions": "; send tools", "function_call": "; send tool_choice",
+          **{k: "; send response_format" for k in ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                                                    "structured_outputs")}}
+
+
 class _Sampling(_Request):
     """Parameters shared by chat and completions."""
+
+    _unsupported = model_validator(mode="before")(classmethod(_refuse_unsupported))
 
     model: Text | None = None
     n: Int(1, 128) = 1
@@ -313,7 +373,7 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, _requires("top_logprobs", 0, "logprobs",
-                                                                                  True)]})
+                                                                                  True), CHAT_TOOL_RULE]})
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
     max_tokens: Int(1, 1 << 24) | None = None
@@ -382,6 +442,126 @@ class TokenizeRequest(_Request):
 class DetokenizeRequest(_Request):
     model: Text | None = None
     tokens: Annotated[TokenIds, Field(max_length=1 << 20)]
+
+
+# ---- the Responses API (`POST /v1/responses`, translated onto chat by `hytron.serve.responses`) ----
+class InputText(_Body):
+    type: Literal["input_text", "output_text", "text", "summary_text", "reasoning_text"]
+    text: Text
+
+
+_ITEM_NEEDS = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments"),
+               "function_call_output": ("call_id", "output"), "reasoning": ("summary",)}
+
+
+def _item_rule(kind: str, typed: bool) -> dict:
+    need = _ITEM_NEEDS[kind]
+    return {"required": [*need, *(["type"] if typed else [])],
+            "properties": {**{k: {"not": {"type": "null"}} for k in need},
+                           **({"type": {"const": kind}} if typed else {})},
+            **({} if typed else {"not": {"required": ["type"]}})}
+
+
+class ResponseInputItem(_Body):
+    """A message (`role` + `content`), a `function_call` the model made, its `function_call_output`, or a
+    `reasoning` item (its summary goes back as the next assistant turn's reasoning)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_item_rule("message", False)] + [
+        _item_rule(k, True) for k in _ITEM_NEEDS]})
+
+    type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
+    role: Literal["user", "system", "developer", "assistant"] | None = None
+    content: Text | list[InputText] | None = None
+    call_id: Text | None = None
+    name: Text | None = None
+    arguments: Text | None = None
+    output: Text | None = None
+    summary: list[InputText] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        need = _ITEM_NEEDS[self.type]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise PydanticCustomError("item_incomplete", "an item of type {type} needs {field}",
+                                      {"type": self.type, "field": missing[0]})
+        return self
+
+    def text(self) -> str:
+        parts = self.content if isinstance(self.content, list) else self.summary or []
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in parts)
+
+
+class FunctionTool(_Body):
+    type: Literal["function"]
+    name: FunctionName
+    description: Text | None = None
+    parameters: JSONObject | None = None
+    strict: StrictBool | None = None
+
+
+class NamedFunctionChoice(_Body):
+    type: Literal["function"]
+    name: Text
+
+
+class TextFormat(_Body):
+    """`text.format`: Responses' spelling of response_format (the schema's fields sit beside `type`)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: Annotated[Text, Field(max_length=256)] | None = None
+    description: Text | None = None
+    schema_: Annotated[JSONObject | None, Field(alias="schema")] = None
+    strict: StrictBool | None = None
+
+
+class TextOptions(_Body):
+    format: TextFormat | None = None
+    verbosity: _only(Text, "medium") | None = None
+
+
+class ReasoningOptions(_Body):
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None  # the summary is the whole thinking span
+
+
+class ResponsesRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"allOf": [RESPONSES_TOOL_RULE]})
+
+    model: Text | None = None
+    input: Text | Annotated[list[ResponseInputItem], Field(min_length=1, max_length=1024)]
+    instructions: Text | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | None = None
+    parallel_tool_calls: StrictBool = True
+    max_output_tokens: Int(1, 1 << 24) | None = None
+    temperature: Annotated[Num, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[Num, Field(gt=0.0, le=1.0)] | None = None
+    stream: StrictBool = False
+    reasoning: ReasoningOptions | None = None
+    text: TextOptions | None = None
+    metadata: dict[Text, Text] | None = None  # echoed back
+    user: Text | None = None
+    store: _only(StrictBool, False) | None = None  # nothing is stored: no previous_response_id to refer to
+    truncation: _only(Text, "disabled") | None = None
+    background: _only(StrictBool, False) | None = None
+    include: Annotated[list[Text], Field(max_length=0)] | None = None
+    _unsupported = model_validator(mode="before")(classmethod(lambda cls, v: _refuse_responses(cls, v)))
+
+
+# Responses parameters hytron does not implement: any value but None (or their no-op) is a 400 naming them
+RESPONSES_NOT_SUPPORTED = {"previous_response_id": (), "conversation": (), "prompt": (), "max_tool_calls": (),
+                           "top_logprobs": (0,), "service_tier": ("auto", "default")}
+
+
+def _refuse_responses(cls, v):
+    if isinstance(v, dict):
+        for k in sorted(v.keys() & RESPONSES_NOT_SUPPORTED.keys()):
+            if v[k] is not None and v[k] not in RESPONSES_NOT_SUPPORTED[k]:
+                raise Unsupported(k)
+    return v
 
 
 class ErrorInfo(BaseModel):
@@ -492,6 +672,18 @@ class TokenizeResponse(BaseModel):
     max_model_len: int
     tokens: list[int]
     token_strs: list[str] | None = None
+
+
+class ResponseObject(BaseModel):
+    """`/v1/responses`' answer (the fields clients read; the rest echo the request)."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "in_progress"]
+    model: str
+    output: list[dict]
+    usage: dict | None
 
 
 class DetokenizeResponse(BaseModel):

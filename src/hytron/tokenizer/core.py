@@ -32,6 +32,12 @@ tool already recognises them; the *reasoning control* is Nano 2's (research/reas
   with `<think>` but no `</think>` is an unfinished trace and stays open, so `continue_final_message=True`
   continues the reasoning (or, after a closed trace, the answer) as Nano 2's budget-control client does.
 
+Tools are Nemotron 3's (XML): the `tools` are listed at the end of the system turn (a system turn of their own
+when the chat has none), an assistant turn's `tool_calls` follow its answer as
+`<tool_call>\n<function=NAME>\n<parameter=K>\nV\n</parameter>\n</function>\n</tool_call>` (inside the generation
+span, so SFT learns them), and consecutive `tool` messages share one user turn, each in `<tool_response>`. The
+server's XML tool parser reads these calls (`hytron.tokenizer.tools`).
+
 Every assistant turn therefore begins with the special token `<think>`, so token boundaries never straddle
 the role header and the content: tokenizing the rendered string (what transformers does) and our
 span-tracking render give identical ids, and the assistant mask (1 on assistant content + `<|im_end|>`) is

@@ -28,11 +28,12 @@ from typing import Any
 
 from hytron.tokenizer.sandbox import TemplateBudget, TemplateBudgetError, _environment, compile_template, metered
 
-# hytron's own chat template (tokenizers hytron trains): ChatML turn markers with Nano 2's reasoning control, see
-# `hytron.tokenizer.core`. `{% generation %}` marks what the assistant produces (content + end of turn): our
-# renderer and transformers (`return_assistant_tokens_mask=True`) both turn it into the loss mask.
+# hytron's own chat template (tokenizers hytron trains): ChatML turn markers with Nano 2's reasoning control and
+# Nemotron 3's XML tools and tool calls, see `hytron.tokenizer.core`. `{% generation %}` marks what the assistant
+# produces (content, tool calls, end of turn): our renderer and transformers (`return_assistant_tokens_mask=True`)
+# both turn it into the loss mask.
 CHAT_TEMPLATE = (
-    "{%- set ns = namespace(think=(enable_thinking if enable_thinking is defined else true)) -%}"
+    "{%- set ns = namespace(think=(enable_thinking if enable_thinking is defined else true), tools='') -%}"
     "{%- for m in messages -%}"
     "{%- if m['role'] in ['system', 'user'] and m['content'] is string -%}"
     "{%- set on = m['content'].rfind('/think') -%}"
@@ -41,7 +42,35 @@ CHAT_TEMPLATE = (
     "{%- elif off > on -%}{%- set ns.think = false -%}{%- endif -%}"
     "{%- endif -%}"
     "{%- endfor -%}"
+    # tools, listed as Nemotron 3 lists them (XML), at the end of the system turn (one of their own if none)
+    "{%- if tools -%}"
+    "{%- for t in tools -%}{%- set f = t['function'] if t['function'] is defined else t -%}"
+    "{%- set ns.tools = ns.tools + '\\n<function>\\n<name>' + f['name'] + '</name>' -%}"
+    "{%- if f['description'] is defined and f['description'] -%}"
+    "{%- set ns.tools = ns.tools + '\\n<description>' + f['description'] + '</description>' -%}{%- endif -%}"
+    "{%- set ns.tools = ns.tools + '\\n<parameters>' -%}"
+    "{%- set params = f['parameters'] if f['parameters'] is defined and f['parameters'] else {} -%}"
+    "{%- for name, p in (params['properties'] if params['properties'] is defined else {}).items() -%}"
+    "{%- set ns.tools = ns.tools + '\\n<parameter>\\n<name>' + name + '</name>\\n<type>' + (p['type'] if "
+    "p['type'] is defined and p['type'] is string else 'string') + '</type>' -%}"
+    "{%- if p['description'] is defined and p['description'] -%}"
+    "{%- set ns.tools = ns.tools + '\\n<description>' + p['description'] + '</description>' -%}{%- endif -%}"
+    "{%- if p['enum'] is defined -%}{%- set ns.tools = ns.tools + '\\n<enum>' + p['enum'] | tojson + '</enum>' -%}"
+    "{%- endif -%}"
+    "{%- set ns.tools = ns.tools + '\\n</parameter>' -%}"
+    "{%- endfor -%}"
+    "{%- if params['required'] is defined -%}"
+    "{%- set ns.tools = ns.tools + '\\n<required>' + params['required'] | tojson + '</required>' -%}{%- endif -%}"
+    "{%- set ns.tools = ns.tools + '\\n</parameters>\\n</function>' -%}"
+    "{%- endfor -%}"
+    "{%- set ns.tools = '# Tools\\n\\nYou may call these functions:\\n<tools>' + ns.tools + '\\n</tools>\\n\\nTo "
+    "call a function reply with\\n<tool_call>\\n<function=NAME>\\n<parameter=ARG>\\nVALUE\\n</parameter>\\n"
+    "</function>\\n</tool_call>' -%}"
+    "{%- endif -%}"
     "{{- bos_token -}}"
+    "{%- if ns.tools and messages[0]['role'] not in ['system', 'developer'] -%}"
+    "{{- '<|im_start|>system\\n' + ns.tools + '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
     "{%- for m in messages -%}"
     "{%- set content = m['content'] if m['content'] is string else '' -%}"
     "{%- if m['role'] == 'assistant' -%}"
@@ -65,12 +94,31 @@ CHAT_TEMPLATE = (
     "{%- else -%}"
     "{{- '<think></think>' + answer -}}"
     "{%- endif -%}"
+    # tool calls in Nemotron 3's XML: one <parameter=K> block per argument, strings as they are, the rest as JSON
+    "{%- if m['tool_calls'] is defined and m['tool_calls'] and not unfinished -%}"
+    "{%- for call in m['tool_calls'] -%}"
+    "{%- set fn = call['function'] if call['function'] is defined else call -%}"
+    "{{- ('\\n' if answer or not loop.first else '') + '<tool_call>\\n<function=' + fn['name'] + '>\\n' -}}"
+    "{%- if fn['arguments'] is mapping -%}{%- for k, v in fn['arguments'].items() -%}"
+    "{{- '<parameter=' + k + '>\\n' + (v if v is string else v | tojson) + '\\n</parameter>\\n' -}}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '</function>\\n</tool_call>' -}}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
     "{{- '<|im_end|>' -}}"
     "{%- endgeneration -%}"
     "{{- '\\n' -}}"
+    # tool results: consecutive ones in one user turn, each in <tool_response> (as Nemotron 3)
+    "{%- elif m['role'] == 'tool' -%}"
+    "{%- if loop.first or loop.previtem['role'] != 'tool' -%}{{- '<|im_start|>user\\n' -}}{%- endif -%}"
+    "{{- '<tool_response>\\n' + content + '\\n</tool_response>\\n' -}}"
+    "{%- if loop.last or loop.nextitem['role'] != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
     "{%- else -%}"
     "{%- if m['role'] in ['system', 'user'] -%}"
     "{%- set content = content.replace('/no_think', '').replace('/think', '') | trim -%}"
+    "{%- endif -%}"
+    "{%- if loop.first and ns.tools and m['role'] in ['system', 'developer'] -%}"
+    "{%- set content = (content + '\\n\\n' if content else '') + ns.tools -%}"
     "{%- endif -%}"
     "{{- '<|im_start|>' + m['role'] + '\\n' + content + '<|im_end|>\\n' -}}"
     "{%- endif -%}"

@@ -129,32 +129,166 @@ def split_tool_calls(parser, text: str, tools: list[dict] | None = None) -> tupl
 
 
 class ToolCallStream:
-    """Streaming: `push(text)` returns the content that is safe to send now; text from the first call marker on
-    (or a partial marker at the end) is held, and `finish()` returns (content left, calls)."""
+    """Streaming: `push(text)` returns (content safe to send now, tool-call deltas in OpenAI's streaming shape).
 
-    def __init__(self, parser, tools: list[dict] | None = None, prefix: str = ""):
-        self.parser, self.tools = parser, tools
-        self.held = prefix  # a prefilled call opening (tool_choice required/named) is part of the call
-        self.in_call = bool(prefix)
+    XML calls stream as they decode: a call's first delta carries its index, id, type and name with empty
+    arguments, later ones append to `function.arguments` (string values as they come, JSON-escaped; other types
+    when their parameter closes), and the pieces join into exactly the `arguments` of the whole-text parse.
+    JSON (Nano 2) calls come whole at the end. Text from a call marker on (or a partial marker at the end) is
+    held; a call that turns out malformed before any delta of it was sent comes back as content. `max_calls`
+    (1 for `parallel_tool_calls: false`) stops after that many calls. `finish()` returns (content left, deltas
+    left, number of calls)."""
 
-    def push(self, text: str) -> str:
+    _function = re.compile(r"\s*<function=([^>\n]+)>(\n?)")
+    _parameter = re.compile(r"\s*<parameter=([^>\n]+)>(\n?)")
+    _end_function = re.compile(r"\s*</function>")
+    _end_call = re.compile(r"\s*</tool_call>")
+    _TYPED = {"integer", "number", "boolean", "object", "array", "null"}
+
+    def __init__(self, parser, tools: list[dict] | None = None, max_calls: int | None = None):
+        self.parser, self.tools, self.max_calls = parser, tools, max_calls
+        self.types = _param_types(tools)
+        self.incremental = isinstance(parser, XmlToolParser)
+        self.held = ""
+        self.state = "content"  # content | call | body | string | value | end | between | done
+        self.calls = 0  # calls begun
+        self.raw = ""  # the text of the current call so far (content again if it breaks before its first delta)
+        self.first_param = True
+        self.name = self.param = None  # the current call's function and parameter type
+        self.in_call = False
+
+    def push(self, text: str) -> tuple[str, list[dict]]:
         self.held += text
-        if self.in_call:
-            return ""
-        at = self.held.find(self.parser.start)
-        if at >= 0:
-            out, self.held, self.in_call = self.held[:at], self.held[at:], True
-            return out
-        keep = _partial_suffix(self.held, self.parser.start)
-        out, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
-        return out
+        return self._run(final=False)
 
-    def finish(self) -> tuple[str, list[ToolCall]]:
-        held, self.held = self.held, ""
-        if not self.in_call:
-            return held, []
-        calls = self.parser.parse_calls(held, self.tools)
-        return (held, []) if calls is None else ("", calls)
+    def finish(self) -> tuple[str, list[dict], int]:
+        content, deltas = self._run(final=True)
+        if self.state == "done":  # after the calls (or a call broken off by stray text): nothing more is sent
+            self.held = ""
+        if self.state in ("content", "between", "done") or not self.incremental:
+            rest, self.held = self.held, ""
+            if not self.incremental and self.in_call:
+                calls = self.parser.parse_calls(rest, self.tools)
+                if calls is not None:
+                    calls = calls[:self.max_calls] if self.max_calls else calls
+                    return content, [c.to_openai(k) for k, c in enumerate(calls)], len(calls)
+            return content + rest, deltas, self.calls
+        self.held = ""  # cut inside a call (max_tokens, a stop): its pieces so far were sent, the rest is markup
+        return content, deltas, self.calls
+
+    def _delta(self, arguments: str) -> dict:
+        return {"index": self.calls - 1, "function": {"arguments": arguments}}
+
+    def _run(self, final: bool) -> tuple[str, list[dict]]:
+        out, deltas = [], []
+        while True:
+            before = (self.state, len(self.held))
+            if self.state == "content":
+                at = self.held.find(self.parser.start)
+                if at < 0:
+                    keep = 0 if final else _partial_suffix(self.held, self.parser.start)
+                    out.append(self.held[:len(self.held) - keep])
+                    self.held = self.held[len(self.held) - keep:]
+                    break
+                out.append(self.held[:at])
+                self.raw, self.held = self.parser.start, self.held[at + len(self.parser.start):]
+                self.state, self.in_call = "call", True
+                if not self.incremental:
+                    self.held = self.raw + self.held
+                    break
+            elif not self.incremental:
+                break
+            elif self.state == "call":
+                m = self._match(self._function, final)
+                if m is None:
+                    break
+                if m is False:
+                    out.append(self.raw + self.held)  # not a call after all: the model's text
+                    self.held, self.state = "", "content"
+                    continue
+                self.calls += 1
+                call = ToolCall(m.group(1).strip(), "")
+                self.name = call.name
+                deltas.append({"index": self.calls - 1, "id": call.id, "type": "function",
+                               "function": {"name": call.name, "arguments": ""}})
+                self.state, self.first_param = "body", True
+            elif self.state == "body":
+                m = self._match(self._parameter, final)
+                if m is False:
+                    m = self._match(self._end_function, final)
+                    if m:
+                        deltas.append(self._delta("{}" if self.first_param else "}"))
+                        self.state = "end"
+                        continue
+                if not m:
+                    if m is False:
+                        self.state = "done"  # stray text inside the call: the call ends here
+                    break
+                name = m.group(1).strip()
+                self.param = self.types.get(self.name, {}).get(name)
+                deltas.append(self._delta(("{" if self.first_param else ", ") + json.dumps(name, ensure_ascii=False)
+                                          + ": " + ("" if self.param in self._TYPED else '"')))
+                self.first_param = False
+                self.state = "value" if self.param in self._TYPED else "string"
+            elif self.state in ("string", "value"):
+                at = self.held.find("</parameter>")
+                if at < 0:
+                    if self.state == "string":
+                        keep = 0 if final else _partial_suffix(self.held, "\n</parameter>")
+                        piece, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
+                        if piece:
+                            deltas.append(self._delta(json.dumps(piece, ensure_ascii=False)[1:-1]))
+                    break
+                value, self.held = self.held[:at], self.held[at + len("</parameter>"):]
+                value = value[:-1] if value.endswith("\n") else value
+                if self.state == "string":
+                    deltas.append(self._delta(json.dumps(value, ensure_ascii=False)[1:-1] + '"'))
+                else:
+                    deltas.append(self._delta(json.dumps(_convert(value, self.param), ensure_ascii=False)))
+                self.state = "body"
+            elif self.state == "end":
+                m = self._match(self._end_call, final)
+                if m is None:
+                    break
+                self.state = "between" if m else "done"
+                if m and self.max_calls and self.calls >= self.max_calls:
+                    self.state = "done"
+            elif self.state == "between":
+                stripped = self.held.lstrip()
+                if not stripped:
+                    break
+                if stripped.startswith(self.parser.start):
+                    self.held = stripped[len(self.parser.start):]
+                    self.raw, self.state = self.parser.start, "call"
+                elif self.parser.start.startswith(stripped) and not final:
+                    break
+                else:
+                    self.state = "done"
+            else:  # done: whatever follows the calls is dropped from the stream
+                self.held = ""
+                break
+            if (self.state, len(self.held)) == before:
+                break
+        return "".join(out), deltas
+
+    def _match(self, pattern: re.Pattern, final: bool):
+        """The match of `pattern` at the start of the held text (consumed; a match that needs one more character
+        to see an optional newline waits), None to wait for more text, False when it cannot match."""
+        m = pattern.match(self.held)
+        if m is not None and (m.lastindex is None or m.group(m.lastindex) or m.end() < len(self.held) or final):
+            self.held = self.held[m.end():]
+            return m
+        if m is not None or (not final and _could_start(self.held, pattern)):
+            return None
+        return False
+
+
+def _could_start(text: str, pattern: re.Pattern) -> bool:
+    """Whether more text could make `pattern` match at the start of `text` (its literal opening is not ruled
+    out yet)."""
+    literal = pattern.pattern.removeprefix("\\s*").split("(")[0].replace("\\", "")
+    rest = text.lstrip()
+    return literal.startswith(rest) or rest.startswith(literal)
 
 
 def _partial_suffix(text: str, marker: str) -> int:
