@@ -83,7 +83,8 @@ def test_static_decode_step_equals_model_decode(preset):
     for a, b in zip(static_cache.layers, ref_cache.layers):
         if a is not None:
             for t_a, t_b in zip(vars(a).values(), vars(b).values()):  # conv/ssm or k/v, same capacity
-                assert torch.allclose(t_a, t_b, atol=1e-5)
+                if isinstance(t_a, torch.Tensor):  # (a layer cache also holds flags, e.g. speculative tracking)
+                    assert torch.allclose(t_a, t_b, atol=1e-5)
 
 
 def test_graphed_decoder_refuses_to_run_past_the_cache_capacity():

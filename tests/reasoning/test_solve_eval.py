@@ -19,7 +19,8 @@ def test_budget_is_never_exceeded_beyond_the_grace_window(solver, budget, grace)
     problems = generate_problems("arithmetic", 6, seed=0)
     tries = solver.solve(problems, max_thinking_tokens=budget, thinking_grace=grace, samples=2, temperature=1.0,
                          max_tokens=60)
-    allowed = budget + (grace if grace is not None else -(-budget // 10))  # default grace: ceil(10%)
+    # default grace: ceil(10%); + 1 for the newline forced when the grace runs out mid-line (as `hytron serve`)
+    allowed = budget + (grace if grace is not None else -(-budget // 10)) + (budget > 0)
     for attempts in tries:
         for a in attempts:
             assert a.thinking_tokens <= allowed
@@ -42,7 +43,7 @@ def test_evaluate_reasoning_curve_and_plot(solver, tmp_path):
     res = evaluate_reasoning(solver, kinds="arithmetic", n=4, budgets=[0, 4], max_tokens=40)
     assert [c["budget"] for c in res["curve"]] == [0, 4, None]
     assert res["curve"][0]["mean_thinking_tokens"] == 0
-    assert res["curve"][1]["max_thinking_tokens_seen"] <= 5
+    assert res["curve"][1]["max_thinking_tokens_seen"] <= 6  # 4 + grace ceil(10%) + a forced line end
     assert res["accuracy"] == res["curve"][-1]["accuracy"] and 0 <= res["accuracy"] <= 1
     assert res["no_think"]["mean_thinking_tokens"] == 0 and res["n"] == 4
     pytest.importorskip("matplotlib")

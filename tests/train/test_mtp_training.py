@@ -49,7 +49,7 @@ def test_the_trained_head_is_exported_and_predicts_further_ahead(mtp_run, packed
 
 def test_mtp_run_resumes_bit_for_bit(mtp_run, packed_tinyweb, tmp_path):
     cfg = tiny_recipe(packed_tinyweb, tmp_path, model={"preset": "hytron-tiny", "mtp": {"depths": 2}})
-    assert pretrain(cfg, progress=False, max_steps_this_run=5)["status"].startswith("paused at step 5")
+    assert pretrain(cfg, progress=False, max_steps_this_run=5)["message"].startswith("paused at step 5")
     pretrain(cfg, progress=False)
     assert _records(tmp_path) .keys() == _records(mtp_run[0]).keys()
     for step, rec in _records(mtp_run[0]).items():
