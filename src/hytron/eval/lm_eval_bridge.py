@@ -114,7 +114,7 @@ def make_lm(scorer: Scorer):
     return HytronLM(scorer)
 
 
-_MC_YAML = """task: {name}
+MC_TASK_YAML = """task: {name}
 dataset_path: json
 dataset_kwargs:
   data_files:
@@ -147,7 +147,7 @@ def write_tinyweb_tasks(tinyweb: str | Path, out_dir: str | Path, limit: int | N
                         ("hytron_arithmetic", arithmetic_items(src / "arithmetic.jsonl", limit=limit))):
         data = out / f"{name}.jsonl"
         data.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
-        (out / f"{name}.yaml").write_text(_MC_YAML.format(name=name, data=json.dumps(str(data)), text=template))
+        (out / f"{name}.yaml").write_text(MC_TASK_YAML.format(name=name, data=json.dumps(str(data)), text=template))
     return out
 
 
