@@ -85,6 +85,16 @@ def test_recipe_errors_name_the_field(tmp_path):
     bad.write_text(yaml.safe_dump({"base_model": "m", "data": {"inputs": ["d"], "replay_share": 0.3}}))
     with pytest.raises(ConfigError, match="data.replay"):
         load_recipe(CustomizeConfig, bad)
+    # the sft section is a typed SFT recipe: its mistakes are found at load, not after curation and training
+    ok = {"base_model": "m", "data": {"inputs": ["d"], "replay_share": 0}}
+    bad.write_text(yaml.safe_dump({**ok, "sft": {"stepz": 5, "data": {"path": "chat.jsonl"}}}))
+    with pytest.raises(ConfigError, match=r"sft: unknown field\(s\) \['stepz'\]"):
+        load_recipe(CustomizeConfig, bad)
+    bad.write_text(yaml.safe_dump({**ok, "sft": {"steps": 5}}))
+    with pytest.raises(ConfigError, match="sft.data.path"):
+        load_recipe(CustomizeConfig, bad)
+    bad.write_text(yaml.safe_dump({**ok, "sft": {"steps": 5, "data": {"path": "chat.jsonl"}}}))
+    assert load_recipe(CustomizeConfig, bad).sft.steps == 5
     with pytest.raises(FileNotFoundError, match="no recipe 'no-such-recipe'.*customize"):
         load_recipe(CustomizeConfig, "no-such-recipe")
 

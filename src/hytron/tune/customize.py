@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ from hytron.tokenizer import Tokenizer
 from hytron.train.batches import collate, encode_rows
 from hytron.train.pretrain import pretrain
 from hytron.train.recipe import TrainConfig
-from hytron.train.sft import SFTConfig, sft
+from hytron.train.sft import sft
 from hytron.tune.finetune import (
     TuneConfig,
     chat_batches,
@@ -144,8 +145,8 @@ def run_customize(cfg) -> dict:
 
     if cfg.sft is not None:
         _say("5/6 SFT with reasoning")
-        sft_cfg = from_dict(SFTConfig, {"name": f"{cfg.name}-sft", "out_dir": str(out / "sft"), "seed": cfg.seed,
-                                        "threads": cfg.threads, **cfg.sft, "model": {"init_from": str(model_dir)}})
+        sft_cfg = replace(cfg.sft, name=f"{cfg.name}-sft", out_dir=str(out / "sft"), seed=cfg.seed,
+                          threads=cfg.threads, model=replace(cfg.sft.model, init_from=str(model_dir)))
         summary = sft(sft_cfg)
         model_dir, run_dir = Path(summary.get("model_dir") or out / "sft" / "model"), out / "sft"
         timings["sft"] = round(time.perf_counter() - t0, 1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hytron.config import ConfigError
+from hytron.train.sft import SFTConfig
 from hytron.tune.lora import LoRAConfig
 
 METHODS = ("pretrain", "lora")
@@ -73,7 +74,8 @@ class CustomizeConfig:
     threads: int = 0
     train: CustomizeTrain = field(default_factory=CustomizeTrain)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    sft: dict[str, Any] | None = None  # an SFT recipe's fields (data.path, steps, ...); init_from is set for you
+    sft: SFTConfig | None = None  # an SFT recipe (data.path, steps, optim, ...); name, out_dir, seed, threads and
+    # model.init_from are set for you (the run goes to OUT/sft and starts from the customized model)
     probes: list[dict[str, Any]] = field(default_factory=list)  # {prompt, answer, distractors: [...]}
     eval_harness: bool = False  # also run hytron.eval's standard suite before and after (when installed)
 
@@ -87,5 +89,5 @@ class CustomizeConfig:
                 raise ConfigError(f"probes[{i}]: needs string 'prompt' and 'answer', got {p!r}")
             if not isinstance(p.get("distractors", []), list):
                 raise ConfigError(f"probes[{i}].distractors: must be a list of wrong answers")
-        if self.sft is not None and not isinstance(self.sft, dict):
-            raise ConfigError(f"sft: must be a mapping of SFT recipe fields, got {type(self.sft).__name__}")
+        if self.sft is not None and not self.sft.data.path:
+            raise ConfigError("sft.data.path: set it to a chat JSONL file (hytron reasoning-data --out FILE)")
