@@ -4,7 +4,6 @@ import io
 import json
 import math
 import shutil
-from types import SimpleNamespace
 
 import pytest
 
@@ -21,12 +20,13 @@ def test_eval_runs_on_a_bf16_transformers_checkpoint(foreign, capsys):
 
 
 def test_chat_runs_on_a_nano2_checkpoint_with_scripted_input(foreign):
-    from hytron.serve.terminal import chat_loop
+    from hytron.serve import ServeConfig
+    from hytron.serve.terminal import ChatSettings, chat_loop
 
-    args = SimpleNamespace(model_dir=str(foreign("nano2")), max_model_len=256, max_slots=1, threads=1,
-                           no_think=False, max_thinking_tokens=3, max_tokens=8, temperature=0.0, seed=0)
+    settings = ChatSettings(thinking=True, max_thinking_tokens=3, max_tokens=8, temperature=0.0, seed=0)
     out = io.StringIO()
-    assert chat_loop(args, io.StringIO("What is 6 times 7?\n/no_think\nAnd 6 times 8?\n/quit\n"), out) == 0
+    assert chat_loop(foreign("nano2"), ServeConfig(max_len=256, max_slots=1, threads=1), settings,
+                     io.StringIO("What is 6 times 7?\n/no_think\nAnd 6 times 8?\n/quit\n"), out) == 0
     lines = out.getvalue().splitlines()
     assert "thinking on" in lines[0] and any("[thinking off]" in x for x in lines)
     ends = [x for x in lines if x.startswith("[") and "tokens" in x]

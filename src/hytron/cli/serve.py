@@ -10,22 +10,23 @@ import os
 def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over the OpenAI API (vLLM dialect) with a chat page at /")
     p.add_argument("model_dir", help="model directory (Nemotron-H format with tokenizer files)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--api-key", default=os.environ.get("HYTRON_API_KEY"),
                    help="require this key (Authorization: Bearer KEY) on every route but /health and / "
                         "(default: $HYTRON_API_KEY)")
     p.add_argument("--served-model-name", help="model id clients use (default: the directory name)")
-    p.add_argument("--max-slots", type=int, default=8, help="requests decoded together")
-    p.add_argument("--max-waiting", type=int, default=64, help="queued requests beyond the slots; more get 429")
+    p.add_argument("--max-slots", type=int, help="requests decoded together (default 8)")
+    p.add_argument("--max-waiting", type=int, help="queued requests beyond the slots; more get 429 (default 64)")
     p.add_argument("--max-model-len", type=int, help="context limit, prompt + completion (default: the model's)")
-    p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
+    p.add_argument("--max-tokens-limit", type=int, help="largest max_tokens a request may ask (default 4096)")
     p.add_argument("--max-thinking-tokens", type=int, help="default thinking budget (requests may set their own)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--read-timeout", type=float, default=30.0,
-                   help="seconds a client has to send a whole request (headers and body); then it is closed")
-    p.add_argument("--shutdown-timeout", type=float, default=10.0,
-                   help="on SIGTERM/SIGINT, seconds requests in flight get before they are cancelled")
+    p.add_argument("--read-timeout", type=float,
+                   help="seconds a client has to send a whole request (headers and body); then it is closed "
+                        "(default 30)")
+    p.add_argument("--shutdown-timeout", type=float,
+                   help="on SIGTERM/SIGINT, seconds requests in flight get before they are cancelled (default 10)")
     p.add_argument("--allowed-host", action="append", metavar="HOST",
                    help="a Host name clients may use (repeatable; *.example.com matches subdomains; default: the "
                         "bound address's names, any for 0.0.0.0)")
@@ -34,17 +35,17 @@ def add_serve(sub) -> None:
     p.add_argument("--max-connections", type=int,
                    help="connections served at once (default: the open-file limit less a reserve); past it the "
                         "oldest idle connection is closed, or the new one gets a 503")
-    p.add_argument("--template-timeout", type=float, default=5.0,
-                   help="seconds one chat-template render may take (a longer one is a 400)")
-    p.add_argument("--grammar-timeout", type=float, default=10.0,
+    p.add_argument("--template-timeout", type=float,
+                   help="seconds one chat-template render may take (a longer one is a 400; default 5)")
+    p.add_argument("--grammar-timeout", type=float,
                    help="seconds a response_format schema or forced tool call's grammar may take to compile "
-                        "(longer is a 400)")
+                        "(longer is a 400; default 10)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--default-chat-template-kwargs", type=_json_object, metavar="JSON",
                    help='chat template variables every chat request starts from, e.g. \'{"enable_thinking": false}\' '
                         "(thinking off for clients that do not ask); a request's chat_template_kwargs or "
                         "reasoning_effort override them")
-    p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"], default="auto",
+    p.add_argument("--tool-parser", choices=["auto", "xml", "json", "none"],
                    help="tool-call format in model output: xml (Nemotron 3), json (Nano 2 <TOOLCALL>), none; "
                         "auto: the one the chat template writes")
     _add_dtype(p)
@@ -63,7 +64,7 @@ def _json_object(text: str) -> dict:
 
 
 def _add_speculative(p) -> None:
-    p.add_argument("--speculative-tokens", type=int, default=0, metavar="K",
+    p.add_argument("--speculative-tokens", type=int, metavar="K",
                    help="draft K tokens per step with the model's MTP head and verify them in one forward (same "
                         "greedy tokens, same sampling distribution; needs a model with an MTP head; default 0: off)")
 
@@ -73,24 +74,27 @@ def _add_dtype(p) -> None:
                    help="compute dtype (default: float32 on CPU, the checkpoint's own on GPU)")
 
 
-def _config(args):
+# flag -> ServeConfig field; a flag left out keeps ServeConfig's default (the one owner of serving defaults)
+_SERVE_FIELDS = {"host": "host", "port": "port", "api_key": "api_key", "served_model_name": "model_name",
+                 "max_slots": "max_slots", "max_waiting": "max_waiting", "max_model_len": "max_len",
+                 "max_tokens_limit": "max_tokens_limit", "max_thinking_tokens": "max_thinking_tokens",
+                 "threads": "threads", "read_timeout": "read_timeout", "shutdown_timeout": "shutdown_timeout",
+                 "allowed_host": "allowed_hosts", "cors_origin": "cors_origins", "tool_parser": "tool_parser",
+                 "dtype": "dtype", "max_connections": "max_connections", "template_timeout": "template_seconds",
+                 "grammar_timeout": "grammar_seconds", "default_chat_template_kwargs": "default_chat_template_kwargs",
+                 "speculative_tokens": "speculative_tokens"}
+
+
+def _config(args, **fixed):
+    """The `ServeConfig` of the flags given (others keep its defaults), plus `fixed` fields."""
     from hytron.serve import ServeConfig
 
-    return ServeConfig(host=args.host, port=args.port, api_key=getattr(args, "api_key", None),
-                       model_name=getattr(args, "served_model_name", None), max_slots=args.max_slots,
-                       max_waiting=getattr(args, "max_waiting", 64), max_len=args.max_model_len,
-                       max_tokens_limit=getattr(args, "max_tokens_limit", 4096),
-                       max_thinking_tokens=args.max_thinking_tokens, threads=args.threads,
-                       read_timeout=getattr(args, "read_timeout", 30.0),
-                       shutdown_timeout=getattr(args, "shutdown_timeout", 10.0),
-                       allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()) or None,
-                       cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
-                       tool_parser=getattr(args, "tool_parser", None), dtype=getattr(args, "dtype", None),
-                       max_connections=getattr(args, "max_connections", None),
-                       template_seconds=getattr(args, "template_timeout", 5.0),
-                       grammar_seconds=getattr(args, "grammar_timeout", 10.0),
-                       default_chat_template_kwargs=getattr(args, "default_chat_template_kwargs", None),
-                       speculative_tokens=getattr(args, "speculative_tokens", 0))
+    given = {field: getattr(args, flag) for flag, field in _SERVE_FIELDS.items()
+             if getattr(args, flag, None) is not None}
+    for field in ("allowed_hosts", "cors_origins"):  # repeatable flags: lists -> tuples
+        if field in given:
+            given[field] = tuple(given[field])
+    return ServeConfig(**{**given, **fixed})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -127,6 +131,9 @@ def add_chat(sub) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from hytron.serve.terminal import chat_loop
+    from hytron.serve.terminal import ChatSettings, chat_loop
 
-    return chat_loop(args)
+    settings = ChatSettings(thinking=not args.no_think, max_thinking_tokens=args.max_thinking_tokens,
+                            max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+    # the budget is the chat's own (it changes with /budget), not a server default
+    return chat_loop(args.model_dir, _config(args, max_thinking_tokens=None), settings)

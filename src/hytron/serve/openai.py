@@ -365,8 +365,8 @@ def _tool_grammar(body: ChatCompletionRequest, tools: list[dict], parser) -> dic
                        "response_format")
     for i, t in enumerate(tools):
         f = t["function"]
-        if f.get("strict"):
-            problem = strict_problem(f.get("parameters"), f"tools.{i}.function.parameters")
+        if f.get("strict") and f.get("parameters") is not None:  # no parameters: a call without arguments
+            problem = strict_problem(f["parameters"], f"tools.{i}.function.parameters")
             if problem:
                 raise APIError(400, problem, f"tools.{i}.function.parameters")
     named = None if isinstance(body.tool_choice, str) else body.tool_choice.function.name

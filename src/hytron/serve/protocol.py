@@ -269,22 +269,28 @@ class JSONSchemaFormat(_Body):
 
     name: Annotated[Text, Field(max_length=256)] | None = None
     description: Text | None = None
-    schema_: Annotated[JSONObject | None, Field(alias="schema")] = None
+    schema_: Annotated[JSONObject, Field(alias="schema")]  # required: the answer is held to it
     strict: StrictBool | None = None
 
 
-class ResponseFormat(_Body):
-    """OpenAI's `response_format`: free text, any JSON object, or JSON that follows a schema (enforced by a
-    grammar, `hytron.serve.structured`)."""
+class TextFormat(_Body):
+    type: Literal["text"]
+    json_schema: None = None
 
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
 
-    @model_validator(mode="after")
-    def _schema_given(self):
-        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
-            raise PydanticCustomError("json_schema_missing", "type json_schema needs json_schema.schema")
-        return self
+class JSONObjectFormat(_Body):
+    type: Literal["json_object"]
+    json_schema: None = None
+
+
+class JSONSchemaResponseFormat(_Body):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+# OpenAI's `response_format`: free text, any JSON object, or JSON that follows a schema (enforced by a grammar,
+# `hytron.serve.structured`); a union on `type`, so the published schema itself says json_schema needs a schema
+ResponseFormat = Annotated[TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Field(discriminator="type")]
 
 
 # OpenAI and vLLM parameters hytron does not implement, with the values that ask for nothing (None is always one):

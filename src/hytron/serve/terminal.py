@@ -9,24 +9,38 @@ chat template defines.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from hytron.infer import SamplingParams
 
 
-def chat_loop(args, stdin=None, stdout=None) -> int:
+@dataclass
+class ChatSettings:
+    """What a terminal chat starts with (the `/think`, `/no_think` and `/budget` commands change the first two)."""
+
+    thinking: bool = True
+    max_thinking_tokens: int | None = None  # None: unlimited
+    max_tokens: int = 512
+    temperature: float = 0.7
+    seed: int | None = None
+
+
+def chat_loop(model_dir: str | Path, config=None, settings: ChatSettings | None = None, stdin=None,
+              stdout=None) -> int:
+    """Chat with the model in `model_dir` (served by a `Backend` with `config`, a `ServeConfig`) on stdin/stdout."""
     from hytron.serve.backend import Backend, ServeConfig
 
+    args = settings or ChatSettings()
     stdin, out = stdin or sys.stdin, stdout or sys.stdout
     tty = out.isatty()
     dim, reset = ("\033[2m", "\033[0m") if tty else ("", "")
-    cfg = ServeConfig(max_len=args.max_model_len, max_slots=args.max_slots, threads=args.threads,
-                      dtype=getattr(args, "dtype", None), speculative_tokens=getattr(args, "speculative_tokens", 0))
-    backend = Backend.load(args.model_dir, cfg)
+    backend = Backend.load(model_dir, config or ServeConfig(max_slots=1))
     if not backend.tokenizer.has_chat_template:
-        raise ValueError(f"{args.model_dir}: the model has no chat template (chat needs one; `hytron serve` still "
+        raise ValueError(f"{model_dir}: the model has no chat template (chat needs one; `hytron serve` still "
                          "serves completions)")
     backend.start()
-    thinking, budget = not args.no_think, args.max_thinking_tokens
+    thinking, budget = args.thinking, args.max_thinking_tokens
     history: list[dict] = []
 
     def say(text: str) -> None:
