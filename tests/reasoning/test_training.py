@@ -10,8 +10,9 @@ from hytron.data.io import write_jsonl
 from hytron.reasoning.generation import Solver
 from hytron.reasoning.prompts import problem_prompts
 from hytron.train.metrics import read_metrics
+from hytron.train.recipe import SFTConfig
 from hytron.train.rl import RLConfig, dr_grpo_advantages, group_rewards, grpo, token_logprobs
-from hytron.train.sft import SFTConfig, sft
+from hytron.train.sft import sft
 from tests.conftest import losses
 
 
@@ -125,7 +126,8 @@ def test_grpo_runs_resumes_and_exports(sft_run, tok_dir, tmp_path):
 
 _SFT_SCRIPT = """import sys
 from hytron.config import load_recipe
-from hytron.train.sft import SFTConfig, sft
+from hytron.train.recipe import SFTConfig
+from hytron.train.sft import sft
 print(sft(load_recipe(SFTConfig, sys.argv[1]), progress=False, max_steps_this_run=int(sys.argv[2]) or None))
 """
 

@@ -164,7 +164,8 @@ def disjointness(splits: dict[str, list]) -> dict[str, dict[str, int]]:
 def _sft(out: Path, data: Path, steps: int, lr: float, batch: int, seed: int, seq_len: int, *, tokenizer: str = "",
          init_from: str | None = None) -> str:
     from hytron.config import from_dict
-    from hytron.train.sft import SFTConfig, sft
+    from hytron.train.recipe import SFTConfig
+    from hytron.train.sft import sft
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = from_dict(SFTConfig, {

@@ -49,7 +49,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     from hytron.config import load_recipe
-    from hytron.train.sft import SFTConfig, sft
+    from hytron.train.recipe import SFTConfig
+    from hytron.train.sft import sft
 
     return report_run(sft(load_recipe(SFTConfig, args.recipe, args.overrides, args.section),
                           progress=not args.no_progress))

@@ -118,3 +118,27 @@ class TrainConfig(RunConfig):
         for f in ("eval_every", "eval_batches"):
             if getattr(self, f) < 0:
                 raise ConfigError(f"{f}: must be >= 0, got {getattr(self, f)}")
+
+
+@dataclass
+class SFTDataSpec:
+    path: str = ""  # chat JSONL (hytron reasoning-data, or your own rows)
+    seq_len: int = 512  # rows longer than this are dropped (and counted)
+    batch_size: int = 16  # rows per micro-batch per rank
+    grad_accum: int = 1
+    val_rows: int = 64  # rows held out (seeded) for the masked validation loss
+
+    def __post_init__(self):
+        for f in ("seq_len", "batch_size", "grad_accum"):
+            if getattr(self, f) < 1:
+                raise ConfigError(f"data.{f}: must be >= 1, got {getattr(self, f)}")
+        if self.val_rows < 0:
+            raise ConfigError(f"data.val_rows: must be >= 0, got {self.val_rows}")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """A training recipe (`TrainConfig`) whose data is chat JSONL; `tokenizer` defaults to the init model's."""
+
+    tokenizer: str = ""
+    data: SFTDataSpec = field(default_factory=SFTDataSpec)

@@ -12,8 +12,6 @@ metrics, progress, save on signal, summary) `hytron.train.loop.Run`'s; this file
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from hytron.config import ConfigError
@@ -21,32 +19,8 @@ from hytron.data.chat import read_chat_jsonl
 from hytron.train import distributed as dist
 from hytron.train.batches import ChatBatches, encode_rows, evaluate_masked, masked_loss_sum
 from hytron.train.loop import Run, clip_and_step, export_model, make_optimizer, set_lr
-from hytron.train.recipe import TrainConfig
+from hytron.train.recipe import SFTConfig
 from hytron.train.setup import load_tokenizer, prepare_model, start, switch_precision
-
-
-@dataclass
-class SFTDataSpec:
-    path: str = ""  # chat JSONL (hytron reasoning-data, or your own rows)
-    seq_len: int = 512  # rows longer than this are dropped (and counted)
-    batch_size: int = 16  # rows per micro-batch per rank
-    grad_accum: int = 1
-    val_rows: int = 64  # rows held out (seeded) for the masked validation loss
-
-    def __post_init__(self):
-        for f in ("seq_len", "batch_size", "grad_accum"):
-            if getattr(self, f) < 1:
-                raise ConfigError(f"data.{f}: must be >= 1, got {getattr(self, f)}")
-        if self.val_rows < 0:
-            raise ConfigError(f"data.val_rows: must be >= 0, got {self.val_rows}")
-
-
-@dataclass
-class SFTConfig(TrainConfig):
-    """A training recipe (`TrainConfig`) whose data is chat JSONL; `tokenizer` defaults to the init model's."""
-
-    tokenizer: str = ""
-    data: SFTDataSpec = field(default_factory=SFTDataSpec)
 
 
 def sft(cfg: SFTConfig, *, progress: bool = True, max_steps_this_run: int | None = None) -> dict:

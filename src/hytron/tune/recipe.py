@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hytron.config import ConfigError
-from hytron.train.sft import SFTConfig
+from hytron.train.recipe import SFTConfig
 from hytron.tune.lora import LoRAConfig
 
 METHODS = ("pretrain", "lora")
