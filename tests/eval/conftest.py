@@ -3,6 +3,7 @@
 import pytest
 
 from tests.eval.tinyrun import build_tiny_run
+from tests.fixtures.threads import one_thread_per_test  # noqa: F401 - autouse: one torch thread
 
 
 @pytest.fixture(scope="session")
@@ -10,12 +11,3 @@ def tiny_run(tmp_path_factory):
     return build_tiny_run(tmp_path_factory.mktemp("evalrun"), steps=6)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a loaded 2-core CI machine two OpenMP workers fight other jobs and run 3-10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

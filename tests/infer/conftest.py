@@ -1,12 +1,5 @@
 """Infer fixtures: one torch thread (tiny models run fastest that way, and the CI machine's 2 cores are shared)."""
 
-import pytest
-import torch
+from tests.fixtures.threads import package_one_thread  # noqa: F401 - autouse: one torch thread
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

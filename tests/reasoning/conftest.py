@@ -1,19 +1,11 @@
 """Reasoning fixtures: a small BPE tokenizer trained on reasoning rows, tiny random models, one torch thread."""
 
 import pytest
-import torch
 
 from hytron.reasoning.data import sft_rows
 from hytron.reasoning.tasks import generate_problems
 from hytron.tokenizer import Tokenizer
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.fixtures.threads import package_one_thread  # noqa: F401 - autouse: one torch thread
 
 
 def row_text(row: dict) -> str:

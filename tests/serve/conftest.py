@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from hytron.serve import Backend, ServeConfig, create_app
+from tests.fixtures.threads import package_one_thread  # noqa: F401 - autouse: one torch thread
 from tests.infer.chatmodel import save_chat_model
 
 API_KEY = "test-key-123"
@@ -33,15 +34,6 @@ def wait_for_health(proc, url: str, timeout: float = 90) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    """One torch thread: tiny models run fastest that way, and the CI machine's 2 cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,8 @@
 import pytest
 import torch
 
+from tests.fixtures.threads import one_thread_per_test  # noqa: F401 - autouse: one torch thread
 from tests.train.conftest import pack_corpus
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny matmuls only lose to thread hand-offs, badly so on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")
