@@ -23,8 +23,9 @@ ROWS = [{"messages": [{"role": "user", "content": "What is 6 times 7? /no_think"
 def test_lora_on_a_nano2_checkpoint_keeps_its_tokenizer(foreign, tmp_path):
     base = foreign("nano2")
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    rc = main(["lora", str(base), "--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "l"), "--steps", "3",
-               "--seq-len", "256", "--batch-size", "2", "--eval-batches", "1", "--merge", "--threads", "1"])
+    rc = main(["lora", "lora", "--set", f"model.init_from={base}", "--set", f"data.path={tmp_path / 'rows.jsonl'}",
+               "--set", f"out_dir={tmp_path / 'l'}", "--set", "steps=3", "--set", "data.seq_len=256", "--set",
+               "data.batch_size=2", "--set", "eval_batches=1", "--set", "threads=1", "--no-progress"])
     assert rc == 0
     summary = json.loads((tmp_path / "l" / "summary.json").read_text())
     assert all(torch.isfinite(torch.tensor(v)) for v in summary.values() if isinstance(v, float))
@@ -36,7 +37,7 @@ def test_lora_on_a_nano2_checkpoint_keeps_its_tokenizer(foreign, tmp_path):
 
 def test_customize_packs_with_the_base_models_tokenizer(foreign, tmp_path):
     from hytron.config import load_recipe
-    from hytron.tune.customize import run_customize
+    from hytron.pipelines.customize import run_customize
     from hytron.tune.recipe import CustomizeConfig
 
     base = foreign("nemotron3")
@@ -49,7 +50,8 @@ def test_customize_packs_with_the_base_models_tokenizer(foreign, tmp_path):
     recipe = {"name": "acme", "out": str(tmp_path / "out"), "base_model": str(base), "method": "pretrain",
               "threads": 1, "data": {"inputs": [str(tmp_path / "docs")], "replay": [str(tmp_path / "replay.jsonl")],
                                      "replay_share": 0.3, "validation_fraction": 0.2},
-              "train": {"steps": 3, "lr": 1e-3, "warmup_steps": 1, "seq_len": 64, "batch_size": 4, "eval_batches": 1},
+              "train": {"steps": 3, "eval_batches": 1, "optim": {"lr": 1e-3, "warmup_steps": 1},
+                        "data": {"seq_len": 64, "batch_size": 4}},
               "probes": [{"prompt": "The Zorbex project codename is", "answer": " Quillfeather.",
                           "distractors": [" Ironbridge."]}]}
     (tmp_path / "customize.yaml").write_text(yaml.safe_dump(recipe))

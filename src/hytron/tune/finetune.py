@@ -11,74 +11,20 @@ with the same model, data and config resumes exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hytron.config import ConfigError
 from hytron.train import distributed as dist
 from hytron.train.batches import ChatBatches
 from hytron.train.loop import Run, clip_and_step, make_optimizer, set_lr
-from hytron.train.recipe import DataSpec, OptimSpec, TrainConfig
 from hytron.train.setup import place_model, start
 from hytron.tune.distill import distill_loss, teacher_topk, topk_kl
+from hytron.tune.recipe import TuneConfig
 
 Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, L), targets (B, L), loss_mask (B, L) bool
-
-
-TUNE_PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def _tune_optim() -> OptimSpec:
-    return OptimSpec(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=10)
-
-
-@dataclass
-class TuneConfig(TrainConfig):
-    """A tuning run is a training recipe (`TrainConfig`: optimizer and schedule, length, precision, device,
-    distributed, checkpoints, evaluation cadence, `data.seq_len`/`batch_size`/`grad_accum`) whose model already
-    exists (all weights, LoRA adapters, or a student beside a teacher), plus the distillation settings.
-
-    Precision: "auto" is bf16 autocast on CUDA and fp32 on CPU; "bf16" is bf16 autocast on every device (on
-    a CPU too, so the CPU tests walk the GPU's path); "fp32" is fp32. The low-precision pre-training recipes
-    (fp8, nvfp4, ...) are not tuning precisions: their Linears would replace the adapters'."""
-
-    steps: int = 100
-    keep_checkpoints: int = 1
-    eval_every: int = 0  # 0: only before and after
-    eval_batches: int = 8
-    optim: OptimSpec = field(default_factory=_tune_optim)
-    data: DataSpec = field(default_factory=lambda: DataSpec(seq_len=128, batch_size=8))
-    # distillation (used when a teacher is given)
-    kd_topk: int = 64
-    kd_temperature: float = 1.0
-    kd_alpha: float = 1.0  # share of the KD loss; the rest is cross-entropy on the data
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.precision not in TUNE_PRECISIONS:
-            raise ConfigError(f"precision: tuning runs in {', '.join(TUNE_PRECISIONS)}, got {self.precision!r} "
-                              "(low-precision recipes are for pre-training)")
-        if self.kd_topk < 1:
-            raise ConfigError(f"kd_topk: must be >= 1, got {self.kd_topk}")
-        if self.kd_temperature <= 0:
-            raise ConfigError(f"kd_temperature: must be positive, got {self.kd_temperature}")
-        if not 0 <= self.kd_alpha <= 1:
-            raise ConfigError(f"kd_alpha: must be in [0, 1], got {self.kd_alpha}")
-
-    def autocast(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype on `device` (None: no autocast)."""
-        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
-            return torch.bfloat16
-        return None
-
-    def weights_dtype(self, device: torch.device) -> torch.dtype:
-        """The dtype frozen weights (a LoRA base, a teacher) are loaded in: bf16 whenever the run computes in
-        bf16, so a bf16 published checkpoint is never copied to fp32 (trained weights stay fp32 masters)."""
-        return torch.bfloat16 if self.autocast(device) is not None else torch.float32
 
 
 def tune_device(cfg: TuneConfig) -> torch.device:
