@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hytron.cli.recipes import add_recipe_args, add_set
+from hytron.cli.recipes import add_recipe_verb, add_set
 
 # verb: (help, description, the shipped example recipe)
 JOBS = {
@@ -27,23 +27,16 @@ JOBS = {
 }
 
 
-def _add_job(sub, verb: str, func) -> None:
-    help_, description, example = JOBS[verb]
-    p = sub.add_parser(verb, help=help_, description=description)
-    add_recipe_args(p, example)
-    p.set_defaults(func=func)
-
-
 def add_lora(sub) -> None:
-    _add_job(sub, "lora", cmd_lora)
+    add_recipe_verb(sub, "lora", JOBS, cmd_lora)
 
 
 def add_distill(sub) -> None:
-    _add_job(sub, "distill", cmd_distill)
+    add_recipe_verb(sub, "distill", JOBS, cmd_distill)
 
 
 def add_prune(sub) -> None:
-    _add_job(sub, "prune", cmd_prune)
+    add_recipe_verb(sub, "prune", JOBS, cmd_prune)
 
 
 def _job(args: argparse.Namespace, recipe_cls, job) -> dict:

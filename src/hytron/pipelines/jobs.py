@@ -21,10 +21,12 @@ from hytron.model import HybridLM
 from hytron.packing import iter_eval_batches
 from hytron.tokenizer import Tokenizer
 from hytron.train.batches import collate, encode_rows
+from hytron.train.loop import export_model
 from hytron.tune.finetune import chat_batches, finetune, packed_batches, packed_eval_batches, tune_device
 from hytron.tune.importance import estimate_importance
 from hytron.tune.lora import (
     PEFT_REFUSES,
+    LoRAConfig,
     apply_lora,
     format_coverage,
     load_adapter,
@@ -38,6 +40,21 @@ from hytron.tune.recipe import DistillRecipe, LoRARecipe, PruneRecipe, TuneConfi
 
 def _say(msg: str) -> None:
     print(f"[tune] {msg}", file=sys.stderr, flush=True)
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _trained(model: HybridLM, state: dict, lora: LoRAConfig | None = None) -> HybridLM:
+    """A single-process copy of a trained model from its full state dict (what rank 0 holds at the end of a run,
+    distributed or not), the state's tensors taken as they are (dtypes kept: a bf16 base stays bf16)."""
+    with torch.device("meta"):
+        plain = HybridLM(model.config)
+        if lora is not None:
+            apply_lora(plain, lora)
+    plain.load_state_dict({k: state[k] for k in plain.state_dict()}, assign=True)
+    return plain.eval()
 
 
 def _run(cfg: TuneConfig) -> TuneConfig:
@@ -72,18 +89,25 @@ def lora_job(cfg: LoRARecipe, progress: bool = True) -> dict:
     out, base = Path(cfg.out_dir), Path(cfg.model.init_from)
     tok = Tokenizer.load(base)
     model = HybridLM.from_pretrained(base, dtype=cfg.weights_dtype(tune_device(cfg)))
+    torch.manual_seed(cfg.seed)  # the adapters' initial A: the recipe's seed decides it, on every rank alike
     apply_lora(model, cfg.lora)
     coverage = lora_coverage(model)
     _say(format_coverage(coverage))
     batches, evals = tune_data(cfg.data.path, tok, cfg)
-    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress)
-    result["coverage"] = coverage
-    result["adapter"] = str(save_adapter(model, out / "adapter", cfg.lora, base_model=str(base.resolve())))
+
+    def export(state: dict) -> Path:
+        trained = _trained(model, state, cfg.lora)
+        save_adapter(trained, out / "adapter", cfg.lora, base_model=str(base.resolve()))
+        return merge_lora(trained).save_pretrained(out / "model", tokenizer=tok) if cfg.merge else out / "adapter"
+
+    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress, export=export)
+    result.pop("model_dir", None)
+    result.update(coverage=coverage, adapter=str(out / "adapter"), **({"model_dir": str(out / "model")}
+                                                                        if cfg.merge else {}))
     if set(cfg.lora.targets) & set(PEFT_REFUSES):
         _say("note: peft refuses LoRA on Mamba out_proj for nemotron_h; use the merged model with transformers")
-    if cfg.merge:
-        result["model_dir"] = str(merge_lora(model).save_pretrained(out / "model", tokenizer=tok))
-    write_json(out / "summary.json", result)
+    if _is_main():
+        write_json(out / "summary.json", result)
     return result
 
 
@@ -103,9 +127,10 @@ def distill_job(cfg: DistillRecipe, progress: bool = True) -> dict:
     teacher = HybridLM.from_pretrained(cfg.teacher, dtype=cfg.weights_dtype(tune_device(cfg)))
     student = HybridLM.from_pretrained(cfg.model.init_from)  # trained: fp32 master weights
     batches, evals = tune_data(cfg.data.path, tok, cfg)
-    result = finetune(student, batches, _run(cfg), teacher=teacher, eval_batches=evals, progress=progress)
-    result["model_dir"] = str(student.save_pretrained(out / "model", tokenizer=tok))
-    write_json(out / "summary.json", result)
+    result = finetune(student, batches, _run(cfg), teacher=teacher, eval_batches=evals, progress=progress,
+                      export=lambda state: export_model(student.config, state, tok, out / "model"))
+    if _is_main():
+        write_json(out / "summary.json", result)
     return result
 
 
@@ -127,11 +152,15 @@ def prune_job(cfg: PruneRecipe, progress: bool = True) -> dict:
               "block_importance": importance.layers.tolist(), "candidates": table,
               "seconds": round(time.perf_counter() - t0, 1)}
     _say(f"pruned {model.num_params():,} -> {pruned.num_params():,} params: {plan}")
+    tok = Tokenizer.load(src) if (src / "tokenizer.json").is_file() else None
     if cfg.recover:
         evals = packed_eval_batches(d.path, d.seq_len, d.batch_size, cfg.eval_batches)
         report["distill"] = finetune(pruned, packed_batches(d.path, d.seq_len, d.batch_size, cfg.seed), _run(cfg),
-                                     teacher=model, eval_batches=evals, progress=progress)
-    tok = Tokenizer.load(src) if (src / "tokenizer.json").is_file() else None
-    pruned.save_pretrained(out / "model", tokenizer=tok)
+                                     teacher=model, eval_batches=evals, progress=progress,
+                                     export=lambda state: export_model(pruned.config, state, tok, out / "model"))
+    elif _is_main():
+        pruned.save_pretrained(out / "model", tokenizer=tok)
+    if not _is_main():
+        return report
     write_json(out / "prune.json", report)
     return report

@@ -10,7 +10,7 @@ with the same model, data and config resumes exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -113,14 +113,18 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], teacher: nn.Module | No
 # ---- the loop -------------------------------------------------------------------------------------------------
 def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module | None = None,
              eval_batches: list[Batch] | None = None, progress: bool = True,
-             max_steps_this_run: int | None = None) -> dict:
+             max_steps_this_run: int | None = None, export: Callable[[dict], Path] | None = None) -> dict:
     """Train `model`'s trainable parameters for `cfg.steps` (resuming from `cfg.out_dir`); returns the summary
     with `before` and `after` evaluations and the parameter counts.
 
     Setup is pre-training's (`hytron.train.setup`): the process group and device (`cfg.device`), threads, the
     run folder with its resolved config, and the model placed on the device and wrapped for `cfg.distributed`;
     bookkeeping is `Run`'s. Trainable parameters are kept in fp32 (the optimizer's master weights) whatever the
-    frozen weights' dtype; compute runs under `cfg.autocast(device)`."""
+    frozen weights' dtype; compute runs under `cfg.autocast(device)`.
+
+    Write results with `export`: a finished run calls it on rank 0 with the model's full (unsharded, CPU) state
+    dict, gathered from every rank while the process group still exists (under FSDP the model's own parameters
+    are shards), and returns its path as `model_dir`."""
     # ---- setup, optimizer ----------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -154,13 +158,14 @@ def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module |
     accum = cfg.data.grad_accum
     for step in run.steps(progress, max_steps_this_run):
         lr = set_lr(optimizer, step, cfg.steps, cfg.optim)
-        value, parts = 0.0, {}
+        sums = {"loss": 0.0}
         for i in range(accum):
             x, y, m = (t.to(info.device) for t in next(batches))
             with dist.no_grad_sync(wrapped, skip=i < accum - 1):
                 with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
                     logits = wrapped(x)
                     t_logits = teacher(x).detach() if teacher is not None else None
+                parts = {}
                 if t_logits is not None:
                     loss, parts = distill_loss(logits.float(), t_logits.float(), y, m, k=cfg.kd_topk,
                                                temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
@@ -168,14 +173,18 @@ def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module |
                     loss = (F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
                             * m.flatten()).sum() / m.sum().clamp(min=1)
                 (loss / accum).backward()
-            value += float(loss.detach()) / accum
+            for name, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[name] = sums.get(name, 0.0) + v / accum
         grad_norm = clip_and_step(model, optimizer, cfg.optim.grad_clip)
-        run.log({"step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm, **parts}, loss=value)
+        # logged: the mean over every rank's micro-batches (rank 0's alone under DDP/FSDP would be a sample of it)
+        means = dist.all_reduce_mean(torch.tensor(list(sums.values()), dtype=torch.float64, device=info.device))
+        logged = dict(zip(sums, means.tolist()))
+        run.log({"step": step + 1, **logged, "lr": lr, "grad_norm": grad_norm}, loss=logged["loss"])
         if run.due(cfg.eval_every, step + 1):
             run.log_eval(step + 1, evaluate_now())
 
     # ---- finish -------------------------------------------------------------------------------------------
-    summary = run.finish(evaluate_now)
+    summary = run.finish(evaluate_now, export)
     model.eval()
     return {**summary, "after": {k: summary[k] for k in summary if k in ("val_loss", "val_tokens", "kl_to_teacher")},
             "trainable_params": sum(p.numel() for p in params),
