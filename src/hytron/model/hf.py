@@ -200,7 +200,9 @@ def _from_disk(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_pretrained(model, path, tokenizer=None, max_shard_bytes: int = 2 * 1024**3,
                     dtype: torch.dtype | None = None) -> Path:
-    """Write config.json and safetensors (sharded with an index above `max_shard_bytes`)."""
+    """Write config.json and safetensors (sharded with an index above `max_shard_bytes`): a transformers
+    `NemotronHForCausalLM` checkpoint. vLLM's CPU build serves the dense ones (README "Serve it with vLLM";
+    its MoE path is CUDA-only, and vLLM on a GPU is not checked here)."""
     from safetensors.torch import save_file
 
     path = Path(path)

@@ -59,7 +59,7 @@ from hytron.serve.backend import RESERVED_TEMPLATE_KWARGS, Backend, Stream
 from hytron.serve.errors import APIError, sse_error
 from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
 from hytron.serve.structured import strict_problem
-from hytron.tokenizer.tools import ToolCallStream, split_tool_calls
+from hytron.tokenizer.tools import split_tool_calls, tool_call_stream
 
 LIMIT = "limit_exceeded"  # the code of refusals that depend on the server's settings, not on the schema
 
@@ -434,7 +434,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                      "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                      **extra})
 
-    calls_streams = [ToolCallStream(parser, tools, None if body.parallel_tool_calls else 1) if parser else None
+    calls_streams = [tool_call_stream(parser, tools, None if body.parallel_tool_calls else 1) if parser else None
                      for _ in range(body.n)]
 
     async def events():
