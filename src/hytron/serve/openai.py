@@ -365,7 +365,7 @@ def _tool_grammar(body: ChatCompletionRequest, tools: list[dict], parser) -> dic
                        "response_format")
     for i, t in enumerate(tools):
         f = t["function"]
-        if f.get("strict") and f.get("parameters") is not None:  # no parameters: a call without arguments
+        if f.get("strict") and f.get("parameters"):  # no (or empty) parameters: a call without arguments
             problem = strict_problem(f["parameters"], f"tools.{i}.function.parameters")
             if problem:
                 raise APIError(400, problem, f"tools.{i}.function.parameters")
