@@ -33,6 +33,7 @@ from hytron.model import HybridLM
 from hytron.packing import PackedData, iter_eval_batches, pack
 from hytron.report.cards import write_cards
 from hytron.tokenizer import Tokenizer
+from hytron.train import mtp as mtp_head
 from hytron.train.batches import collate, encode_rows
 from hytron.train.pretrain import pretrain
 from hytron.train.recipe import TrainConfig
@@ -57,6 +58,7 @@ from hytron.tune.lora import (
     merge_lora,
     save_adapter,
 )
+from hytron.tune.mtp_refresh import distill_mtp_head, refresh_after_lora
 from hytron.tune.probes import score_probes
 from hytron.tune.prune import prune_model, search_plan
 
@@ -80,6 +82,9 @@ def _evaluate(model_dir: Path, tokenizer, packed: Path, cfg) -> dict:
         tasks["probes"] = score_probes(model, tokenizer, cfg.probes)
     if cfg.eval_harness:
         tasks.update(evaluate_model(model_dir, write=False).get("tasks", {}))
+    if model.mtp is not None:  # kept out of the cards' tasks: customize.json's "mtp_acceptance"
+        tasks["mtp_acceptance"] = mtp_head.acceptance(model, mtp_head.heldout_prompts(
+            packed_eval_batches(packed, 2 * mtp_head.PROMPT_LEN, mtp_head.ACCEPT_PROMPTS, 1)))
     return tasks
 
 
@@ -133,7 +138,7 @@ def run_customize(cfg) -> dict:
         train_cfg = from_dict(TrainConfig, {
             "name": cfg.name, "out_dir": str(out / "train"), "steps": t.steps, "seed": cfg.seed, "log_every": 10,
             "eval_every": 0, "eval_batches": t.eval_batches, "checkpoint_every": max(1, t.steps // 4),
-            "threads": cfg.threads, "model": {"init_from": str(base)},
+            "threads": cfg.threads, "model": {"init_from": str(base), "mtp": {"refresh": cfg.mtp_refresh}},
             "data": {"path": str(out / "packed"), "seq_len": t.seq_len, "batch_size": t.batch_size},
             "optim": {"lr": t.lr, "warmup_steps": t.warmup_steps, "schedule": "cosine", "weight_decay": 0.0}})
         summary = pretrain(train_cfg)
@@ -146,13 +151,17 @@ def run_customize(cfg) -> dict:
     if cfg.sft is not None:
         _say("5/6 SFT with reasoning")
         sft_cfg = replace(cfg.sft, name=f"{cfg.name}-sft", out_dir=str(out / "sft"), seed=cfg.seed,
-                          threads=cfg.threads, model=replace(cfg.sft.model, init_from=str(model_dir)))
+                          threads=cfg.threads, model=replace(cfg.sft.model, init_from=str(model_dir),
+                                                             mtp=replace(cfg.sft.model.mtp, refresh=cfg.mtp_refresh)))
         summary = sft(sft_cfg)
         model_dir, run_dir = Path(summary.get("model_dir") or out / "sft" / "model"), out / "sft"
         timings["sft"] = round(time.perf_counter() - t0, 1)
 
     _say("6/6 evaluating the customized model and writing its cards")
     after = _evaluate(model_dir, tok, out / "packed", cfg)
+    # the MTP head's acceptance length (the head kept fresh unless mtp_refresh is false), beside the cards' tasks
+    mtp = (mtp_head.report(before.pop("mtp_acceptance"), after.pop("mtp_acceptance", None), "customize")
+           if "mtp_acceptance" in before else None)
     evals = {"tasks": after, "before_customization": before}
     try:
         write_cards(model_dir, run_dir, evals=evals)
@@ -167,6 +176,8 @@ def run_customize(cfg) -> dict:
                       "increase": after["heldout_replay"]["val_loss"] - before["heldout_replay"]["val_loss"]}
     result = {"name": cfg.name, "method": cfg.method, "base_model": str(base), "model_dir": str(model_dir),
               "before": before, "after": after, "forgetting": forgetting, "seconds": timings}
+    if mtp is not None:
+        result["mtp_acceptance"] = mtp
     write_json(out / "customize.json", result)
     return result
 
@@ -186,7 +197,9 @@ def _lora_stage(cfg, base: Path, tok, out: Path) -> Path:
     _say(format_coverage(coverage := lora_coverage(model)))
     (out / "lora").mkdir(parents=True, exist_ok=True)
     write_json(out / "lora" / "coverage.json", coverage)
-    finetune(model, packed_batches(out / "packed", t.seq_len, t.batch_size, cfg.seed), tune)
+    finetune(model, batches := packed_batches(out / "packed", t.seq_len, t.batch_size, cfg.seed), tune)
+    if model.mtp is not None and cfg.mtp_refresh:
+        distill_mtp_head(model, batches, tune)  # the MTP head kept fresh (hytron.tune.mtp_refresh)
     save_adapter(model, out / "lora" / "adapter", cfg.lora, base_model=str(base.resolve()))
     merge_lora(model).save_pretrained(model_dir, tokenizer=tok)
     return model_dir
@@ -223,7 +236,10 @@ def lora_job(model_dir: str | Path, data: str | Path, out: str | Path, tune: Tun
     coverage = lora_coverage(model)
     _say(format_coverage(coverage))
     batches, evals = tune_data(data, tok, tune)
+    prompts = mtp_head.heldout_prompts(evals) if model.mtp is not None else []
+    before = mtp_head.acceptance(model, prompts)
     result = finetune(model, batches, tune, eval_batches=evals)
+    result.update(refresh_after_lora(model, batches, tune, prompts, before))  # the MTP head kept fresh
     result["coverage"] = coverage
     result["adapter"] = str(save_adapter(model, out / "adapter", lora, base_model=str(Path(model_dir).resolve())))
     if set(lora.targets) & set(PEFT_REFUSES):

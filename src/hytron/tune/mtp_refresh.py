@@ -1,0 +1,101 @@
+"""LoRA keeps the model's MTP head fresh: after the adapters train, a short head-only distillation of the MTP head
+against the adapted model's own predictions.
+
+Why distillation and not an adapter on the MTP block trained on the data: a draft is accepted when it equals the
+main model's choice, so the target that raises acceptance is the adapted model's next-token distribution at the
+position the head predicts, not the data's token. Depth k's logits at t are trained towards the adapted model's
+logits at t+k (forward KL on their top-k, `hytron.tune.distill.topk_kl`), chained as in training
+(`HybridLM.mtp_logits`). The main model runs once per batch without gradients; only the head's parameters train
+(a few percent of the model), so it is cheap beside the LoRA run, needs no labels (chat data works as well as
+text), and does not depend on which Linears the adapters cover. The refreshed head travels in the merged model;
+the PEFT adapter holds the adapters only (peft skips `mtp.*` for nemotron_h).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import torch
+
+from hytron.train import distributed as dist
+from hytron.train import mtp as mtp_head
+from hytron.train.loop import clip_and_step, set_lr
+from hytron.tune.distill import teacher_topk, topk_kl
+from hytron.tune.finetune import TuneConfig
+
+
+def refresh_steps(cfg: TuneConfig) -> int:
+    """`model.mtp.refresh_steps`, or a quarter of the adapter run's steps (at least 20)."""
+    return cfg.model.mtp.refresh_steps or max(20, cfg.steps // 4)
+
+
+def distill_mtp_head(model, batches, cfg: TuneConfig, steps: int | None = None) -> dict:
+    """Train only `model.mtp` for `steps` on `batches` of (inputs, targets, loss_mask) towards `model`'s own
+    predictions (module docstring). The rest of the model is frozen during it and left as it was (its
+    trainable parameters stay trainable); the head trains in fp32 and keeps its dtype. Returns {"steps", "depths",
+    "kl_first", "kl_last"} (the mean top-k KL over the depths, nats)."""
+    if model.mtp is None:
+        raise ValueError("distill_mtp_head: the model has no MTP head")
+    if cfg.distributed == "fsdp":
+        raise ValueError("distill_mtp_head: the head-only distillation runs single-process or under DDP, not FSDP")
+    steps = steps or refresh_steps(cfg)
+    depths = cfg.model.mtp.depths or mtp_head.REFRESH_DEPTHS
+    device = model.lm_head.weight.device
+    amp = cfg.autocast(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)
+    # the head's own weights (LoRA adapters that matched its Linears get no signal from the LoRA run: left at 0)
+    head = [p for name, p in model.mtp.named_parameters() if "lora_" not in name]
+    dtypes = [p.dtype for p in head]
+    with torch.no_grad():
+        for p in head:
+            p.data = p.data.float()  # fp32 masters while training, the head's dtype again afterwards
+            p.requires_grad_(True)
+    optim = cfg.optim
+    warm = min(optim.warmup_steps, steps // 10)
+    opt = torch.optim.AdamW(head, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps, weight_decay=0.0)
+    spec = replace(optim, warmup_steps=warm)
+    was = model.training
+    model.eval()  # the main model is the teacher: no dropout in it
+    kls = []
+    for step in range(steps):
+        set_lr(opt, step, steps, spec)
+        x, _, m = (t.to(device) for t in next(batches))
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with torch.no_grad():
+                hidden = model(x, return_hidden=True)
+                teacher = model.lm_head(hidden).float()
+            drafts = model.mtp_logits(x, hidden, depths)
+        loss = torch.stack([topk_kl(d.float(), *teacher_topk(teacher[:, k:], cfg.kd_topk), cfg.kd_temperature,
+                                    m[:, k:]) for k, d in enumerate(drafts, 1)]).mean()
+        loss.backward()
+        for p in head:  # under DDP every rank distils the same head (a no-op in one process)
+            if p.grad is not None:
+                p.grad = dist.all_reduce_mean(p.grad)
+        clip_and_step(model, opt, optim.grad_clip)
+        kls.append(float(loss.detach()))
+    model.train(was)
+    model.requires_grad_(False)
+    with torch.no_grad():
+        for p, dtype in zip(head, dtypes):
+            p.data = p.data.to(dtype)
+    for p in trainable:
+        p.requires_grad_(True)
+    print(f"[mtp] head distilled from the adapted model: {steps} steps, {depths} depths, top-k KL "
+          f"{kls[0]:.3f} -> {kls[-1]:.3f}", file=sys.stderr, flush=True)
+    return {"steps": steps, "depths": depths, "kl_first": kls[0], "kl_last": kls[-1]}
+
+
+def refresh_after_lora(model, batches, cfg: TuneConfig, prompts: list[list[int]], before: dict | None) -> dict:
+    """After the adapters trained: the head distilled (unless `model.mtp.refresh` is false) and the acceptance
+    lengths for the result JSON, {"mtp_acceptance": {"before", "after", "without_refresh"}, "mtp_refresh": facts
+    or None}; {} for a model without a head. `before` is `hytron.train.mtp.acceptance` before the adapters."""
+    if model.mtp is None:
+        return {}
+    stale = mtp_head.acceptance(model, prompts)
+    if not cfg.model.mtp.refresh:
+        return {"mtp_acceptance": mtp_head.report(before, stale, "lora"), "mtp_refresh": None}
+    facts = distill_mtp_head(model, batches, cfg)
+    return {"mtp_acceptance": {**mtp_head.report(before, mtp_head.acceptance(model, prompts), "lora"),
+                               "without_refresh": stale}, "mtp_refresh": facts}
