@@ -10,17 +10,21 @@ a phrase (a stand-in for the repetitive structure of code or tool calls where MT
 Measured through `hytron.infer.Engine` (what `hytron serve` runs): plain decoding, then `speculative_tokens` K
 for each `--k`; best of `--repeats` (the machine is shared); every run checks its greedy tokens equal plain
 decoding's. Printed: tokens/s, acceptance rate and mean accepted length (tokens per verify step) per K, and the
-batch-`--batch` engine figure for the best K; ratios printed last.
+batch-`--batch` engine figure for the best K; ratios printed last. The machine's load average
+(`os.getloadavg()`) is printed before and after the measurements: on a shared CPU, other work slows both arms.
 
     python bench/bench_speculative.py [--preset hytron-small] [--steps 300] [--k 1 2 3 4] [--new-tokens 128]
     python bench/bench_speculative.py --model runs/mtp/model
+    python bench/bench_speculative.py --steps 120 --save runs/bench-mtp   # keep the trained model for --model
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -71,6 +75,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--save", help="save the model trained here to this directory (reuse it with --model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -80,8 +85,9 @@ def main() -> None:
         model = HybridLM.from_pretrained(args.model).eval()
         if model.mtp is None:
             raise SystemExit(f"{args.model}: the model has no MTP head")
-        vocab = model.config.vocab_size
-        prompt = torch.randint(0, vocab, (args.prompt,), generator=g).tolist()
+        saved = Path(args.model) / "bench_prompt.json"  # the prompt of the run that trained it (--save)
+        prompt = (json.loads(saved.read_text()) if saved.is_file()
+                  else torch.randint(0, model.config.vocab_size, (args.prompt,), generator=g).tolist())
         source = args.model
     else:
         cfg = HybridConfig.from_name(args.preset, num_nextn_predict_layers=1, mtp_pattern="*-")
@@ -92,6 +98,9 @@ def main() -> None:
         train(model, phrases, args.steps, args.depths, seq_len=128, batch=16)
         prompt = synthetic_batch(phrases, 1, args.prompt - 1, torch.Generator().manual_seed(7))[0].tolist()
         source = f"{args.preset} trained {args.steps} steps here"
+        if args.save:
+            model.save_pretrained(args.save)
+            (Path(args.save) / "bench_prompt.json").write_text(json.dumps(prompt))
 
     params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
 
@@ -107,6 +116,9 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
         return min(times), [r.result() for r in reqs]
 
+    load_before = os.getloadavg()
+    print(f"load average before measuring (1/5/15 min): {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
     t_plain, [plain] = run(0)
     rows = []
     for k in args.k:
@@ -133,10 +145,13 @@ def main() -> None:
         print(f"{'plain decode':<18} batch {args.batch:<3} {batched['plain_tok_s']:8.1f} tok/s")
         print(f"{'speculative K=' + str(best['k']):<18} batch {args.batch:<3} {batched['spec_tok_s']:8.1f} tok/s  "
               f"same tokens: {batched['same']}")
+    load_after = os.getloadavg()
+    print(f"load average after measuring (1/5/15 min): {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"source": source, "plain_tok_s": plain_tps, "speculative": rows, "batched": batched,
-                       "threads": args.threads}, f, indent=2)
+                       "threads": args.threads, "loadavg_before": load_before, "loadavg_after": load_after}, f,
+                      indent=2)
     for r in rows:
         print(f"RATIO batch-1 decode tokens/s speculative K={r['k']} / plain = {r['tok_s'] / plain_tps:.2f}x")
     if batched:

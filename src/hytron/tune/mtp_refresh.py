@@ -22,17 +22,17 @@ from hytron.train import distributed as dist
 from hytron.train import mtp as mtp_head
 from hytron.train.loop import clip_and_step, set_lr
 from hytron.tune.distill import teacher_topk, topk_kl
-from hytron.tune.finetune import TuneConfig
 
 
-def refresh_steps(cfg: TuneConfig) -> int:
+def refresh_steps(cfg) -> int:
     """`model.mtp.refresh_steps`, or a quarter of the adapter run's steps (at least 20)."""
     return cfg.model.mtp.refresh_steps or max(20, cfg.steps // 4)
 
 
-def distill_mtp_head(model, batches, cfg: TuneConfig, steps: int | None = None) -> dict:
+def distill_mtp_head(model, batches, cfg, steps: int | None = None) -> dict:
     """Train only `model.mtp` for `steps` on `batches` of (inputs, targets, loss_mask) towards `model`'s own
-    predictions (module docstring). The rest of the model is frozen during it and left as it was (its
+    predictions (module docstring); `cfg` is the LoRA run's `hytron.tune.TuneConfig` (optimizer, precision,
+    kd_topk, kd_temperature, model.mtp). The rest of the model is frozen during it and left as it was (its
     trainable parameters stay trainable); the head trains in fp32 and keeps its dtype. Returns {"steps", "depths",
     "kl_first", "kl_last"} (the mean top-k KL over the depths, nats)."""
     if model.mtp is None:
@@ -87,7 +87,7 @@ def distill_mtp_head(model, batches, cfg: TuneConfig, steps: int | None = None) 
     return {"steps": steps, "depths": depths, "kl_first": kls[0], "kl_last": kls[-1]}
 
 
-def refresh_after_lora(model, batches, cfg: TuneConfig, prompts: list[list[int]], before: dict | None) -> dict:
+def refresh_after_lora(model, batches, cfg, prompts: list[list[int]], before: dict | None) -> dict:
     """After the adapters trained: the head distilled (unless `model.mtp.refresh` is false) and the acceptance
     lengths for the result JSON, {"mtp_acceptance": {"before", "after", "without_refresh"}, "mtp_refresh": facts
     or None}; {} for a model without a head. `before` is `hytron.train.mtp.acceptance` before the adapters."""
