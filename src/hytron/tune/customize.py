@@ -236,7 +236,8 @@ def lora_job(model_dir: str | Path, data: str | Path, out: str | Path, tune: Tun
     coverage = lora_coverage(model)
     _say(format_coverage(coverage))
     batches, evals = tune_data(data, tok, tune)
-    prompts = mtp_head.heldout_prompts(evals) if model.mtp is not None else []
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1  # acceptance is measured by one process decoding alone
+    prompts = mtp_head.heldout_prompts(evals) if model.mtp is not None and single else []
     before = mtp_head.acceptance(model, prompts)
     result = finetune(model, batches, tune, eval_batches=evals)
     result.update(refresh_after_lora(model, batches, tune, prompts, before))  # the MTP head kept fresh

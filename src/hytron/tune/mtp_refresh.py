@@ -94,7 +94,10 @@ def refresh_after_lora(model, batches, cfg, prompts: list[list[int]], before: di
     if model.mtp is None:
         return {}
     stale = mtp_head.acceptance(model, prompts)
-    if not cfg.model.mtp.refresh:
+    if not cfg.model.mtp.refresh or cfg.distributed == "fsdp":
+        if cfg.model.mtp.refresh:
+            print("[mtp] the MTP head was not refreshed: its distillation runs single-process or under DDP, not "
+                  "FSDP; it drafts for the model before the adapters", file=sys.stderr, flush=True)
         return {"mtp_acceptance": mtp_head.report(before, stale, "lora"), "mtp_refresh": None}
     facts = distill_mtp_head(model, batches, cfg)
     return {"mtp_acceptance": {**mtp_head.report(before, mtp_head.acceptance(model, prompts), "lora"),
