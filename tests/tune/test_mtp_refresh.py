@@ -93,13 +93,16 @@ def test_lora_distils_the_head_from_the_adapted_model(cycles, tmp_path):
     assert acc["without_refresh"]["mean_accepted_length"] < acc["before"]["mean_accepted_length"] - 1.0
     assert acc["after"]["mean_accepted_length"] > acc["without_refresh"]["mean_accepted_length"] + 1.0
     assert result["mtp_refresh"]["kl_last"] < result["mtp_refresh"]["kl_first"]
-    # the refreshed head travels in the merged model: it drafts as well there as it did in memory
+    # the refreshed head travels in the merged model and beside the adapter (hytron merge applies it): both draft
+    # as well as the model did in memory
     from hytron.model import HybridLM
     from hytron.train import mtp as mtp_head
-
-    merged = HybridLM.from_pretrained(result["model_dir"]).eval()
+    from hytron.tune.customize import merge_job
     from hytron.tune.finetune import packed_eval_batches
 
+    assert (tmp_path / "adapter" / "mtp_head.safetensors").is_file()
     prompts = mtp_head.heldout_prompts(packed_eval_batches(packed_b, 64, 4, 2))
-    assert mtp_head.acceptance(merged, prompts)["mean_accepted_length"] == pytest.approx(
-        acc["after"]["mean_accepted_length"], abs=0.3)
+    for model_dir in (result["model_dir"], merge_job(base, tmp_path / "adapter", tmp_path / "from-adapter")):
+        merged = HybridLM.from_pretrained(model_dir).eval()
+        assert mtp_head.acceptance(merged, prompts)["mean_accepted_length"] == pytest.approx(
+            acc["after"]["mean_accepted_length"], abs=0.3), model_dir

@@ -58,7 +58,7 @@ from hytron.tune.lora import (
     merge_lora,
     save_adapter,
 )
-from hytron.tune.mtp_refresh import distill_mtp_head, refresh_after_lora
+from hytron.tune.mtp_refresh import distill_mtp_head, load_head, refresh_after_lora, save_head
 from hytron.tune.probes import score_probes
 from hytron.tune.prune import prune_model, search_plan
 
@@ -198,9 +198,10 @@ def _lora_stage(cfg, base: Path, tok, out: Path) -> Path:
     (out / "lora").mkdir(parents=True, exist_ok=True)
     write_json(out / "lora" / "coverage.json", coverage)
     finetune(model, batches := packed_batches(out / "packed", t.seq_len, t.batch_size, cfg.seed), tune)
+    save_adapter(model, out / "lora" / "adapter", cfg.lora, base_model=str(base.resolve()))
     if model.mtp is not None and cfg.mtp_refresh:
         distill_mtp_head(model, batches, tune)  # the MTP head kept fresh (hytron.tune.mtp_refresh)
-    save_adapter(model, out / "lora" / "adapter", cfg.lora, base_model=str(base.resolve()))
+        save_head(model, out / "lora" / "adapter")
     merge_lora(model).save_pretrained(model_dir, tokenizer=tok)
     return model_dir
 
@@ -243,6 +244,8 @@ def lora_job(model_dir: str | Path, data: str | Path, out: str | Path, tune: Tun
     result.update(refresh_after_lora(model, batches, tune, prompts, before))  # the MTP head kept fresh
     result["coverage"] = coverage
     result["adapter"] = str(save_adapter(model, out / "adapter", lora, base_model=str(Path(model_dir).resolve())))
+    if result.get("mtp_refresh"):
+        save_head(model, out / "adapter")  # the refreshed head beside the adapter (`hytron merge` applies it)
     if set(lora.targets) & set(PEFT_REFUSES):
         _say("note: peft refuses LoRA on Mamba out_proj for nemotron_h; use the merged model with transformers")
     if merge:
@@ -255,6 +258,7 @@ def merge_job(model_dir: str | Path, adapter: str | Path, out: str | Path) -> Pa
     """Fold a PEFT LoRA adapter into its base model: a plain Nemotron-H directory at `out`."""
     model = HybridLM.from_pretrained(model_dir)
     load_adapter(model, adapter)
+    load_head(model, adapter)  # an MTP head refreshed for these adapters (hytron lora), when the adapter has one
     tok = Tokenizer.load(model_dir) if (Path(model_dir) / "tokenizer.json").is_file() else None
     return merge_lora(model).save_pretrained(out, tokenizer=tok)
 

@@ -7,14 +7,16 @@ position the head predicts, not the data's token. Depth k's logits at t are trai
 logits at t+k (forward KL on their top-k, `hytron.tune.distill.topk_kl`), chained as in training
 (`HybridLM.mtp_logits`). The main model runs once per batch without gradients; only the head's parameters train
 (a few percent of the model), so it is cheap beside the LoRA run, needs no labels (chat data works as well as
-text), and does not depend on which Linears the adapters cover. The refreshed head travels in the merged model;
-the PEFT adapter holds the adapters only (peft skips `mtp.*` for nemotron_h).
+text), and does not depend on which Linears the adapters cover. The refreshed head travels in the merged model and
+beside the PEFT adapter (`mtp_head.safetensors`, which peft ignores and `hytron merge` applies: peft skips `mtp.*`
+for nemotron_h).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -102,3 +104,34 @@ def refresh_after_lora(model, batches, cfg, prompts: list[list[int]], before: di
     facts = distill_mtp_head(model, batches, cfg)
     return {"mtp_acceptance": {**mtp_head.report(before, mtp_head.acceptance(model, prompts), "lora"),
                                "without_refresh": stale}, "mtp_refresh": facts}
+
+
+HEAD_FILE = "mtp_head.safetensors"  # beside a PEFT adapter (peft ignores it): the head refreshed for those adapters
+
+
+def save_head(model, adapter_dir: str | Path) -> Path:
+    """Write the model's MTP head (`mtp.*`, LoRA adapters of its Linears excluded) into `adapter_dir`, so the
+    adapter keeps the head distilled for it; `load_head` puts it back (`hytron merge` does)."""
+    from safetensors.torch import save_file
+
+    path = Path(adapter_dir) / HEAD_FILE
+    state = {f"mtp.{k}": v.detach().contiguous().cpu() for k, v in model.mtp.state_dict().items() if "lora_" not in k}
+    save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
+def load_head(model, adapter_dir: str | Path) -> bool:
+    """Load `save_head`'s file from `adapter_dir` into the model's MTP head; False when the adapter has none."""
+    from safetensors.torch import load_file
+
+    path = Path(adapter_dir) / HEAD_FILE
+    if not path.is_file() or model.mtp is None:
+        return False
+    state = {k.removeprefix("mtp."): v for k, v in load_file(str(path)).items()}
+    mine = {k: v for k, v in model.mtp.state_dict().items() if "lora_" not in k}
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        raise ValueError(f"{path}: the MTP head it holds does not match this model's ({model.config.mtp_pattern!r})")
+    with torch.no_grad():
+        for k, v in mine.items():
+            v.copy_(state[k])
+    return True
