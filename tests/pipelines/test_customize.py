@@ -79,6 +79,26 @@ def test_lora_method_writes_peft_adapter_and_merged_model(trained_tiny, packed_d
     assert result["after"]["probes"]["probe_logprob"] > result["before"]["probes"]["probe_logprob"] + 5
 
 
+@pytest.mark.parametrize("refresh", [True, False])
+def test_a_base_models_mtp_head_is_refreshed_and_reported(packed_data, tmp_path, capsys, refresh):
+    """customize with a base model that has an MTP head: LoRA distils the head unless mtp_refresh is false, and
+    customize.json reports the acceptance length before and after (the effect itself: tests/tune/test_mtp_refresh)."""
+    from hytron.pipelines.customize import run_customize
+    from hytron.train.pretrain import pretrain
+    from tests.train.conftest import tiny_recipe
+
+    base = pretrain(tiny_recipe(packed_data, tmp_path / "base", steps=20, eval_every=0, checkpoint_every=0,
+                                model={"preset": "hytron-tiny", "mtp": {"depths": 2}}), progress=False)["model_dir"]
+    cfg = _recipe(tmp_path, base, packed_data.parent / "kept", method="lora", mtp_refresh=refresh,
+                  train={"steps": 8, "eval_batches": 1, "optim": {"lr": 1e-2, "warmup_steps": 1},
+                         "data": {"seq_len": 64, "batch_size": 4}})
+    result = run_customize(cfg)
+    acc = result["mtp_acceptance"]
+    assert acc["before"]["k"] == 3 and acc["after"]["prompts"] == acc["before"]["prompts"] > 0
+    assert ("head distilled from the adapted model" in capsys.readouterr().err) is refresh
+    assert "mtp_acceptance" not in result["after"]  # beside the cards' tasks, not among them
+
+
 def test_recipe_errors_name_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"base_model": "m", "method": "qlora", "data": {"inputs": ["d"], "replay_share": 0}}))

@@ -100,5 +100,6 @@ def cmd_customize(args: argparse.Namespace) -> int:
     from hytron.tune.recipe import CustomizeConfig
 
     result = run_customize(load_recipe(CustomizeConfig, args.recipe, args.overrides))
-    print(json.dumps({k: result[k] for k in ("model_dir", "before", "after", "forgetting")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("model_dir", "before", "after", "forgetting", "mtp_acceptance")
+                      if k in result}, indent=2))
     return 0

@@ -17,15 +17,15 @@ as `hytron serve` does (`tokenizer_settings`). Online: `Engine.for_tokenizer(mod
 `req.result()` waits, `req.cancel()` frees the slot.
 `speculative_tokens=K` (to `Engine` or `generate`) drafts K tokens per step with the model's MTP head: the same
 greedy tokens and sampling distribution, `c.acceptance_rate` and `c.mean_accepted_length` per completion
-(`hytron.infer.speculative`).
+(`hytron.infer.speculative`); `speculative_acceptance(model, prompts, k)` measures them over many prompts.
 """
 
 from hytron.infer.budget import ThinkingBudget, newline_ids
-from hytron.infer.engine import Engine, generate, tokenizer_settings
+from hytron.infer.engine import Engine, generate, speculative_acceptance, tokenizer_settings
 from hytron.infer.request import Completion, Delta, EngineClosed, EngineError, PromptTooLong, QueueFull, Request
 from hytron.infer.sampling import SamplingParams, TokenLogprob, sample
 from hytron.infer.text import TextStream
 
 __all__ = ["Completion", "Delta", "Engine", "EngineClosed", "EngineError", "PromptTooLong", "QueueFull", "Request",
            "SamplingParams", "TextStream", "ThinkingBudget", "TokenLogprob", "generate", "newline_ids", "sample",
-           "tokenizer_settings"]
+           "speculative_acceptance", "tokenizer_settings"]

@@ -472,3 +472,20 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | S
     finally:
         model.train(was_training)  # the engine runs in eval mode; leave the caller's model as it was
     return [r.result() for r in reqs]
+
+
+def speculative_acceptance(model, prompts: Sequence[Sequence[int]], k: int = 3, max_tokens: int = 32) -> dict:
+    """How well the model's MTP head drafts for the model itself on `prompts`: greedy decoding of `max_tokens`
+    per prompt with `speculative_tokens=k` (the tokens are plain decoding's; only the drafts are scored).
+
+    Returns {"k", "prompts", "new_tokens", "acceptance_rate": accepted / drafted tokens, "mean_accepted_length":
+    tokens released per verify step (1 .. k+1; vLLM's and TensorRT-LLM's acceptance length)}. Fine-tuning the
+    model without its head shows here first: the head keeps drafting what the old model would have said."""
+    if not prompts:
+        raise ValueError("speculative_acceptance: no prompts")
+    done = generate(model, prompts, SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True),
+                    speculative_tokens=k, max_slots=len(prompts))
+    steps, drafted, accepted = (sum(getattr(c, f) for c in done) for f in ("drafts", "draft_tokens", "accepted_tokens"))
+    return {"k": k, "prompts": len(prompts), "new_tokens": sum(len(c.token_ids) for c in done),
+            "acceptance_rate": accepted / drafted if drafted else 0.0,
+            "mean_accepted_length": 1 + accepted / steps if steps else 1.0}

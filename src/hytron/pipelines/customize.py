@@ -31,8 +31,9 @@ from hytron.packing import PackedData, pack
 from hytron.pipelines.jobs import lora_job
 from hytron.report.cards import write_cards
 from hytron.tokenizer import Tokenizer
+from hytron.train import mtp as mtp_head
 from hytron.train.pretrain import pretrain
-from hytron.train.recipe import ModelSpec, TrainConfig
+from hytron.train.recipe import TrainConfig
 from hytron.train.sft import sft
 from hytron.tune.finetune import evaluate, packed_eval_batches
 from hytron.tune.probes import score_probes
@@ -58,6 +59,9 @@ def _evaluate(model_dir: Path, tokenizer, packed: Path, cfg: CustomizeConfig) ->
         tasks["probes"] = score_probes(model, tokenizer, cfg.probes)
     if cfg.eval_harness:
         tasks.update(evaluate_model(model_dir, write=False).get("tasks", {}))
+    if model.mtp is not None:  # kept out of the cards' tasks: customize.json's "mtp_acceptance"
+        tasks["mtp_acceptance"] = mtp_head.acceptance(model, mtp_head.heldout_prompts(
+            packed_eval_batches(packed, 2 * mtp_head.PROMPT_LEN, mtp_head.ACCEPT_PROMPTS, 1)))
     return tasks
 
 
@@ -106,8 +110,10 @@ def run_customize(cfg: CustomizeConfig) -> dict:
     before = _evaluate(base, tok, out / "packed", cfg)
 
     # the train section's run shape; the stage's name, folder, seed, threads, start and data are the pipeline's
-    stage = {"seed": cfg.seed, "threads": cfg.threads, "model": ModelSpec(init_from=str(base)),
-             "data": replace(cfg.train.data, path=str(out / "packed"))}
+    # (a base model's MTP head trains along, or is distilled after LoRA, unless mtp_refresh is false)
+    spec = cfg.train.model
+    stage = {"seed": cfg.seed, "threads": cfg.threads, "data": replace(cfg.train.data, path=str(out / "packed")),
+             "model": replace(spec, init_from=str(base), mtp=replace(spec.mtp, refresh=cfg.mtp_refresh))}
     if cfg.method == "pretrain":
         _say(f"4/6 continued pre-training for {cfg.train.steps} steps")
         shape = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if f.init}
@@ -125,13 +131,17 @@ def run_customize(cfg: CustomizeConfig) -> dict:
     if cfg.sft is not None:
         _say("5/6 SFT with reasoning")
         sft_cfg = replace(cfg.sft, name=f"{cfg.name}-sft", out_dir=str(out / "sft"), seed=cfg.seed,
-                          threads=cfg.threads, model=replace(cfg.sft.model, init_from=str(model_dir)))
+                          threads=cfg.threads, model=replace(cfg.sft.model, init_from=str(model_dir),
+                                                             mtp=replace(cfg.sft.model.mtp, refresh=cfg.mtp_refresh)))
         summary = sft(sft_cfg)
         model_dir, run_dir = Path(summary.get("model_dir") or out / "sft" / "model"), out / "sft"
         timings["sft"] = round(time.perf_counter() - t0, 1)
 
     _say("6/6 evaluating the customized model and writing its cards")
     after = _evaluate(model_dir, tok, out / "packed", cfg)
+    # the MTP head's acceptance length (the head kept fresh unless mtp_refresh is false), beside the cards' tasks
+    mtp = (mtp_head.report(before.pop("mtp_acceptance"), after.pop("mtp_acceptance", None), "customize")
+           if "mtp_acceptance" in before else None)
     evals = {"tasks": after, "before_customization": before}
     try:
         write_cards(model_dir, run_dir, evals=evals)
@@ -146,5 +156,7 @@ def run_customize(cfg: CustomizeConfig) -> dict:
                       "increase": after["heldout_replay"]["val_loss"] - before["heldout_replay"]["val_loss"]}
     result = {"name": cfg.name, "method": cfg.method, "base_model": str(base), "model_dir": str(model_dir),
               "before": before, "after": after, "forgetting": forgetting, "seconds": timings}
+    if mtp is not None:
+        result["mtp_acceptance"] = mtp
     write_json(out / "customize.json", result)
     return result

@@ -20,6 +20,7 @@ from hytron.data.io import write_json
 from hytron.model import HybridLM
 from hytron.packing import iter_eval_batches
 from hytron.tokenizer import Tokenizer
+from hytron.train import mtp as mtp_head
 from hytron.train.batches import collate, encode_rows
 from hytron.train.loop import export_model
 from hytron.tune.finetune import chat_batches, finetune, packed_batches, packed_eval_batches, tune_device
@@ -34,6 +35,7 @@ from hytron.tune.lora import (
     merge_lora,
     save_adapter,
 )
+from hytron.tune.mtp_refresh import load_head, refresh_after_lora, save_head
 from hytron.tune.prune import prune_model, search_plan
 from hytron.tune.recipe import DistillRecipe, LoRARecipe, PruneRecipe, TuneConfig
 
@@ -94,20 +96,28 @@ def lora_job(cfg: LoRARecipe, progress: bool = True) -> dict:
     coverage = lora_coverage(model)
     _say(format_coverage(coverage))
     batches, evals = tune_data(cfg.data.path, tok, cfg)
+    prompts = mtp_head.heldout_prompts(evals) if model.mtp is not None else []
+    before = mtp_head.acceptance(model, prompts) if _is_main() else None  # the head's drafts before the adapters
+    trained: list[HybridLM] = []  # rank 0's single-process copy of the result, from the gathered state
 
-    def export(state: dict) -> Path:
-        trained = _trained(model, state, cfg.lora)
-        save_adapter(trained, out / "adapter", cfg.lora, base_model=str(base.resolve()))
-        return merge_lora(trained).save_pretrained(out / "model", tokenizer=tok) if cfg.merge else out / "adapter"
-
-    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress, export=export)
+    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress,
+                      export=lambda state: trained.append(_trained(model, state, cfg.lora)) or out)
     result.pop("model_dir", None)
-    result.update(coverage=coverage, adapter=str(out / "adapter"), **({"model_dir": str(out / "model")}
-                                                                        if cfg.merge else {}))
+    result.update(coverage=coverage, adapter=str(out / "adapter"))
+    if not _is_main():
+        return result
+    if trained:  # (a run that had finished before wrote its outputs then)
+        adapted = trained[0].to(next(model.parameters()).device)
+        # the MTP head kept fresh, on rank 0 alone (the process group is gone): replace `distributed` so it runs
+        result.update(refresh_after_lora(adapted, batches, replace(cfg, distributed="none"), prompts, before))
+        save_adapter(adapted, out / "adapter", cfg.lora, base_model=str(base.resolve()))
+        if result.get("mtp_refresh"):
+            save_head(adapted, out / "adapter")  # beside the adapter (peft skips mtp.*; `hytron merge` applies it)
+        if cfg.merge:
+            result["model_dir"] = str(merge_lora(adapted).save_pretrained(out / "model", tokenizer=tok))
     if set(cfg.lora.targets) & set(PEFT_REFUSES):
         _say("note: peft refuses LoRA on Mamba out_proj for nemotron_h; use the merged model with transformers")
-    if _is_main():
-        write_json(out / "summary.json", result)
+    write_json(out / "summary.json", result)
     return result
 
 
@@ -115,6 +125,7 @@ def merge_job(model_dir: str | Path, adapter: str | Path, out: str | Path) -> Pa
     """Fold a PEFT LoRA adapter into its base model: a plain Nemotron-H directory at `out`."""
     model = HybridLM.from_pretrained(model_dir)
     load_adapter(model, adapter)
+    load_head(model, adapter)  # an MTP head refreshed for these adapters (hytron lora), when the adapter has one
     tok = Tokenizer.load(model_dir) if (Path(model_dir) / "tokenizer.json").is_file() else None
     return merge_lora(model).save_pretrained(out, tokenizer=tok)
 

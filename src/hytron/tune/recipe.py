@@ -17,6 +17,7 @@ the `hytron customize` pipeline; its `train` section is a `TuneConfig` and its `
     train: {steps: 200, optim: {lr: 5.0e-4}, data: {seq_len: 256, batch_size: 8}}
     lora: {r: 8, alpha: 16}
     sft: {data: {path: chat.jsonl}, steps: 100}   # optional: an SFT recipe (hytron.train.recipe.SFTConfig)
+    mtp_refresh: true                         # keep a base model's MTP head (speculative drafts) fresh
     probes:                                   # facts from your documents, checked before and after
       - {prompt: "The Zorbex project codename is", answer: " Quillfeather", distractors: [" Ironbridge"]}
 """
@@ -198,6 +199,7 @@ class CustomizeConfig:
     # model.init_from are set for you (the run goes to OUT/sft and starts from the customized model)
     probes: list[dict[str, Any]] = field(default_factory=list)  # {prompt, answer, distractors: [...]}
     eval_harness: bool = False  # also run hytron.eval's standard suite before and after (when installed)
+    mtp_refresh: bool = True  # a base model's MTP head trains (pretrain, sft) or is distilled (lora) along with it
 
     def __post_init__(self):
         if not self.base_model:
