@@ -1,6 +1,7 @@
 """Prefix caching for hybrid state: a restored prefix (attention KV + Mamba conv/SSM snapshots) gives the logits and
 greedy tokens of a full prefill, for fully and partly shared prefixes, across chunk and block boundaries, batched,
-under eviction and thinking budgets; prompt log-probs and speculation bypass it; memory stays within its budget."""
+under eviction, thinking budgets and speculation (the MTP head's cache rebuilt); prompt log-probs bypass it;
+memory stays within its budget."""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from hytron.infer import Engine, SamplingParams
 from hytron.infer.prefix_cache import PrefixCache
 from hytron.model import HybridConfig, HybridLM
+from hytron.model.cache import KVState, MambaState
 from tests.conftest import randomize
 from tests.infer.chatmodel import tiny_chat_model
 from tests.infer.test_budget import chat_prompt, engine_kwargs, tok  # noqa: F401 - tok is a fixture
@@ -87,6 +89,13 @@ def test_memory_stays_within_the_budget_evicting_least_recently_used_tails(model
     small = PrefixCache(size - 1, BLOCK)
     prefill(model, a, small)
     assert len(small) == 0 and small.bytes == 0  # a block larger than the budget is never kept
+
+
+def cache_tensors(state, n: int) -> list:
+    """Row 0 of a layer's state: its KV at the first n positions, or its Mamba conv window and SSM state."""
+    if isinstance(state, KVState):
+        return [state.k[0, :, :n], state.v[0, :, :n]]
+    return [state.conv[0], state.ssm[0]] if isinstance(state, MambaState) else []
 
 
 def run(engine: Engine, prompts, params) -> list:
@@ -188,15 +197,36 @@ def test_prompt_logprobs_bypass_the_lookup_and_still_match(model):
     assert len(engine.prefix_cache) > 0  # what they prefilled is still stored for others
 
 
-def test_speculation_bypasses_the_cache():
-    m = mtp_model()
-    ps = conversation(seed=50)[:3]
-    params = [SamplingParams(max_tokens=8, temperature=0)] * 3
+@pytest.mark.parametrize("mtp_pattern", ["M*-", "*-"])
+def test_speculation_restores_the_mtp_heads_cache_too(mtp_pattern):
+    m = mtp_model(mtp_pattern=mtp_pattern)
+    ps = conversation(seed=50)
+    params = [SamplingParams(max_tokens=10, temperature=0, logprobs=3)] * len(ps)
+    want = run(Engine(m, speculative_tokens=2), ps, params)
     engine = Engine(m, speculative_tokens=2, prefix_cache_bytes=1 << 30, prefix_block_size=BLOCK)
-    assert engine.prefix_cache is None
     got = run(engine, ps, params)
-    assert [r.token_ids for r in got] == [r.token_ids for r in run(Engine(m), ps, params)]
-    assert all(r.cached_tokens == 0 for r in got)
+    same_outputs(got, want)
+    assert [r.cached_tokens for r in got] == [0, 40, 16, 48, 48, 32]
+    # the head drafts from the same state: the same drafts accepted (a random head: its state decides them)
+    assert [(r.drafts, r.accepted_tokens) for r in got] == [(r.drafts, r.accepted_tokens) for r in want]
+    assert sum(r.accepted_tokens for r in got) > 0
+    # the state after the prefill of a prompt that reused 40 tokens is the state of a full prefill: both the
+    # model's cache and the MTP head's (rebuilt from the block's hidden states)
+    states = []
+    for e in (Engine(m, speculative_tokens=2), engine):
+        e.submit(ps[1], SamplingParams(max_tokens=5, temperature=0))
+        e.step()  # prefilled, first token sampled, joined the batch: nothing decoded yet
+        states.append((e._cache, e._mtp_cache))
+        e.run_until_idle()
+    for full, restored in zip(*states):
+        assert int(full.lengths[0]) == int(restored.lengths[0]) > 40
+        n = int(full.lengths[0])
+        for a, b in zip(full.layers, restored.layers):
+            for x, y in zip(cache_tensors(a, n), cache_tensors(b, n)):
+                torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    # and the same greedy tokens as plain decoding with the cache
+    plain = run(Engine(m, prefix_cache_bytes=1 << 30, prefix_block_size=BLOCK), ps, params)
+    assert [r.token_ids for r in plain] == [r.token_ids for r in got]
 
 
 def test_bad_settings_are_refused():

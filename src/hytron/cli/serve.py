@@ -73,8 +73,7 @@ def _add_speculative(p) -> None:
 def _add_prefix_cache(p) -> None:
     p.add_argument("--prefix-cache-mb", type=float, metavar="MB",
                    help="MiB of prompt-prefix state (attention KV + Mamba state snapshots) kept to skip prefilling a "
-                        "shared prefix again, least recently used evicted first (default 512; 0: off; not used "
-                        "with --speculative-tokens)")
+                        "shared prefix again, least recently used evicted first (default 512; 0: off)")
     p.add_argument("--prefix-cache-block", type=int, metavar="TOKENS",
                    help="prefix-cache block: prefixes are reused in multiples of it, each block holds one Mamba "
                         "state snapshot (default 128)")

@@ -73,6 +73,7 @@ class _Seq:
         self.cache = None  # batch-1 cache while prefilling
         self.prefilled = 0
         self.cached_tokens = 0  # prompt tokens restored from the prefix cache
+        self.block_hidden: list[torch.Tensor] = []  # with speculation: hidden states since the last cached block
         self.pending: int | None = None  # last sampled token, to be fed at the next decode step
         self.first_token_time: float | None = None
         self.finish_reason: str | None = None
@@ -98,10 +99,9 @@ class Engine:
         self.speculative_tokens = speculative_tokens
         self._drafter = MTPDrafter(model, speculative_tokens) if speculative_tokens else None
         self.model = model.eval()
-        # prefix caching within `prefix_cache_bytes` (0: off); bypassed with speculation, whose MTP head's own cache
-        # it does not snapshot
-        self.prefix_cache = (PrefixCache(prefix_cache_bytes, prefix_block_size)
-                             if prefix_cache_bytes and not speculative_tokens else None)
+        # prefix caching within `prefix_cache_bytes` (0: off); with speculation its blocks also keep the model's
+        # hidden states, from which the MTP head's cache is rebuilt (one pass of the head, not of the model)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes, prefix_block_size) if prefix_cache_bytes else None
         self._device = next(model.parameters()).device  # inputs go where the weights are (CPU or GPU)
         self.vocab_size = model.config.vocab_size
         self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
@@ -325,6 +325,8 @@ class Engine:
             if s.mtp_cache is None:
                 s.mtp_cache = self._drafter.new_cache(1, capacity=len(prompt) + 16)
             hidden = self.model(chunk, s.cache, return_hidden=True)  # (1, L, d)
+            if self.prefix_cache is not None:
+                s.block_hidden.append(hidden[0])
             logits = self.model.lm_head(hidden if want_prompt_lp else hidden[:, -1:])[0].float().cpu()
             self._drafter.prefill(s.mtp_cache, hidden[0], prompt[a + 1:b + 1])
             if b == len(prompt):
@@ -335,7 +337,8 @@ class Engine:
         s.prefilled = b
         self.stats["prompt_tokens"] += b - a
         if self.prefix_cache is not None and b % self.prefix_cache.block_size == 0:
-            self.prefix_cache.store(prompt, s.cache)
+            self.prefix_cache.store(prompt, s.cache, hidden=torch.cat(s.block_hidden) if s.block_hidden else None)
+            s.block_hidden = []
         if b == len(prompt):
             if s.params.max_tokens == 0:
                 s.finish_reason = "length"
@@ -352,6 +355,9 @@ class Engine:
         if n:
             self.prefix_cache.restore(blocks, s.cache)
             s.prefilled = s.cached_tokens = n
+            if self._drafter is not None:  # the head sees positions 0..n-1 with their next tokens
+                s.mtp_cache = self._drafter.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
+                self._drafter.prefill(s.mtp_cache, torch.cat([b.hidden for b in blocks]), s.req.prompt_ids[1:n + 1])
 
     def _decode(self) -> None:
         if self._drafter is not None:

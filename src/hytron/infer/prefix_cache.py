@@ -44,6 +44,7 @@ class _Block:
 
     layers: list[tuple[Tensor, Tensor] | None]  # attention: (Hkv, B, Dh) k, v; Mamba: conv (C, K-1), ssm (H, P, N)
     nbytes: int
+    hidden: Tensor | None = None  # (B, d) the model's last hidden states at the block's positions (speculation)
 
 
 class PrefixCache:
@@ -103,19 +104,20 @@ class PrefixCache:
                 state.conv[row], state.ssm[row] = blocks[-1].layers[i]
         cache.lengths[row] = n
 
-    def store(self, ids: Sequence[int], cache: HybridCache, row: int = 0) -> None:
+    def store(self, ids: Sequence[int], cache: HybridCache, row: int = 0, hidden: Tensor | None = None) -> None:
         """Row `row` of `cache` has just been fed `ids[:n]` with n a multiple of the block size: keep block n/B
-        (its KV and the Mamba state now), if its parent block is cached (else it could never be reached)."""
+        (its KV and the Mamba state now, and `hidden` (B, d) if given), if its parent block is cached (else it
+        could never be reached)."""
         n, b = int(cache.lengths[row]), self.block_size
         if n == 0 or n % b:
             raise ValueError(f"prefix cache: store needs a cache at a block boundary, got {n} tokens (block {b})")
         keys = self.chain(ids, n // b)
         if keys[-1] not in self._blocks and (len(keys) == 1 or keys[-2] in self._blocks):
-            self._add(keys, self._snapshot(cache, row, n))
+            self._add(keys, self._snapshot(cache, row, n, hidden))
         self._touch(keys)
 
-    def _snapshot(self, cache: HybridCache, row: int, n: int) -> _Block:
-        """Copies of the KV of positions n-B..n and of the Mamba states of row `row`."""
+    def _snapshot(self, cache: HybridCache, row: int, n: int, hidden: Tensor | None) -> _Block:
+        """Copies of the KV of positions n-B..n and of the Mamba states of row `row` (and of `hidden`)."""
         layers: list[tuple[Tensor, Tensor] | None] = []
         for state in cache.layers:
             if isinstance(state, KVState):
@@ -125,7 +127,11 @@ class PrefixCache:
                 layers.append((state.conv[row].clone(), state.ssm[row].clone()))
             else:
                 layers.append(None)
-        return _Block(layers, sum(t.numel() * t.element_size() for pair in layers if pair is not None for t in pair))
+        tensors = [t for pair in layers if pair is not None for t in pair]
+        if hidden is not None:
+            hidden = hidden.clone()
+            tensors.append(hidden)
+        return _Block(layers, sum(t.numel() * t.element_size() for t in tensors), hidden)
 
     def _add(self, keys: list[bytes], block: _Block) -> None:
         """Insert the block keyed keys[-1], evicting least recently used blocks to stay within max_bytes."""

@@ -76,7 +76,7 @@ class ServeConfig:
     # draft this many tokens per step with the model's MTP head (0: off); see hytron.infer.speculative
     speculative_tokens: int = 0
     # prefix caching (hytron.infer.prefix_cache): up to `prefix_cache_mb` MiB of attention KV and Mamba state
-    # snapshots of earlier prompts, every `prefix_cache_block` tokens (0 MiB: off; bypassed with speculation)
+    # snapshots of earlier prompts, every `prefix_cache_block` tokens (0 MiB: off)
     prefix_cache_mb: float = 512
     prefix_cache_block: int = BLOCK_SIZE
 
