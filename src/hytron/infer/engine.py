@@ -14,9 +14,10 @@ The batched cache is rebuilt (rows copied with `HybridCache.insert`) only when i
 a step never computes rows of idle slots. With `speculative_tokens` K, step 3 drafts K tokens per row with the
 model's MTP head and verifies them in one forward, releasing up to K+1 tokens per row and step, with the same
 greedy tokens and the same sampling distribution (`hytron.infer.speculative` says how, and what rolling back the
-Mamba state costs). With `prefix_cache_bytes`, prompts start from the longest cached block-aligned prefix of
-an earlier prompt (attention KV + Mamba state snapshots, `hytron.infer.prefix_cache`) and prefill only the rest;
-prefill forwards then end at its block boundaries, where the blocks are stored. Drive it with `step()` from one
+Mamba state costs). With `prefix_cache_bytes`, prompts start from the longest cached prefix of an earlier prompt
+or finished sequence (attention KV + Mamba state snapshots, `hytron.infer.prefix_cache`) and prefill only the rest;
+prefill forwards then end at its block boundaries, where blocks are stored, as are prompt ends and, when a request
+finishes, the state of its whole sequence (the next turn of a chat continues it). Drive it with `step()` from one
 thread, or `start()` a daemon thread that steps whenever there is work. It works on token ids; text (for stop
 strings and streaming) goes through the `decode` function the caller passes (to the engine, or per request to
 `submit`).
@@ -101,7 +102,8 @@ class Engine:
         self.model = model.eval()
         # prefix caching within `prefix_cache_bytes` (0: off); with speculation its blocks also keep the model's
         # hidden states, from which the MTP head's cache is rebuilt (one pass of the head, not of the model)
-        self.prefix_cache = PrefixCache(prefix_cache_bytes, prefix_block_size) if prefix_cache_bytes else None
+        self.prefix_cache = (PrefixCache(prefix_cache_bytes, prefix_block_size, with_hidden=bool(speculative_tokens))
+                             if prefix_cache_bytes else None)
         self._device = next(model.parameters()).device  # inputs go where the weights are (CPU or GPU)
         self.vocab_size = model.config.vocab_size
         self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
@@ -273,6 +275,8 @@ class Engine:
             self._joining = []
             return
         staying = [s for s in self._running if s.finish_reason is None]
+        if self.prefix_cache is not None and len(staying) != len(self._running):
+            self._store_finished()
         for s in self._running:
             if s.finish_reason is not None:
                 self._finish(s, s.finish_reason)
@@ -336,7 +340,7 @@ class Engine:
             s.prompt_logprobs += sequence_logprobs(logits[:len(targets)], targets, s.params.prompt_logprobs)
         s.prefilled = b
         self.stats["prompt_tokens"] += b - a
-        if self.prefix_cache is not None and b % self.prefix_cache.block_size == 0:
+        if self.prefix_cache is not None and (b % self.prefix_cache.block_size == 0 or b == len(prompt)):
             self.prefix_cache.store(prompt, s.cache, hidden=torch.cat(s.block_hidden) if s.block_hidden else None)
             s.block_hidden = []
         if b == len(prompt):
@@ -351,13 +355,24 @@ class Engine:
         every position's logits)."""
         if self.prefix_cache is None or s.params.prompt_logprobs is not None:
             return
-        n, blocks = self.prefix_cache.lookup(s.req.prompt_ids)
+        hit = self.prefix_cache.lookup(s.req.prompt_ids)
+        n = hit.tokens
         if n:
-            self.prefix_cache.restore(blocks, s.cache)
+            self.prefix_cache.restore(hit, s.cache)
             s.prefilled = s.cached_tokens = n
             if self._drafter is not None:  # the head sees positions 0..n-1 with their next tokens
                 s.mtp_cache = self._drafter.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
-                self._drafter.prefill(s.mtp_cache, torch.cat([b.hidden for b in blocks]), s.req.prompt_ids[1:n + 1])
+                hidden = hit.hidden
+                self._drafter.prefill(s.mtp_cache, hidden, s.req.prompt_ids[1:n + 1])
+                s.block_hidden = [hidden[n - n % self.prefix_cache.block_size:]]  # since the last block boundary
+
+    def _store_finished(self) -> None:
+        """Keep the state of each finished row's sequence (prompt and output but its last token, never fed) in the
+        prefix cache: a chat's next turn sends it back as its prompt."""
+        for i, s in enumerate(self._running):
+            ids = s.req.prompt_ids + s.out
+            if s.finish_reason in ("stop", "length") and int(self._cache.lengths[i]) == len(ids) - 1:
+                self.prefix_cache.store(ids, self._cache, row=i)
 
     def _decode(self) -> None:
         if self._drafter is not None:
