@@ -9,8 +9,9 @@ equal between the two:
   (b) a chat: a `--system`-token system prompt, then `--turns` turns of a `--user`-token message and an
       `--answer`-token answer, each turn's prompt the whole conversation so far (as chat clients send it); the
       figure is the last turn's time to first token (issue 24: "turn 5 of a 4k-token conversation"), over
-      `--repeats` conversations. The cache stores prompt blocks only, so the last turn prefills the last answer,
-      the new message and the part of a block before them.
+      `--repeats` conversations. Each turn's prompt continues the last turn's prompt and answer token for token
+      (a client that sends the history back as text gets this when the text re-tokenizes to the same ids), so
+      the cache resumes from the end of the last answer and the last turn prefills its new message.
 Random weights (time does not depend on them) of `--preset` (default hytron-small), or `--model DIR`. Medians are
 printed, the ratios last, with `os.getloadavg()` before and after (the machine may be shared).
 

@@ -60,15 +60,15 @@ class _EngineCollector:
             ("hits", s["hit_tokens"], "prompt tokens restored from the prefix cache instead of prefilled"),
             ("requests", s["queries"], "prompts looked up in the prefix cache"),
             ("request_hits", s["hits"], "prompts that reused at least one cached block"),
-            ("stored_blocks", s["stored_blocks"], "blocks (KV + Mamba state snapshot) stored"),
-            ("evictions", s["evictions"], "blocks evicted to stay within the byte budget")]:
+            ("stored", s["stored"], "entries stored (blocks and prompt or sequence ends: KV + Mamba state)"),
+            ("evictions", s["evictions"], "entries evicted to stay within the byte budget")]:
             c = CounterMetricFamily(f"hytron_prefix_cache_{key}", help_, labels=["model_name"])
             c.add_metric([name], value)
             yield c
         for key, value, help_ in [
             ("bytes", pc.bytes, "bytes held by the prefix cache"),
             ("max_bytes", pc.max_bytes, "the prefix cache's byte budget"),
-            ("blocks", len(pc), "blocks held by the prefix cache"),
+            ("entries", len(pc), "entries held by the prefix cache"),
             ("hit_rate", s["hit_tokens"] / s["queried_tokens"] if s["queried_tokens"] else 0.0,
              "cached / queried prompt tokens, since start")]:
             g = GaugeMetricFamily(f"hytron_prefix_cache_{key}", help_, labels=["model_name"])
