@@ -83,6 +83,7 @@ class PrefixCache:
         self._entries: collections.OrderedDict[bytes, _Entry] = collections.OrderedDict()  # LRU first
         self._ends: dict[bytes, set[bytes]] = {}  # block key -> keys of the end entries that follow it
         self.bytes = 0
+        self._last_chain: tuple[Sequence[int] | None, list[bytes]] = (None, [])
         # queries (lookups), queried_tokens, hits (lookups that reused a prefix), hit_tokens, stored (entries),
         # evictions (entries evicted to stay within max_bytes)
         self.stats = collections.Counter()
@@ -95,12 +96,19 @@ class PrefixCache:
         return (n // self.block_size + 1) * self.block_size
 
     def chain(self, ids: Sequence[int], blocks: int) -> list[bytes]:
-        """The keys of the first `blocks` full blocks of `ids`: each hashes its parent's key and its tokens."""
-        keys, parent, b = [], b"", self.block_size
-        for i in range(blocks):
-            parent = hashlib.blake2b(parent + array("q", ids[i * b:(i + 1) * b]).tobytes(), digest_size=16).digest()
-            keys.append(parent)
-        return keys
+        """The keys of the first `blocks` full blocks of `ids`: each hashes its parent's key and its tokens. The
+        last sequence's keys are kept, so a prefill storing block after block of one prompt (the same object,
+        never changed) hashes each block once."""
+        last, known = self._last_chain
+        keys = known[:blocks] if last is ids else []
+        b = self.block_size
+        for i in range(len(keys), blocks):
+            parent = keys[-1] if keys else b""
+            keys.append(hashlib.blake2b(parent + array("q", ids[i * b:(i + 1) * b]).tobytes(),
+                                        digest_size=16).digest())
+        if last is not ids or len(keys) > len(known):
+            self._last_chain = (ids, keys)
+        return list(keys)
 
     def lookup(self, ids: Sequence[int]) -> Hit:
         """The longest cached prefix of `ids` shorter than `ids` that has a Mamba state to resume from."""
