@@ -47,11 +47,11 @@ BLOCK_SIZE = 128  # tokens per block (default): each holds one Mamba snapshot
 
 @dataclass
 class _Entry:
-    """Cached positions [start, end): per layer their attention (k, v), and the Mamba state at `end` (or none)."""
+    """A block or an end: per layer, the attention (k, v) of its L positions and the Mamba state after them."""
 
-    kv: list[tuple[Tensor, Tensor] | None]  # attention layers: (Hkv, end - start, Dh) k, v
+    kv: list[tuple[Tensor, Tensor] | None]  # attention layers: (Hkv, L, Dh) k, v
     state: list[tuple[Tensor, Tensor] | None] | None  # Mamba layers: conv (C, K-1), ssm (H, P, N); None: KV only
-    hidden: Tensor | None  # (end - start, d) the model's last hidden states there (speculation), or None
+    hidden: Tensor | None  # (L, d) the model's last hidden states there (speculation), or None
     nbytes: int
     tail: tuple[int, ...] = ()  # an end entry's tokens (after the block it follows)
     follows: bytes | None = None  # an end entry's block key (b"" before the first block)
