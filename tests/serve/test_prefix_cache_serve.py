@@ -22,9 +22,9 @@ def post(server, path: str, body: dict) -> dict:
     return r.json()
 
 
-def chat_turns(server, **extra) -> list[dict]:
+def chat_turns(server, system: str = SYSTEM, **extra) -> list[dict]:
     """Three turns of one conversation, each sending the whole history so far (as chat clients do)."""
-    messages, out = [{"role": "system", "content": SYSTEM}], []
+    messages, out = [{"role": "system", "content": system}], []
     for q in QUESTIONS:
         messages.append({"role": "user", "content": q})
         r = post(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 12, "temperature": 0,
@@ -67,6 +67,7 @@ def same_answers(got: list[dict], want: list[dict]) -> None:
 
 def test_chat_turns_answer_the_same_and_report_cached_tokens(servers):
     cached, plain = servers
+    scraped = httpx.get(cached.url + "/metrics").text
     want, got = chat_turns(plain), chat_turns(cached)
     same_answers(got, want)
     cached_tokens = [g["usage"]["prompt_tokens_details"]["cached_tokens"] for g in got]
@@ -76,9 +77,14 @@ def test_chat_turns_answer_the_same_and_report_cached_tokens(servers):
     for c, p, before in zip(cached_tokens[1:], prompt_tokens[1:], prompt_tokens):
         assert c % 16 == 0 and before - 16 < c < p
     text = httpx.get(cached.url + "/metrics").text
-    assert metric(text, "hytron_prefix_cache_hits_total") == sum(cached_tokens)
-    assert metric(text, "hytron_prefix_cache_queries_total") == sum(prompt_tokens)
-    assert metric(text, "hytron_prefix_cache_request_hits_total") == 2
+
+    def grew(name: str) -> float:
+        return metric(text, name) - metric(scraped, name)
+
+    assert grew("hytron_prefix_cache_hits_total") == sum(cached_tokens)
+    assert grew("hytron_prefix_cache_queries_total") == sum(prompt_tokens)
+    assert grew("hytron_prefix_cache_request_hits_total") == 2
+    assert grew("hytron_prefix_cache_stored_total") > 0
     assert metric(text, "hytron_prefix_cache_bytes") == cached.engine.prefix_cache.bytes > 0
     assert 0 < metric(text, "hytron_prefix_cache_hit_rate") < 1
     assert metric(text, "hytron_prefix_cache_evictions_total") == 0
@@ -88,7 +94,8 @@ def test_chat_turns_answer_the_same_and_report_cached_tokens(servers):
 def test_without_thinking_a_turn_resumes_at_the_end_of_the_last_prompt(servers):
     cached, plain = servers
     off = {"chat_template_kwargs": {"enable_thinking": False}}
-    want, got = chat_turns(plain, **off), chat_turns(cached, **off)
+    system = "Think of rivers first, then of towns, and answer the way a guide book would. " * 2
+    want, got = chat_turns(plain, system, **off), chat_turns(cached, system, **off)
     same_answers(got, want)
     # the history renders as it was sent, so each prompt continues the last one: all of it is reused (the prompt's
     # end entry). Not the answer: it comes back as text, tokenized anew, and a random model's ids do not survive
