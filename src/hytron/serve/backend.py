@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from hytron.infer import Completion, Delta, Engine, SamplingParams
+from hytron.infer.prefix_cache import BLOCK_SIZE
 from hytron.model import HybridLM
 from hytron.serve.structured import Grammars
 from hytron.tokenizer import Tokenizer
@@ -74,8 +75,16 @@ class ServeConfig:
     default_chat_template_kwargs: dict | None = None
     # draft this many tokens per step with the model's MTP head (0: off); see hytron.infer.speculative
     speculative_tokens: int = 0
+    # prefix caching (hytron.infer.prefix_cache): up to `prefix_cache_mb` MiB of attention KV and Mamba state
+    # snapshots of earlier prompts, every `prefix_cache_block` tokens (0 MiB: off)
+    prefix_cache_mb: float = 512
+    prefix_cache_block: int = BLOCK_SIZE
 
     def __post_init__(self) -> None:
+        if self.prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb: must be >= 0 (0: off), got {self.prefix_cache_mb}")
+        if self.prefix_cache_block < 1:
+            raise ValueError(f"prefix_cache_block: must be >= 1 token, got {self.prefix_cache_block}")
         kw = self.default_chat_template_kwargs
         if kw is None:
             return
@@ -123,7 +132,8 @@ class Backend:
                                  keep=self.tool_marker_ids)
         self.engine = Engine.for_tokenizer(
             model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
-            max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens)
+            max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens,
+            prefix_cache_bytes=int(config.prefix_cache_mb * 2**20), prefix_block_size=config.prefix_cache_block)
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:

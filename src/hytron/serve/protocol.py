@@ -603,6 +603,10 @@ class UsageDetails(BaseModel):
     reasoning_tokens: int
 
 
+class PromptUsageDetails(BaseModel):
+    cached_tokens: int  # prompt tokens restored from the prefix cache instead of prefilled
+
+
 class SpeculativeUsage(BaseModel):
     """hytron's: drafts of the MTP head (--speculative-tokens); mean_accepted_length = tokens per verify step."""
 
@@ -617,6 +621,7 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: UsageDetails | None = None
+    prompt_tokens_details: PromptUsageDetails | None = None
     speculative: SpeculativeUsage | None = None
 
 
