@@ -36,8 +36,11 @@ CHAT_TEMPLATE = (
     "{%- set ns = namespace(think=(enable_thinking if enable_thinking is defined else true), tools='') -%}"
     "{%- for m in messages -%}"
     "{%- if m['role'] in ['system', 'user'] and m['content'] is string -%}"
-    "{%- set on = m['content'].rfind('/think') -%}"
-    "{%- set off = m['content'].rfind('/no_think') -%}"
+    # where the last /think and /no_think end (0: absent), by split and length: runtimes with their own Jinja
+    # (llama.cpp's llama-server) have no str.rfind, nor a unary minus after `else`
+    "{%- set c = m['content'] -%}"
+    "{%- set on = (c | length) - (c.split('/think')[-1] | length) if '/think' in c else 0 -%}"
+    "{%- set off = (c | length) - (c.split('/no_think')[-1] | length) if '/no_think' in c else 0 -%}"
     "{%- if on > off -%}{%- set ns.think = true -%}"
     "{%- elif off > on -%}{%- set ns.think = false -%}{%- endif -%}"
     "{%- endif -%}"

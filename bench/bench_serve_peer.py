@@ -1,0 +1,147 @@
+"""Benchmark: `hytron serve` against llama.cpp's own `llama-server -np N` on the same model, N concurrent requests.
+
+One model (a random `--preset` hybrid with a small trained tokenizer) is saved as a hytron directory and exported
+to GGUF (`hytron export gguf --outtype f32`, or q8_0); both servers get the same N text prompts at once, greedy,
+a fixed number of new tokens each (`ignore_eos`), with the same number of CPU threads. Rounds alternate between
+the servers (the machine is shared: load drifts), and the figure is generated tokens per second of wall time over
+the N requests; the ratio hytron / llama-server is printed per round and as the median of the rounds, with the
+load average beside it.
+
+`llama-server` is built from the llama.cpp source inside the pinned llama-cpp-python sdist by `.ci/llama-server`
+(cached like the wheel); pass another binary with --llama-server.
+
+    python bench/bench_serve_peer.py [--preset hytron-small] [--requests 16] [--prompt-words 48]
+                                     [--new-tokens 64] [--threads 2] [--rounds 3] [--outtype f32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from hytron.model import HybridConfig, HybridLM
+from hytron.tokenizer import Tokenizer
+
+CORPUS = ["The river Alder rises on Mount Kell and flows north to the sea.\n",
+          "Lesson 3: 17 + 25 = 42. First add the ones: 7 + 5 = 12, write 2, carry 1.\n",
+          "Once upon a time, a fox named Ilse lived at the edge of the wood.\n"]
+DEFAULT_BINARY = Path.home() / ".cache" / "hytron-wheels" / "llama-server-0.3.36" / "llama-server"
+
+
+def run_round(url: str, prompts: list[str], new_tokens: int, extra: dict) -> float:
+    """Seconds for all `prompts` sent at once to `url`'s /v1/completions; each must generate `new_tokens`."""
+    import httpx
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=1200) as c:
+            t0 = time.perf_counter()
+            rs = await asyncio.gather(*(c.post("/v1/completions", json={
+                "prompt": p, "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True,
+                **extra}) for p in prompts))
+            elapsed = time.perf_counter() - t0
+        for r in rs:
+            assert r.status_code == 200, r.text[:300]
+            assert r.json()["usage"]["completion_tokens"] == new_tokens, r.json()["usage"]
+        return elapsed
+
+    return asyncio.run(main())
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"llama-server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="hytron-small")
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--prompt-words", type=int, default=48)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--outtype", default="f32", choices=("f32", "q8_0"))
+    ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(DEFAULT_BINARY)))
+    args = ap.parse_args()
+    if not Path(args.llama_server).is_file():
+        raise SystemExit(f"no llama-server at {args.llama_server}: run .ci/llama-server (builds it from the pinned "
+                         "llama-cpp-python sdist) or pass --llama-server PATH")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tok = Tokenizer.train(CORPUS * 40, vocab_size=400)
+    model = HybridLM(HybridConfig.from_name(args.preset, vocab_size=tok.vocab_size)).eval()
+    words = " ".join(CORPUS).split()
+    prompts = [" ".join(words[(7 * i + j) % len(words)] for j in range(args.prompt_words))
+               for i in range(args.requests)]
+    ctx = args.requests * (2 * args.prompt_words + args.new_tokens + 64)
+
+    import uvicorn
+
+    from hytron.export.gguf_model import export_gguf
+    from hytron.serve import Backend, ServeConfig, create_app
+
+    work = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    model.save_pretrained(work / "model", tokenizer=tok)
+    gguf = export_gguf(work / "model", work / f"model-{args.outtype}.gguf", outtype=args.outtype)
+    port = 8000 + os.getpid() % 1000
+    peer = subprocess.Popen([args.llama_server, "-m", str(gguf), "-np", str(args.requests), "-c", str(ctx),
+                             "-t", str(args.threads), "-tb", str(args.threads), "--host", "127.0.0.1", "--port",
+                             str(port), "--no-webui"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    backend = Backend.load(work / "model", ServeConfig(max_slots=args.requests, max_len=4096, max_tokens_limit=4096,
+                                                       threads=args.threads))
+    server = uvicorn.Server(uvicorn.Config(create_app(backend), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    peer_url = f"http://127.0.0.1:{port}"
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        ours_url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        wait_http(peer_url, peer)
+        names = {ours_url: {"model": backend.name}, peer_url: {"model": gguf.name}}
+        print(f"model {args.preset}: {model.num_params():,} params, pattern {model.config.pattern}, GGUF "
+              f"{args.outtype}; {args.requests} concurrent requests x ({args.prompt_words} words + "
+              f"{args.new_tokens} new tokens), {args.threads} threads each; llama-server -np {args.requests}")
+        for url in (ours_url, peer_url):  # warm-up (and hytron's compile, when its decode step is compiled)
+            run_round(url, prompts[:2], 8, names[url])
+        total = args.requests * args.new_tokens
+        ratios = []
+        for r in range(args.rounds):
+            load = os.getloadavg()[0]
+            ours = run_round(ours_url, prompts, args.new_tokens, names[ours_url])
+            theirs = run_round(peer_url, prompts, args.new_tokens, names[peer_url])
+            ratios.append(theirs / ours)
+            print(f"round {r + 1}: hytron serve {total / ours:8.1f} tok/s   llama-server {total / theirs:8.1f} tok/s"
+                  f"   ratio {theirs / ours:.2f}x   (load {load:.2f} -> {os.getloadavg()[0]:.2f})")
+        print(f"RATIO hytron serve / llama-server -np {args.requests} ({args.outtype}, {args.threads} threads), "
+              f"median of {args.rounds} rounds: {statistics.median(ratios):.2f}x")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        backend.close()
+        peer.terminate()
+        peer.wait(30)
+
+
+if __name__ == "__main__":
+    main()
