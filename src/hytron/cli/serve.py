@@ -67,6 +67,10 @@ def _add_speculative(p) -> None:
     p.add_argument("--speculative-tokens", type=int, metavar="K",
                    help="draft K tokens per step with the model's MTP head and verify them in one forward (same "
                         "greedy tokens, same sampling distribution; needs a model with an MTP head; default 0: off)")
+    p.add_argument("--decode-mode", choices=["compile", "static", "eager"],
+                   help="decode step: compile (default: a static-shape step, torch.compiled once at start for one "
+                        "running request; batches run it uncompiled), static (never compiled), eager (the model's "
+                        "own cached forward)")
 
 
 def _add_dtype(p) -> None:
@@ -82,7 +86,7 @@ _SERVE_FIELDS = {"host": "host", "port": "port", "api_key": "api_key", "served_m
                  "allowed_host": "allowed_hosts", "cors_origin": "cors_origins", "tool_parser": "tool_parser",
                  "dtype": "dtype", "max_connections": "max_connections", "template_timeout": "template_seconds",
                  "grammar_timeout": "grammar_seconds", "default_chat_template_kwargs": "default_chat_template_kwargs",
-                 "speculative_tokens": "speculative_tokens"}
+                 "speculative_tokens": "speculative_tokens", "decode_mode": "decode_mode"}
 
 
 def _config(args, **fixed):
@@ -106,6 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
     spec = f", speculating {cfg.speculative_tokens} tokens with the MTP head" if cfg.speculative_tokens else ""
+    if backend.engine.decode_mode == "compile":  # once, before the first request (else that request waits for it)
+        print("hytron serve: compiling the decode step (decode mode compile; --decode-mode static skips it) ...",
+              flush=True)
+        print(f"hytron serve: decode step compiled in {backend.engine.warmup():.1f} s", flush=True)
     print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}{spec}) "
           f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1); open-file limit {fd_limit}, "
           f"max connections {connections}", flush=True)

@@ -74,6 +74,10 @@ class ServeConfig:
     default_chat_template_kwargs: dict | None = None
     # draft this many tokens per step with the model's MTP head (0: off); see hytron.infer.speculative
     speculative_tokens: int = 0
+    # how the engine runs a decode step (hytron.infer.engine.DECODE_MODES): "compile" (default) the static-shape
+    # step, torch.compiled for one running request (compiled once, when the server starts), "static" never
+    # compiled, "eager" the model's own cached forward
+    decode_mode: str = "compile"
 
     def __post_init__(self) -> None:
         kw = self.default_chat_template_kwargs
@@ -123,7 +127,8 @@ class Backend:
                                  keep=self.tool_marker_ids)
         self.engine = Engine.for_tokenizer(
             model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
-            max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens)
+            max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens,
+            decode_mode=config.decode_mode)
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
@@ -135,6 +140,7 @@ class Backend:
     def start(self) -> Backend:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
+        self.engine.warmup()  # decode_mode "compile": compile before the first request, not in it
         self.engine.start()
         return self
 
