@@ -75,8 +75,8 @@ class ServeConfig:
     # draft this many tokens per step with the model's MTP head (0: off); see hytron.infer.speculative
     speculative_tokens: int = 0
     # how the engine runs a decode step (hytron.infer.engine.DECODE_MODES): "compile" (default) the static-shape
-    # step, torch.compiled for one running request (compiled once, when the server starts), "static" never
-    # compiled, "eager" the model's own cached forward
+    # step, torch.compiled for one running request (once per process: `hytron serve` does it before serving,
+    # else the first such step waits for it), "static" never compiled, "eager" the model's own cached forward
     decode_mode: str = "compile"
 
     def __post_init__(self) -> None:
@@ -140,7 +140,6 @@ class Backend:
     def start(self) -> Backend:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self.engine.warmup()  # decode_mode "compile": compile before the first request, not in it
         self.engine.start()
         return self
 
