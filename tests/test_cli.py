@@ -42,9 +42,9 @@ FLAGS = {
              "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "
              "--cors-origin --max-connections --template-timeout --grammar-timeout --log-level "
              "--default-chat-template-kwargs "
-             "--tool-parser --dtype --speculative-tokens",
+             "--tool-parser --dtype --speculative-tokens --decode-mode",
     "chat": "MODEL_DIR --temperature --max-tokens --max-thinking-tokens --no-think --seed --max-model-len "
-            "--max-slots --threads --dtype --speculative-tokens",
+            "--max-slots --threads --dtype --speculative-tokens --decode-mode",
     "export gguf": "MODEL_DIR --out --outtype",
 }
 
