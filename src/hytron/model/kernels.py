@@ -196,13 +196,21 @@ def decode_step(model, cache: HybridCache, tokens: Tensor, span: int | None = No
 DECODE_MODES = ("eager", "compile", "graph")
 
 
+# inductor's own matrix-vector products for the one-row matmuls (its `decompose_mm_pass`: x·Wᵀ as a fused
+# multiply-and-sum loop), for matrices up to 8192 on a side: at batch 1 every matmul is bound by reading the
+# weights, and MKL's sgemv read them more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a
+# step for hytron-small under load, issue 27; BENCHMARKS.md "Batch-1 decode: static step vs llama.cpp")
+CPU_COMPILE_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {
+    "cpu_max_other_dimension_decomposition": 8192}}}
+
+
 @functools.cache
 def _compiled_decode_step():
     """`decode_step` through torch.compile (inductor): the step's few hundred small ops fused into a few C++
     loops. The weights stay inputs (not frozen), so a model that is trained further is still read correctly;
     the KV capacity is a dynamic dimension (`StaticDecoder` marks it), so one compilation serves every cache
     size of a model shape."""
-    return torch.compile(decode_step)
+    return torch.compile(decode_step, options=CPU_COMPILE_OPTIONS)
 
 
 def _compiled_graphs() -> int:
