@@ -197,11 +197,12 @@ DECODE_MODES = ("eager", "compile", "graph")
 
 
 # inductor's own matrix-vector products for the one-row matmuls (its `decompose_mm_pass`: x·Wᵀ as a fused
-# multiply-and-sum loop), for matrices up to 8192 on a side: at batch 1 every matmul is bound by reading the
-# weights, and MKL's sgemv read them more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a
-# step for hytron-small under load, issue 27; BENCHMARKS.md "Batch-1 decode: static step vs llama.cpp")
-CPU_COMPILE_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {
-    "cpu_max_other_dimension_decomposition": 8192}}}
+# multiply-and-sum loop): at batch 1 every matmul is bound by reading the weights, and MKL's sgemv read them
+# more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a step for hytron-small under load,
+# issue 27; BENCHMARKS.md "Batch-1 decode: static step vs llama.cpp"). The pass only takes matrices up to
+# `CPU_DECOMPOSE_MAX` on a side; its own limit (2048) would leave the LM head (vocab x hidden) to sgemv.
+CPU_COMPILE_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+CPU_DECOMPOSE_MAX = 1 << 18
 
 
 @functools.cache
@@ -210,6 +211,10 @@ def _compiled_decode_step():
     loops. The weights stay inputs (not frozen), so a model that is trained further is still read correctly;
     the KV capacity is a dynamic dimension (`StaticDecoder` marks it), so one compilation serves every cache
     size of a model shape."""
+    from torch._inductor.fx_passes import decompose_mem_bound_mm
+
+    # read by the pass at compile time; set once here (a module-level limit, taken at its import from config)
+    decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = CPU_DECOMPOSE_MAX
     return torch.compile(decode_step, options=CPU_COMPILE_OPTIONS)
 
 
