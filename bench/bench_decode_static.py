@@ -99,8 +99,10 @@ def measure(threads: int, args) -> dict:
         compile_s = engines["compile"].warmup()
         print(f"{threads} thread(s): compiled the batch-1 step in {compile_s:.1f} s ({time.perf_counter() - t0:.1f} s "
               "wall), paid once per process and model shape")
+        # logits_all: llama-cpp-python 0.3.36 fills `scores` only then (without it they stay zero, and an argmax
+        # loop feeds token 0 every step, as bench_local.py's did: its speed is right, its tokens were not)
         llms = {t: llama_cpp.Llama(model_path=str(f), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                                   verbose=False) for t, f in files.items()}
+                                   logits_all=True, verbose=False) for t, f in files.items()}
         run = {**{m: (lambda e=e: hytron_decode(e, ids, args.new_tokens)) for m, e in engines.items()},
                **{f"llama.cpp {t}": (lambda llm=llm: llama_decode(llm, ids, args.new_tokens))
                   for t, llm in llms.items()}}
