@@ -126,10 +126,10 @@ def measure(threads: int, args) -> dict:
             print(f"  {k:16s} {v:8.1f} tok/s   greedy tokens equal to hytron eager's: {same[k]} (first "
                   f"{agree[k]} of {len(tokens[k])} agree)")
         print("  ratio to llama.cpp f32: " + ", ".join(f"{k} {best[k] / best['llama.cpp f32']:.2f}x" for k in MODES))
+        llms.clear()  # (before profiling: llama.cpp's threads were idle, but its 2-thread profile ran 100x slower)
         if args.profile:
             for m in MODES:
                 profile_step(model, m, ids)
-        llms.clear()
     return {"tok_s": best, "runs": rates, "same_tokens": same, "agree": agree, "load_before": before,
             "load_after": after, "compile_s": compile_s}
 
