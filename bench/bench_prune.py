@@ -24,7 +24,7 @@ import torch
 
 from hytron.model import HybridLM
 from hytron.packing import iter_eval_batches
-from hytron.quickstart import curate_docs, make_tinyweb, pack_blend, train_config, train_tokenizer
+from hytron.pipelines.quickstart import curate_docs, make_tinyweb, pack_blend, train_config, train_tokenizer
 from hytron.train.pretrain import pretrain
 from hytron.train.recipe import DataSpec, OptimSpec
 from hytron.tune import TuneConfig, evaluate, finetune, packed_batches, packed_eval_batches

@@ -7,20 +7,28 @@ the mean of the per-depth MTP losses, `hytron.train.loop.next_token_losses`) on 
 of phrases drawn from a fixed set of random token phrases, so both the model and the head can learn to continue
 a phrase (a stand-in for the repetitive structure of code or tool calls where MTP drafts pay off).
 
-Measured through `hytron.infer.Engine` (what `hytron serve` runs): plain decoding, then `speculative_tokens` K
-for each `--k`; best of `--repeats` (the machine is shared); every run checks its greedy tokens equal plain
-decoding's. Printed: tokens/s, acceptance rate and mean accepted length (tokens per verify step) per K, and the
-batch-`--batch` engine figure for the best K; ratios printed last.
+Measured through `hytron.infer.Engine` (what `hytron serve` runs): plain decoding and `speculative_tokens` K for
+each `--k`, interleaved: each of `--repeats` rounds runs every arm once, back to back; tokens/s is an arm's best
+round, and the ratio is also given as the median over rounds of the same-round ratio, which load changing between
+rounds on a shared machine biases least (the best K is picked by it); every run checks its greedy tokens equal
+plain decoding's. Printed: tokens/s, acceptance rate and mean accepted length (tokens per verify step) per K, where
+batch-1 time goes (MTP drafting, main-model forwards by tokens per call, the rest) for plain decoding and the best
+K, and the batch-`--batch` engine figure for the best K; ratios printed last. The machine's load average
+(`os.getloadavg()`) is printed before and after measuring: on a shared CPU other work slows every arm.
 
     python bench/bench_speculative.py [--preset hytron-small] [--steps 300] [--k 1 2 3 4] [--new-tokens 128]
     python bench/bench_speculative.py --model runs/mtp/model
+    python bench/bench_speculative.py --steps 120 --save runs/bench-mtp   # keep the trained model for --model
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -56,6 +64,39 @@ def train(model: HybridLM, phrases: torch.Tensor, steps: int, depths: int, seq_l
     model.eval()
 
 
+def time_split(model: HybridLM, prompt: list[int], k: int, new_tokens: int) -> dict[str, float]:
+    """Batch-1 decode of `prompt` with `speculative_tokens` k (0: plain), milliseconds spent in the MTP head's
+    drafting, in the main model's forwards (by tokens per call: the prefill, 1 for plain steps, k+1 for
+    verification) and in the rest (sampling/acceptance, caches, Python); second of two runs (the first warms up)."""
+    import hytron.infer.speculative as spec
+
+    spent: dict[str, float] = {}
+    draft, forward = spec.MTPDrafter.draft, HybridLM.forward
+
+    def timed(name, fn):
+        def wrapper(self, *a, **kw):
+            t0 = time.perf_counter()
+            out = fn(self, *a, **kw)
+            key = name if name == "draft" else f"forward x{a[0].size(1)}"
+            spent[key] = spent.get(key, 0.0) + (time.perf_counter() - t0) * 1e3
+            return out
+        return wrapper
+
+    engine = Engine(model, max_slots=1, speculative_tokens=k)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    spec.MTPDrafter.draft, HybridLM.forward = timed("draft", draft), timed("forward", forward)
+    try:
+        for _ in range(2):
+            spent.clear()
+            t0 = time.perf_counter()
+            engine.submit(prompt, params)
+            engine.run_until_idle()
+            total = (time.perf_counter() - t0) * 1e3
+    finally:
+        spec.MTPDrafter.draft, HybridLM.forward = draft, forward
+    return {**spent, "rest": total - sum(spent.values()), "total": total}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="a hytron model directory with an MTP head (default: train one here)")
@@ -71,6 +112,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--save", help="save the model trained here to this directory (reuse it with --model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -80,8 +122,9 @@ def main() -> None:
         model = HybridLM.from_pretrained(args.model).eval()
         if model.mtp is None:
             raise SystemExit(f"{args.model}: the model has no MTP head")
-        vocab = model.config.vocab_size
-        prompt = torch.randint(0, vocab, (args.prompt,), generator=g).tolist()
+        saved = Path(args.model) / "bench_prompt.json"  # the prompt of the run that trained it (--save)
+        prompt = (json.loads(saved.read_text()) if saved.is_file()
+                  else torch.randint(0, model.config.vocab_size, (args.prompt,), generator=g).tolist())
         source = args.model
     else:
         cfg = HybridConfig.from_name(args.preset, num_nextn_predict_layers=1, mtp_pattern="*-")
@@ -92,26 +135,44 @@ def main() -> None:
         train(model, phrases, args.steps, args.depths, seq_len=128, batch=16)
         prompt = synthetic_batch(phrases, 1, args.prompt - 1, torch.Generator().manual_seed(7))[0].tolist()
         source = f"{args.preset} trained {args.steps} steps here"
+        if args.save:
+            model.save_pretrained(args.save)
+            (Path(args.save) / "bench_prompt.json").write_text(json.dumps(prompt))
 
     params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
 
-    def run(k: int, n: int = 1):
-        """(seconds, completions) for n copies of the prompt decoded together, best of --repeats."""
-        engine = Engine(model, max_slots=max(1, n), max_waiting=n, speculative_tokens=k)
-        times = []
-        for i in range(args.repeats + 1):  # the first run warms up
-            t0 = time.perf_counter()
-            reqs = [engine.submit(prompt, params) for _ in range(n)]
-            engine.run_until_idle()
-            if i:
-                times.append(time.perf_counter() - t0)
-        return min(times), [r.result() for r in reqs]
+    def run(ks: list[int], n: int = 1) -> dict[int, tuple[float, list, list[float]]]:
+        """{k: (best seconds, completions, seconds of every round)} for n copies of the prompt decoded together
+        with speculative_tokens k (0: plain) over --repeats rounds; each round runs every k once, back to back,
+        so `paired` can compare arms within a round (load on a shared machine changes from round to round)."""
+        engines = {k: Engine(model, max_slots=max(1, n), max_waiting=n, speculative_tokens=k) for k in ks}
+        out: dict[int, tuple[float, list, list[float]]] = {}
+        for i in range(args.repeats + 1):  # round 0 warms up
+            for k, engine in engines.items():
+                t0 = time.perf_counter()
+                reqs = [engine.submit(prompt, params) for _ in range(n)]
+                engine.run_until_idle()
+                t = time.perf_counter() - t0
+                if i:
+                    best, done, rounds = out.get(k, (t, None, []))
+                    out[k] = (min(best, t), done if done is not None and best <= t else [r.result() for r in reqs],
+                              [*rounds, t])
+        return out
 
-    t_plain, [plain] = run(0)
+    def paired(timed, k: int) -> float:
+        """Median over rounds of plain seconds / speculative seconds in the same round."""
+        return statistics.median(a / b for a, b in zip(timed[0][2], timed[k][2]))
+
+    load_before = os.getloadavg()
+    print(f"load average before measuring (1/5/15 min): {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    timed = run([0, *args.k])
+    t_plain, [plain], _ = timed[0]
     rows = []
     for k in args.k:
-        t, [c] = run(k)
-        rows.append({"k": k, "tok_s": args.new_tokens / t, "same": c.token_ids == plain.token_ids,
+        t, [c], _ = timed[k]
+        rows.append({"k": k, "tok_s": args.new_tokens / t, "paired_ratio": paired(timed, k),
+                     "same": c.token_ids == plain.token_ids,
                      "acceptance_rate": c.acceptance_rate, "mean_accepted_length": c.mean_accepted_length})
     plain_tps = args.new_tokens / t_plain
     print(f"model: {source}; {model.num_params():,} params (+{model.num_params(mtp=True) - model.num_params():,} "
@@ -122,26 +183,36 @@ def main() -> None:
         print(f"{'speculative K=' + str(r['k']):<18} batch 1   {r['tok_s']:8.1f} tok/s  "
               f"acceptance {r['acceptance_rate']:.2f}  mean accepted length {r['mean_accepted_length']:.2f} "
               f"of {r['k'] + 1}  same tokens: {r['same']}")
-    best = max(rows, key=lambda r: r["tok_s"])
+    best = max(rows, key=lambda r: r["paired_ratio"])
+    splits = {k: time_split(model, prompt, k, args.new_tokens) for k in (0, best["k"])}
+    for k, split in splits.items():
+        print(f"time split, batch 1, {'plain' if not k else 'K=' + str(k)} (ms): "
+              + "  ".join(f"{name} {ms:.0f}" for name, ms in split.items()))
     batched = None
     if args.batch > 1:
-        t_b0, plain_outs = run(0, args.batch)
-        t_bk, outs = run(best["k"], args.batch)
+        both = run([0, best["k"]], args.batch)
+        (t_b0, plain_outs, _), (t_bk, outs, _) = both[0], both[best["k"]]
         batched = {"n": args.batch, "plain_tok_s": args.batch * args.new_tokens / t_b0,
-                   "spec_tok_s": args.batch * args.new_tokens / t_bk,
+                   "spec_tok_s": args.batch * args.new_tokens / t_bk, "paired_ratio": paired(both, best["k"]),
                    "same": [o.token_ids for o in outs] == [o.token_ids for o in plain_outs]}
         print(f"{'plain decode':<18} batch {args.batch:<3} {batched['plain_tok_s']:8.1f} tok/s")
         print(f"{'speculative K=' + str(best['k']):<18} batch {args.batch:<3} {batched['spec_tok_s']:8.1f} tok/s  "
               f"same tokens: {batched['same']}")
+    load_after = os.getloadavg()
+    print(f"load average after measuring (1/5/15 min): {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"source": source, "plain_tok_s": plain_tps, "speculative": rows, "batched": batched,
-                       "threads": args.threads}, f, indent=2)
+                       "threads": args.threads, "loadavg_before": load_before, "loadavg_after": load_after,
+                       "time_split_ms": splits}, f,
+                      indent=2)
     for r in rows:
-        print(f"RATIO batch-1 decode tokens/s speculative K={r['k']} / plain = {r['tok_s'] / plain_tps:.2f}x")
+        print(f"RATIO batch-1 decode tokens/s speculative K={r['k']} / plain = {r['tok_s'] / plain_tps:.2f}x best "
+              f"rounds, {r['paired_ratio']:.2f}x median of same-round ratios")
     if batched:
         print(f"RATIO batch-{args.batch} decode tokens/s speculative K={best['k']} / plain = "
-              f"{batched['spec_tok_s'] / batched['plain_tok_s']:.2f}x")
+              f"{batched['spec_tok_s'] / batched['plain_tok_s']:.2f}x best rounds, {batched['paired_ratio']:.2f}x "
+              "median of same-round ratios")
 
 
 if __name__ == "__main__":

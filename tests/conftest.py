@@ -39,6 +39,37 @@ def tiny():
     return tiny_model()
 
 
+# ---- a small packed corpus and a model trained on it (tuning and the pipelines on top of it) ----
+@pytest.fixture(scope="session")
+def packed_corpus(tmp_path_factory):
+    """(packed dir, tokenizer): the training tests' synthetic corpus (vocab 300, fits hytron-tiny), 10% held out."""
+    from tests.train.conftest import pack_corpus
+
+    return pack_corpus(tmp_path_factory.mktemp("tune-corpus"), 300)
+
+
+@pytest.fixture(scope="session")
+def packed_data(packed_corpus):
+    return packed_corpus[0]
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(packed_corpus, tmp_path_factory):
+    """A hytron-tiny model pre-trained 60 steps on the corpus (so importance and distillation mean something)."""
+    from hytron.train.pretrain import pretrain
+    from tests.train.conftest import tiny_recipe
+
+    packed, _ = packed_corpus
+    out = tmp_path_factory.mktemp("trained-tiny")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrain(tiny_recipe(packed, out, steps=60, eval_every=0, checkpoint_every=0), progress=False)
+    finally:
+        torch.set_num_threads(old)
+    return out / "model"
+
+
 # ---- checkpoints written by transformers, one per chat convention (tests/fixtures/foreign.py) ----
 @pytest.fixture(scope="session")
 def foreign(tmp_path_factory):
@@ -93,7 +124,7 @@ SLOW = (
     "tests/claims/test_claims.py::test_reproduce_nvfp4_quick",
     "tests/claims/test_claims.py::test_reproduce_reasoning_quick",
     "tests/data/test_acceptance.py",  # curates the 20,000-document TinyWeb
-    "tests/test_report.py::test_report_renders_in_headless_chromium",
+    "tests/report/test_report.py::test_report_renders_in_headless_chromium",
     "tests/train/test_pretrain.py::test_nvfp4_run_resumes_bit_for_bit",
 )
 

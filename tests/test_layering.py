@@ -20,13 +20,13 @@ LAYERS = {
     "tokenizer": 2, "packing": 2,
     "model": 3, "lowp": 3, "infer": 3,
     "train": 4, "tune": 4, "reasoning": 4, "eval": 4, "export": 4,
-    "quickstart": 5, "tune.customize": 5, "claims": 5, "report": 5, "serve": 5,
+    "pipelines": 5, "claims": 5, "report": 5, "serve": 5,
     "cli": 6,
     "__init__": 0, "__main__": 7,  # the version string; `python -m hytron`, the one caller of the CLI
 }
 # same-layer imports that are allowed (importer unit -> importee units)
-SIDEWAYS = {"lowp": {"model"}, "infer": {"model"}, "tune": {"train"}, "quickstart": {"report"},
-            "tune.customize": {"report"}, "claims": {"quickstart", "report"}}
+SIDEWAYS = {"lowp": {"model"}, "infer": {"model"}, "tune": {"train"}, "pipelines": {"report"},
+            "claims": {"pipelines", "report"}}
 # the training loops: each keeps only its own loop body over the shared train/ pieces; none imports another,
 # and only pipelines (layer 5) and the CLI call them
 STAGES = {"train.pretrain", "train.sft", "train.rl", "tune.finetune"}
@@ -137,7 +137,7 @@ def test_allowed_edges_pass_the_checker():
     assert violations("from hytron.train.loop import Run\nfrom hytron.train.batches import collate\n",
                       "tune.finetune") == []
     assert violations("from hytron.train.pretrain import pretrain\nfrom hytron.report import write_cards\n",
-                      "tune.customize") == []
+                      "pipelines.customize") == []
 
 
 def test_data_pipeline_leaves_torch_unimported():

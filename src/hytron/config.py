@@ -80,7 +80,9 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass `cls` from a plain mapping, rejecting unknown keys and wrong types by field name."""
+    """Build dataclass `cls` from a plain mapping, rejecting unknown keys and wrong types by field name. A nested
+    section given in part is laid over that field's default, so the fields it leaves out keep the defaults the
+    enclosing recipe chose for them (not those of the section's class)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -93,6 +95,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
+        default = fields[name].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING:
+            base = default()
+            if dataclasses.is_dataclass(base):  # a section given in part keeps the rest of its default, field by
+                value = {**to_dict(base), **value}  # field (a recipe's own optimizer defaults, say)
         kwargs[name] = _check_type(value, hints[name], path)
     try:
         return cls(**kwargs)

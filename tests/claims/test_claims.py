@@ -121,7 +121,7 @@ def test_reproduce_nvfp4_quick(tmp_path, capsys):
     r = _reproduce("nvfp4", out, capsys)
     h = r["headline"]
     runs = r["details"]["runs"]
-    steps = r["settings"]["steps"]
+    steps = r["settings"]["run"]["steps"]
     for sd in ("0", "1"):
         base, nv = runs["bf16"][sd]["evals"], runs["nvfp4"][sd]["evals"]
         late = [(n["val_loss"] - b["val_loss"]) / b["val_loss"] for n, b in zip(nv, base) if b["step"] >= 0.8 * steps]

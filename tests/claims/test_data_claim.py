@@ -77,11 +77,11 @@ def test_settings_are_validated_before_anything_runs(tmp_path):
     from hytron.config import ConfigError
 
     with pytest.raises(ValueError, match="unknown setting"):
-        run_claim("data", tmp_path, quick=True, overrides={"junk_shares": [0.5]})
+        run_claim("data", tmp_path, quick=True, overrides=["junk_shares=[0.5]"])
     with pytest.raises((ConfigError, ValueError), match="budgets"):
-        run_claim("data", tmp_path, quick=True, overrides={"budgets": [4096, 1024]})
+        run_claim("data", tmp_path, quick=True, overrides=["budgets=[4096, 1024]"])
     with pytest.raises((ConfigError, ValueError), match="profile"):
-        run_claim("data", tmp_path, quick=True, overrides={"profile": "books"})
+        run_claim("data", tmp_path, quick=True, overrides=["profile=books"])
     assert not any(tmp_path.iterdir())
 
 
@@ -111,8 +111,8 @@ def test_reproduce_data_quick(tmp_path, capsys):
             assert res["tokens"] == sorted(res["tokens"]) and len(res["tokens"]) == len(claim.QUICK.budgets)
             assert all(0 <= v <= 1 for v in res["qa_acc"])
             assert json.loads((out / f"seed{sd}" / "runs" / f"{a}-{claim.QUICK.budgets[0]}" / "config.json")
-                              .read_text())["steps"] == res["tokens"][0] // (claim.QUICK.batch_size
-                                                                             * claim.QUICK.seq_len)
+                              .read_text())["steps"] == res["tokens"][0] // (claim.QUICK.run.data.batch_size
+                                                                             * claim.QUICK.run.data.seq_len)
         assert r["disjointness"][f"seed {sd}/qa"] == {a: 0 for a in claim.ARMS}
         # held out, checked from the files: no QA prompt + answer 7-gram in any arm's training text
         qa = [json.loads(x) for x in (out / f"seed{sd}" / "factworld" / "evals" / "qa.jsonl").read_text().splitlines()]

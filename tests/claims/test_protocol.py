@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hytron.claims import common, nvfp4, stats
+from hytron.pipelines import experiment
 
 
 def test_log_estimate_is_the_geometric_mean_with_an_exponentiated_t_interval():
@@ -70,18 +71,6 @@ def test_nvfp4_null_arm_gate():
     assert not nvfp4.null_gate(stats.estimate([0.001]), 0.005)["passed"]  # one seed: no interval, not shown
 
 
-def test_run_seeds_reuses_records_made_with_the_same_settings(tmp_path):
-    s = nvfp4.QUICK
-    for seed, value in ((0, 1.5), (1, 2.5)):
-        path = tmp_path / f"seed{seed}" / "record.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"settings": common._settings_dict(s), "value": value}))
-    records = common.run_seeds("nvfp4", tmp_path, s, [0, 1], log=lambda m: None)
-    assert [records[k]["value"] for k in (0, 1)] == [1.5, 2.5]
-    with pytest.raises(ValueError, match="--jobs"):
-        common.run_seeds("nvfp4", tmp_path, s, [0], jobs=0)
-
-
 def test_pretrain_hook_and_emulated_bf16_kept_blocks(tmp_path):
     """The claims' loop is `hytron pretrain`: the hook's metrics land in metrics.jsonl at every evaluation, and a
     resumed run returns the same records; on a CPU, nvfp4's kept block computes in emulated bf16."""
@@ -97,23 +86,23 @@ def test_pretrain_hook_and_emulated_bf16_kept_blocks(tmp_path):
     (src / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     tok = Tokenizer.train(iter(texts), vocab_size=300)
     pack(single_component_blend([str(src)], validation_fraction=0.0, seed=0), tok, tmp_path / "packed")
-    s = common.LoopSettings(steps=4, batch_size=2, seq_len=16, eval_every=2, warmup_steps=1)
+    s = experiment.run_shape(steps=4, batch_size=2, seq_len=16, eval_every=2, warmup_steps=1)
     calls = []
 
     def hook(model):
         calls.append(model.training)
         return {"probe": 1.0 * len(calls)}
 
-    r = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
+    r = experiment.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
                                 log=lambda m: None)
     assert [e["step"] for e in r["evals"]] == [2, 4] and [e["probe"] for e in r["evals"]] == [1.0, 2.0]
     assert calls == [False, False]  # evaluated in eval mode
     assert [t["step"] for t in r["train"]] == [1, 2, 3, 4]
-    again = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
+    again = experiment.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
                                     log=lambda m: None)
     assert again["train"] == r["train"] and len(calls) == 2  # finished: nothing re-ran
     (tmp_path / "run" / "summary.json").unlink()  # killed after the final checkpoint, before the summary
-    third = common.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
+    third = experiment.pretrain_tracked(tmp_path / "packed", tok.vocab_size, s, hook, out=tmp_path / "run",
                                     log=lambda m: None)
     assert len(calls) == 3 and [e["step"] for e in third["evals"]] == [2, 4]  # the final step evaluated once
     assert third["train"] == r["train"]
@@ -184,7 +173,8 @@ def _record(losses: dict[str, list[float]], steps: list[int], diverged: tuple[st
 
 def test_nvfp4_summary_with_a_diverged_run_is_not_valid_not_a_crash(tmp_path):
     pytest.importorskip("matplotlib")
-    s = nvfp4.NVFP4ClaimSettings(steps=10, eval_every=5, recipes=["bf16", "fp32", "nvfp4", "mxfp4"])
+    s = nvfp4.NVFP4ClaimSettings(run=experiment.run_shape(steps=10, eval_every=5),
+                                 recipes=["bf16", "fp32", "nvfp4", "mxfp4"])
     ok = {"bf16": [3.0, 2.0], "fp32": [3.0, 2.001], "nvfp4": [3.1, 2.01], "mxfp4": [3.2, 2.05]}
     records = {0: _record(ok, [5, 10]), 1: _record({**ok, "nvfp4": [3.1]}, [5, 10], diverged=("nvfp4",)),
                2: _record(ok, [5, 10])}
@@ -195,38 +185,6 @@ def test_nvfp4_summary_with_a_diverged_run_is_not_valid_not_a_crash(tmp_path):
     crit = {c["name"]: c for c in res["headline"]["criteria"]}
     assert crit["mxfp4 gap - nvfp4 gap"]["per_seed"][1] is None and crit["mxfp4 gap - nvfp4 gap"]["n"] == 2
     assert all(c["verdict"] == "not valid" for c in crit.values())
-
-
-def test_run_seeds_starts_afresh_only_work_made_with_other_settings(tmp_path, monkeypatch):
-    """A seed's data and checkpoints are resumed only under the settings they were made with: a finished 6-step run
-    continued under steps=8, or a crawl generated at another size, would otherwise pass for the new settings."""
-    import sys
-    import types
-
-    seen = {}
-
-    def run_seed(out, settings, seed, log=print):  # a claim's seed: notes what its work folder already held
-        work = out / f"seed{seed}"
-        seen[seed] = sorted(p.name for p in work.iterdir())
-        (work / "data.txt").write_text(f"steps {settings.steps}")
-        return {"value": settings.steps}
-
-    monkeypatch.setitem(sys.modules, "hytron.claims.probe", types.SimpleNamespace(run_seed=run_seed))
-    old, new = common.LoopSettings(steps=6), common.LoopSettings(steps=8)
-    quiet = {"log": lambda m: None}
-    common.run_seeds("probe", tmp_path, old, [0, 1], **quiet)
-    (tmp_path / "seed1" / "record.json").unlink()  # seed 1 stopped half-way under the new settings
-    (tmp_path / "seed1" / "settings.json").write_text(json.dumps(common._settings_dict(new)))
-    (tmp_path / "seed2").mkdir()  # work of unknown settings
-    (tmp_path / "seed2" / "data.txt").write_text("?")
-    seen.clear()
-    records = common.run_seeds("probe", tmp_path, new, [0, 1, 2], **quiet)
-    assert seen[0] == ["settings.json"]  # other settings: the 6-step work was deleted, not resumed
-    assert seen[1] == ["data.txt", "settings.json"]  # same settings, no record yet: resumed from its work
-    assert seen[2] == ["settings.json"]
-    assert [records[k]["value"] for k in (0, 1, 2)] == [8, 8, 8]
-    seen.clear()
-    assert common.run_seeds("probe", tmp_path, new, [0, 1, 2], **quiet) == records and not seen  # all reused
 
 
 def test_precision_names_and_the_late_switch_at_the_wsd_decay_start():
@@ -272,16 +230,6 @@ def test_nvfp4_claim_refuses_recipes_it_cannot_judge_before_any_run(tmp_path):
         with pytest.raises(ValueError, match=match):
             nvfp4.run_seed(tmp_path, nvfp4.NVFP4ClaimSettings(recipes=recipes), 0, log=lambda m: None)
     assert not any(tmp_path.iterdir())  # refused before any data was generated
-
-
-def test_parallel_seeds_share_the_threads_out_unless_told():
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(4)
-        assert common.worker_threads(2) == 2 and common.worker_threads(8) == 1  # never 2 x 4 threads on 4 cores
-        assert common.worker_threads(2, threads=3) == 3  # --threads is per process
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_hybrid_batches_held_by_max_batch_fail_a_gate_and_bad_settings_are_refused():

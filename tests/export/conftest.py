@@ -26,11 +26,16 @@ def stdlib_texts() -> list[str]:
     return [(lib / m).read_text(encoding="utf-8") for m in _CORPUS_MODULES if (lib / m).is_file()]
 
 
-def make_model_dir(path: Path, preset: str, vocab_size: int, seed: int) -> Path:
+def make_model_dir(path: Path, preset: str, vocab_size: int, seed: int, **overrides) -> Path:
     """A hytron model directory as `hytron train` leaves it: config.json, safetensors, tokenizer files."""
     torch.manual_seed(seed)
     tok = Tokenizer.train(stdlib_texts(), vocab_size=vocab_size)
-    model = randomize(HybridLM(HybridConfig.from_name(preset, vocab_size=vocab_size)).eval(), seed=seed)
+    model = randomize(HybridLM(HybridConfig.from_name(preset, vocab_size=vocab_size, **overrides)).eval(), seed=seed)
+    if overrides.get("moe_latent_size"):  # routed experts and latent projections at fan-in scale: at init they add
+        with torch.no_grad():  # ~1e-4 to the output, so a wrong latent projection would hide under the tolerance
+            for name, p in model.named_parameters():
+                if ".experts." in name or "latent_proj" in name:
+                    p.normal_(0.0, p.size(-1) ** -0.5)
     model.save_pretrained(path, tokenizer=tok)
     return path
 
@@ -44,6 +49,12 @@ def dense_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def moe_dir(tmp_path_factory):
     return make_model_dir(tmp_path_factory.mktemp("moe"), "hytron-tiny-moe", 512, seed=2)
+
+
+@pytest.fixture(scope="session")
+def latent_moe_dir(tmp_path_factory):
+    """LatentMoE (Nemotron 3 Super's experts): routed experts in a 16-wide latent of the 128-wide stream."""
+    return make_model_dir(tmp_path_factory.mktemp("latent"), "hytron-tiny-moe", 512, seed=3, moe_latent_size=16)
 
 
 @pytest.fixture(scope="session")

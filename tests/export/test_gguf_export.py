@@ -125,10 +125,42 @@ def test_checkpoint_written_by_transformers_exports_to_the_same_file(moe_dir, tm
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data), err_msg=a.name)
 
 
-def test_latent_moe_is_refused_in_one_line_not_written_half(tmp_path):
+def _with_tokenizer_of(model, model_dir, path):
+    """`model` saved at `path` with the tokenizer files of `model_dir` (same vocabulary size)."""
+    model.save_pretrained(path)
+    for f in model_dir.iterdir():
+        if f.name != "config.json" and not f.name.endswith(".safetensors"):
+            (path / f.name).write_bytes(f.read_bytes())
+    return path
+
+
+def test_latent_moe_is_written_as_llama_cpp_reads_it(moe_dir, tmp_path):
     from tests.conftest import tiny_model
 
-    tiny_model("hytron-tiny-moe", moe_latent_size=16).save_pretrained(tmp_path / "m")
-    with pytest.raises(ValueError, match=r"moe_latent_size=16 \(LatentMoE.*latent projections") as e:
-        export_gguf(tmp_path / "m", tmp_path / "x.gguf")
-    assert "\n" not in str(e.value) and not (tmp_path / "x.gguf").exists()
+    model = tiny_model("hytron-tiny-moe", moe_latent_size=16)
+    r = gguf.GGUFReader(export_gguf(_with_tokenizer_of(model, moe_dir, tmp_path / "m"), tmp_path / "x.gguf"))
+    kv, t = _fields(r), {x.name: np.asarray(x.data) for x in r.tensors}
+    assert kv["nemotron_h_moe.moe_latent_size"] == 16
+    i = model.config.pattern.index("E")
+    mixer = model.backbone.layers[i].mixer
+    np.testing.assert_array_equal(t[f"blk.{i}.ffn_latent_down.weight"], mixer.fc1_latent_proj.weight.detach().numpy())
+    np.testing.assert_array_equal(t[f"blk.{i}.ffn_latent_up.weight"], mixer.fc2_latent_proj.weight.detach().numpy())
+    assert t[f"blk.{i}.ffn_up_exps.weight"].shape[-1] == 16  # the experts' input is the latent width
+
+
+@pytest.mark.parametrize(("preset", "mtp_pattern", "why"), [
+    ("hytron-tiny", "*-", "no MTP graph for dense nemotron_h models"),
+    ("hytron-tiny-moe", "*E", "with LayerNorm where it has RMSNorm"),
+])
+def test_mtp_head_is_left_out_with_one_line_saying_why(preset, mtp_pattern, why, moe_dir, tmp_path, capsys):
+    from tests.conftest import tiny_model
+
+    model = tiny_model(preset, num_nextn_predict_layers=1, mtp_pattern=mtp_pattern)
+    model_dir = _with_tokenizer_of(model, moe_dir, tmp_path / "m")
+    assert main(["export", "gguf", str(model_dir), "--out", str(tmp_path / "x.gguf")]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "MTP head" in line]
+    assert len(said) == 1 and why in said[0] and f"({mtp_pattern!r})" in said[0]
+    r = gguf.GGUFReader(tmp_path / "x.gguf")
+    arch = _fields(r)["general.architecture"]
+    assert _fields(r)[f"{arch}.block_count"] == model.config.num_layers
+    assert not any("nextn" in x.name for x in r.tensors) and f"{arch}.nextn_predict_layers" not in _fields(r)

@@ -1,8 +1,8 @@
 """GGUF files from `hytron export gguf` run in llama.cpp (through llama-cpp-python) exactly as in hytron.
 
-On the quickstart's shape (hytron-small, dense) and a tiny MoE: the same token ids for varied strings, the
-same logits at every prompt position (f32), the same greedy continuation, q8_0 within a stated top-1
-agreement, and chat through the chat template stored in the file.
+On the quickstart's shape (hytron-small, dense), a tiny MoE and a tiny LatentMoE (Nemotron 3 Super's experts):
+the same token ids for varied strings, the same logits at every prompt position (f32), the same greedy
+continuation, q8_0 within a stated top-1 agreement, and chat through the chat template stored in the file.
 """
 
 import sysconfig
@@ -63,7 +63,7 @@ def _hytron_greedy(model, ids: list[int], n: int) -> list[int]:
     return generate(model, [ids], params)[0].token_ids
 
 
-@pytest.fixture(scope="module", params=["dense", "moe"])
+@pytest.fixture(scope="module", params=["dense", "moe", "latent_moe"])
 def exported(request, llama_cpp, tmp_path_factory):
     model_dir = request.getfixturevalue(f"{request.param}_dir")
     out = tmp_path_factory.mktemp(f"gguf-{request.param}")

@@ -162,3 +162,36 @@ def test_bad_config_json_is_refused_before_allocating(tmp_path):
                                                       "mlp_hidden_act": "silu"}))
     with pytest.raises(ValueError, match="mlp_hidden_act"):
         HybridLM.from_pretrained(tmp_path)
+
+
+def test_router_stays_fp32_when_a_checkpoint_is_saved_or_loaded_in_bf16(tmp_path):
+    """The sigmoid router computes in fp32 (transformers keeps it so: `_keep_in_fp32_modules_strict`): a bf16
+    save writes it fp32, a bf16 load keeps it fp32 and bit-exact, in the main model and the MTP head, and a
+    router an older writer stored in bf16 is computed in fp32 after loading."""
+    from safetensors.torch import load_file, save_file
+
+    m = _model("latent-moe-mtp")
+    m.save_pretrained(tmp_path / "a", dtype=torch.bfloat16)
+    disk = load_file(tmp_path / "a" / "model.safetensors")
+    routers = [k for k in disk if k.endswith(("mixer.gate.weight", "gate.e_score_correction_bias"))]
+    assert any(k.startswith("mtp.") for k in routers) and any(k.startswith("backbone.") for k in routers)
+    assert {disk[k].dtype for k in routers} == {torch.float32}
+    assert disk["backbone.layers.1.mixer.fc1_latent_proj.weight"].dtype == torch.bfloat16
+    got = HybridLM.from_pretrained(tmp_path / "a", dtype=torch.bfloat16)
+    want = dict(m.named_parameters())
+    for name, p in got.named_parameters():
+        if name.endswith("gate.weight"):
+            assert p.dtype == torch.float32 and torch.equal(p, want[name]), name
+        else:
+            assert p.dtype == torch.bfloat16, name
+    assert got.backbone.layers[1].mixer.gate.e_score_correction_bias.dtype == torch.float32
+    # a router stored in bf16 by an older writer: fp32 in memory whatever dtype the load asks for
+    save_file({k: v.to(torch.bfloat16) for k, v in disk.items()}, str(tmp_path / "a" / "model.safetensors"),
+              metadata={"format": "pt"})
+    for dtype in (None, torch.bfloat16):  # None: as stored (a GPU's default; "meta" stands in for it here)
+        old = HybridLM.from_pretrained(tmp_path / "a", dtype=dtype, device="cpu" if dtype else "meta")
+        assert old.backbone.layers[1].mixer.gate.weight.dtype == torch.float32
+    # a head added to a bf16 model gets an fp32 router too
+    plain = HybridLM(HybridConfig.from_name("hytron-tiny-moe")).to(torch.bfloat16)
+    plain.add_mtp("*E")
+    assert plain.mtp.layers[1].mixer.gate.weight.dtype == torch.float32

@@ -214,3 +214,21 @@ def test_grpo_stopped_by_sigterm_resumes_bit_for_bit(sft_run, tmp_path, sigterm_
     keep = ("step", "reward", "accuracy", "thinking_tokens", "loss", "grad_norm")
     assert [{k: r.get(k) for k in keep} for r in recs[0]] == [{k: r.get(k) for k in keep} for r in recs[1]]
     assert len(recs[0]) == 3
+
+
+def test_sft_trains_a_models_mtp_head_and_reports_its_acceptance(sft_run, tok_dir, tmp_path):
+    """SFT adds/keeps an MTP head: per-depth losses over assistant targets are logged, the acceptance length is
+    reported before and after; `model.mtp.refresh=false` leaves an existing head out of the loss."""
+    _, data, _ = sft_run
+    first = sft(sft_config(data, tok_dir, tmp_path / "add", model={"preset": "hytron-tiny", "mtp": {"depths": 2}}),
+                progress=False)
+    recs = [r for r in read_metrics(tmp_path / "add" / "metrics.jsonl") if "loss" in r]
+    assert recs[-1]["mtp_loss_1"] < recs[0]["mtp_loss_1"] - 0.5 and "mtp_loss_2" in recs[0]
+    acc = first["mtp_acceptance"]
+    assert acc["before"]["k"] == 3 and acc["after"]["mean_accepted_length"] >= 1.0
+    for refresh in (True, False):
+        out = tmp_path / f"refresh-{refresh}"
+        summary = sft(sft_config(data, tok_dir, out, steps=2, model={"init_from": first["model_dir"],
+                                                                     "mtp": {"refresh": refresh}}), progress=False)
+        rec = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r][-1]
+        assert ("mtp_loss_2" in rec) is refresh and "mtp_acceptance" in summary

@@ -49,3 +49,22 @@ def test_langchain_with_structured_output_returns_the_object(server, method, res
     structured = llm.with_structured_output(Answer, method=method)
     for _ in range(3):
         assert isinstance(structured.invoke(ASK), Answer)
+
+
+def test_litellm_streams_the_same_text_and_a_parsed_object(server, monkeypatch):
+    """litellm's OpenAI-compatible provider, as its users point it at a local server: a streamed completion joins
+    to the text the openai SDK gets unstreamed (greedy), and its JSON-schema response_format parses."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: litellm's bundled cost map, no fetch
+    litellm = pytest.importorskip("litellm")
+    ask = {"model": f"openai/{server.backend.name}", "api_base": server.url + "/v1", "api_key": API_KEY,
+           "messages": [{"role": "user", "content": ASK}], "max_tokens": 48, "temperature": 0.0, "num_retries": 0,
+           "timeout": 120}
+    chunks = list(litellm.completion(**ask, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    whole = client.chat.completions.create(model=server.backend.name, messages=ask["messages"], max_tokens=48,
+                                           temperature=0.0)
+    assert len(chunks) > 2 and streamed == whole.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    out = litellm.completion(**{**ask, "temperature": 1.0}, response_format=Answer)
+    assert Answer.model_validate_json(out.choices[0].message.content)

@@ -20,7 +20,7 @@ CHATS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["nemotron3", "nano2", "plain"])
+@pytest.fixture(scope="module", params=["nemotron3", "nano2", "plain", "super"])
 def served(request, foreign):
     d = foreign(request.param)
     with running_server(d, max_len=512, max_tokens_limit=64) as s, httpx.Client(base_url=s.url, timeout=60) as c:

@@ -105,3 +105,15 @@ def test_bad_forced_calls_are_400(http, change, param, says):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == param and says in err["message"], err
+
+
+@pytest.mark.parametrize("parameters", [None, {}])
+def test_a_strict_tool_without_parameters_is_a_call_without_arguments(http, parameters):
+    """No schema, or the empty one, under strict: the forced call has no arguments (found by the spec fuzzer)."""
+    tool = {"type": "function", "function": {"name": "ping", "strict": True,
+                                             **({} if parameters is None else {"parameters": parameters})}}
+    r = http.post(CHAT, json={"messages": ASK, "tools": [tool], "tool_choice": "required", "max_tokens": 64,
+                              "temperature": 1.0, "chat_template_kwargs": {"enable_thinking": False}})
+    assert r.status_code == 200, r.text
+    call = r.json()["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "ping" and json.loads(call["arguments"]) == {}

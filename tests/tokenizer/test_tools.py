@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hytron.tokenizer.tools import JsonToolParser, ToolCallStream, XmlToolParser, parser_for, split_tool_calls
+from hytron.tokenizer.tools import JsonToolParser, XmlToolParser, parser_for, split_tool_calls, tool_call_stream
 from tests.fixtures.foreign import NANO2_TEMPLATE, NEMOTRON3_TEMPLATE, WEATHER_TOOL
 
 TOOLS = [WEATHER_TOOL]
@@ -31,7 +31,7 @@ def test_parses_calls_and_keeps_the_text_before_them(fmt):
 
 def _stream(parser, pieces):
     """(content, [(name, arguments)], calls counted) of a streamed answer, calls put together from the deltas."""
-    stream = ToolCallStream(parser, TOOLS)
+    stream = tool_call_stream(parser, TOOLS)
     content, deltas = [], []
     for piece in pieces:
         text, calls = stream.push(piece)
@@ -60,8 +60,9 @@ def test_streaming_gives_the_same_calls_and_never_leaks_a_marker(fmt, piece):
 
 @pytest.mark.parametrize("fmt, bad", [
     ("xml", "<tool_call>\nget_weather(city='Paris')\n</tool_call>"),
-    ("json", '<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Par</TOOLCALL>'),
-    ("json", '<TOOLCALL>[{"arguments": {}}]</TOOLCALL>'),
+    ("json", '<TOOLCALL>[{"arguments": {}}]</TOOLCALL>'),  # no name: held to the end, then content
+    ("json", '<TOOLCALL>{"name": get_weather}</TOOLCALL>'),
+    ("json", '<TOOLCALL>[{"name": "get_weather", "arguments": "{\\"city\\": "}]</TOOLCALL>'),
 ])
 def test_malformed_calls_come_back_as_content(fmt, bad):
     parser = CASES[fmt][0]
@@ -69,12 +70,45 @@ def test_malformed_calls_come_back_as_content(fmt, bad):
     assert _stream(parser, list(bad)) == (bad, [], 0)
 
 
-def test_a_call_cut_off_after_its_first_delta_stays_a_call_when_streamed():
-    """Streamed XML arguments are sent as they decode (vLLM does the same), so a call the model leaves unfinished
+@pytest.mark.parametrize("parser, cut, sent", [
+    (XmlToolParser(), "Sure <tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n",
+     '{"city": "Paris"'),
+    (JsonToolParser(), 'Sure <TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Paris", "days": ',
+     '{"city": "Paris"'),
+    (JsonToolParser(), 'Sure <TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Par</TOOLCALL>', ""),
+])
+def test_a_call_cut_off_after_its_first_delta_stays_a_call_when_streamed(parser, cut, sent):
+    """Streamed arguments are sent as they decode (vLLM does the same), so a call the model leaves unfinished
     cannot be taken back: its pieces so far were sent; the whole-text parse calls it content."""
-    cut = "Sure <tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
-    assert split_tool_calls(XmlToolParser(), cut, TOOLS) == (cut, [])
-    assert _stream(XmlToolParser(), list(cut)) == ("Sure ", [("get_weather", '{"city": "Paris"')], 1)
+    assert split_tool_calls(parser, cut, TOOLS) == (cut, [])
+    assert _stream(parser, list(cut)) == ("Sure ", [("get_weather", sent)], 1)
+
+
+def test_json_arguments_stream_one_argument_at_a_time():
+    """Nano 2 calls are not held to the end: each argument is sent once its value is complete, nested values
+    whole, in `json.dumps`' spelling whatever the model's spacing."""
+    text = '<TOOLCALL>[{"name":"get_weather","arguments":{"city":"Paris","days":2,"opts":{"unit":"C","x":[1,2]}}}]' \
+           '</TOOLCALL>'
+    stream = tool_call_stream(JsonToolParser(), TOOLS)
+    pieces = []
+    for ch in text:
+        pieces += [d["function"].get("name") or d["function"]["arguments"] for d in stream.push(ch)[1]]
+    assert pieces == ["get_weather", '{"city": "Paris"', ', "days": 2', ', "opts": {"unit": "C", "x": [1, 2]}', "}"]
+    assert "".join(pieces[1:]) == split_tool_calls(JsonToolParser(), text, TOOLS)[1][0].arguments
+    assert stream.finish() == ("", [], 1)
+
+
+def test_json_calls_in_another_key_order_are_parsed_whole():
+    text = '<TOOLCALL>[{"arguments": {"city": "Paris"}, "name": "get_weather"}]</TOOLCALL>'
+    assert _stream(JsonToolParser(), list(text)) == ("", [("get_weather", '{"city": "Paris"}')], 1)
+
+
+def test_parallel_calls_off_stops_after_one():
+    for fmt, (parser, text) in CASES.items():
+        stream = tool_call_stream(parser, TOOLS, max_calls=1)
+        deltas = stream.push(text)[1]
+        content, more, n = stream.finish()
+        assert n == 1 and {d["index"] for d in deltas + more} == {0}, fmt
 
 
 def test_values_follow_the_schema_types():

@@ -95,3 +95,22 @@ def test_low_precision_recipes_leave_the_mtp_head_in_high_precision():
     convert(model, "nvfp4")
     names = [name for name, _ in quant_linears(model)]
     assert names and not any(name.startswith("mtp.") for name in names)
+
+
+def test_masked_mtp_losses_count_only_trained_targets_at_each_depth():
+    from hytron.model import HybridConfig
+    from hytron.train.batches import masked_losses
+
+    torch.manual_seed(0)
+    model = HybridLM(HybridConfig.from_name("hytron-tiny", num_nextn_predict_layers=1, mtp_pattern="*-"))
+    x, y = torch.randint(0, 512, (2, 10)), torch.randint(0, 512, (2, 10))
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[0, 4:], mask[1, 6:9] = True, True  # assistant targets; the rest is prompt or padding
+    total, parts = masked_losses(model, x, y, mask, mtp_depths=2, mtp_loss_scale=0.5)
+    logits, depths = model(x, mtp_depths=2)
+    ce = torch.nn.functional.cross_entropy
+    for k, d in enumerate([logits, *depths]):
+        m = mask[:, k:]
+        want = ce(d[m[:, :d.size(1)]], y[:, k:][m[:, :d.size(1)]], reduction="sum")
+        torch.testing.assert_close(parts["loss" if k == 0 else f"mtp_loss_{k}"], want)
+    torch.testing.assert_close(total, parts["loss"] + 0.5 * (parts["mtp_loss_1"] + parts["mtp_loss_2"]) / 2)

@@ -1,38 +1,6 @@
-"""Shared fixtures for hytron.tune: a small packed corpus (vocab 512, so it fits the hytron-tiny preset)."""
-
-import pytest
-import torch
+"""Helpers for hytron.tune's tests; the packed corpus and the trained tiny model are tests/conftest.py's."""
 
 from tests.fixtures.threads import one_thread_per_test  # noqa: F401 - autouse: one torch thread
-from tests.train.conftest import pack_corpus
-
-
-@pytest.fixture(scope="session")
-def packed_corpus(tmp_path_factory):
-    """(packed dir, tokenizer): the training tests' synthetic corpus, 10% held out."""
-    return pack_corpus(tmp_path_factory.mktemp("tune-corpus"), 300)
-
-
-@pytest.fixture(scope="session")
-def packed_data(packed_corpus):
-    return packed_corpus[0]
-
-
-@pytest.fixture(scope="session")
-def trained_tiny(packed_corpus, tmp_path_factory):
-    """A hytron-tiny model pre-trained 60 steps on the corpus (so importance and distillation mean something)."""
-    from hytron.train.pretrain import pretrain
-    from tests.train.conftest import tiny_recipe
-
-    packed, _ = packed_corpus
-    out = tmp_path_factory.mktemp("trained-tiny")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pretrain(tiny_recipe(packed, out, steps=60, eval_every=0, checkpoint_every=0), progress=False)
-    finally:
-        torch.set_num_threads(old)
-    return out / "model"
 
 
 def calib_batches(packed, n=4, seq_len=64, batch_size=4):

@@ -19,7 +19,7 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-from hytron.config import from_dict
+from hytron.config import apply_overrides, from_dict
 
 CLAIMS = ("data", "hybrid", "nvfp4", "reasoning")
 
@@ -28,8 +28,9 @@ DEFAULT_SEEDS = {"full": 3, "quick": 2}  # two seeds is the fewest that give an 
 
 
 def run_claim(name: str, out: str | Path, quick: bool = False, seeds: int | None = None,
-              overrides: dict | None = None, jobs: int = 1, threads: int = 0, log=print, **kwargs) -> dict:
-    """Run claim `name` into `out`; `overrides` replace fields of its FULL (or QUICK) settings, validated.
+              overrides: list[str] | None = None, jobs: int = 1, threads: int = 0, log=print, **kwargs) -> dict:
+    """Run claim `name` into `out`; `overrides` (`--set` items: `recipes=[bf16, nvfp4]`, `run.steps=100`) change
+    fields of its FULL (or QUICK) settings, validated.
     `jobs` > 1 runs seeds in that many processes (`threads` torch threads each); a seed whose record is
     already in OUT/seed{k}/record.json (same settings) is not run again."""
     if name not in CLAIMS:
@@ -38,19 +39,20 @@ def run_claim(name: str, out: str | Path, quick: bool = False, seeds: int | None
     if overrides:
         base = module.QUICK if quick else module.FULL
         known = {f.name for f in dataclasses.fields(base)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted({k.partition("=")[0].split(".")[0] for k in overrides} - known)
         if unknown:
             raise ValueError(f"claim {name}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
-        kwargs["settings"] = from_dict(type(base), {**dataclasses.asdict(base), **overrides}, where=f"claim {name}")
+        kwargs["settings"] = from_dict(type(base), apply_overrides(dataclasses.asdict(base), overrides),
+                                       where=f"claim {name}")
     if seeds is None:
         seeds = DEFAULT_SEEDS["quick"] if quick else getattr(module, "SEEDS", DEFAULT_SEEDS["full"])
     if not hasattr(module, "run_seed"):
         return module.run(out, quick=quick, seeds=seeds, log=log, **kwargs)
     import time
 
-    from hytron.claims.common import run_seeds, seeds_for
+    from hytron.pipelines.experiment import run_seeds, seeds_for
 
     started = time.perf_counter()
     settings = kwargs.pop("settings", None) or (module.QUICK if quick else module.FULL)
-    records = run_seeds(name, Path(out), settings, seeds_for(seeds), jobs=jobs, threads=threads, log=log)
+    records = run_seeds(module.__name__, Path(out), settings, seeds_for(seeds), jobs=jobs, threads=threads, log=log)
     return module.summarize(Path(out), settings, records, started, log=log)

@@ -54,13 +54,15 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hytron.claims import stats
-from hytron.claims.common import LoopSettings, interval_plot, pretrain_tracked, seed_plot, write_result
+from hytron.claims.common import interval_plot, seed_plot, write_result
 from hytron.data.factworld import COMPOSITION, KINDS
 from hytron.data.filters import PROFILES
+from hytron.pipelines.experiment import pretrain_tracked, run_shape
+from hytron.train.recipe import TrainConfig
 
 ARMS = ("raw", "pipeline", "labels", "random")
 RULE = ("met iff the lower bound of the 95% interval (log scale, over seeds) of the pipeline arm's tokens-to-target "
@@ -72,8 +74,9 @@ GOAL = 4.0
 
 
 @dataclass
-class DataClaimSettings(LoopSettings):
-    # `steps` and `eval_every` are set per run from `budgets` (one evaluation, at the end of each run)
+class DataClaimSettings:
+    # every arm's run; its `steps` and `eval_every` are set per run from `budgets` (one evaluation, at the end)
+    run: TrainConfig = field(default_factory=run_shape)
     entities: int = 50  # x 3 relations = 150 facts
     statements_per_fact: int = 30
     composition: dict[str, float] = field(default_factory=lambda: dict(COMPOSITION))
@@ -88,9 +91,10 @@ class DataClaimSettings(LoopSettings):
     def __post_init__(self):
         if len(self.budgets) < 2 or sorted(set(self.budgets)) != list(self.budgets):
             raise ValueError(f"data claim: budgets must be >= 2 increasing token counts, got {self.budgets}")
-        if self.budgets[0] < self.batch_size * self.seq_len:
+        d = self.run.data
+        if self.budgets[0] < d.batch_size * d.seq_len:
             raise ValueError(f"data claim: budgets[0] = {self.budgets[0]} is below one step "
-                             f"({self.batch_size} x {self.seq_len} tokens)")
+                             f"({d.batch_size} x {d.seq_len} tokens)")
         if self.profile not in PROFILES:
             raise ValueError(f"data claim: profile must be one of {list(PROFILES)}, got {self.profile!r}")
 
@@ -99,9 +103,9 @@ class DataClaimSettings(LoopSettings):
 # other jobs, load 5-7): 1,552 s for the seed (curation 10 s; steps 0.31-0.42 s, vs 0.115 s for the same step on
 # the idle machine). At these budgets (+25% tokens): ~32 min per seed under that load, so 3 seeds with --jobs 2
 # --threads 1 take ~64 min loaded and ~22 min on two idle cores (extrapolated, not measured).
-FULL = DataClaimSettings(batch_size=8, seq_len=128)
+FULL = DataClaimSettings(run=run_shape(batch_size=8, seq_len=128))
 QUICK = DataClaimSettings(entities=8, statements_per_fact=6, duplicated_pages=4, budgets=[512, 1024, 2048, 4096],
-                          vocab_size=512, batch_size=4, seq_len=64, warmup_steps=2)
+                          vocab_size=512, run=run_shape(batch_size=4, seq_len=64, warmup_steps=2))
 TRIED = [{"design": "this design with budgets 32k-512k tokens, 1 seed (seed 0)",
           "note": "QA at 512k: raw 0.449, pipeline 0.483, labels 0.728, random 0.442; speed-ups: pipeline 2.15x, "
                   "labels 4.54x, random 1.0x (not reached); 1/useful-token share 7.45x; not valid with 1 seed"},
@@ -244,15 +248,15 @@ def run_seed(out: Path, s: DataClaimSettings, seed: int, log=print) -> dict:
     def evaluate(model) -> dict:
         return _qa_scores(Scorer(model, tok), qa)
 
-    per_step = s.batch_size * s.seq_len
+    per_step = s.run.data.batch_size * s.run.data.seq_len
     results: dict[str, dict[str, list]] = {}
     for a in ARMS:
         results[a] = {"tokens": [], "qa_acc": [], "qa_rumour": [], "final_loss": []}
         for budget in s.budgets:
             steps = max(1, budget // per_step)
-            ls = LoopSettings(steps=steps, batch_size=s.batch_size, seq_len=s.seq_len, lr=s.lr,
-                              warmup_steps=min(s.warmup_steps, max(1, steps // 10)), eval_every=steps, seed=seed,
-                              preset=s.preset)
+            warmup = min(s.run.optim.warmup_steps, max(1, steps // 10))
+            ls = replace(s.run, steps=steps, eval_every=steps, seed=seed,
+                         optim=replace(s.run.optim, warmup_steps=warmup))
             run = pretrain_tracked(packed[a], tok.vocab_size, ls, evaluate, out=d / "runs" / f"{a}-{budget}",
                                    label=f"s{seed} {a} {budget}", log=log)
             last = run["evals"][-1]

@@ -38,9 +38,10 @@ from pathlib import Path
 import torch
 
 from hytron.claims import stats
-from hytron.claims.common import interval_plot, seed_plot, seeds_for, write_result
+from hytron.claims.common import interval_plot, seed_plot, write_result
 from hytron.model import HybridConfig, HybridLM
 from hytron.model.cache import KVState, MambaState
+from hytron.pipelines.experiment import seeds_for
 
 NEMOTRON_H_8B = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"  # 52 layers, 4 attention
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hytron.claims import stats
-from hytron.claims.common import LoopSettings, interval_plot, pretrain_tracked, seed_plot, write_result, write_texts
+from hytron.claims.common import interval_plot, seed_plot, write_result, write_texts
+from hytron.pipelines.experiment import pretrain_tracked, run_shape
+from hytron.train.recipe import TrainConfig
 
 BASELINE = "bf16"
 NULL_ARM = "fp32"
@@ -40,7 +42,8 @@ RULE = ("met iff nvfp4's mean late relative gap to bf16 has its 95% upper bound 
 
 
 @dataclass
-class NVFP4ClaimSettings(LoopSettings):
+class NVFP4ClaimSettings:
+    run: TrainConfig = field(default_factory=lambda: run_shape(steps=400, eval_every=25))  # every recipe's run
     docs: int = 4000
     vocab_size: int = 2048
     val_docs: int = 100
@@ -55,9 +58,9 @@ class NVFP4ClaimSettings(LoopSettings):
 # 8 seeds with --jobs 2 --threads 1 take about 80 min there; BENCHMARKS.md has the quiet-machine figure.
 # The ablations ("fp8", "nvfp4-no-rht", "nvfp4-no-sr", "nvfp4-1d-weights", "nvfp4-all-layers") join with
 # --set recipes=...
-FULL = NVFP4ClaimSettings(steps=400, eval_every=25, val_docs=64)
-QUICK = NVFP4ClaimSettings(docs=200, vocab_size=512, steps=6, batch_size=4, seq_len=64, eval_every=3, val_docs=6,
-                           warmup_steps=2, recipes=["bf16", "fp32", "nvfp4", "mxfp4"])
+FULL = NVFP4ClaimSettings(val_docs=64)
+QUICK = NVFP4ClaimSettings(docs=200, vocab_size=512, val_docs=6, recipes=["bf16", "fp32", "nvfp4", "mxfp4"],
+                           run=run_shape(steps=6, batch_size=4, seq_len=64, eval_every=3, warmup_steps=2))
 TRIED = [{"steps": 150, "recipes": 8, "seeds": [0], "note": "earlier single-seed run, undecontaminated validation"},
          {"steps": 200, "recipes": 11, "seeds": [0, 1], "note": "bench/bench_lowp_loss.py (now removed)"},
          {"steps": 1000, "recipes": 4, "seeds": [0, 1, 2], "note": "final-point gap, one TinyWeb world for every "
@@ -121,7 +124,7 @@ def run_seed(out: Path, s: NVFP4ClaimSettings, seed: int, log=print) -> dict:
 
     runs = {}
     for name in names:
-        r = pretrain_tracked(packed, vocab, replace(s, seed=seed), evaluate, precision=name,
+        r = pretrain_tracked(packed, vocab, replace(s.run, seed=seed), evaluate, precision=name,
                              out=work / "runs" / name.replace("+", "-"), label=f"{name} s{seed}", log=log)
         runs[name] = {"evals": [{k: e[k] for k in ("step", "tokens", "val_loss", "val_bpb")} for e in r["evals"]],
                       "first_loss": r["train"][0]["loss"] if r["train"] else None, "diverged": r["diverged"],
@@ -154,7 +157,7 @@ def summarize(out: Path, s: NVFP4ClaimSettings, records: dict[int, dict], starte
     names = _names(s)
     seeds = sorted(records)
     runs = {n: {sd: records[sd]["runs"][n] for sd in seeds} for n in names}
-    gap = {n: [late_gap(runs[n][sd], runs[BASELINE][sd], s.steps, s.late_fraction) for sd in seeds]
+    gap = {n: [late_gap(runs[n][sd], runs[BASELINE][sd], s.run.steps, s.late_fraction) for sd in seeds]
            for n in names if n != BASELINE}
     gaps = {n: stats.estimate(g) for n, g in gap.items()}
     criteria = []
@@ -182,7 +185,7 @@ def summarize(out: Path, s: NVFP4ClaimSettings, records: dict[int, dict], starte
                              for n, d in separability.items()},
                 "validation_docs": [records[sd]["validation_docs"] for sd in seeds],
                 "validation_removed_as_contaminated": [records[sd]["validation_removed"] for sd in seeds],
-                "tokens_per_run": s.steps * s.batch_size * s.seq_len,
+                "tokens_per_run": s.run.steps * s.run.data.batch_size * s.run.data.seq_len,
                 "step_time_vs_baseline": {n: sum(runs[n][sd]["step_time_median_s"] or 0 for sd in seeds)
                                           / max(1e-12, sum(runs[BASELINE][sd]["step_time_median_s"] or 0
                                                            for sd in seeds)) for n in names}}

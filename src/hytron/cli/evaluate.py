@@ -103,10 +103,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from hytron.config import apply_overrides
 
     result = run_claim(args.claim, args.out, quick=args.quick, seeds=args.seeds,
-                       overrides=apply_overrides({}, args.overrides), jobs=args.jobs, threads=args.threads)
+                       overrides=args.overrides, jobs=args.jobs, threads=args.threads)
     print(json.dumps({"claim": result["claim"], "verdict": result["verdict"], "rule": result["rule"],
                       "gates": result["gates"], "headline": result["headline"],
                       "plots": result["plots"],

@@ -18,9 +18,12 @@ def add_export(sub) -> None:
 
 
 def cmd_export_gguf(args: argparse.Namespace) -> int:
-    from hytron.export.gguf_model import export_gguf
+    from hytron.export.gguf_model import export_gguf, mtp_not_written
+    from hytron.model.hf import load_config
 
     path = export_gguf(args.model_dir, args.out, args.outtype)
+    if note := mtp_not_written(load_config(args.model_dir)):
+        print(note)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.outtype})")
     print(f"chat with it: llama-cli -m {path} -cnv --jinja   (or python -m llama_cpp.server --model {path})")
     return 0

@@ -24,7 +24,7 @@ def add_quickstart(sub) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from hytron.quickstart import QuickstartConfig, run
+    from hytron.pipelines.quickstart import QuickstartConfig, run
 
     cfg = QuickstartConfig(out=args.out, size=args.size, inputs=args.inputs, docs=args.docs, steps=args.steps,
                            preset=args.preset, seed=args.seed, blend=args.blend, workers=args.workers)

@@ -14,6 +14,14 @@ def add_recipe_args(p: argparse.ArgumentParser, example: str, section: bool = Tr
     p.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still go to JSONL)")
 
 
+def add_recipe_verb(sub, verb: str, table: dict[str, tuple[str, str, str]], func) -> None:
+    """A verb that runs one recipe: `table[verb]` is (help, description, the shipped example recipe)."""
+    help_, description, example = table[verb]
+    p = sub.add_parser(verb, help=help_, description=description)
+    add_recipe_args(p, example)
+    p.set_defaults(func=func)
+
+
 def add_set(p: argparse.ArgumentParser) -> None:
     """`--set key.sub=value` (repeatable), parsed by `hytron.config.apply_overrides` for every recipe kind."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -50,6 +50,7 @@ def add_serve(sub) -> None:
                         "auto: the one the chat template writes")
     _add_dtype(p)
     _add_speculative(p)
+    _add_prefix_cache(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -73,6 +74,15 @@ def _add_speculative(p) -> None:
                         "own cached forward)")
 
 
+def _add_prefix_cache(p) -> None:
+    p.add_argument("--prefix-cache-mb", type=float, metavar="MB",
+                   help="MiB of prompt-prefix state (attention KV + Mamba state snapshots) kept to skip prefilling a "
+                        "shared prefix again, least recently used evicted first (default 512; 0: off)")
+    p.add_argument("--prefix-cache-block", type=int, metavar="TOKENS",
+                   help="prefix-cache block: prefixes are reused in multiples of it, each block holds one Mamba "
+                        "state snapshot (default 128)")
+
+
 def _add_dtype(p) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="compute dtype (default: float32 on CPU, the checkpoint's own on GPU)")
@@ -86,7 +96,9 @@ _SERVE_FIELDS = {"host": "host", "port": "port", "api_key": "api_key", "served_m
                  "allowed_host": "allowed_hosts", "cors_origin": "cors_origins", "tool_parser": "tool_parser",
                  "dtype": "dtype", "max_connections": "max_connections", "template_timeout": "template_seconds",
                  "grammar_timeout": "grammar_seconds", "default_chat_template_kwargs": "default_chat_template_kwargs",
-                 "speculative_tokens": "speculative_tokens", "decode_mode": "decode_mode"}
+                 "speculative_tokens": "speculative_tokens", "prefix_cache_mb": "prefix_cache_mb",
+                 "prefix_cache_block": "prefix_cache_block",
+                 "decode_mode": "decode_mode"}
 
 
 def _config(args, **fixed):
@@ -110,6 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
     spec = f", speculating {cfg.speculative_tokens} tokens with the MTP head" if cfg.speculative_tokens else ""
+    pc = backend.engine.prefix_cache
+    spec += (f", prefix cache {cfg.prefix_cache_mb:g} MiB in blocks of {pc.block_size}" if pc is not None
+             else ", prefix cache off")
     if backend.engine.decode_mode == "compile":  # once, before the first request (else that request waits for it)
         print("hytron serve: compiling the decode step (decode mode compile; --decode-mode static skips it) ...",
               flush=True)
@@ -135,6 +150,7 @@ def add_chat(sub) -> None:
     p.add_argument("--threads", type=int)
     _add_dtype(p)
     _add_speculative(p)
+    _add_prefix_cache(p)
     p.set_defaults(func=cmd_chat)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hytron.cli.recipes import add_recipe_args, report_run
+from hytron.cli.recipes import add_recipe_verb, report_run
 
 # verb: (help, description, an example recipe)
 STAGES = {
@@ -19,23 +19,16 @@ STAGES = {
 }
 
 
-def _add(sub, verb: str, func) -> None:
-    help_, description, example = STAGES[verb]
-    p = sub.add_parser(verb, help=help_, description=description)
-    add_recipe_args(p, example)
-    p.set_defaults(func=func)
-
-
 def add_pretrain(sub) -> None:
-    _add(sub, "pretrain", cmd_pretrain)
+    add_recipe_verb(sub, "pretrain", STAGES, cmd_pretrain)
 
 
 def add_sft(sub) -> None:
-    _add(sub, "sft", cmd_sft)
+    add_recipe_verb(sub, "sft", STAGES, cmd_sft)
 
 
 def add_rl(sub) -> None:
-    _add(sub, "rl", cmd_rl)
+    add_recipe_verb(sub, "rl", STAGES, cmd_rl)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

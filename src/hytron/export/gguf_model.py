@@ -8,7 +8,13 @@ Written with the `gguf` package (llama.cpp's own writer library) to what llama.c
 - A is stored as `A = -exp(A_log)` with shape (H, 1), D as (H, 1), the depthwise conv as (channels, kernel) and
   the gated norm's weight as (groups, d_inner / groups), the grouping llama.cpp normalises over;
 - routed experts are stacked into one (experts, out, in) tensor per projection; the router is a sigmoid with a
-  score-correction bias (`exp_probs_b`), top-k, optional renormalisation and `routed_scaling_factor`.
+  score-correction bias (`exp_probs_b`), top-k, optional renormalisation and `routed_scaling_factor`;
+- LatentMoE (Nemotron 3 Super): `moe_latent_size` and per MoE block `ffn_latent_down` (fc1_latent_proj) and
+  `ffn_latent_up` (fc2_latent_proj), which that llama.cpp reads (logits equal hytron's, tests/export);
+- the MTP head (`mtp.*`) is not written, and `mtp_not_written` says why in one line: that llama.cpp has no MTP
+  graph for dense `nemotron_h`, and its `nemotron_h_moe` MTP graph normalises the head's output with LayerNorm
+  (the head's final_layernorm is an RMSNorm) and runs the head's experts without LatentMoE projections, so
+  hytron's head would draft differently there. The file is the main model, which llama.cpp runs exactly.
 Attention has no position encoding in Nemotron-H, so Q/K need no RoPE permutation. Norms, biases, A, D, the
 conv and the router stay float32 in every outtype, as llama.cpp's converter keeps them.
 """
@@ -33,12 +39,22 @@ def _check_supported(c: HybridConfig, source: str) -> None:
     if "E" in c.pattern and c.n_shared_experts != 1:
         raise ValueError(f"{source}: n_shared_experts={c.n_shared_experts}; llama.cpp's nemotron_h_moe needs "
                          "exactly one shared expert")
-    if "E" in c.pattern and c.moe_latent_size is not None:
-        raise ValueError(f"{source}: moe_latent_size={c.moe_latent_size} (LatentMoE, Nemotron 3 Super): hytron's "
-                         "GGUF writer does not write the fc1/fc2 latent projections yet")
     if "E" in c.pattern and c.n_group > 1:
         raise ValueError(f"{source}: n_group={c.n_group} (grouped expert routing) is not implemented by "
                          "llama.cpp's nemotron_h_moe")
+
+
+def mtp_not_written(c: HybridConfig) -> str | None:
+    """One line saying why the model's MTP head is left out of the GGUF file (None: the model has none)."""
+    if not c.num_nextn_predict_layers:
+        return None
+    head = f"MTP head ({c.mtp_pattern!r}) not written to the GGUF file"
+    pinned = "the pinned llama.cpp (llama-cpp-python 0.3.36)"
+    if "E" not in c.pattern:
+        return f"{head}: {pinned} has no MTP graph for dense nemotron_h models; the file is the main model only"
+    return (f"{head}: {pinned} ends a nemotron_h_moe MTP head with LayerNorm where it has RMSNorm "
+            "(final_layernorm) and runs it as one '*E' block without LatentMoE projections, so it would draft "
+            "differently; the file is the main model only")
 
 
 def _hparams(w, c: HybridConfig) -> None:
@@ -72,6 +88,8 @@ def _hparams(w, c: HybridConfig) -> None:
         w.add_expert_weights_norm(c.norm_topk_prob)
         w.add_expert_weights_scale(c.routed_scaling_factor)
         w.add_expert_group_count(c.n_group)
+        if c.moe_latent_size is not None:  # LatentMoE: routed experts run in the latent width
+            w.add_moe_latent_size(c.moe_latent_size)
 
 
 def _gguf_tensors(state: dict[str, torch.Tensor], c: HybridConfig) -> list[tuple[str, np.ndarray, bool]]:
@@ -107,6 +125,9 @@ def _gguf_tensors(state: dict[str, torch.Tensor], c: HybridConfig) -> list[tuple
                     (b + "ffn_down_exps.weight", state[m + "experts.down_proj"], True),  # (E, d, f)
                     (b + "ffn_up_shexp.weight", state[m + "shared_experts.up_proj.weight"], True),
                     (b + "ffn_down_shexp.weight", state[m + "shared_experts.down_proj.weight"], True)]
+            if c.moe_latent_size is not None:  # z = fc1(u) into the latent, the experts' sum back by fc2
+                out += [(b + "ffn_latent_down.weight", state[m + "fc1_latent_proj.weight"], True),
+                        (b + "ffn_latent_up.weight", state[m + "fc2_latent_proj.weight"], True)]
     return [(name, t.detach().float().cpu().numpy(), q) for name, t, q in out]
 
 

@@ -17,17 +17,18 @@ as `hytron serve` does (`tokenizer_settings`). Online: `Engine.for_tokenizer(mod
 `req.result()` waits, `req.cancel()` frees the slot.
 `speculative_tokens=K` (to `Engine` or `generate`) drafts K tokens per step with the model's MTP head: the same
 greedy tokens and sampling distribution, `c.acceptance_rate` and `c.mean_accepted_length` per completion
-(`hytron.infer.speculative`). `decode_mode=` picks the decode step: "static" (default; a static-shape step over
+(`hytron.infer.speculative`); `speculative_acceptance(model, prompts, k)` measures them over many prompts.
+`decode_mode=` picks the decode step: "static" (default; a static-shape step over
 a cache sized once), "compile" (that step torch.compiled for one running request; `hytron serve`'s default) or
 "eager" (the model's own cached forward), all with the same tokens (`hytron.infer.engine.DECODE_MODES`).
 """
 
 from hytron.infer.budget import ThinkingBudget, newline_ids
-from hytron.infer.engine import Engine, generate, tokenizer_settings
+from hytron.infer.engine import Engine, generate, speculative_acceptance, tokenizer_settings
 from hytron.infer.request import Completion, Delta, EngineClosed, EngineError, PromptTooLong, QueueFull, Request
 from hytron.infer.sampling import SamplingParams, TokenLogprob, sample
 from hytron.infer.text import TextStream
 
 __all__ = ["Completion", "Delta", "Engine", "EngineClosed", "EngineError", "PromptTooLong", "QueueFull", "Request",
            "SamplingParams", "TextStream", "ThinkingBudget", "TokenLogprob", "generate", "newline_ids", "sample",
-           "tokenizer_settings"]
+           "speculative_acceptance", "tokenizer_settings"]

@@ -15,9 +15,13 @@ The batched cache is rebuilt (rows copied with `HybridCache.insert`) only when i
 a step never computes rows of idle slots. With `speculative_tokens` K, step 3 drafts K tokens per row with the
 model's MTP head and verifies them in one forward, releasing up to K+1 tokens per row and step, with the same
 greedy tokens and the same sampling distribution (`hytron.infer.speculative` says how, and what rolling back the
-Mamba state costs). Drive it with `step()` from one thread, or `start()` a daemon
-thread that steps whenever there is work. It works on token ids; text (for stop strings and streaming) goes
-through the `decode` function the caller passes (to the engine, or per request to `submit`).
+Mamba state costs). With `prefix_cache_bytes`, prompts start from the longest cached prefix of an earlier prompt
+or finished sequence (attention KV + Mamba state snapshots, `hytron.infer.prefix_cache`) and prefill only the rest;
+prefill forwards then end at its block boundaries, where blocks are stored, as are prompt ends and, when a request
+finishes, the state of its whole sequence (the next turn of a chat continues it). Drive it with `step()` from one
+thread, or `start()` a daemon thread that steps whenever there is work. It works on token ids; text (for stop
+strings and streaming) goes through the `decode` function the caller passes (to the engine, or per request to
+`submit`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from hytron.infer.budget import ThinkingBudget, newline_ids
+from hytron.infer.prefix_cache import BLOCK_SIZE, PrefixCache
 from hytron.infer.request import Completion, Delta, EngineClosed, PromptTooLong, QueueFull, Request
 from hytron.infer.sampling import (
     SamplingParams,
@@ -78,6 +83,8 @@ class _Seq:
         self.last: Delta | None = None  # the delta of the finishing token, completed by Engine._finish
         self.cache = None  # batch-1 cache while prefilling
         self.prefilled = 0
+        self.cached_tokens = 0  # prompt tokens restored from the prefix cache
+        self.block_hidden: list[torch.Tensor] = []  # with speculation: hidden states since the last cached block
         self.pending: int | None = None  # last sampled token, to be fed at the next decode step
         self.first_token_time: float | None = None
         self.finish_reason: str | None = None
@@ -96,7 +103,7 @@ class Engine:
                  prefill_chunk: int = 512, stop_ids: Iterable[int] = (), decode: Callable[[Sequence[int]], str]
                  | None = None, think_start_id: int | None = None, think_end_id: int | None = None,
                  newline_ids: Iterable[int] = (), line_end_id: int | None = None, speculative_tokens: int = 0,
-                 decode_mode: str = "static"):
+                 prefix_cache_bytes: int = 0, prefix_block_size: int = BLOCK_SIZE, decode_mode: str = "static"):
         if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
         if decode_mode not in DECODE_MODES:
@@ -106,6 +113,10 @@ class Engine:
         self.speculative_tokens = speculative_tokens
         self._drafter = MTPDrafter(model, speculative_tokens) if speculative_tokens else None
         self.model = model.eval()
+        # prefix caching within `prefix_cache_bytes` (0: off); with speculation its blocks also keep the model's
+        # hidden states, from which the MTP head's cache is rebuilt (one pass of the head, not of the model)
+        self.prefix_cache = (PrefixCache(prefix_cache_bytes, prefix_block_size, with_hidden=bool(speculative_tokens))
+                             if prefix_cache_bytes else None)
         self._device = next(model.parameters()).device  # inputs go where the weights are (CPU or GPU)
         self.vocab_size = model.config.vocab_size
         self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
@@ -262,7 +273,8 @@ class Engine:
             for s in list(self._prefilling):
                 if budget <= 0:
                     break
-                budget -= self._prefill(s, budget)
+                while budget > 0 and s.prefilled < len(s.req.prompt_ids):  # forwards end at prefix-cache blocks
+                    budget -= self._prefill(s, budget)
                 if s.prefilled == len(s.req.prompt_ids):
                     self._prefilling.remove(s)
                     if s.finish_reason is None:
@@ -277,6 +289,8 @@ class Engine:
             self._joining = []
             return
         staying = [s for s in self._running if s.finish_reason is None]
+        if self.prefix_cache is not None and len(staying) != len(self._running):
+            self._store_finished()
         for s in self._running:
             if s.finish_reason is not None:
                 self._finish(s, s.finish_reason)
@@ -348,8 +362,11 @@ class Engine:
         prompt = s.req.prompt_ids
         if s.cache is None:
             s.cache = self.model.new_cache(1, capacity=len(prompt) + 16)
+            self._restore_prefix(s)
         a = s.prefilled
         b = min(len(prompt), a + budget)
+        if self.prefix_cache is not None:
+            b = min(b, self.prefix_cache.next_boundary(a))
         chunk = torch.tensor([prompt[a:b]], device=self._device)
         want_prompt_lp = s.params.prompt_logprobs is not None
         # sampling runs on the CPU (per-request generators): logits come back there, float32
@@ -359,6 +376,8 @@ class Engine:
             if s.mtp_cache is None:
                 s.mtp_cache = self._drafter.new_cache(1, capacity=len(prompt) + 16)
             hidden = self.model(chunk, s.cache, return_hidden=True)  # (1, L, d)
+            if self.prefix_cache is not None:
+                s.block_hidden.append(hidden[0])
             logits = self.model.lm_head(hidden if want_prompt_lp else hidden[:, -1:])[0].float().cpu()
             self._drafter.prefill(s.mtp_cache, hidden[0], prompt[a + 1:b + 1])
             if b == len(prompt):
@@ -368,12 +387,39 @@ class Engine:
             s.prompt_logprobs += sequence_logprobs(logits[:len(targets)], targets, s.params.prompt_logprobs)
         s.prefilled = b
         self.stats["prompt_tokens"] += b - a
+        if self.prefix_cache is not None and (b % self.prefix_cache.block_size == 0 or b == len(prompt)):
+            self.prefix_cache.store(prompt, s.cache, hidden=torch.cat(s.block_hidden) if s.block_hidden else None)
+            s.block_hidden = []
         if b == len(prompt):
             if s.params.max_tokens == 0:
                 s.finish_reason = "length"
             else:
                 self._accept(s, logits[-1])
         return b - a
+
+    def _restore_prefix(self, s: _Seq) -> None:
+        """Start `s` from the longest cached prefix of its prompt; not when it wants prompt log-probs (they need
+        every position's logits)."""
+        if self.prefix_cache is None or s.params.prompt_logprobs is not None:
+            return
+        hit = self.prefix_cache.lookup(s.req.prompt_ids)
+        n = hit.tokens
+        if n:
+            self.prefix_cache.restore(hit, s.cache)
+            s.prefilled = s.cached_tokens = n
+            if self._drafter is not None:  # the head sees positions 0..n-1 with their next tokens
+                s.mtp_cache = self._drafter.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
+                hidden = hit.hidden
+                self._drafter.prefill(s.mtp_cache, hidden, s.req.prompt_ids[1:n + 1])
+                s.block_hidden = [hidden[n - n % self.prefix_cache.block_size:]]  # since the last block boundary
+
+    def _store_finished(self) -> None:
+        """Keep the state of each finished row's sequence (prompt and output but its last token, never fed) in the
+        prefix cache: a chat's next turn sends it back as its prompt."""
+        for i, s in enumerate(self._running):
+            ids = s.req.prompt_ids + s.out
+            if s.finish_reason in ("stop", "length") and int(self._cache.lengths[i]) == len(ids) - 1:
+                self.prefix_cache.store(ids, self._cache, row=i)
 
     def _decode(self) -> None:
         if self._drafter is not None:
@@ -483,7 +529,8 @@ class Engine:
                        thinking_forced=bool(s.budget is not None and s.budget.forced_end),
                        logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs, arrival_time=s.req.arrival_time,
                        first_token_time=s.first_token_time, finish_time=time.monotonic(), error=error,
-                       drafts=s.drafts, draft_tokens=s.draft_tokens, accepted_tokens=s.accepted_tokens)
+                       drafts=s.drafts, draft_tokens=s.draft_tokens, accepted_tokens=s.accepted_tokens,
+                       cached_tokens=s.cached_tokens)
         s.req._finish(c, last)
 
 
@@ -521,3 +568,20 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | S
     finally:
         model.train(was_training)  # the engine runs in eval mode; leave the caller's model as it was
     return [r.result() for r in reqs]
+
+
+def speculative_acceptance(model, prompts: Sequence[Sequence[int]], k: int = 3, max_tokens: int = 32) -> dict:
+    """How well the model's MTP head drafts for the model itself on `prompts`: greedy decoding of `max_tokens`
+    per prompt with `speculative_tokens=k` (the tokens are plain decoding's; only the drafts are scored).
+
+    Returns {"k", "prompts", "new_tokens", "acceptance_rate": accepted / drafted tokens, "mean_accepted_length":
+    tokens released per verify step (1 .. k+1; vLLM's and TensorRT-LLM's acceptance length)}. Fine-tuning the
+    model without its head shows here first: the head keeps drafting what the old model would have said."""
+    if not prompts:
+        raise ValueError("speculative_acceptance: no prompts")
+    done = generate(model, prompts, SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True),
+                    speculative_tokens=k, max_slots=len(prompts))
+    steps, drafted, accepted = (sum(getattr(c, f) for c in done) for f in ("drafts", "draft_tokens", "accepted_tokens"))
+    return {"k": k, "prompts": len(prompts), "new_tokens": sum(len(c.token_ids) for c in done),
+            "acceptance_rate": accepted / drafted if drafted else 0.0,
+            "mean_accepted_length": 1 + accepted / steps if steps else 1.0}

@@ -68,6 +68,7 @@ class Completion:
     drafts: int = 0
     draft_tokens: int = 0
     accepted_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens restored from the engine's prefix cache, not prefilled
 
     @property
     def acceptance_rate(self) -> float | None:

@@ -28,6 +28,7 @@ import torch
 
 from hytron.config import ConfigError, read_json_file
 from hytron.model.config import MAX_MTP_PATTERN, HybridConfig
+from hytron.model.moe import cast_keeping_router_fp32
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -200,14 +201,15 @@ def _from_disk(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_pretrained(model, path, tokenizer=None, max_shard_bytes: int = 2 * 1024**3,
                     dtype: torch.dtype | None = None) -> Path:
-    """Write config.json and safetensors (sharded with an index above `max_shard_bytes`)."""
+    """Write config.json and safetensors (sharded with an index above `max_shard_bytes`): a transformers
+    `NemotronHForCausalLM` checkpoint. vLLM's CPU build serves the dense ones (README "Serve it with vLLM";
+    its MoE path is CUDA-only, and vLLM on a GPU is not checked here)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state = cast_keeping_router_fp32(state, dtype) if dtype is not None else state
     state = {k: v.contiguous().cpu() for k, v in _to_disk(state).items()}
     for stale in [*path.glob("model*.safetensors"), path / INDEX_NAME]:
         if stale.exists():
@@ -364,7 +366,6 @@ def load_pretrained(cls, path, device=None, dtype: torch.dtype | None = None):
         # bf16/fp16 checkpoints compute in fp32 on CPU by default (CPU half-precision matmuls are slow and
         # lossy); pass dtype= to keep them. On a GPU they load as stored.
         dtype = torch.float32
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors = cast_keeping_router_fp32(tensors, dtype)  # dtype None: as stored, the router fp32 all the same
     model.load_state_dict(tensors, assign=True)
     return model.to(device) if device is not None else model

@@ -205,6 +205,9 @@ class HybridLM(nn.Module):
         self.config = self.config.replace(num_nextn_predict_layers=num_modules, mtp_pattern=mtp_pattern)
         p = self.lm_head.weight
         self.mtp = MTP(self.config).to(device=p.device, dtype=p.dtype)
+        for module in self.mtp.modules():
+            if isinstance(module, Router):
+                module.float()  # the router computes in fp32 (hytron.model.moe.ROUTER_FP32)
         self.init_weights(generator, only=self.mtp)
 
     # ---- initialisation and optimisation helpers ------------------------------------------------------

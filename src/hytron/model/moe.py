@@ -9,6 +9,23 @@ from torch import Tensor, nn
 
 from hytron.model.mlp import MLP, relu2
 
+# the router's tensors stay fp32 whatever dtype the rest of a checkpoint is loaded or saved in (transformers'
+# `_keep_in_fp32_modules_strict`): top-k over sigmoid scores is decided by differences bf16 would round away
+ROUTER_FP32 = ("mixer.gate.weight", "mixer.gate.e_score_correction_bias")
+
+
+def cast_keeping_router_fp32(tensors: dict[str, Tensor], dtype: torch.dtype | None) -> dict[str, Tensor]:
+    """Floating tensors cast to `dtype` (None: left as they are), the router's (`ROUTER_FP32`, in the main model
+    and the MTP head) to fp32."""
+    def cast(name: str, v: Tensor) -> Tensor:
+        if not v.is_floating_point():
+            return v
+        if name.endswith(ROUTER_FP32):
+            return v.float()
+        return v if dtype is None else v.to(dtype)
+
+    return {k: cast(k, v) for k, v in tensors.items()}
+
 
 class Router(nn.Module):
     """Sigmoid scores; choice by score + e_score_correction_bias (aux-loss-free balancing, DeepSeek-V3);

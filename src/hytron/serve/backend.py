@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from hytron.infer import Completion, Delta, Engine, SamplingParams
+from hytron.infer.prefix_cache import BLOCK_SIZE
 from hytron.model import HybridLM
 from hytron.serve.structured import Grammars
 from hytron.tokenizer import Tokenizer
@@ -74,12 +75,20 @@ class ServeConfig:
     default_chat_template_kwargs: dict | None = None
     # draft this many tokens per step with the model's MTP head (0: off); see hytron.infer.speculative
     speculative_tokens: int = 0
+    # prefix caching (hytron.infer.prefix_cache): up to `prefix_cache_mb` MiB of attention KV and Mamba state
+    # snapshots of earlier prompts, every `prefix_cache_block` tokens (0 MiB: off)
+    prefix_cache_mb: float = 512
+    prefix_cache_block: int = BLOCK_SIZE
     # how the engine runs a decode step (hytron.infer.engine.DECODE_MODES): "compile" (default) the static-shape
     # step, torch.compiled for one running request (once per process: `hytron serve` does it before serving,
     # else the first such step waits for it), "static" never compiled, "eager" the model's own cached forward
     decode_mode: str = "compile"
 
     def __post_init__(self) -> None:
+        if self.prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb: must be >= 0 (0: off), got {self.prefix_cache_mb}")
+        if self.prefix_cache_block < 1:
+            raise ValueError(f"prefix_cache_block: must be >= 1 token, got {self.prefix_cache_block}")
         kw = self.default_chat_template_kwargs
         if kw is None:
             return
@@ -128,6 +137,7 @@ class Backend:
         self.engine = Engine.for_tokenizer(
             model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
             max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens,
+            prefix_cache_bytes=int(config.prefix_cache_mb * 2**20), prefix_block_size=config.prefix_cache_block,
             decode_mode=config.decode_mode)
 
     @classmethod

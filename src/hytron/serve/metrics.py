@@ -48,6 +48,32 @@ class _EngineCollector:
                 g = GaugeMetricFamily(f"hytron_spec_decode_{key}", help_, labels=["model_name"])
                 g.add_metric([name], value)
                 yield g
+        if e.prefix_cache is not None:
+            yield from self._prefix_cache(e.prefix_cache, name)
+
+    @staticmethod
+    def _prefix_cache(pc, name: str):
+        """vLLM's prefix_cache_queries / prefix_cache_hits (in tokens), and what the cache holds."""
+        s = pc.stats
+        for key, value, help_ in [
+            ("queries", s["queried_tokens"], "prompt tokens looked up in the prefix cache"),
+            ("hits", s["hit_tokens"], "prompt tokens restored from the prefix cache instead of prefilled"),
+            ("requests", s["queries"], "prompts looked up in the prefix cache"),
+            ("request_hits", s["hits"], "prompts that reused at least one cached block"),
+            ("stored", s["stored"], "entries stored (blocks and prompt or sequence ends: KV + Mamba state)"),
+            ("evictions", s["evictions"], "entries evicted to stay within the byte budget")]:
+            c = CounterMetricFamily(f"hytron_prefix_cache_{key}", help_, labels=["model_name"])
+            c.add_metric([name], value)
+            yield c
+        for key, value, help_ in [
+            ("bytes", pc.bytes, "bytes held by the prefix cache"),
+            ("max_bytes", pc.max_bytes, "the prefix cache's byte budget"),
+            ("entries", len(pc), "entries held by the prefix cache"),
+            ("hit_rate", s["hit_tokens"] / s["queried_tokens"] if s["queried_tokens"] else 0.0,
+             "cached / queried prompt tokens, since start")]:
+            g = GaugeMetricFamily(f"hytron_prefix_cache_{key}", help_, labels=["model_name"])
+            g.add_metric([name], value)
+            yield g
 
 
 class Metrics:

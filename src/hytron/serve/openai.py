@@ -59,7 +59,7 @@ from hytron.serve.backend import RESERVED_TEMPLATE_KWARGS, Backend, Stream
 from hytron.serve.errors import APIError, sse_error
 from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
 from hytron.serve.structured import strict_problem
-from hytron.tokenizer.tools import ToolCallStream, split_tool_calls
+from hytron.tokenizer.tools import split_tool_calls, tool_call_stream
 
 LIMIT = "limit_exceeded"  # the code of refusals that depend on the server's settings, not on the schema
 
@@ -229,11 +229,14 @@ def _sse(obj) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def _usage(prompt_tokens: int, results: list[Completion]) -> dict:
+def _usage(prompt_tokens: int, results: list[Completion], n: int) -> dict:
+    """Usage of `results`, `n` per prompt; a prompt counts once, with the cached tokens of its first choice (as
+    vLLM's prompt_tokens_details)."""
     completion = sum(r.completion_tokens for r in results)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
              "total_tokens": prompt_tokens + completion,
-             "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results)}}
+             "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results)},
+             "prompt_tokens_details": {"cached_tokens": sum(r.cached_tokens for r in results[::n])}}
     drafts = sum(r.drafts for r in results)
     if drafts:  # speculative decoding (--speculative-tokens): hytron's own field
         drafted, accepted = sum(r.draft_tokens for r in results), sum(r.accepted_tokens for r in results)
@@ -365,7 +368,7 @@ def _tool_grammar(body: ChatCompletionRequest, tools: list[dict], parser) -> dic
                        "response_format")
     for i, t in enumerate(tools):
         f = t["function"]
-        if f.get("strict") and f.get("parameters") is not None:  # no parameters: a call without arguments
+        if f.get("strict") and f.get("parameters"):  # no (or empty) parameters: a call without arguments
             problem = strict_problem(f["parameters"], f"tools.{i}.function.parameters")
             if problem:
                 raise APIError(400, problem, f"tools.{i}.function.parameters")
@@ -424,7 +427,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                             "logprobs": _chat_logprobs(backend, r.logprobs) if body.logprobs else None,
                             "finish_reason": finish, "stop_reason": r.stop_reason})
         return JSONResponse({"id": rid, "object": "chat.completion", "created": created, "model": backend.name,
-                             "choices": choices, "usage": _usage(len(ids), results)})
+                             "choices": choices, "usage": _usage(len(ids), results, body.n)})
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     extra = {"usage": None} if include_usage else {}
@@ -434,7 +437,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
                      "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                      **extra})
 
-    calls_streams = [ToolCallStream(parser, tools, None if body.parallel_tool_calls else 1) if parser else None
+    calls_streams = [tool_call_stream(parser, tools, None if body.parallel_tool_calls else 1) if parser else None
                      for _ in range(body.n)]
 
     async def events():
@@ -469,7 +472,7 @@ async def chat_completions(backend: Backend, body: ChatCompletionRequest, reques
         if include_usage:
             results = [s.request.result() for s in streams]
             yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": backend.name,
-                        "choices": [], "usage": _usage(len(ids), results)})
+                        "choices": [], "usage": _usage(len(ids), results, body.n)})
         yield "data: [DONE]\n\n"
 
     return _stream_response(request, streams, events)
@@ -529,7 +532,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
                     logprobs = _completion_logprobs(backend, r.token_ids, r.logprobs)
             choices.append({"index": k, "text": text, "logprobs": logprobs, "finish_reason": r.finish_reason,
                             "stop_reason": r.stop_reason})
-        usage = _usage(prompt_tokens, results)
+        usage = _usage(prompt_tokens, results, body.n)
         return JSONResponse({"id": rid, "object": "text_completion", "created": created, "model": backend.name,
                              "choices": choices, "usage": usage})
 
@@ -557,7 +560,7 @@ async def completions(backend: Backend, body: CompletionRequest, request: Reques
         if include_usage:
             results = [s.request.result() for s in streams]
             yield _sse({"id": rid, "object": "text_completion", "created": created, "model": backend.name,
-                        "choices": [], "usage": _usage(prompt_tokens, results)})
+                        "choices": [], "usage": _usage(prompt_tokens, results, body.n)})
         yield "data: [DONE]\n\n"
 
     return _stream_response(request, streams, events)

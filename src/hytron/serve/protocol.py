@@ -310,6 +310,26 @@ NOT_SUPPORTED: dict[str, tuple] = {
 }
 
 
+# Responses parameters hytron does not implement: any value but None (or their no-op) is a 400 naming them
+RESPONSES_NOT_SUPPORTED = {"previous_response_id": (), "conversation": (), "prompt": (), "max_tool_calls": (),
+                           "top_logprobs": (0,), "service_tier": ("auto", "default")}
+
+
+def schema_rules(*rules: dict, refused: dict[str, tuple] = NOT_SUPPORTED):
+    """A request model's `json_schema_extra`: the rules between its fields, and the parameters it refuses
+    published as what they are (left out, or sent with a value that asks for nothing), so a request the schema
+    allows is never refused for them."""
+
+    def extra(schema: dict, cls) -> None:
+        schema.setdefault("allOf", []).extend(rules)
+        props = schema.setdefault("properties", {})
+        for name, allowed in refused.items():
+            if name not in cls.model_fields:
+                props[name] = {"enum": [None, *allowed], "description": "not supported by this server: leave it out"}
+
+    return extra
+
+
 class Unsupported(Exception):
     """A parameter hytron does not implement, sent with a value that asks for something (a 400 naming it)."""
 
@@ -378,8 +398,8 @@ class _Sampling(_Request):
 
 
 class ChatCompletionRequest(_Sampling):
-    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, _requires("top_logprobs", 0, "logprobs",
-                                                                                  True), CHAT_TOOL_RULE]})
+    model_config = ConfigDict(json_schema_extra=schema_rules(STREAM_RULE, _requires("top_logprobs", 0, "logprobs",
+                                                                                    True), CHAT_TOOL_RULE))
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
     max_tokens: Int(1, 1 << 24) | None = None
@@ -409,7 +429,7 @@ TokenIds = list[Int(0)]
 
 
 class CompletionRequest(_Sampling):
-    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE]})
+    model_config = ConfigDict(json_schema_extra=schema_rules(STREAM_RULE))
 
     prompt: PromptText | Annotated[list[PromptText], Field(min_length=1)] | Annotated[TokenIds, Field(min_length=1)] \
         | Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)]
@@ -534,7 +554,7 @@ class ReasoningOptions(_Body):
 
 
 class ResponsesRequest(_Request):
-    model_config = ConfigDict(json_schema_extra={"allOf": [RESPONSES_TOOL_RULE]})
+    model_config = ConfigDict(json_schema_extra=schema_rules(RESPONSES_TOOL_RULE, refused=RESPONSES_NOT_SUPPORTED))
 
     model: Text | None = None
     input: Text | Annotated[list[ResponseInputItem], Field(min_length=1, max_length=1024)]
@@ -557,9 +577,6 @@ class ResponsesRequest(_Request):
     _unsupported = model_validator(mode="before")(classmethod(lambda cls, v: _refuse_responses(cls, v)))
 
 
-# Responses parameters hytron does not implement: any value but None (or their no-op) is a 400 naming them
-RESPONSES_NOT_SUPPORTED = {"previous_response_id": (), "conversation": (), "prompt": (), "max_tool_calls": (),
-                           "top_logprobs": (0,), "service_tier": ("auto", "default")}
 
 
 def _refuse_responses(cls, v):
@@ -586,6 +603,10 @@ class UsageDetails(BaseModel):
     reasoning_tokens: int
 
 
+class PromptUsageDetails(BaseModel):
+    cached_tokens: int  # prompt tokens restored from the prefix cache instead of prefilled
+
+
 class SpeculativeUsage(BaseModel):
     """hytron's: drafts of the MTP head (--speculative-tokens); mean_accepted_length = tokens per verify step."""
 
@@ -600,6 +621,7 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: UsageDetails | None = None
+    prompt_tokens_details: PromptUsageDetails | None = None
     speculative: SpeculativeUsage | None = None
 
 

@@ -128,16 +128,22 @@ def split_tool_calls(parser, text: str, tools: list[dict] | None = None) -> tupl
     return (content or None), calls
 
 
-class ToolCallStream:
-    """Streaming: `push(text)` returns (content safe to send now, tool-call deltas in OpenAI's streaming shape).
+def tool_call_stream(parser, tools: list[dict] | None = None, max_calls: int | None = None):
+    """The streaming parser for `parser`'s format: `push(text)` returns (content safe to send now, tool-call
+    deltas in OpenAI's streaming shape); `finish()` returns (content left, deltas left, number of calls).
 
-    XML calls stream as they decode: a call's first delta carries its index, id, type and name with empty
-    arguments, later ones append to `function.arguments` (string values as they come, JSON-escaped; other types
-    when their parameter closes), and the pieces join into exactly the `arguments` of the whole-text parse.
-    JSON (Nano 2) calls come whole at the end. Text from a call marker on (or a partial marker at the end) is
-    held; a call that turns out malformed before any delta of it was sent comes back as content. `max_calls`
-    (1 for `parallel_tool_calls: false`) stops after that many calls. `finish()` returns (content left, deltas
-    left, number of calls)."""
+    Calls stream as they decode, in both formats: a call's first delta carries its index, id, type and name with
+    empty arguments, later ones append to `function.arguments`, and the pieces join into exactly the `arguments`
+    of the whole-text parse. Text from a call marker on (or a partial marker at the end) is held; a call that
+    turns out malformed before any delta of it was sent comes back as content, and one cut off after its first
+    delta stays a call (its pieces were sent; vLLM does the same). `max_calls` (1 for `parallel_tool_calls:
+    false`) stops after that many calls."""
+    return (JsonCallStream if isinstance(parser, JsonToolParser) else XmlCallStream)(parser, tools, max_calls)
+
+
+class XmlCallStream:
+    """Nemotron 3 XML calls streamed: string values as they come (JSON-escaped), other types when their
+    parameter closes (`tool_call_stream`)."""
 
     _function = re.compile(r"\s*<function=([^>\n]+)>(\n?)")
     _parameter = re.compile(r"\s*<parameter=([^>\n]+)>(\n?)")
@@ -148,14 +154,12 @@ class ToolCallStream:
     def __init__(self, parser, tools: list[dict] | None = None, max_calls: int | None = None):
         self.parser, self.tools, self.max_calls = parser, tools, max_calls
         self.types = _param_types(tools)
-        self.incremental = isinstance(parser, XmlToolParser)
         self.held = ""
         self.state = "content"  # content | call | body | string | value | end | between | done
         self.calls = 0  # calls begun
         self.raw = ""  # the text of the current call so far (content again if it breaks before its first delta)
         self.first_param = True
         self.name = self.param = None  # the current call's function and parameter type
-        self.in_call = False
 
     def push(self, text: str) -> tuple[str, list[dict]]:
         self.held += text
@@ -165,13 +169,8 @@ class ToolCallStream:
         content, deltas = self._run(final=True)
         if self.state == "done":  # after the calls (or a call broken off by stray text): nothing more is sent
             self.held = ""
-        if self.state in ("content", "between", "done") or not self.incremental:
+        if self.state in ("content", "between", "done"):
             rest, self.held = self.held, ""
-            if not self.incremental and self.in_call:
-                calls = self.parser.parse_calls(rest, self.tools)
-                if calls is not None:
-                    calls = calls[:self.max_calls] if self.max_calls else calls
-                    return content, [c.to_openai(k) for k, c in enumerate(calls)], len(calls)
             return content + rest, deltas, self.calls
         self.held = ""  # cut inside a call (max_tokens, a stop): its pieces so far were sent, the rest is markup
         return content, deltas, self.calls
@@ -192,12 +191,7 @@ class ToolCallStream:
                     break
                 out.append(self.held[:at])
                 self.raw, self.held = self.parser.start, self.held[at + len(self.parser.start):]
-                self.state, self.in_call = "call", True
-                if not self.incremental:
-                    self.held = self.raw + self.held
-                    break
-            elif not self.incremental:
-                break
+                self.state = "call"
             elif self.state == "call":
                 m = self._match(self._function, final)
                 if m is None:
@@ -281,6 +275,220 @@ class ToolCallStream:
         if m is not None or (not final and _could_start(self.held, pattern)):
             return None
         return False
+
+
+class JsonCallStream:
+    """Nemotron Nano 2 `<TOOLCALL>[{"name": ..., "arguments": {...}}, ...]</TOOLCALL>` calls streamed: the name
+    once it is read, then each top-level argument once its value is complete, written as `json.dumps` writes the
+    whole object (so the pieces join into the whole-text parse's `arguments`). A call whose keys come in another
+    order, or whose arguments are a JSON string, is held to the end and parsed whole (`tool_call_stream`)."""
+
+    _literal = re.compile(r"-?[0-9][0-9.eE+-]*|true|false|null")
+
+    def __init__(self, parser, tools: list[dict] | None = None, max_calls: int | None = None):
+        self.parser, self.tools, self.max_calls = parser, tools, max_calls
+        self.held, self.pos = "", 0  # text from the call marker on, and how far of it is read
+        self.state = "content"  # content open item args args_sep item_end after_item close between done
+        self.calls, self.sent, self.whole = 0, 0, False  # calls begun, of them with a delta sent; held to the end
+        self.first = True  # no argument of the current call sent yet
+
+    def push(self, text: str) -> tuple[str, list[dict]]:
+        self.held += text
+        return self._run(final=False)
+
+    def finish(self) -> tuple[str, list[dict], int]:
+        content, deltas = self._run(final=True)
+        rest, self.held = self.held, ""
+        if self.whole:  # held to the end: parsed whole, content again if it does not parse
+            calls = self.parser.parse_calls(rest, self.tools)
+            if calls is None:
+                return content + rest, deltas, 0
+            calls = calls[:self.max_calls] if self.max_calls else calls
+            return content, [c.to_openai(k) for k, c in enumerate(calls)], len(calls)
+        if self.state in ("content", "between") or (self.state != "done" and not self.sent):
+            return content + rest, deltas, self.calls if self.sent else 0
+        return content, deltas, self.calls  # after the calls, or cut inside one whose pieces were sent
+
+    def _token(self, final: bool):
+        """The next JSON token from `pos`: (kind, raw text, start, end), None to wait for more text, False if no
+        token fits (or the text ended, when `final`)."""
+        text, i = self.held, self.pos
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text):
+            return None if not final else False
+        c = text[i]
+        if c in "[]{},:":
+            return c, c, i, i + 1
+        if c == '"':
+            j = _string_end(text, i)
+            return ("str", text[i:j], i, j) if j else (None if not final else False)
+        m = self._literal.match(text, i)
+        if m is None:
+            return False
+        if m.end() == len(text) and not final:
+            return None  # a number may go on
+        return "lit", m.group(), i, m.end()
+
+    def _expect(self, kinds: str, final: bool):
+        """The next token if it is one of `kinds` (consumed), None to wait, False otherwise."""
+        tok = self._token(final)
+        if not tok:
+            return tok
+        if tok[0] not in kinds.split():
+            return False
+        self.pos = tok[3]
+        return tok
+
+    def _value(self, final: bool):
+        """A whole JSON value from `pos` (consumed): its Python value, None to wait, False if it is not one."""
+        tok = self._token(final)
+        if not tok or tok[0] not in ("{", "[", "str", "lit"):
+            return tok and False
+        start, end = tok[2], tok[3]
+        if tok[0] in "{[":  # an object or array: to its matching bracket, strings skipped
+            depth, j, text = 0, start, self.held
+            while j < len(text):
+                if text[j] == '"':
+                    j = _string_end(text, j)
+                    if not j:
+                        break
+                    continue
+                depth += (text[j] in "[{") - (text[j] in "]}")
+                j += 1
+                if depth == 0:
+                    break
+            if depth:
+                return None if not final else False
+            end = j
+        try:
+            value = json.loads(self.held[start:end])
+        except json.JSONDecodeError:
+            return False
+        self.pos = end
+        return (value,)
+
+    def _item_head(self, final: bool):
+        """`{"name": NAME, "arguments": {` from `pos`: the name (consumed), None to wait, False if not this shape."""
+        saved, raw = self.pos, []
+        for kinds in ("{", "str", ":", "str", ",", "str", ":", "{"):
+            tok = self._expect(kinds, final)
+            if not tok:
+                self.pos = saved
+                return tok
+            raw.append(tok[1])
+        name = json.loads(raw[3])
+        if json.loads(raw[1]) != "name" or json.loads(raw[5]) not in ("arguments", "parameters"):
+            self.pos = saved
+            return False
+        return name
+
+    def _run(self, final: bool) -> tuple[str, list[dict]]:
+        out, deltas = [], []
+        while True:
+            before = (self.state, self.pos, len(self.held))
+            if self.state == "content":
+                at = self.held.find(self.parser.start)
+                if at < 0:
+                    keep = 0 if final else _partial_suffix(self.held, self.parser.start)
+                    out.append(self.held[:len(self.held) - keep])
+                    self.held = self.held[len(self.held) - keep:]
+                    break
+                out.append(self.held[:at])
+                self.held, self.pos, self.state = self.held[at:], len(self.parser.start), "open"
+            elif self.whole or self.state == "done":
+                break
+            elif self.state == "open":
+                tok = self._expect("[", final)
+                if tok is None:
+                    break
+                self.state = "item" if tok else "done"
+                self.whole = not tok and not self.sent
+            elif self.state == "item":
+                name = self._item_head(final)
+                if name is None:
+                    break
+                if name is False:
+                    self.whole, self.state = not self.sent, "done"
+                    continue
+                self.calls += 1
+                self.sent, self.first, self.state = self.sent + 1, True, "args"
+                deltas.append(ToolCall(name, "").to_openai(self.calls - 1))
+            elif self.state == "args":  # at an argument's key, or the object's end when it has none
+                saved = self.pos
+                tok = self._expect("str }" if self.first else "str", final)
+                colon = tok and tok[0] == "str" and self._expect(":", final)
+                got = colon and self._value(final)
+                if tok is None or colon is None or got is None:
+                    self.pos = saved
+                    break
+                if tok and tok[0] == "}":
+                    deltas.append(self._delta("{}"))
+                    self.state = "item_end"
+                elif not got:
+                    self.state = "done"
+                else:
+                    key = json.dumps(json.loads(tok[1]), ensure_ascii=False)
+                    deltas.append(self._delta(("{" if self.first else ", ") + key + ": "
+                                              + json.dumps(got[0], ensure_ascii=False)))
+                    self.first, self.state = False, "args_sep"
+            elif self.state == "args_sep":
+                sep = self._expect(", }", final)
+                if sep is None:
+                    break
+                if sep is False:
+                    self.state = "done"
+                elif sep[0] == "}":
+                    deltas.append(self._delta("}"))
+                    self.state = "item_end"
+                else:
+                    self.state = "args"
+            elif self.state == "item_end":
+                tok = self._expect("}", final)
+                if tok is None:
+                    break
+                self.state = "after_item" if tok else "done"
+                if tok and self.max_calls and self.calls >= self.max_calls:
+                    self.state = "done"
+            elif self.state == "after_item":
+                tok = self._expect(", ]", final)
+                if tok is None:
+                    break
+                self.state = "done" if not tok else ("item" if tok[0] == "," else "close")
+            elif self.state == "close":
+                rest = self.held[self.pos:].lstrip()
+                if rest.startswith(self.parser.end):
+                    self.held, self.pos, self.state = rest[len(self.parser.end):], 0, "between"
+                elif not final and self.parser.end.startswith(rest):
+                    break
+                else:
+                    self.state = "done"
+            elif self.state == "between":
+                stripped = self.held.lstrip()
+                if not stripped:
+                    break
+                if stripped.startswith(self.parser.start):
+                    self.held, self.pos, self.state = stripped, len(self.parser.start), "open"
+                elif self.parser.start.startswith(stripped) and not final:
+                    break
+                else:
+                    self.state = "done"
+            if (self.state, self.pos, len(self.held)) == before:
+                break
+        if self.state == "done" and not self.whole:
+            self.held, self.pos = "", 0  # whatever follows the calls is dropped from the stream
+        return "".join(out), deltas
+
+    def _delta(self, arguments: str) -> dict:
+        return {"index": self.calls - 1, "function": {"arguments": arguments}}
+
+
+def _string_end(text: str, i: int) -> int:
+    """The end (after the closing quote) of the JSON string that opens at `text[i]`, 0 if it is not closed yet."""
+    j = i + 1
+    while j < len(text) and text[j] != '"':
+        j += 2 if text[j] == "\\" else 1
+    return j + 1 if j < len(text) else 0
 
 
 def _could_start(text: str, pattern: re.Pattern) -> bool:

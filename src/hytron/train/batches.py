@@ -8,10 +8,10 @@ one conversation to the next.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from hytron.data.chat import encode_row
 from hytron.train import distributed as dist
+from hytron.train.loop import next_token_losses
 
 
 class ChatBatches:
@@ -65,10 +65,17 @@ def collate(examples, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def masked_loss_sum(model, inputs, targets, mask, amp=None) -> torch.Tensor:
     """Sum of cross-entropy over masked target positions (divide by the step's mask count)."""
+    return masked_losses(model, inputs, targets, mask, amp)[0]
+
+
+def masked_losses(model, inputs, targets, mask, amp=None, mtp_depths: int = 0,
+                  mtp_loss_scale: float = 0.3) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Pre-training's objective (`next_token_losses`) summed over masked target positions only: (sum to
+    backpropagate, {"loss": next-token sum, "mtp_loss_k": depth k's sum}). With `mtp_depths` D the model's MTP
+    head trains too: depth k's logit at t predicts target t+k, counted where mask[t+k] is (an assistant token)."""
     with torch.autocast(inputs.device.type, dtype=amp, enabled=amp is not None):
-        logits = model(inputs)  # (B, L, V)
-    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return (losses * mask.flatten()).sum()
+        out = model(inputs, mtp_depths=mtp_depths) if mtp_depths else model(inputs)  # (B, L, V)[, MTP logits]
+    return next_token_losses(out, targets.masked_fill(~mask.bool(), -100), mtp_loss_scale, reduction="sum")
 
 
 def encode_rows(tokenizer, rows: list[dict], seq_len: int) -> tuple[list, int]:

@@ -65,16 +65,19 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, o: Opt
     return lr
 
 
-def next_token_losses(out, targets: torch.Tensor, mtp_loss_scale: float = 0.3,
-                      ignore_index: int = -100) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(loss to backpropagate, {"loss": next-token loss, "mtp_loss_k": depth k's loss}), all fp32 means.
+def next_token_losses(out, targets: torch.Tensor, mtp_loss_scale: float = 0.3, ignore_index: int = -100,
+                      reduction: str = "mean") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss to backpropagate, {"loss": next-token loss, "mtp_loss_k": depth k's loss}), all fp32.
 
     `out` is `model(x)`'s logits (b, L, V), or `model(x, mtp_depths=D)`'s (logits, [depth-k logits (b, L-k, V)]);
     depth k predicts token t+1+k, which is targets[:, t+k]. With D depths the backpropagated loss is the
     next-token loss + mtp_loss_scale x the mean of the D MTP losses (Megatron-Core's MTP objective); "loss"
-    stays the next-token loss alone, so runs with and without MTP log comparable numbers."""
+    stays the next-token loss alone, so runs with and without MTP log comparable numbers. Targets equal to
+    `ignore_index` count nowhere; `reduction` "mean" averages each loss over its counted targets, "sum" sums them
+    (SFT divides by the step's assistant-token count itself)."""
     def ce(logits, y):
-        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index)
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index,
+                                                 reduction=reduction)
 
     logits, depths = out if isinstance(out, tuple) else (out, [])
     lm = ce(logits, targets)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from hytron.packing import PackedData, PackedLoader, iter_eval_batches
 from hytron.train import distributed as dist
+from hytron.train import mtp as mtp_head
 from hytron.train.loop import Run, clip_and_step, export_model, make_optimizer, next_token_losses, set_lr
 from hytron.train.recipe import TrainConfig
 from hytron.train.setup import prepare_model, start, switch_precision
@@ -76,10 +77,20 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
             wrapped.train(was_training)
         return evals
 
+    # the MTP head's acceptance length on held-out prompts, before and after (single process: decoding is local)
+    prompts = mtp_head.heldout_prompts(iter_eval_batches(data, cfg.data.seq_len, cfg.data.batch_size)
+                                       ) if model.mtp is not None and info.world_size == 1 else []
+    before = mtp_head.acceptance(model, prompts)
+
+    def final_evaluations() -> dict:
+        after = mtp_head.acceptance(model, prompts)
+        return {**evaluations(), **({"mtp_acceptance": mtp_head.report(before, after, "pretrain")} if after else {})}
+
     # ---- loop -------------------------------------------------------------------------------------------------
     run = Run(cfg, model, optimizer, loader, is_main=info.is_main,
               extra=lambda step: {"tokens": step * tokens_per_step})
     mtp = cfg.model.mtp  # multi-token prediction: D extra depths through the model's MTP head, or none
+    depths = mtp_head.mtp_depths(mtp, model)  # a head the model came with trains too (hytron.train.mtp)
     wrapped.train()
     for step in run.steps(progress, max_steps_this_run):
         lr = set_lr(optimizer, step, cfg.steps, o)
@@ -92,7 +103,7 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
             y = targets[i * micro:(i + 1) * micro].to(info.device)
             with dist.no_grad_sync(wrapped, skip=i < cfg.data.grad_accum - 1):
                 with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
-                    out = wrapped(x, mtp_depths=mtp.depths) if mtp.depths else wrapped(x)
+                    out = wrapped(x, mtp_depths=depths) if depths else wrapped(x)
                 loss, parts = next_token_losses(out, y, mtp.loss_scale)
                 (loss / cfg.data.grad_accum).backward()
             for name, value in parts.items():
@@ -108,7 +119,7 @@ def pretrain(cfg: TrainConfig, *, progress: bool = True, max_steps_this_run: int
             run.log_eval(step + 1, evaluations())
 
     # ---- finish -------------------------------------------------------------------------------------------
-    return run.finish(evaluations,
+    return run.finish(final_evaluations,
                       lambda state: export_model(model.config, state, packed_tokenizer(data), run.out / "model"))
 
 

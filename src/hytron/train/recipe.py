@@ -16,10 +16,17 @@ class MTPSpec:
     depths: int = 0  # prediction depths trained; 0: no MTP loss
     loss_scale: float = 0.3  # total loss = LM loss + loss_scale x mean over depths of the MTP losses
     pattern: str = ""  # blocks of the MTP module added to a model that has none; "": "*E" with MoE, else "*-"
+    # a model that already has an MTP head (model.init_from) keeps it fresh: full-weight stages (pretrain, sft)
+    # train it with the MTP loss at `depths` (0: 2 depths), LoRA distils it from the adapted model afterwards
+    # (`refresh_steps`, 0: a quarter of the run's steps, at least 20). false: the head is left as it was
+    refresh: bool = True
+    refresh_steps: int = 0
 
     def __post_init__(self):
         if not 0 <= self.depths <= 16:
             raise ConfigError(f"model.mtp.depths: must be in 0..16, got {self.depths}")
+        if self.refresh_steps < 0:
+            raise ConfigError(f"model.mtp.refresh_steps: must be >= 0, got {self.refresh_steps}")
         if not 0 <= self.loss_scale <= 100:
             raise ConfigError(f"model.mtp.loss_scale: must be in [0, 100], got {self.loss_scale}")
 

@@ -31,7 +31,7 @@ def build_model(cfg, vocab_size: int, trains_mtp: bool = False) -> HybridLM:
     no MTP loss (`trains_mtp` False) refuses `model.mtp.depths` rather than ignore it."""
     if cfg.model.mtp.depths and not trains_mtp:
         raise ConfigError(f"model.mtp.depths={cfg.model.mtp.depths}: this stage does not train an MTP head yet "
-                          "(pre-training does); set model.mtp.depths=0")
+                          "(pre-training and SFT do); set model.mtp.depths=0")
     if cfg.model.init_from:
         model = HybridLM.from_pretrained(cfg.model.init_from)
         if model.config.vocab_size < vocab_size:

@@ -10,75 +10,21 @@ with the same model, data and config resumes exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hytron.config import ConfigError
 from hytron.train import distributed as dist
 from hytron.train.batches import ChatBatches
 from hytron.train.loop import Run, clip_and_step, make_optimizer, set_lr
-from hytron.train.recipe import DataSpec, OptimSpec, TrainConfig
 from hytron.train.setup import place_model, start
 from hytron.tune.distill import distill_loss, teacher_topk, topk_kl
+from hytron.tune.recipe import TuneConfig
 
 Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, L), targets (B, L), loss_mask (B, L) bool
-
-
-TUNE_PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def _tune_optim() -> OptimSpec:
-    return OptimSpec(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=10)
-
-
-@dataclass
-class TuneConfig(TrainConfig):
-    """A tuning run is a training recipe (`TrainConfig`: optimizer and schedule, length, precision, device,
-    distributed, checkpoints, evaluation cadence, `data.seq_len`/`batch_size`/`grad_accum`) whose model already
-    exists (all weights, LoRA adapters, or a student beside a teacher), plus the distillation settings.
-
-    Precision: "auto" is bf16 autocast on CUDA and fp32 on CPU; "bf16" is bf16 autocast on every device (on
-    a CPU too, so the CPU tests walk the GPU's path); "fp32" is fp32. The low-precision pre-training recipes
-    (fp8, nvfp4, ...) are not tuning precisions: their Linears would replace the adapters'."""
-
-    steps: int = 100
-    keep_checkpoints: int = 1
-    eval_every: int = 0  # 0: only before and after
-    eval_batches: int = 8
-    optim: OptimSpec = field(default_factory=_tune_optim)
-    data: DataSpec = field(default_factory=lambda: DataSpec(seq_len=128, batch_size=8))
-    # distillation (used when a teacher is given)
-    kd_topk: int = 64
-    kd_temperature: float = 1.0
-    kd_alpha: float = 1.0  # share of the KD loss; the rest is cross-entropy on the data
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.precision not in TUNE_PRECISIONS:
-            raise ConfigError(f"precision: tuning runs in {', '.join(TUNE_PRECISIONS)}, got {self.precision!r} "
-                              "(low-precision recipes are for pre-training)")
-        if self.kd_topk < 1:
-            raise ConfigError(f"kd_topk: must be >= 1, got {self.kd_topk}")
-        if self.kd_temperature <= 0:
-            raise ConfigError(f"kd_temperature: must be positive, got {self.kd_temperature}")
-        if not 0 <= self.kd_alpha <= 1:
-            raise ConfigError(f"kd_alpha: must be in [0, 1], got {self.kd_alpha}")
-
-    def autocast(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype on `device` (None: no autocast)."""
-        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
-            return torch.bfloat16
-        return None
-
-    def weights_dtype(self, device: torch.device) -> torch.dtype:
-        """The dtype frozen weights (a LoRA base, a teacher) are loaded in: bf16 whenever the run computes in
-        bf16, so a bf16 published checkpoint is never copied to fp32 (trained weights stay fp32 masters)."""
-        return torch.bfloat16 if self.autocast(device) is not None else torch.float32
 
 
 def tune_device(cfg: TuneConfig) -> torch.device:
@@ -167,14 +113,18 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], teacher: nn.Module | No
 # ---- the loop -------------------------------------------------------------------------------------------------
 def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module | None = None,
              eval_batches: list[Batch] | None = None, progress: bool = True,
-             max_steps_this_run: int | None = None) -> dict:
+             max_steps_this_run: int | None = None, export: Callable[[dict], Path] | None = None) -> dict:
     """Train `model`'s trainable parameters for `cfg.steps` (resuming from `cfg.out_dir`); returns the summary
     with `before` and `after` evaluations and the parameter counts.
 
     Setup is pre-training's (`hytron.train.setup`): the process group and device (`cfg.device`), threads, the
     run folder with its resolved config, and the model placed on the device and wrapped for `cfg.distributed`;
     bookkeeping is `Run`'s. Trainable parameters are kept in fp32 (the optimizer's master weights) whatever the
-    frozen weights' dtype; compute runs under `cfg.autocast(device)`."""
+    frozen weights' dtype; compute runs under `cfg.autocast(device)`.
+
+    Write results with `export`: a finished run calls it on rank 0 with the model's full (unsharded, CPU) state
+    dict, gathered from every rank while the process group still exists (under FSDP the model's own parameters
+    are shards), and returns its path as `model_dir`."""
     # ---- setup, optimizer ----------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -208,13 +158,14 @@ def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module |
     accum = cfg.data.grad_accum
     for step in run.steps(progress, max_steps_this_run):
         lr = set_lr(optimizer, step, cfg.steps, cfg.optim)
-        value, parts = 0.0, {}
+        sums = {"loss": 0.0}
         for i in range(accum):
             x, y, m = (t.to(info.device) for t in next(batches))
             with dist.no_grad_sync(wrapped, skip=i < accum - 1):
                 with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
                     logits = wrapped(x)
                     t_logits = teacher(x).detach() if teacher is not None else None
+                parts = {}
                 if t_logits is not None:
                     loss, parts = distill_loss(logits.float(), t_logits.float(), y, m, k=cfg.kd_topk,
                                                temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
@@ -222,14 +173,18 @@ def finetune(model: nn.Module, batches, cfg: TuneConfig, *, teacher: nn.Module |
                     loss = (F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
                             * m.flatten()).sum() / m.sum().clamp(min=1)
                 (loss / accum).backward()
-            value += float(loss.detach()) / accum
+            for name, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[name] = sums.get(name, 0.0) + v / accum
         grad_norm = clip_and_step(model, optimizer, cfg.optim.grad_clip)
-        run.log({"step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm, **parts}, loss=value)
+        # logged: the mean over every rank's micro-batches (rank 0's alone under DDP/FSDP would be a sample of it)
+        means = dist.all_reduce_mean(torch.tensor(list(sums.values()), dtype=torch.float64, device=info.device))
+        logged = dict(zip(sums, means.tolist()))
+        run.log({"step": step + 1, **logged, "lr": lr, "grad_norm": grad_norm}, loss=logged["loss"])
         if run.due(cfg.eval_every, step + 1):
             run.log_eval(step + 1, evaluate_now())
 
     # ---- finish -------------------------------------------------------------------------------------------
-    summary = run.finish(evaluate_now)
+    summary = run.finish(evaluate_now, export)
     model.eval()
     return {**summary, "after": {k: summary[k] for k in summary if k in ("val_loss", "val_tokens", "kl_to_teacher")},
             "trainable_params": sum(p.numel() for p in params),

@@ -35,7 +35,8 @@ def _recipe(tmp_path, base, replay, **changes):
     data = {"name": "acme", "out": str(tmp_path / "out"), "base_model": str(base), "method": "pretrain",
             "threads": 1, "data": {"inputs": [str(_own_docs(tmp_path / "docs"))], "replay": [str(replay)],
                                    "replay_share": 0.3, "validation_fraction": 0.2},
-            "train": {"steps": 40, "lr": 3e-3, "warmup_steps": 4, "seq_len": 64, "batch_size": 8, "eval_batches": 4},
+            "train": {"steps": 40, "eval_batches": 4, "optim": {"lr": 3e-3, "warmup_steps": 4},
+                      "data": {"seq_len": 64, "batch_size": 8}},
             "probes": PROBES, **changes}
     path = tmp_path / "customize.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -44,7 +45,7 @@ def _recipe(tmp_path, base, replay, **changes):
 
 def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(trained_tiny, packed_data, tmp_path,
                                                                             capsys):
-    from hytron.tune.customize import run_customize
+    from hytron.pipelines.customize import run_customize
 
     replay = packed_data.parent / "kept"
     result = run_customize(_recipe(tmp_path, trained_tiny, replay))
@@ -66,15 +67,36 @@ def test_continued_pretraining_learns_the_planted_fact_and_reports_forgetting(tr
 
 
 def test_lora_method_writes_peft_adapter_and_merged_model(trained_tiny, packed_data, tmp_path):
-    from hytron.tune.customize import run_customize
+    from hytron.pipelines.customize import run_customize
 
     cfg = _recipe(tmp_path, trained_tiny, packed_data.parent / "kept", method="lora",
-                  lora={"r": 8, "alpha": 32}, train={"steps": 30, "lr": 1e-2, "warmup_steps": 3, "seq_len": 64,
-                                                      "batch_size": 8, "eval_batches": 2})
+                  lora={"r": 8, "alpha": 32},
+                  train={"steps": 30, "eval_batches": 2, "optim": {"lr": 1e-2, "warmup_steps": 3},
+                         "data": {"seq_len": 64, "batch_size": 8}})
     result = run_customize(cfg)
     out = tmp_path / "out" / "lora"
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "model" / "config.json").is_file()
     assert result["after"]["probes"]["probe_logprob"] > result["before"]["probes"]["probe_logprob"] + 5
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_a_base_models_mtp_head_is_refreshed_and_reported(packed_data, tmp_path, capsys, refresh):
+    """customize with a base model that has an MTP head: LoRA distils the head unless mtp_refresh is false, and
+    customize.json reports the acceptance length before and after (the effect itself: tests/tune/test_mtp_refresh)."""
+    from hytron.pipelines.customize import run_customize
+    from hytron.train.pretrain import pretrain
+    from tests.train.conftest import tiny_recipe
+
+    base = pretrain(tiny_recipe(packed_data, tmp_path / "base", steps=20, eval_every=0, checkpoint_every=0,
+                                model={"preset": "hytron-tiny", "mtp": {"depths": 2}}), progress=False)["model_dir"]
+    cfg = _recipe(tmp_path, base, packed_data.parent / "kept", method="lora", mtp_refresh=refresh,
+                  train={"steps": 8, "eval_batches": 1, "optim": {"lr": 1e-2, "warmup_steps": 1},
+                         "data": {"seq_len": 64, "batch_size": 4}})
+    result = run_customize(cfg)
+    acc = result["mtp_acceptance"]
+    assert acc["before"]["k"] == 3 and acc["after"]["prompts"] == acc["before"]["prompts"] > 0
+    assert ("head distilled from the adapted model" in capsys.readouterr().err) is refresh
+    assert "mtp_acceptance" not in result["after"]  # beside the cards' tasks, not among them
 
 
 def test_recipe_errors_name_the_field(tmp_path):

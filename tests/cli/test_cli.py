@@ -26,13 +26,10 @@ FLAGS = {
     "sft": "RECIPE --set --section --no-progress",
     "reasoning-distill": "MODEL_DIR --out --kinds --n --seed --samples --temperature --max-tokens --off-share",
     "rl": "RECIPE --set --section --no-progress",
-    "lora": "MODEL --data --out --steps --lr --seq-len --batch-size --eval-batches --seed --threads --device "
-            "--precision --set --r --alpha --dropout --targets --merge",
+    "lora": "RECIPE --set --section --no-progress",
     "merge": "MODEL ADAPTER --out",
-    "distill": "--teacher --student --data --out --steps --lr --seq-len --batch-size --eval-batches --seed --threads "
-               "--device --precision --set --topk --temperature --alpha",
-    "prune": "MODEL --target-params --data --out --calib-batches --candidates --distill-steps --lr --seq-len "
-             "--batch-size --threads --device --precision --set",
+    "distill": "RECIPE --set --section --no-progress",
+    "prune": "RECIPE --set --section --no-progress",
     "customize": "RECIPE --set",
     "eval": "MODEL_DIR --evals --tasks --limit --lm-eval --lm-eval-include --write-lm-eval-tasks --reasoning-n "
             "--max-tokens --budgets --batch-size --no-write",
@@ -42,9 +39,9 @@ FLAGS = {
              "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "
              "--cors-origin --max-connections --template-timeout --grammar-timeout --log-level "
              "--default-chat-template-kwargs "
-             "--tool-parser --dtype --speculative-tokens --decode-mode",
+             "--tool-parser --dtype --speculative-tokens --decode-mode --prefix-cache-mb --prefix-cache-block",
     "chat": "MODEL_DIR --temperature --max-tokens --max-thinking-tokens --no-think --seed --max-model-len "
-            "--max-slots --threads --dtype --speculative-tokens --decode-mode",
+            "--max-slots --threads --dtype --speculative-tokens --decode-mode --prefix-cache-mb --prefix-cache-block",
     "export gguf": "MODEL_DIR --out --outtype",
 }
 
@@ -109,7 +106,7 @@ def test_a_missing_optional_extra_is_one_line_naming_it(tmp_path):
     code = ("import sys; sys.modules['xxhash'] = None\nfrom hytron.cli import main\n"
             f"sys.exit(main(['quickstart', '--size', 'ci', '--docs', '50', '--out', {str(tmp_path / 'q')!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+                          cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
                                              "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "error" in line]

@@ -7,7 +7,7 @@ import pytest
 from hytron.config import ConfigError
 from hytron.data.mix import Blend, single_component_blend
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "src" / "hytron" / "recipes").glob("blend*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "src" / "hytron" / "recipes").glob("blend*.yaml"))
 
 
 def make(**overrides):
