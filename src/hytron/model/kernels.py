@@ -198,9 +198,10 @@ DECODE_MODES = ("eager", "compile", "graph")
 
 # inductor's own matrix-vector products for the one-row matmuls (its `decompose_mm_pass`: x·Wᵀ as a fused
 # multiply-and-sum loop): at batch 1 every matmul is bound by reading the weights, and MKL's sgemv read them
-# more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a step for hytron-small under load,
-# issue 27; BENCHMARKS.md "Batch-1 decode: static step vs llama.cpp"). The pass only takes matrices up to
-# `CPU_DECOMPOSE_MAX` on a side; its own limit (2048) would leave the LM head (vocab x hidden) to sgemv.
+# more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a step for hytron-small under load, then
+# 1.06 ms a token with the LM head too: issue 27, BENCHMARKS.md "Batch-1 decode: static step vs llama.cpp").
+# The pass only takes matrices up to `CPU_DECOMPOSE_MAX` on a side; its own CPU limit (2048) would leave the LM
+# head (vocab x hidden) to sgemv.
 CPU_COMPILE_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
 CPU_DECOMPOSE_MAX = 1 << 18
 
@@ -228,8 +229,8 @@ class StaticDecoder:
     """`decode_step` for one cache whose capacity is fixed, run per token in one of `DECODE_MODES`:
 
       eager    the static step in plain PyTorch; the attention span follows the longest row (known on the host);
-      compile  torch.compile'd once per model and cache shape (CPU); the weights are frozen into the compiled
-               code, so the model must not change while it is used (inference only); reads the full KV capacity;
+      compile  torch.compile'd once per model shape and process (CPU; see `_compiled_decode_step`), whatever the
+               KV capacity (a dynamic dimension); reads the whole KV buffer, masked past each row's length;
       graph    captured once as a CUDA graph and replayed (CUDA only): a decode step of a small model launches
                hundreds of small kernels, and replaying them as one graph removes the per-launch CPU cost that
                otherwise bounds batch-1 decode (state-spaces/mamba#355).
