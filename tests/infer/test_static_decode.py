@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hytron.infer import Engine, SamplingParams, generate
-from hytron.model import HybridConfig, HybridLM
+from hytron.model import HybridConfig, HybridLM, kernels
 from tests.conftest import randomize
 
 
@@ -104,3 +104,22 @@ def test_compiled_step_gives_the_eager_tokens_and_reports_its_compile_time_once(
     assert again.result().token_ids == want[0] and engine.stats["decode_compile_ms"] == compiled
     batched = generate(ours, ps, params, max_slots=2, decode_mode="compile")
     assert [c.token_ids for c in batched] == want
+    assert engine.warmup() == 0.0  # compiled already, in this process: nothing to pay again
+
+
+def test_a_step_that_cannot_compile_warns_and_decodes_uncompiled(model, monkeypatch):
+    def broken():
+        def step(*a, **kw):
+            raise RuntimeError("no C++ compiler here")
+        return step
+
+    monkeypatch.setattr(kernels, "_compiled_decode_step", broken)
+    engine = Engine(model, max_slots=1, decode_mode="compile")
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler here"):
+        assert engine.warmup() == 0.0
+    assert engine.decode_mode == "static"
+    params = SamplingParams(max_tokens=10, temperature=0)
+    p = prompts(1)[0]
+    req = engine.submit(p, params)
+    engine.run_until_idle()
+    assert req.result().token_ids == generate(model, [p], params, decode_mode="eager")[0].token_ids
