@@ -389,7 +389,7 @@ def _greedy(run: Run, model, prompt: torch.Tensor, new_tokens: int, graphed: boo
     cache = model.new_cache(prompt.size(0), capacity=prompt.size(1) + new_tokens + 1)
     tok = model(prompt, cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
     out = [tok]
-    step = kernels.GraphedDecoder(model, cache).step if graphed else (lambda t: model(t, cache)[:, -1])
+    step = kernels.StaticDecoder(model, cache).step if graphed else (lambda t: model(t, cache)[:, -1])
     run.sync()
     t = time.perf_counter()
     for _ in range(new_tokens - 1):
@@ -501,7 +501,7 @@ def stage_hybrid(run: Run, res: dict, deadline: float) -> None:
             run.reset_peak()
             with torch.inference_mode():
                 cache = _filled_cache(model, s["hybrid_batch"], ctx, s["hybrid_steps"] + 4)
-                dec = kernels.GraphedDecoder(model, cache)
+                dec = kernels.StaticDecoder(model, cache)
                 tok = torch.zeros(s["hybrid_batch"], 1, dtype=torch.long, device=run.device)
                 for _ in range(2):  # untimed replays
                     tok = dec.step(tok).argmax(-1, keepdim=True)

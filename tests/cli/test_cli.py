@@ -39,9 +39,9 @@ FLAGS = {
              "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "
              "--cors-origin --max-connections --template-timeout --grammar-timeout --log-level "
              "--default-chat-template-kwargs "
-             "--tool-parser --dtype --speculative-tokens --prefix-cache-mb --prefix-cache-block",
+             "--tool-parser --dtype --speculative-tokens --decode-mode --prefix-cache-mb --prefix-cache-block",
     "chat": "MODEL_DIR --temperature --max-tokens --max-thinking-tokens --no-think --seed --max-model-len "
-            "--max-slots --threads --dtype --speculative-tokens --prefix-cache-mb --prefix-cache-block",
+            "--max-slots --threads --dtype --speculative-tokens --decode-mode --prefix-cache-mb --prefix-cache-block",
     "export gguf": "MODEL_DIR --out --outtype",
 }
 

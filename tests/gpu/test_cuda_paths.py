@@ -221,7 +221,7 @@ def test_graphed_decoder_on_cuda_matches_eager_decode():
             batch.insert(r, one)
         caches.append(batch)
     ref_cache, graph_cache = caches
-    dec = kernels.GraphedDecoder(m, graph_cache)
+    dec = kernels.StaticDecoder(m, graph_cache, "graph")
     assert dec.graph is not None
     tok = torch.tensor([[5], [6], [7]], device="cuda")
     for _ in range(12):

@@ -179,6 +179,16 @@ class Flaky(torch.nn.Module):
             raise RuntimeError("injected failure")
         return self.inner(*a, **kw)
 
+    @property
+    def backbone(self):  # what the engine's static decode step reads (decode_mode "static")
+        if self.fail:
+            raise RuntimeError("injected failure")
+        return self.inner.backbone
+
+    @property
+    def lm_head(self):
+        return self.inner.lm_head
+
     def new_cache(self, *a, **kw):
         return self.inner.new_cache(*a, **kw)
 

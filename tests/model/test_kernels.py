@@ -87,17 +87,48 @@ def test_static_decode_step_equals_model_decode(preset):
                     assert torch.allclose(t_a, t_b, atol=1e-5)
 
 
-def test_graphed_decoder_refuses_to_run_past_the_cache_capacity():
+def test_static_decoder_refuses_to_run_past_the_cache_capacity():
     m = tiny_model()
     cache = m.new_cache(2, capacity=16)
     with torch.no_grad():
         m(torch.randint(3, 512, (2, 14)), cache)
-    dec = kernels.GraphedDecoder(m, cache)
+    dec = kernels.StaticDecoder(m, cache)
     tok = torch.zeros(2, 1, dtype=torch.long)
     dec.step(tok)
     dec.step(tok)
     with pytest.raises(RuntimeError, match="capacity 16"):
         dec.step(tok)
+    with pytest.raises(ValueError, match="'cuda-ish'"):
+        kernels.StaticDecoder(m, cache, "cuda-ish")
+
+
+def test_static_decoder_keeps_its_buffers_and_reads_only_the_span_it_needs():
+    """The eager static step over a large cache: the model's own decode logits, every state tensor updated in
+    place (a compiled step or a CUDA graph depends on that), rows of unequal lengths."""
+    m = tiny_model()
+    caches = []
+    for _ in range(2):
+        batch = m.new_cache(2, capacity=256)
+        for r, n in enumerate((3, 11)):
+            one = m.new_cache(1, capacity=16)
+            with torch.no_grad():
+                m(torch.arange(3, 3 + n)[None], one)
+            batch.insert(r, one)
+        caches.append(batch)
+    ref_cache, static_cache = caches
+    buffers = [t.data_ptr() for s in static_cache.layers if s is not None for t in vars(s).values()
+               if isinstance(t, torch.Tensor)]
+    dec = kernels.StaticDecoder(m, static_cache)
+    tok = torch.tensor([[5], [6]])
+    for _ in range(20):
+        with torch.no_grad():
+            ref = m(tok, ref_cache)[:, -1]
+        out = dec.step(tok)
+        assert (out - ref).abs().max() < 1e-5
+        tok = ref.argmax(-1, keepdim=True)
+    assert dec.longest == int(static_cache.lengths.max()) == 31
+    assert buffers == [t.data_ptr() for s in static_cache.layers if s is not None for t in vars(s).values()
+                       if isinstance(t, torch.Tensor)]
 
 
 @pytest.mark.gpu

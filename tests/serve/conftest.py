@@ -54,12 +54,13 @@ class RunningServer:
 
 @contextmanager
 def running_server(model_dir, **config):
-    """Start uvicorn in a thread (port 0 = ephemeral), yield it, and always stop it."""
+    """Start uvicorn in a thread (port 0 = ephemeral), yield it, and always stop it. The decode step is not
+    compiled unless asked for (`decode_mode`): these servers test the API, and compiling takes 10-90 s here."""
     import uvicorn
 
     from hytron.serve import http
 
-    backend = Backend.load(model_dir, ServeConfig(**config))
+    backend = Backend.load(model_dir, ServeConfig(**{"decode_mode": "static", **config}))
     app = create_app(backend)
     cfg = backend.config
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",

@@ -68,6 +68,10 @@ def _add_speculative(p) -> None:
     p.add_argument("--speculative-tokens", type=int, metavar="K",
                    help="draft K tokens per step with the model's MTP head and verify them in one forward (same "
                         "greedy tokens, same sampling distribution; needs a model with an MTP head; default 0: off)")
+    p.add_argument("--decode-mode", choices=["compile", "static", "eager"],
+                   help="decode step: compile (default: a static-shape step, torch.compiled once at start for one "
+                        "running request; batches run it uncompiled), static (never compiled), eager (the model's "
+                        "own cached forward)")
 
 
 def _add_prefix_cache(p) -> None:
@@ -93,7 +97,8 @@ _SERVE_FIELDS = {"host": "host", "port": "port", "api_key": "api_key", "served_m
                  "dtype": "dtype", "max_connections": "max_connections", "template_timeout": "template_seconds",
                  "grammar_timeout": "grammar_seconds", "default_chat_template_kwargs": "default_chat_template_kwargs",
                  "speculative_tokens": "speculative_tokens", "prefix_cache_mb": "prefix_cache_mb",
-                 "prefix_cache_block": "prefix_cache_block"}
+                 "prefix_cache_block": "prefix_cache_block",
+                 "decode_mode": "decode_mode"}
 
 
 def _config(args, **fixed):
@@ -120,6 +125,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pc = backend.engine.prefix_cache
     spec += (f", prefix cache {cfg.prefix_cache_mb:g} MiB in blocks of {pc.block_size}" if pc is not None
              else ", prefix cache off")
+    if backend.engine.decode_mode == "compile":  # once, before the first request (else that request waits for it)
+        print("hytron serve: compiling the decode step (decode mode compile; --decode-mode static skips it) ...",
+              flush=True)
+        print(f"hytron serve: decode step compiled in {backend.engine.warmup():.1f} s", flush=True)
     print(f"hytron serve: {backend.name} ({backend.model.num_params():,} params, context {backend.max_len}{spec}) "
           f"on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1); open-file limit {fd_limit}, "
           f"max connections {connections}", flush=True)

@@ -18,6 +18,9 @@ as `hytron serve` does (`tokenizer_settings`). Online: `Engine.for_tokenizer(mod
 `speculative_tokens=K` (to `Engine` or `generate`) drafts K tokens per step with the model's MTP head: the same
 greedy tokens and sampling distribution, `c.acceptance_rate` and `c.mean_accepted_length` per completion
 (`hytron.infer.speculative`); `speculative_acceptance(model, prompts, k)` measures them over many prompts.
+`decode_mode=` picks the decode step: "static" (default; a static-shape step over
+a cache sized once), "compile" (that step torch.compiled for one running request; `hytron serve`'s default) or
+"eager" (the model's own cached forward), all with the same tokens (`hytron.infer.engine.DECODE_MODES`).
 """
 
 from hytron.infer.budget import ThinkingBudget, newline_ids

@@ -6,7 +6,8 @@ size) and attention KV (grows with its length). A step of the engine
   2. prefills admitted prompts, each alone in a batch-1 cache (no padding ever goes through Mamba), at
      most `prefill_chunk` prompt tokens per step so long prompts do not stall the others for long;
      a prompt finished prefilling samples its first token and joins the batch (its cache row is copied in);
-  3. decodes every running request by one token with a single `model(next_tokens (n, 1), cache)` call,
+  3. decodes every running request by one token with a single static-shape step over the batched cache
+     (`decode_mode`, see DECODE_MODES; the model's own `model(next_tokens (n, 1), cache)` with "eager"),
      samples each row with its own parameters, penalties (over its own token history) and generator,
      applies its thinking budget, releases text and checks stop ids, stop strings and max_tokens; finished
      rows leave the batch.
@@ -29,6 +30,7 @@ import collections
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -47,6 +49,14 @@ from hytron.infer.sampling import (
 )
 from hytron.infer.speculative import MTPDrafter
 from hytron.infer.text import TextStream
+from hytron.model.kernels import StaticDecoder
+
+# How the engine runs a decode step (`decode_mode`): "eager" is the model's own cached forward (any batch, the
+# cache grows as rows do); "static" is `StaticDecoder`'s static-shape step in plain PyTorch over a cache sized
+# once for every row's prompt + max_tokens (no per-token shape logic or reallocation); "compile" also runs the
+# batch-1 step torch.compile'd (a CUDA graph on GPU), compiled once per process and cache shape (reported in
+# `stats["decode_compile_ms"]`), batches of several rows as "static". Speculative decoding always runs eager.
+DECODE_MODES = ("eager", "static", "compile")
 
 
 class _Seq:
@@ -93,9 +103,12 @@ class Engine:
                  prefill_chunk: int = 512, stop_ids: Iterable[int] = (), decode: Callable[[Sequence[int]], str]
                  | None = None, think_start_id: int | None = None, think_end_id: int | None = None,
                  newline_ids: Iterable[int] = (), line_end_id: int | None = None, speculative_tokens: int = 0,
-                 prefix_cache_bytes: int = 0, prefix_block_size: int = BLOCK_SIZE):
+                 prefix_cache_bytes: int = 0, prefix_block_size: int = BLOCK_SIZE, decode_mode: str = "static"):
         if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
+        if decode_mode not in DECODE_MODES:
+            raise ValueError(f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {decode_mode!r}")
+        self.decode_mode = "eager" if speculative_tokens else decode_mode
         # speculative_tokens K > 0: draft K tokens per step with the model's MTP head (hytron.infer.speculative)
         self.speculative_tokens = speculative_tokens
         self._drafter = MTPDrafter(model, speculative_tokens) if speculative_tokens else None
@@ -121,13 +134,14 @@ class Engine:
         # submit saw a free slot and queued beyond max_waiting)
         self._joining: list[_Seq] = []
         self._cache = None
+        self._decoder: StaticDecoder | None = None  # the static decode step over self._cache (decode_mode)
         self._mtp_cache = None  # the MTP head's batched cache, rows as self._cache's
         self._cv = threading.Condition()
         self._next_id = 0
         self._closed = False
         self._thread: threading.Thread | None = None
         # prompt_tokens, generation_tokens, reasoning_tokens, finished_<reason>; with speculation, spec_drafts
-        # (row-steps that verified K drafts), spec_draft_tokens and spec_accepted_tokens
+        # (row-steps that verified K drafts), spec_draft_tokens and spec_accepted_tokens; decode_compile_ms
         self.stats = collections.Counter()
 
     # ---- public API --------------------------------------------------------------------------------
@@ -283,7 +297,12 @@ class Engine:
         if len(staying) != len(self._running) or joining:
             kept = [i for i, s in enumerate(self._running) if s.finish_reason is None]
             self._running, self._joining = staying + joining, []
-            self._cache = self._gather([(self._cache, i) for i in kept] + [(s.cache, 0) for s in joining])
+            # a static step never grows the cache: room for every row's whole completion, once
+            room = max(len(s.req.prompt_ids) + s.params.max_tokens for s in self._running) if (
+                self._running and self.decode_mode != "eager") else 0
+            self._cache = self._gather([(self._cache, i) for i in kept] + [(s.cache, 0) for s in joining],
+                                       room=room)
+            self._decoder = self._static_decoder() if room else None
             if self._drafter is not None:
                 self._mtp_cache = self._gather([(self._mtp_cache, i) for i in kept] +
                                                [(s.mtp_cache, 0) for s in joining], self._drafter.new_cache)
@@ -297,13 +316,41 @@ class Engine:
                 reason = s.finish_reason or "error"
                 self._finish(s, reason, error=msg if reason == "error" else None)
         self._running, self._prefilling, self._cache, self._mtp_cache = [], [], None, None
+        self._decoder = None
 
-    def _gather(self, rows, new_cache=None):
+    def _static_decoder(self, cache=None) -> StaticDecoder:
+        """The static decode step over the batched cache: compiled (or a CUDA graph) for one row under
+        decode_mode "compile", else plain PyTorch. Compilation happens once per model shape and process; if it
+        fails, the engine warns once and keeps the plain static step."""
+        cache = cache or self._cache
+        if self.decode_mode == "compile" and cache.batch_size == 1:
+            try:
+                dec = StaticDecoder(self.model, cache, "graph" if self._device.type == "cuda" else "compile")
+            except Exception as e:  # noqa: BLE001 - a backend that cannot compile this model: stay correct
+                warnings.warn(f"hytron: compiling the decode step failed, decoding uncompiled ({type(e).__name__}: "
+                              f"{e})", stacklevel=2)
+                self.decode_mode = "static"
+            else:
+                self.stats["decode_compile_ms"] += round(dec.compile_seconds * 1000)
+                return dec
+        return StaticDecoder(self.model, cache, "eager")
+
+    def warmup(self) -> float:
+        """Compile the batch-1 decode step now (decode_mode "compile"), not at the first request; returns the
+        seconds it took (0 when there is nothing to compile or it was compiled before)."""
+        if self.decode_mode != "compile":
+            return 0.0
+        before = self.stats["decode_compile_ms"]
+        with torch.inference_mode():
+            self._static_decoder(self.model.new_cache(1, capacity=16))
+        return (self.stats["decode_compile_ms"] - before) / 1000
+
+    def _gather(self, rows, new_cache=None, room: int = 0):
         """A new batched cache (from `new_cache`, default the model's) holding the given (cache, row) pairs, in
-        order; None when empty."""
+        order, with room for at least `room` tokens per row; None when empty."""
         if not rows:
             return None
-        longest = max(int(c.lengths[r]) for c, r in rows)
+        longest = max([int(c.lengths[r]) for c, r in rows] + [room - 16])
         capacity = 1 << max(4, (longest + 16 - 1).bit_length())  # a power of two: stable as rows come and go
         new = (new_cache or self.model.new_cache)(len(rows), capacity=capacity)
         for i, (c, r) in enumerate(rows):
@@ -378,7 +425,8 @@ class Engine:
         if self._drafter is not None:
             return self._decode_speculative()
         feed = torch.tensor([[s.pending if s.pending is not None else 0] for s in self._running], device=self._device)
-        logits = self.model(feed, self._cache)[:, -1].float().cpu()  # (n, V)
+        logits = self._decoder.step(feed) if self._decoder is not None else self.model(feed, self._cache)[:, -1]
+        logits = logits.float().cpu()  # (n, V)
         for s, row in zip(self._running, logits):
             if s.finish_reason is None:
                 self._accept(s, row)

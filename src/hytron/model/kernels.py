@@ -1,4 +1,4 @@
-"""Optional fast paths for the model: fused SSD scan and conv kernels, torch.compile, CUDA-graph decode.
+"""Optional fast paths for the model: fused SSD scan and conv kernels, torch.compile, a static decode step.
 
 Nothing here is imported on the CPU path unless asked for: the kernels are looked up lazily, only for CUDA
 tensors, and only once. Each fast path has a test that it agrees with the plain-PyTorch reference
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import torch
 from torch import Tensor
@@ -149,12 +150,14 @@ def compile_blocks(model: torch.nn.Module, **compile_kwargs) -> torch.nn.Module:
     return model
 
 
-# ---- decode with static shapes (CUDA graphs) -------------------------------------------------------------
-def _attend_static(attn, x: Tensor, state: KVState, lengths: Tensor) -> Tensor:
-    """One decode token per row over the whole KV buffer, masked past each row's length: x (b, 1, d).
+# ---- decode with static shapes (CPU eager or compiled, CUDA graphs) -----------------------------------------
+def _attend_static(attn, x: Tensor, state: KVState, lengths: Tensor, span: int | None = None) -> Tensor:
+    """One decode token per row over the first `span` KV positions (default: the whole buffer), masked past each
+    row's length: x (b, 1, d).
 
     The same arithmetic as `Attention._decode`, but with no host synchronisation and no shape that depends
-    on the lengths, so it can be captured in a CUDA graph. It reads the full capacity, not just the span.
+    on the lengths, so it can be captured in a CUDA graph or compiled once. The caller picks `span` (> every
+    row's length) from what it knows on the host, or reads the full capacity.
     """
     b = x.size(0)
     hkv, d = attn.kv_heads, attn.head_dim
@@ -162,76 +165,136 @@ def _attend_static(attn, x: Tensor, state: KVState, lengths: Tensor) -> Tensor:
     idx = lengths.view(b, 1, 1, 1).expand(b, hkv, 1, d)
     state.k.scatter_(2, idx, attn.k_proj(x).view(b, hkv, 1, d).to(state.k.dtype))
     state.v.scatter_(2, idx, attn.v_proj(x).view(b, hkv, 1, d).to(state.v.dtype))
-    k, v = state.k.to(q.dtype), state.v.to(q.dtype)  # (b, Hkv, capacity, Dh)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * d**-0.5  # (b, Hkv, R, capacity)
-    hide = torch.arange(k.size(2), device=x.device)[None, :] > lengths[:, None]  # (b, capacity)
+    k, v = state.k[:, :, :span].to(q.dtype), state.v[:, :, :span].to(q.dtype)  # (b, Hkv, span, Dh)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * d**-0.5  # (b, Hkv, R, span)
+    hide = torch.arange(k.size(2), device=x.device)[None, :] > lengths[:, None]  # (b, span)
     probs = torch.softmax(scores.masked_fill(hide[:, None, None, :], float("-inf")).float(), dim=-1)
     out = torch.matmul(probs.to(v.dtype), v)  # (b, Hkv, R, Dh)
     return attn.o_proj(out.reshape(b, 1, attn.heads * d))
 
 
 @torch.no_grad()
-def decode_step(model, cache: HybridCache, tokens: Tensor) -> Tensor:
-    """One greedy-decode step of every row, tokens (b, 1) -> logits (b, vocab), with static shapes.
+def decode_step(model, cache: HybridCache, tokens: Tensor, span: int | None = None) -> Tensor:
+    """One decode step of every row, tokens (b, 1) -> logits (b, vocab), with static shapes.
 
     Equal to `model(tokens, cache)[:, -1]` as long as every row has room (lengths < cache.capacity: the
-    caller reserves it). The cache's state tensors are updated in place (the model's decode rebinds them;
-    here they are copied back), so a CUDA graph captured around this call replays correctly.
+    caller reserves it). Every state tensor of the cache is updated in place (Mamba's decode does so too),
+    nothing is allocated on the host and nothing depends on the lengths but the attention `span` (see
+    `_attend_static`), so a CUDA graph captured around this call replays correctly and torch.compile
+    compiles it once.
     """
     h = model.backbone.embeddings(tokens)
     for block, state in zip(model.backbone.layers, cache.layers):
         if block.kind == "*":
-            h = h + _attend_static(block.mixer, block.norm(h), state, cache.lengths)
-        elif isinstance(state, MambaState):
-            conv, ssm = state.conv, state.ssm
-            h = block(h, state)
-            for old, new in ((conv, state.conv), (ssm, state.ssm)):
-                if new is not old:  # the reference step rebinds; the Triton step updates in place
-                    old.copy_(new)
-            state.conv, state.ssm = conv, ssm
+            h = h + _attend_static(block.mixer, block.norm(h), state, cache.lengths, span)
         else:
-            h = block(h)
+            h = block(h, state)
     cache.lengths += 1
     return model.lm_head(model.backbone.norm_f(h))[:, -1]
 
 
-class GraphedDecoder:
-    """`decode_step` for one cache, captured once as a CUDA graph and replayed per token (eager on CPU).
+DECODE_MODES = ("eager", "compile", "graph")
 
-    A decode step of a small model launches hundreds of small kernels; replaying them as one graph removes
-    the per-launch CPU cost that otherwise bounds batch-1 decode (state-spaces/mamba#355). The cache's KV
-    capacity is fixed once captured: `step` raises when a row would run past it.
+
+# inductor's own matrix-vector products for the one-row matmuls (its `decompose_mm_pass`: x·Wᵀ as a fused
+# multiply-and-sum loop): at batch 1 every matmul is bound by reading the weights, and MKL's sgemv read them
+# more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a step for hytron-small under load, then
+# 1.06 ms a token with the LM head too: issue 27, BENCHMARKS.md "Batch-1 decode: static step vs llama.cpp").
+# The pass only takes matrices up to `CPU_DECOMPOSE_MAX` on a side; its own CPU limit (2048) would leave the LM
+# head (vocab x hidden) to sgemv.
+CPU_COMPILE_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+CPU_DECOMPOSE_MAX = 1 << 18
+
+
+@functools.cache
+def _compiled_decode_step():
+    """`decode_step` through torch.compile (inductor): the step's few hundred small ops fused into a few C++
+    loops. The weights stay inputs (not frozen), so a model that is trained further is still read correctly;
+    the KV capacity is a dynamic dimension (`StaticDecoder` marks it), so one compilation serves every cache
+    size of a model shape."""
+    from torch._inductor.fx_passes import decompose_mem_bound_mm
+
+    # read by the pass at compile time; set once here (a module-level limit, taken at its import from config)
+    decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = CPU_DECOMPOSE_MAX
+    return torch.compile(decode_step, options=CPU_COMPILE_OPTIONS)
+
+
+def _compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+class StaticDecoder:
+    """`decode_step` for one cache whose capacity is fixed, run per token in one of `DECODE_MODES`:
+
+      eager    the static step in plain PyTorch; the attention span follows the longest row (known on the host);
+      compile  torch.compile'd once per model shape and process (CPU; see `_compiled_decode_step`), whatever the
+               KV capacity (a dynamic dimension); reads the whole KV buffer, masked past each row's length;
+      graph    captured once as a CUDA graph and replayed (CUDA only): a decode step of a small model launches
+               hundreds of small kernels, and replaying them as one graph removes the per-launch CPU cost that
+               otherwise bounds batch-1 decode (state-spaces/mamba#355).
+    `mode=None` picks graph on CUDA, eager elsewhere. `step` raises when a row would run past the capacity.
+    `compile_seconds`: what building this decoder cost (compilation or capture; 0 when reused or eager).
     """
 
-    def __init__(self, model, cache: HybridCache, warmup: int = 2):
-        self.model, self.cache = model, cache
-        self.device = cache.lengths.device
-        self.tokens = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=self.device)
-        self.room = cache.capacity - int(cache.lengths.max()) if cache.capacity else None
+    def __init__(self, model, cache: HybridCache, mode: str | None = None, warmup: int = 2):
+        device = cache.lengths.device
+        mode = mode or ("graph" if device.type == "cuda" else "eager")
+        if mode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {mode!r}; choose one of {', '.join(DECODE_MODES)}")
+        if mode == "graph" and device.type != "cuda":
+            raise ValueError("decode mode 'graph' needs the cache on a CUDA device")
+        self.model, self.cache, self.mode = model, cache, mode
+        self.tokens = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=device)
+        self.longest = int(cache.lengths.max())  # host copy: the span of the next eager step, without a sync
+        self.room = cache.capacity - self.longest if cache.capacity else None
         self.graph = None
-        if self.device.type != "cuda":
+        self.compile_seconds = 0.0
+        if mode == "eager":
             return
+        t0 = time.perf_counter()
         saved = _snapshot(cache)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, cuBLAS handles, lazy init)
-            for _ in range(warmup):
-                decode_step(model, cache, self.tokens)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = decode_step(model, cache, self.tokens)
-        _restore(cache, saved)  # warm-up advanced the cache; capture itself ran nothing
+        compiled = False
+        if mode == "compile":
+            for s in cache.layers:
+                if isinstance(s, KVState):
+                    torch._dynamo.mark_dynamic(s.k, 2)
+                    torch._dynamo.mark_dynamic(s.v, 2)
+            graphs = _compiled_graphs()
+            _compiled_decode_step()(model, cache, self.tokens)  # compiles, once per model shape; undone below
+            compiled = _compiled_graphs() > graphs
+        else:
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, cuBLAS handles, lazy init)
+                for _ in range(warmup):
+                    decode_step(model, cache, self.tokens)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = decode_step(model, cache, self.tokens)
+        _restore(cache, saved)  # the warm-up / compiling call advanced the cache; capture itself ran nothing
+        if mode == "graph" or compiled:
+            self.compile_seconds = time.perf_counter() - t0
 
+    @torch.no_grad()
     def step(self, tokens: Tensor) -> Tensor:
-        """tokens (b, 1) -> logits (b, vocab); the returned tensor is overwritten by the next step."""
+        """tokens (b, 1) -> logits (b, vocab); with a graph, the returned tensor is overwritten by the next step."""
         if self.room is not None:
             if self.room < 1:
-                raise RuntimeError(f"GraphedDecoder: the cache is full (capacity {self.cache.capacity}); "
-                                   "make a cache with more capacity before capturing")
+                raise RuntimeError(f"StaticDecoder: the cache is full (capacity {self.cache.capacity}); "
+                                   "make a cache with more capacity first")
             self.room -= 1
-        if self.graph is None:
-            return decode_step(self.model, self.cache, tokens)
+        self.longest += 1
+        if self.mode == "eager":
+            return decode_step(self.model, self.cache, tokens, self.longest)
+        if self.mode == "compile":
+            # the first call (in __init__) checked every guard of this model and cache; later calls differ only
+            # in the tensors' values, so guard evaluation (about 0.3-1 ms a step, as long as the step's fused
+            # arithmetic) is skipped but for the guards that tell compiled variants apart
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return _compiled_decode_step()(self.model, self.cache, tokens)
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits

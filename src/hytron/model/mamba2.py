@@ -66,7 +66,7 @@ class Mamba2(nn.Module):
         tracked = state is not None and state.track  # speculative verification: keep every token's state
         if state is not None and L == 1 and not tracked:  # decode: one conv column from K-1 cached inputs + this one
             window = torch.cat([state.conv.to(xBC.dtype), xBC.transpose(1, 2)], dim=-1)  # (b, conv_dim, K)
-            state.conv = window[:, :, 1:].to(state.conv.dtype)
+            state.conv.copy_(window[:, :, 1:])  # in place: a static decode step (CUDA graph, compile) keeps its buffers
             conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True)
             if self.conv1d.bias is not None:
                 conv = conv + self.conv1d.bias[:, None]
@@ -105,7 +105,8 @@ class Mamba2(nn.Module):
         elif state is not None and L == 1:  # decode: one recurrence step (Triton kernel in place on CUDA)
             y = kernels.fast_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
             if y is None:
-                y, state.ssm = ssd_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
+                y, ssm = ssd_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
+                state.ssm.copy_(ssm)
             y = y[:, None]
         else:
             init = state.ssm if state is not None else None

@@ -79,6 +79,10 @@ class ServeConfig:
     # snapshots of earlier prompts, every `prefix_cache_block` tokens (0 MiB: off)
     prefix_cache_mb: float = 512
     prefix_cache_block: int = BLOCK_SIZE
+    # how the engine runs a decode step (hytron.infer.engine.DECODE_MODES): "compile" (default) the static-shape
+    # step, torch.compiled for one running request (once per process: `hytron serve` does it before serving,
+    # else the first such step waits for it), "static" never compiled, "eager" the model's own cached forward
+    decode_mode: str = "compile"
 
     def __post_init__(self) -> None:
         if self.prefix_cache_mb < 0:
@@ -133,7 +137,8 @@ class Backend:
         self.engine = Engine.for_tokenizer(
             model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
             max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens,
-            prefix_cache_bytes=int(config.prefix_cache_mb * 2**20), prefix_block_size=config.prefix_cache_block)
+            prefix_cache_bytes=int(config.prefix_cache_mb * 2**20), prefix_block_size=config.prefix_cache_block,
+            decode_mode=config.decode_mode)
 
     @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
