@@ -84,7 +84,7 @@ def main() -> None:
           f"{ours.flops_per_token(args.seq) / 1e6:.1f}M -> MFU {100 * mfu:.1f}%")
     gemm_share = None
     if args.profile:
-        rows, wall = profile_ops(lambda: train_step_time(ours, ids, ours_loss, opt_o), reps=2)
+        rows, wall = profile_ops(lambda: train_step_time(ours, ids, ours_loss, opt_o), reps=5)
         kinds = by_kind(rows)
         gemm_share = sum(k["ms"] for k in kinds if k["kind"] == "GEMM") / sum(k["ms"] for k in kinds)
         print(f"hytron training step by op kind ({wall * 1e3:.0f} ms per step under the profiler; GEMM share "

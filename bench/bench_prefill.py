@@ -107,7 +107,7 @@ def main() -> None:
                       f"{sec * 1e3:.3f} ms, {flops / 1e6:.1f} MFLOP -> {flops / sec / 1e9:.1f} GFLOP/s = "
                       f"{100 * flops / sec / peak:.1f}% of the GEMM peak ({res[name]['load']})")
                 if not args.no_profile:
-                    rows, _ = profile_ops(fn, reps=5)
+                    rows, _ = profile_ops(fn, reps=15)
                     print_table(rows, peak)
         for ctx in args.contexts:
             times = {n: [] for n in models}
@@ -121,7 +121,7 @@ def main() -> None:
                   f" tok/s -> {tok_s['hybrid'] / tok_s['attention']:.2f}x ({load()})")
         if not args.no_profile and threads == args.threads[0]:
             rows, wall = profile_ops(lambda: prefill_seconds(models["hybrid"], 1, longest, s.prefill_chunk,
-                                                             torch.Generator().manual_seed(0)), reps=1)
+                                                             torch.Generator().manual_seed(0)), reps=3)
             print(f"hybrid prefill of {longest} tokens by op kind ({wall:.2f} s under the profiler):")
             print_table(by_kind(rows), peak, key="kind")
         results.append(res)

@@ -7,6 +7,7 @@ Not a benchmark itself: `bench_model.py` and `bench_prefill.py` import it (run f
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -57,26 +58,33 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def profile_ops(fn: Callable[[], object], reps: int = 3) -> tuple[list[dict], float]:
-    """Run `fn` `reps` times under torch.profiler: per-op rows {op, kind, calls, ms, gflop} per rep (self CPU
-    time; the FLOPs torch.profiler counts, GEMMs and elementwise), biggest first, and the wall seconds per rep.
+def profile_ops(fn: Callable[[], object], reps: int = 5) -> tuple[list[dict], float]:
+    """Profile `reps` calls of `fn`, each in its own torch.profiler session: per-op rows {op, kind, calls, ms, gflop}
+    for one call (self CPU time, the median over the sessions, so that a call preempted by another process on a
+    shared machine does not inflate one op; the FLOPs torch.profiler counts), biggest first, and the median wall
+    seconds per call.
 
-    Times and FLOPs come from two profiled runs: counting FLOPs records every op's shapes, which made the
-    profiled ops 2-4x slower (measured), so the timed run counts nothing."""
+    Times and FLOPs come from separate sessions: counting FLOPs records every op's shapes, which made the
+    profiled ops 2-4x slower (measured), so the timed sessions count nothing."""
     fn()  # warm-up outside the profile
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as counted:
         fn()
     flops = {e.key: (e.flops or 0) / e.count for e in counted.key_averages() if e.count}
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        for _ in range(reps):
+    times: dict[str, list[float]] = {}
+    calls: dict[str, int] = {}
+    walls = []
+    for _ in range(reps):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
             fn()
-        wall = (time.perf_counter() - t0) / reps
-    rows = [{"op": e.key, "kind": kind_of(e.key), "calls": e.count / reps, "ms": e.self_cpu_time_total / 1e3 / reps,
-             "gflop": flops.get(e.key, 0.0) * e.count / reps / 1e9}
-            for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    rows.sort(key=lambda r: -r["ms"])
-    return rows, wall
+            walls.append(time.perf_counter() - t0)
+        for e in prof.key_averages():
+            times.setdefault(e.key, []).append(e.self_cpu_time_total / 1e3)
+            calls[e.key] = e.count
+    rows = [{"op": k, "kind": kind_of(k), "calls": calls[k], "ms": statistics.median(v + [0.0] * (reps - len(v))),
+             "gflop": flops.get(k, 0.0) * calls[k] / 1e9} for k, v in times.items()]
+    rows = sorted((r for r in rows if r["ms"] > 0), key=lambda r: -r["ms"])
+    return rows, statistics.median(walls)
 
 
 def by_kind(rows: list[dict]) -> list[dict]:

@@ -46,7 +46,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     Laid out for batched GEMMs (issue 27): every contraction is one `matmul` over a (b, G, [R,] c) batch of
     small matrices with the contracted dim innermost, heads grouped as (G, R) so B and C are broadcast over the R
     heads of their group instead of repeated; the within-chunk decay is exp(cumsum_l - cumsum_s) from an fp64
-    cumsum (exact to fp32 rounding, as the masked cumsum `segsum` is, at a fraction of its cost).
+    cumsum (exact to fp32 rounding, as the masked cumsum `segsum` is, at a fraction of its cost), with Δ folded
+    into its exponent. Decay exponents are clamped at -80 (a weight < 2e-35, i.e. nothing; see step 1).
     """
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
@@ -58,29 +59,28 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     out_dtype, dtype = x.dtype, _scan_dtype(x)
     pad = (-L) % Q
     c = (L + pad) // Q
-    # head-major chunks: (b, L, H, P) -> (b, G, R, c, Q, P); dt = 0 on padding: decay 1 and no input
-    xdt = x.to(dtype) * dt.to(dtype)[..., None]  # Δ·x
-    if pad:
-        xdt = F.pad(xdt, (0, 0, 0, 0, 0, pad))
-        dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (dt, B, C))
-    xdt = xdt.view(b, c, Q, G, R, P).permute(0, 3, 4, 1, 2, 5).contiguous()  # (b, G, R, c, Q, P)
-    Bc = B.to(dtype).view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).unsqueeze(2)  # (b, G, 1, c, Q, N)
+    if pad:  # dt = 0 on padding: decay 1 and no input, so the final state is untouched
+        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+    # head-major chunks: (b, L, H, P) -> (b, G, R, c, Q, P); B and C per group: (b, G, 1, c, Q, N)
+    xc = x.to(dtype).view(b, c, Q, G, R, P).permute(0, 3, 4, 1, 2, 5).contiguous()
+    Bc = B.to(dtype).view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).unsqueeze(2)
     Cc = C.to(dtype).view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).unsqueeze(2)
-    # log-decays, cumulated within each chunk in fp64: (b, G, R, c, Q)
-    a = (dt.to(torch.float64) * A.to(torch.float64)).view(b, c, Q, G, R).permute(0, 3, 4, 1, 2)
-    a_cum = torch.cumsum(a, dim=-1)
+    # log-decays cumulated within each chunk, in fp64: (b, G, R, c, Q). Source token s enters with log Δ_s added,
+    # so exp(a_cum_l - (a_cum_s - log Δ_s)) = decay·Δ_s and Δ·x is never formed (one pass over x fewer)
+    dt64 = dt.to(torch.float64).view(b, c, Q, G, R).permute(0, 3, 4, 1, 2)
+    a_cum = torch.cumsum(dt64 * A.to(torch.float64).view(G, R, 1, 1), dim=-1)
+    a_src = a_cum - torch.log(dt64.clamp_min(1e-30))
 
-    # 1. within each chunk: y_l = sum_{s<=l} (C_l·B_s) exp(a_cum_l - a_cum_s) Δ_s x_s. Exponents are clamped at
-    # -80: a weight below 2e-35 is nothing next to the diagonal's 1, and exp is many times slower there (denormals;
-    # measured 14x). Above the diagonal the exponent is clamped to 0 (weight 1), zeroed by the causal C·Bᵀ.
-    causal = torch.ones(Q, Q, dtype=dtype, device=x.device).tril_()
-    decay_in = torch.exp((a_cum[..., :, None] - a_cum[..., None, :]).to(dtype).clamp_(-80.0, 0.0))
-    CB = torch.matmul(Cc, Bc.transpose(-1, -2)) * causal  # (b, G, 1, c, Q, Q), 0 above the diagonal
-    y = torch.matmul(CB * decay_in, xdt)  # (b, G, R, c, Q, P)
+    # 1. within each chunk: y_l = sum_{s<=l} (C_l·B_s) exp(a_cum_l - a_cum_s) Δ_s x_s. Exponents are clamped to
+    # [-80, 80]: a weight below 2e-35 is nothing next to the diagonal's, and exp is many times slower there
+    # (denormals; measured 14x); above the diagonal the weight stays finite and the causal C·Bᵀ zeroes it.
+    decay_in = torch.exp((a_cum[..., :, None] - a_src[..., None, :]).to(dtype).clamp_(-80.0, 80.0))
+    CB = torch.tril(torch.matmul(Cc, Bc.transpose(-1, -2)))  # (b, G, 1, c, Q, Q), 0 above the diagonal
+    y = torch.matmul(CB * decay_in, xc)  # (b, G, R, c, Q, P)
 
     # 2. the state each chunk adds by its end: sum_s exp(a_cum_end - a_cum_s) Δ_s x_s ⊗ B_s
-    decay_to_end = torch.exp((a_cum[..., -1:] - a_cum).to(dtype).clamp_(min=-80.0))  # (b, G, R, c, Q)
-    states = torch.matmul((xdt * decay_to_end[..., None]).transpose(-1, -2), Bc)  # (b, G, R, c, P, N)
+    decay_to_end = torch.exp((a_cum[..., -1:] - a_src).to(dtype).clamp_(-80.0, 80.0))  # (b, G, R, c, Q)
+    states = torch.matmul((xc * decay_to_end[..., None]).transpose(-1, -2), Bc)  # (b, G, R, c, P, N)
 
     # 3. carry states across chunks: S_in[z] = sum_{c' < z} exp(sum of chunk decays c'+1..z-1) st[c']
     if initial_state is None:
@@ -89,9 +89,9 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
         init = initial_state.to(dtype).reshape(b, G, R, 1, P, N)
     states = torch.cat([init, states], dim=3)  # (b, G, R, c+1, P, N): index 0 is the state before chunk 0
     chunk_cum = F.pad(torch.cumsum(a_cum[..., -1], dim=-1), (1, 0))  # (b, G, R, c+1)
-    carry = torch.ones(c + 1, c + 1, dtype=dtype, device=x.device).tril_()
-    chunk_decay = torch.exp((chunk_cum[..., :, None] - chunk_cum[..., None, :]).to(dtype).clamp_(-80.0, 0.0)) * carry
-    states = torch.matmul(chunk_decay, states.flatten(-2)).view(b, G, R, c + 1, P, N)  # [target, source] @
+    chunk_decay = (chunk_cum[..., :, None] - chunk_cum[..., None, :]).to(dtype).clamp_(-80.0, 0.0)
+    chunk_decay = torch.tril(torch.exp(chunk_decay))  # (b, G, R, c+1, c+1) [target, source]
+    states = torch.matmul(chunk_decay, states.flatten(-2)).view(b, G, R, c + 1, P, N)
     states_in, final_state = states[:, :, :, :-1], states[:, :, :, -1]
 
     # 4. what the carried-in state contributes inside each chunk, exp(a_cum_l) C_l · S_in, added by the GEMM
