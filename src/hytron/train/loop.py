@@ -21,6 +21,7 @@ from hytron.config import to_dict
 from hytron.data.io import write_json
 from hytron.lowp.linear import QuantLinear
 from hytron.model import HybridLM
+from hytron.model.loss import cross_entropy
 from hytron.train import checkpoint as ckpt
 from hytron.train import distributed as dist
 from hytron.train.metrics import MetricsLog, Progress
@@ -74,7 +75,7 @@ def next_token_losses(out, targets: torch.Tensor, mtp_loss_scale: float = 0.3,
     next-token loss + mtp_loss_scale x the mean of the D MTP losses (Megatron-Core's MTP objective); "loss"
     stays the next-token loss alone, so runs with and without MTP log comparable numbers."""
     def ce(logits, y):
-        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index)
+        return cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index)
 
     logits, depths = out if isinstance(out, tuple) else (out, [])
     lm = ce(logits, targets)
