@@ -7,7 +7,8 @@ Notation (Mamba-2 paper, arXiv 2405.21060): per head h with scalar A_h < 0 and s
 
 B and C are shared by the H/G heads of a group: head h uses group h // (H/G) ("repeat_interleave").
 All three functions compute the same thing; tests hold them equal to 1e-10 in fp64.
-The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype.
+The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype; the chunked scan forms its
+decay exponents (cumulated log-decays and their differences) in fp64.
 """
 
 from __future__ import annotations
@@ -23,19 +24,6 @@ def _scan_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def segsum(a: Tensor) -> Tensor:
-    """(..., T) log-decays -> (..., T, T) with out[l, s] = sum_{k=s+1..l} a_k for l >= s, else -inf.
-
-    Built by a masked cumulative sum rather than a difference of cumsums, which loses precision.
-    """
-    T = a.size(-1)
-    a = a[..., None].expand(*a.shape, T)  # [..., k, s] = a_k
-    below = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)
-    out = torch.cumsum(a.masked_fill(~below, 0), dim=-2)  # [..., l, s] = sum_{s<k<=l} a_k
-    keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=0)
-    return out.masked_fill(~keep, float("-inf"))
-
-
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
                 initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Chunked SSD scan for training and prefill.
@@ -46,7 +34,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     Laid out for batched GEMMs (issue 27): every contraction is one `matmul` over a (b, G, [R,] c) batch of
     small matrices with the contracted dim innermost, heads grouped as (G, R) so B and C are broadcast over the R
     heads of their group instead of repeated; the within-chunk decay is exp(cumsum_l - cumsum_s) from an fp64
-    cumsum (exact to fp32 rounding, as the masked cumsum `segsum` is, at a fraction of its cost), with Δ folded
+    cumsum (exact to fp32 rounding, as a masked cumsum over the Q x Q block is, at a fraction of its cost; the
+    difference of fp32 cumsums would lose |cumsum|·2⁻²⁴ of every exponent), with Δ folded
     into its exponent. Decay exponents are clamped at -80 (a weight < 2e-35, i.e. nothing; see step 1).
     """
     b, L, H, P = x.shape
