@@ -4,9 +4,11 @@ Measures, in one run and interleaved (these machines are shared and noisy):
   1. training tokens/s (forward + backward + AdamW step), and hytron's MFU against this machine's
      measured fp32 matmul peak;
   2. batch-1 greedy decode tokens/s: hytron's cached decode loop vs transformers' `generate`.
-Ratios (hytron / transformers) are printed last.
+With `--profile`, one hytron training step is also profiled (torch.profiler) per op kind and per op, with the
+share of the step spent in GEMMs. Ratios (hytron / transformers) are printed last, with the load average.
 
     python bench/bench_model.py [--preset hytron-small] [--seq 256] [--batch 8] [--steps 6] [--new-tokens 128]
+                                [--profile]
 """
 
 from __future__ import annotations
@@ -20,18 +22,7 @@ import time
 import torch
 
 from hytron.model import HybridConfig, HybridLM
-
-
-def matmul_peak_flops(n: int = 1536, reps: int = 8) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+from peak_profile import by_kind, load, matmul_peak_flops, print_table, profile_ops
 
 
 def train_step_time(model, ids, labels_fn, opt) -> float:
@@ -51,6 +42,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="print per-op tables of one hytron training step")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -87,9 +79,19 @@ def main() -> None:
     tps_o, tps_t = tokens / statistics.median(to), tokens / statistics.median(tt)
     peak = matmul_peak_flops()
     mfu = ours.flops_per_token(args.seq) * tps_o / peak
-    print(f"train   hytron {tps_o:9.0f} tok/s   transformers {tps_t:9.0f} tok/s")
+    print(f"train   hytron {tps_o:9.0f} tok/s   transformers {tps_t:9.0f} tok/s   ({load()})")
     print(f"        matmul peak {peak / 1e9:.1f} GFLOP/s fp32; hytron model FLOPs/token "
           f"{ours.flops_per_token(args.seq) / 1e6:.1f}M -> MFU {100 * mfu:.1f}%")
+    gemm_share = None
+    if args.profile:
+        rows, wall = profile_ops(lambda: train_step_time(ours, ids, ours_loss, opt_o), reps=5)
+        kinds = by_kind(rows)
+        gemm_share = sum(k["ms"] for k in kinds if k["kind"] == "GEMM") / sum(k["ms"] for k in kinds)
+        print(f"hytron training step by op kind ({wall * 1e3:.0f} ms per step under the profiler; GEMM share "
+              f"{100 * gemm_share:.1f}%; {load()}):")
+        print_table(kinds, peak, key="kind")
+        print("by op:")
+        print_table(rows, peak, top=20)
 
     # ---- 2. batch-1 greedy decode ------------------------------------------------------------------------
     # training moved the two copies apart by rounding differences; decode from identical weights again
@@ -131,14 +133,14 @@ def main() -> None:
           f"(same greedy tokens: {same})")
 
     result = {"preset": args.preset, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
-              "mfu": mfu, "matmul_peak_gflops": peak / 1e9,
+              "mfu": mfu, "matmul_peak_gflops": peak / 1e9, "gemm_share_of_step": gemm_share, "load": load(),
               "decode_tok_s": {"hytron": dec_o, "transformers": dec_t}, "same_tokens": same,
               "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     print(f"RATIO train tokens/s hytron/transformers = {tps_o / tps_t:.2f}x   MFU = {100 * mfu:.1f}%   "
-          f"decode tokens/s hytron/transformers = {dec_o / dec_t:.2f}x")
+          f"decode tokens/s hytron/transformers = {dec_o / dec_t:.2f}x   ({load()})")
 
 
 if __name__ == "__main__":

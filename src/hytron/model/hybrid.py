@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from hytron.model.attention import Attention
 from hytron.model.cache import HybridCache
 from hytron.model.config import HybridConfig
+from hytron.model.loss import cross_entropy
 from hytron.model.mamba2 import GatedRMSNorm, Mamba2
 from hytron.model.mlp import MLP
 from hytron.model.moe import Experts, MoE, Router
@@ -32,9 +33,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight.float() * h).to(x.dtype)
+        return F.rms_norm(x.float(), x.shape[-1:], self.weight.float(), self.eps).to(x.dtype)
 
 
 class Block(nn.Module):
@@ -183,7 +182,7 @@ class HybridLM(nn.Module):
     def loss(self, input_ids: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy over targets != ignore_index, computed in fp32."""
         logits = self(input_ids)
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+        return cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
 
     def new_cache(self, batch_size: int = 1, capacity: int = 256, dtype: torch.dtype | None = None) -> HybridCache:
         p = self.lm_head.weight

@@ -7,7 +7,8 @@ Notation (Mamba-2 paper, arXiv 2405.21060): per head h with scalar A_h < 0 and s
 
 B and C are shared by the H/G heads of a group: head h uses group h // (H/G) ("repeat_interleave").
 All three functions compute the same thing; tests hold them equal to 1e-10 in fp64.
-The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype.
+The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype; the chunked scan forms its
+decay exponents (cumulated log-decays and their differences) in fp64.
 """
 
 from __future__ import annotations
@@ -23,25 +24,19 @@ def _scan_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def segsum(a: Tensor) -> Tensor:
-    """(..., T) log-decays -> (..., T, T) with out[l, s] = sum_{k=s+1..l} a_k for l >= s, else -inf.
-
-    Built by a masked cumulative sum rather than a difference of cumsums, which loses precision.
-    """
-    T = a.size(-1)
-    a = a[..., None].expand(*a.shape, T)  # [..., k, s] = a_k
-    below = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)
-    out = torch.cumsum(a.masked_fill(~below, 0), dim=-2)  # [..., l, s] = sum_{s<k<=l} a_k
-    keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=0)
-    return out.masked_fill(~keep, float("-inf"))
-
-
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
                 initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Chunked SSD scan for training and prefill.
 
     x: (b, L, H, P)   dt: (b, L, H) (already softplus'ed)   A: (H,)   B, C: (b, L, G, N)
     initial_state: (b, H, P, N) or None.  Returns y: (b, L, H, P) and the final state (b, H, P, N).
+
+    Laid out for batched GEMMs (issue 27): every contraction is one `matmul` over a (b, G, [R,] c) batch of
+    small matrices with the contracted dim innermost, heads grouped as (G, R) so B and C are broadcast over the R
+    heads of their group instead of repeated; the within-chunk decay is exp(cumsum_l - cumsum_s) from an fp64
+    cumsum (exact to fp32 rounding, as a masked cumsum over the Q x Q block is, at a fraction of its cost; the
+    difference of fp32 cumsums would lose |cumsum|·2⁻²⁴ of every exponent), with Δ folded
+    into its exponent. Decay exponents are clamped at -80 (a weight < 2e-35, i.e. nothing; see step 1).
     """
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
@@ -51,41 +46,48 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     # config.json says (issue 26: chunk_size 100000 made every prefill try to allocate 10 GB).
     Q = min(chunk_size, MAX_SCAN_CHUNK)
     out_dtype, dtype = x.dtype, _scan_dtype(x)
-    x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
     pad = (-L) % Q
+    c = (L + pad) // Q
     if pad:  # dt = 0 on padding: decay 1 and no input, so the final state is untouched
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
-    c = (L + pad) // Q
+    # head-major chunks: (b, L, H, P) -> (b, G, R, c, Q, P); B and C per group: (b, G, 1, c, Q, N)
+    xc = x.to(dtype).view(b, c, Q, G, R, P).permute(0, 3, 4, 1, 2, 5).contiguous()
+    Bc = B.to(dtype).view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).unsqueeze(2)
+    Cc = C.to(dtype).view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).unsqueeze(2)
+    # log-decays cumulated within each chunk, in fp64: (b, G, R, c, Q). Source token s enters with log Δ_s added,
+    # so exp(a_cum_l - (a_cum_s - log Δ_s)) = decay·Δ_s and Δ·x is never formed (one pass over x fewer)
+    dt64 = dt.to(torch.float64).view(b, c, Q, G, R).permute(0, 3, 4, 1, 2)
+    a_cum = torch.cumsum(dt64 * A.to(torch.float64).view(G, R, 1, 1), dim=-1)
+    a_src = a_cum - torch.log(dt64.clamp_min(1e-30))
 
-    xdt = (x * dt[..., None]).view(b, c, Q, G, R, P)  # Δ·x
-    Bc = B.view(b, c, Q, G, N)
-    Cc = C.view(b, c, Q, G, N)
-    a = (dt * A).view(b, c, Q, G, R).permute(0, 3, 4, 1, 2)  # (b, G, R, c, Q) log-decay per step
-    a_cum = torch.cumsum(a, dim=-1)
+    # 1. within each chunk: y_l = sum_{s<=l} (C_l·B_s) exp(a_cum_l - a_cum_s) Δ_s x_s. Exponents are clamped to
+    # [-80, 80]: a weight below 2e-35 is nothing next to the diagonal's, and exp is many times slower there
+    # (denormals; measured 14x); above the diagonal the weight stays finite and the causal C·Bᵀ zeroes it.
+    decay_in = torch.exp((a_cum[..., :, None] - a_src[..., None, :]).to(dtype).clamp_(-80.0, 80.0))
+    CB = torch.tril(torch.matmul(Cc, Bc.transpose(-1, -2)))  # (b, G, 1, c, Q, Q), 0 above the diagonal
+    y = torch.matmul(CB * decay_in, xc)  # (b, G, R, c, Q, P)
 
-    # 1. within each chunk: y_l = sum_{s<=l} (C_l·B_s) exp(segsum(l, s)) Δ_s x_s
-    decay_in = torch.exp(segsum(a))  # (b, G, R, c, Q, Q)
-    CB = torch.einsum("bclgn,bcsgn->bcgls", Cc, Bc)
-    y = torch.einsum("bcgls,bgrcls,bcsgrp->bclgrp", CB, decay_in, xdt)
-
-    # 2. the state each chunk adds by its end
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, G, R, c, Q)
-    states = torch.einsum("bcsgn,bgrcs,bcsgrp->bcgrpn", Bc, decay_to_end, xdt)  # (b, c, G, R, P, N)
+    # 2. the state each chunk adds by its end: sum_s exp(a_cum_end - a_cum_s) Δ_s x_s ⊗ B_s
+    decay_to_end = torch.exp((a_cum[..., -1:] - a_src).to(dtype).clamp_(-80.0, 80.0))  # (b, G, R, c, Q)
+    states = torch.matmul((xc * decay_to_end[..., None]).transpose(-1, -2), Bc)  # (b, G, R, c, P, N)
 
     # 3. carry states across chunks: S_in[z] = sum_{c' < z} exp(sum of chunk decays c'+1..z-1) st[c']
     if initial_state is None:
-        init = torch.zeros(b, 1, G, R, P, N, dtype=dtype, device=x.device)
+        init = torch.zeros(b, G, R, 1, P, N, dtype=dtype, device=x.device)
     else:
-        init = initial_state.to(dtype).reshape(b, 1, G, R, P, N)
-    states = torch.cat([init, states], dim=1)  # (b, c+1, ...): index 0 is the state before chunk 0
-    chunk_decay = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))  # (b, G, R, c+1, c+1) [target, source]
-    states = torch.einsum("bgrzc,bcgrpn->bzgrpn", chunk_decay, states)  # contract over the source chunk
-    states_in, final_state = states[:, :-1], states[:, -1]
+        init = initial_state.to(dtype).reshape(b, G, R, 1, P, N)
+    states = torch.cat([init, states], dim=3)  # (b, G, R, c+1, P, N): index 0 is the state before chunk 0
+    chunk_cum = F.pad(torch.cumsum(a_cum[..., -1], dim=-1), (1, 0))  # (b, G, R, c+1)
+    chunk_decay = (chunk_cum[..., :, None] - chunk_cum[..., None, :]).to(dtype).clamp_(-80.0, 0.0)
+    chunk_decay = torch.tril(torch.exp(chunk_decay))  # (b, G, R, c+1, c+1) [target, source]
+    states = torch.matmul(chunk_decay, states.flatten(-2)).view(b, G, R, c + 1, P, N)
+    states_in, final_state = states[:, :, :, :-1], states[:, :, :, -1]
 
-    # 4. what the carried-in state contributes inside each chunk
-    y = y + torch.einsum("bclgn,bcgrpn,bgrcl->bclgrp", Cc, states_in, torch.exp(a_cum))
+    # 4. what the carried-in state contributes inside each chunk, exp(a_cum_l) C_l · S_in, added by the GEMM
+    C_in = (Cc * torch.exp(a_cum.to(dtype).clamp_(min=-80.0))[..., None]).flatten(0, 3)  # (b·G·R·c, Q, N)
+    y = torch.baddbmm(y.flatten(0, 3), C_in, states_in.transpose(-1, -2).flatten(0, 3)).view(b, G, R, c, Q, P)
 
-    y = y.reshape(b, c * Q, H, P)[:, :L]
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, c * Q, H, P)[:, :L]
     return y.to(out_dtype), final_state.reshape(b, H, P, N)
 
 

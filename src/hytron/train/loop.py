@@ -21,6 +21,7 @@ from hytron.config import to_dict
 from hytron.data.io import write_json
 from hytron.lowp.linear import QuantLinear
 from hytron.model import HybridLM
+from hytron.model.loss import cross_entropy
 from hytron.train import checkpoint as ckpt
 from hytron.train import distributed as dist
 from hytron.train.metrics import MetricsLog, Progress
@@ -76,6 +77,8 @@ def next_token_losses(out, targets: torch.Tensor, mtp_loss_scale: float = 0.3, i
     `ignore_index` count nowhere; `reduction` "mean" averages each loss over its counted targets, "sum" sums them
     (SFT divides by the step's assistant-token count itself)."""
     def ce(logits, y):
+        if reduction == "mean":  # the fused backward (hytron.model.loss); "sum" (SFT's MTP depths) is torch's
+            return cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index)
         return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=ignore_index,
                                                  reduction=reduction)
 
