@@ -6,19 +6,7 @@ import torch
 
 from hytron.infer import Engine, SamplingParams, generate
 from hytron.model import HybridConfig, HybridLM, kernels
-from tests.conftest import randomize
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return randomize(HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=96)).eval())
-
-
-def prompts(n: int, seed: int = 1) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(16, 96, (int(torch.randint(1, 30, (), generator=g)),), generator=g).tolist()
-            for _ in range(n)]
+from tests.infer.conftest import prompts
 
 
 def test_static_step_gives_the_eager_tokens_batched_and_alone(model):

@@ -183,14 +183,11 @@ class XmlCallStream:
         while True:
             before = (self.state, len(self.held))
             if self.state == "content":
-                at = self.held.find(self.parser.start)
-                if at < 0:
-                    keep = 0 if final else _partial_suffix(self.held, self.parser.start)
-                    out.append(self.held[:len(self.held) - keep])
-                    self.held = self.held[len(self.held) - keep:]
+                text, self.held, found = _content_until(self.held, self.parser.start, final)
+                out.append(text)
+                if not found:
                     break
-                out.append(self.held[:at])
-                self.raw, self.held = self.parser.start, self.held[at + len(self.parser.start):]
+                self.raw, self.held = self.parser.start, self.held[len(self.parser.start):]
                 self.state = "call"
             elif self.state == "call":
                 m = self._match(self._function, final)
@@ -388,14 +385,11 @@ class JsonCallStream:
         while True:
             before = (self.state, self.pos, len(self.held))
             if self.state == "content":
-                at = self.held.find(self.parser.start)
-                if at < 0:
-                    keep = 0 if final else _partial_suffix(self.held, self.parser.start)
-                    out.append(self.held[:len(self.held) - keep])
-                    self.held = self.held[len(self.held) - keep:]
+                text, self.held, found = _content_until(self.held, self.parser.start, final)
+                out.append(text)
+                if not found:
                     break
-                out.append(self.held[:at])
-                self.held, self.pos, self.state = self.held[at:], len(self.parser.start), "open"
+                self.pos, self.state = len(self.parser.start), "open"
             elif self.whole or self.state == "done":
                 break
             elif self.state == "open":
@@ -497,6 +491,16 @@ def _could_start(text: str, pattern: re.Pattern) -> bool:
     literal = pattern.pattern.removeprefix("\\s*").split("(")[0].replace("\\", "")
     rest = text.lstrip()
     return literal.startswith(rest) or rest.startswith(literal)
+
+
+def _content_until(held: str, marker: str, final: bool) -> tuple[str, str, bool]:
+    """(content to send, text kept from `marker` on, whether the marker was found): without it, a partial marker at
+    the end is kept back unless the text is `final`."""
+    at = held.find(marker)
+    if at >= 0:
+        return held[:at], held[at:], True
+    keep = 0 if final else _partial_suffix(held, marker)
+    return held[:len(held) - keep], held[len(held) - keep:], False
 
 
 def _partial_suffix(text: str, marker: str) -> int:
