@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from hytron.export.gguf_model import export_gguf
 from hytron.tokenizer import Tokenizer
 from tests.fixtures.foreign import WEATHER_TOOL
+from tests.serve.conftest import wait_for_health
 
 BINARY = Path(os.environ.get("LLAMA_SERVER", Path.home() / ".cache/hytron-wheels/llama-server-0.3.36/llama-server"))
 pytestmark = pytest.mark.skipif(not BINARY.is_file(), reason=f"no llama-server at {BINARY} (.ci/llama-server)")
@@ -32,7 +32,7 @@ CHATS = [
 
 @pytest.fixture(scope="module")
 def server(dense_dir, tmp_path_factory):
-    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("httpx")
     gguf = export_gguf(dense_dir, tmp_path_factory.mktemp("llama-server") / "m.gguf")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,14 +41,7 @@ def server(dense_dir, tmp_path_factory):
                              "-t", "1", "-c", "2048"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            assert proc.poll() is None, f"llama-server exited: {proc.stdout.read()[-3000:]}"
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_for_health(proc, url, timeout=60)
         yield url
     finally:
         proc.terminate()

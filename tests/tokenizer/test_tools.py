@@ -130,3 +130,14 @@ def test_parser_is_chosen_from_the_template():
     assert isinstance(parser_for(None, "xml"), XmlToolParser)
     with pytest.raises(ValueError, match="unknown tool parser"):
         parser_for(None, "hermes")
+
+
+def test_json_argument_values_with_escapes_and_nesting_stream_exactly():
+    """Quotes, backslashes and brackets inside strings do not end a value early, however the text is cut."""
+    args = {"city": 'a "} ]\\', "opts": {"x": ["}", {"y": "\u00e9"}]}, "days": 3}
+    text = '<TOOLCALL>[{"name": "get_weather", "arguments": ' + json.dumps(args) + "}]</TOOLCALL>"
+    whole = split_tool_calls(JsonToolParser(), text, TOOLS)[1]
+    assert json.loads(whole[0].arguments) == args
+    for piece in (1, 2, 5):
+        _, calls, n = _stream(JsonToolParser(), [text[i:i + piece] for i in range(0, len(text), piece)])
+        assert n == 1 and calls == [(c.name, c.arguments) for c in whole]

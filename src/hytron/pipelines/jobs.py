@@ -100,8 +100,11 @@ def lora_job(cfg: LoRARecipe, progress: bool = True) -> dict:
     before = mtp_head.acceptance(model, prompts) if _is_main() else None  # the head's drafts before the adapters
     trained: list[HybridLM] = []  # rank 0's single-process copy of the result, from the gathered state
 
-    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress,
-                      export=lambda state: trained.append(_trained(model, state, cfg.lora)) or out)
+    def keep(state: dict) -> Path:  # written below, after the run (the MTP refresh first)
+        trained.append(_trained(model, state, cfg.lora))
+        return out
+
+    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress, export=keep)
     result.pop("model_dir", None)
     result.update(coverage=coverage, adapter=str(out / "adapter"))
     if not _is_main():

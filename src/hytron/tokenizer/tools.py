@@ -288,6 +288,7 @@ class JsonCallStream:
         self.state = "content"  # content open item args args_sep item_end after_item close between done
         self.calls, self.sent, self.whole = 0, 0, False  # calls begun, of them with a delta sent; held to the end
         self.first = True  # no argument of the current call sent yet
+        self.scan = None  # (start, position, depth, in a string, after a backslash) of a value not yet complete
 
     def push(self, text: str) -> tuple[str, list[dict]]:
         self.held += text
@@ -338,26 +339,48 @@ class JsonCallStream:
         return tok
 
     def _value(self, final: bool):
-        """A whole JSON value from `pos` (consumed): its Python value, None to wait, False if it is not one."""
-        tok = self._token(final)
-        if not tok or tok[0] not in ("{", "[", "str", "lit"):
-            return tok and False
-        start, end = tok[2], tok[3]
-        if tok[0] in "{[":  # an object or array: to its matching bracket, strings skipped
-            depth, j, text = 0, start, self.held
+        """A whole JSON value from `pos` (consumed): its Python value, None to wait, False if it is not one.
+
+        A string, object or array is scanned once: where the scan of an unfinished one stopped is kept
+        (`self.scan`), so a long argument streamed token by token costs linear time, not a rescan per token."""
+        text, i = self.held, self.pos
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text) or text[i] not in '{["':
+            tok = self._token(final)
+            if not tok or tok[0] != "lit":
+                return tok and False
+            start, end = tok[2], tok[3]
+        else:
+            start = i
+            j, depth, in_str, esc = self.scan[1:] if self.scan and self.scan[0] == i else (i, 0, False, False)
+            end = 0
             while j < len(text):
-                if text[j] == '"':
-                    j = _string_end(text, j)
-                    if not j:
-                        break
-                    continue
-                depth += (text[j] in "[{") - (text[j] in "]}")
+                c = text[j]
                 j += 1
-                if depth == 0:
-                    break
-            if depth:
+                if in_str:
+                    if esc:
+                        esc = False
+                    elif c == "\\":
+                        esc = True
+                    elif c == '"':
+                        in_str = False
+                        if depth == 0:
+                            end = j
+                            break
+                elif c == '"':
+                    in_str = True
+                elif c in "[{":
+                    depth += 1
+                elif c in "]}":
+                    depth -= 1
+                    if depth == 0:
+                        end = j
+                        break
+            if not end:
+                self.scan = (start, j, depth, in_str, esc)
                 return None if not final else False
-            end = j
+            self.scan = None
         try:
             value = json.loads(self.held[start:end])
         except json.JSONDecodeError:
