@@ -21,8 +21,8 @@ import asyncio
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -56,13 +56,14 @@ def run_round(url: str, prompts: list[str], new_tokens: int, extra: dict) -> flo
     return asyncio.run(main())
 
 
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> None:
+def wait_http(url: str, proc: subprocess.Popen | None = None, log: Path | None = None, timeout: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+            tail = log.read_text(errors="replace")[-2000:] if log else ""
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {url} came up: {tail}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--outtype", default="f32", choices=("f32", "q8_0"))
+    ap.add_argument("--decode-mode", default="compile", choices=("compile", "static", "eager"),
+                    help="hytron serve's --decode-mode (default: its own default, compile)")
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(DEFAULT_BINARY)))
     args = ap.parse_args()
     if not Path(args.llama_server).is_file():
@@ -95,30 +98,28 @@ def main() -> None:
                for i in range(args.requests)]
     ctx = args.requests * (2 * args.prompt_words + args.new_tokens + 64)
 
-    import uvicorn
-
     from hytron.export.gguf_model import export_gguf
-    from hytron.serve import Backend, ServeConfig, create_app
 
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     model.save_pretrained(work / "model", tokenizer=tok)
     gguf = export_gguf(work / "model", work / f"model-{args.outtype}.gguf", outtype=args.outtype)
     port = 8000 + os.getpid() % 1000
+    # both servers are separate processes, started as their users start them (the client here shares neither's
+    # interpreter or GIL)
     peer = subprocess.Popen([args.llama_server, "-m", str(gguf), "-np", str(args.requests), "-c", str(ctx),
                              "-t", str(args.threads), "-tb", str(args.threads), "--host", "127.0.0.1", "--port",
-                             str(port), "--no-webui"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    backend = Backend.load(work / "model", ServeConfig(max_slots=args.requests, max_len=4096, max_tokens_limit=4096,
-                                                       threads=args.threads))
-    server = uvicorn.Server(uvicorn.Config(create_app(backend), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    peer_url = f"http://127.0.0.1:{port}"
+                             str(port), "--no-webui"], stdout=(work / "llama-server.log").open("w"),
+                            stderr=subprocess.STDOUT)
+    hy_proc = subprocess.Popen([sys.executable, "-m", "hytron", "serve", str(work / "model"), "--port", str(port + 1),
+                             "--max-slots", str(args.requests), "--max-model-len", "4096", "--threads",
+                             str(args.threads), "--decode-mode", args.decode_mode, "--log-level", "warning"],
+                            stdout=(work / "hytron-serve.log").open("w"), stderr=subprocess.STDOUT)
+    peer_url, ours_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     try:
-        while not server.started:
-            time.sleep(0.05)
-        ours_url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        wait_http(peer_url, peer)
-        names = {ours_url: {"model": backend.name}, peer_url: {"model": gguf.name}}
+        wait_http(peer_url, peer, work / "llama-server.log")
+        # hytron serve compiles its decode step before it listens
+        wait_http(ours_url, hy_proc, work / "hytron-serve.log", timeout=600)
+        names = {ours_url: {"model": "model"}, peer_url: {"model": gguf.name}}
         print(f"model {args.preset}: {model.num_params():,} params, pattern {model.config.pattern}, GGUF "
               f"{args.outtype}; {args.requests} concurrent requests x ({args.prompt_words} words + "
               f"{args.new_tokens} new tokens), {args.threads} threads each; llama-server -np {args.requests}")
@@ -136,11 +137,9 @@ def main() -> None:
         print(f"RATIO hytron serve / llama-server -np {args.requests} ({args.outtype}, {args.threads} threads), "
               f"median of {args.rounds} rounds: {statistics.median(ratios):.2f}x")
     finally:
-        server.should_exit = True
-        thread.join(30)
-        backend.close()
-        peer.terminate()
-        peer.wait(30)
+        for proc in (hy_proc, peer):
+            proc.terminate()
+            proc.wait(30)
 
 
 if __name__ == "__main__":

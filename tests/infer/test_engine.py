@@ -240,3 +240,26 @@ def test_greedy_batched_equals_alone_with_moe_blocks():
     params = SamplingParams(max_tokens=8, temperature=0)
     alone = [generate(moe, [p], params)[0].token_ids for p in ps]
     assert [c.token_ids for c in generate(moe, ps, params, max_slots=3, prefill_chunk=9)] == alone
+
+
+def test_prompts_admitted_together_prefill_in_batched_forwards(model):
+    """A burst of requests prefills as batched forwards (each row feeding its own prompt, no padding), with the
+    tokens and log-probs of each request alone; a request that wants prompt log-probs prefills alone beside them."""
+    ps = prompts(6, seed=5)
+    params = [SamplingParams(max_tokens=6, temperature=0, logprobs=2) for _ in ps]
+    params[2] = SamplingParams(max_tokens=6, temperature=0, logprobs=2, prompt_logprobs=1)
+    alone = [generate(model, [p], sp)[0] for p, sp in zip(ps, params)]
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    try:
+        together = generate(model, ps, params, max_slots=6, prefill_chunk=40)
+    finally:
+        hook.remove()
+    prefill = shapes  # the model's forward runs prefill only (decode steps are the engine's static step)
+    assert any(b >= 3 for b, _ in prefill)  # rows of different lengths fed together
+    assert sum(b * n for b, n in prefill) == sum(len(p) for p in ps)  # every prompt token fed once
+    for a, t in zip(alone, together):
+        assert t.token_ids == a.token_ids
+        assert [lp.logprob for lp in t.logprobs] == pytest.approx([lp.logprob for lp in a.logprobs], abs=1e-5)
+    assert [lp.logprob for lp in together[2].prompt_logprobs[1:]] == pytest.approx(
+        [lp.logprob for lp in alone[2].prompt_logprobs[1:]], abs=1e-5)

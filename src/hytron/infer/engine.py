@@ -3,8 +3,10 @@
 Each running request owns one row (slot) of one batched `HybridCache`: Mamba conv + SSM state (constant
 size) and attention KV (grows with its length). A step of the engine
   1. drops cancelled requests (waiting or running) and admits waiting ones while slots are free;
-  2. prefills admitted prompts, each alone in a batch-1 cache (no padding ever goes through Mamba), at
-     most `prefill_chunk` prompt tokens per step so long prompts do not stall the others for long;
+  2. prefills admitted prompts, each in its own batch-1 cache (no padding ever goes through Mamba), at
+     most `prefill_chunk` prompt tokens per step so long prompts do not stall the others for long; prompts
+     admitted together feed the same number of tokens each in one batched forward (rows copied into a
+     batched cache and back), so a burst of requests prefills as large matrix products;
      a prompt finished prefilling samples its first token and joins the batch (its cache row is copied in);
   3. decodes every running request by one token with a single static-shape step over the batched cache
      (`decode_mode`, see DECODE_MODES; the model's own `model(next_tokens (n, 1), cache)` with "eager"),
@@ -53,9 +55,10 @@ from hytron.model.kernels import StaticDecoder
 
 # How the engine runs a decode step (`decode_mode`): "eager" is the model's own cached forward (any batch, the
 # cache grows as rows do); "static" is `StaticDecoder`'s static-shape step in plain PyTorch over a cache sized
-# once for every row's prompt + max_tokens (no per-token shape logic or reallocation); "compile" also runs the
-# batch-1 step torch.compile'd (a CUDA graph on GPU), compiled once per process and cache shape (reported in
-# `stats["decode_compile_ms"]`), batches of several rows as "static". Speculative decoding always runs eager.
+# once for every row's prompt + max_tokens (no per-token shape logic or reallocation); "compile" also runs that
+# step torch.compile'd (a CUDA graph on GPU): one graph for one row and one for any batch of several rows (a
+# symbolic batch size), each compiled once per process and model shape (reported in
+# `stats["decode_compile_ms"]`; `warmup` compiles both up front). Speculative decoding always runs eager.
 DECODE_MODES = ("eager", "static", "compile")
 
 
@@ -143,6 +146,8 @@ class Engine:
         # prompt_tokens, generation_tokens, reasoning_tokens, finished_<reason>; with speculation, spec_drafts
         # (row-steps that verified K drafts), spec_draft_tokens and spec_accepted_tokens; decode_compile_ms
         self.stats = collections.Counter()
+        # called (in the engine's thread) after every step, e.g. to hand the step's deltas over in one go
+        self.step_hooks: list[Callable[[], None]] = []
 
     # ---- public API --------------------------------------------------------------------------------
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
@@ -251,10 +256,25 @@ class Engine:
             except Exception as e:  # never let the thread die with requests waiting on it
                 traceback.print_exc()
                 self._fail_all(f"{type(e).__name__}: {e}")
+                self._run_step_hooks()
+
+    def step(self) -> None:
+        """One scheduling step: drop cancelled, admit, prefill (bounded), decode one token for every runner;
+        then the `step_hooks`."""
+        try:
+            self._step()
+        finally:
+            self._run_step_hooks()
+
+    def _run_step_hooks(self) -> None:
+        for hook in self.step_hooks:
+            try:
+                hook()
+            except Exception:  # a caller's hook failed: report it, keep the engine going
+                traceback.print_exc()
 
     @torch.inference_mode()
-    def step(self) -> None:
-        """One scheduling step: drop cancelled, admit, prefill (bounded), decode one token for every runner."""
+    def _step(self) -> None:
         with self._cv:
             for r in [r for r in self._waiting if r.cancelled]:
                 self._waiting.remove(r)
@@ -270,11 +290,13 @@ class Engine:
         joining = self._joining = []
         try:
             budget = self.prefill_chunk
-            for s in list(self._prefilling):
-                if budget <= 0:
+            while budget > 0:  # forwards end at prefix-cache blocks
+                todo = [s for s in self._prefilling if s.prefilled < len(s.req.prompt_ids)]
+                if not todo:
                     break
-                while budget > 0 and s.prefilled < len(s.req.prompt_ids):  # forwards end at prefix-cache blocks
-                    budget -= self._prefill(s, budget)
+                group = self._prefill_group([s for s in todo if self._batchable(s)], budget)
+                budget -= self._prefill_batch(*group) if group else self._prefill(todo[0], budget)
+            for s in list(self._prefilling):
                 if s.prefilled == len(s.req.prompt_ids):
                     self._prefilling.remove(s)
                     if s.finish_reason is None:
@@ -319,11 +341,12 @@ class Engine:
         self._decoder = None
 
     def _static_decoder(self, cache=None) -> StaticDecoder:
-        """The static decode step over the batched cache: compiled (or a CUDA graph) for one row under
-        decode_mode "compile", else plain PyTorch. Compilation happens once per model shape and process; if it
-        fails, the engine warns once and keeps the plain static step."""
+        """The static decode step over the batched cache: compiled under decode_mode "compile", else plain
+        PyTorch. On CUDA the one-row step is a CUDA graph instead, and batches of several rows stay plain (a graph
+        is captured for one batch size, and the batch changes as requests come and go). Compilation happens once
+        per model shape and process; if it fails, the engine warns once and keeps the plain static step."""
         cache = cache or self._cache
-        if self.decode_mode == "compile" and cache.batch_size == 1:
+        if self.decode_mode == "compile" and (self._device.type != "cuda" or cache.batch_size == 1):
             try:
                 dec = StaticDecoder(self.model, cache, "graph" if self._device.type == "cuda" else "compile")
             except Exception as e:  # noqa: BLE001 - a backend that cannot compile this model: stay correct
@@ -336,13 +359,16 @@ class Engine:
         return StaticDecoder(self.model, cache, "eager")
 
     def warmup(self) -> float:
-        """Compile the batch-1 decode step now (decode_mode "compile"), not at the first request; returns the
-        seconds it took (0 when there is nothing to compile or it was compiled before)."""
+        """Compile the decode step now (decode_mode "compile"), not at the first request: the one-row step, and
+        the several-rows step when `max_slots` > 1 (one graph for every batch size from 2 to max_slots); returns
+        the seconds it took (0 when there is nothing to compile or it was compiled before)."""
         if self.decode_mode != "compile":
             return 0.0
         before = self.stats["decode_compile_ms"]
         with torch.inference_mode():
-            self._static_decoder(self.model.new_cache(1, capacity=16))
+            for rows in (1, 2) if self.max_slots > 1 else (1,):
+                if self.decode_mode == "compile":  # a failed compile falls back to "static" (and warns once)
+                    self._static_decoder(self.model.new_cache(rows, capacity=16))
         return (self.stats["decode_compile_ms"] - before) / 1000
 
     def _gather(self, rows, new_cache=None, room: int = 0):
@@ -357,16 +383,62 @@ class Engine:
             new.insert(i, c, row=r)
         return new
 
+    def _batchable(self, s: _Seq) -> bool:
+        """Whether `s` may prefill in a batch with others: not when it wants prompt log-probs (every position's
+        logits) or the MTP head drafts (it is fed the hidden states, one sequence at a time)."""
+        return self._drafter is None and s.params.prompt_logprobs is None
+
+    def _prefill_end(self, s: _Seq) -> int:
+        """Where the next prefill forward of `s` must stop: its prompt's end, or the next prefix-cache block."""
+        if s.cache is None:
+            s.cache = self.model.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
+            self._restore_prefix(s)
+        end = len(s.req.prompt_ids)
+        return end if self.prefix_cache is None else min(end, self.prefix_cache.next_boundary(s.prefilled))
+
+    def _prefill_group(self, seqs: list[_Seq], budget: int) -> tuple[list[_Seq], int] | None:
+        """Of the sequences that may prefill together, the group and the number of tokens n each feeds in one
+        batched forward: the n (one of their distances to their next stop, at most budget / rows) that feeds the
+        most tokens in all (of equals, the one with the most rows); None when fewer than two would take part."""
+        if len(seqs) < 2:
+            return None
+        left = sorted((self._prefill_end(s) - s.prefilled for s in seqs), reverse=True)
+        best, n = 0, 0
+        for rows, r in enumerate(left, 1):
+            take = min(r, budget // rows)
+            if take * rows >= best:  # ties: more rows move on
+                best, n = take * rows, take
+        group = [s for s in seqs if self._prefill_end(s) - s.prefilled >= n]
+        return (group, n) if len(group) >= 2 and n >= 1 else None
+
+    def _prefill_batch(self, group: list[_Seq], n: int) -> int:
+        """Feed the next `n` prompt tokens of every sequence of `group` in one forward of a batched cache (copied
+        from and back to their own batch-1 caches: rows of different lengths attend within their own, and Mamba
+        sees no padding), so a burst of requests prefills as large matrix products, not one prompt at a time."""
+        batch = self._gather([(s.cache, 0) for s in group], room=max(s.prefilled for s in group) + n + 16)
+        chunk = torch.tensor([s.req.prompt_ids[s.prefilled:s.prefilled + n] for s in group], device=self._device)
+        logits = self.model(chunk, batch, last_only=True)[:, -1].float().cpu()  # (rows, V)
+        for i, s in enumerate(group):
+            prompt = s.req.prompt_ids
+            s.prefilled += n
+            s.cache.insert(0, batch, row=i)
+            if self.prefix_cache is not None and (s.prefilled % self.prefix_cache.block_size == 0
+                                                  or s.prefilled == len(prompt)):
+                self.prefix_cache.store(prompt, batch, row=i)
+            if s.prefilled == len(prompt):
+                if s.params.max_tokens == 0:
+                    s.finish_reason = "length"
+                else:
+                    self._accept(s, logits[i])
+        self.stats["prompt_tokens"] += n * len(group)
+        return n * len(group)
+
     def _prefill(self, s: _Seq, budget: int) -> int:
         """Feed up to `budget` more prompt tokens of `s`; sample its first token when the prompt is done."""
         prompt = s.req.prompt_ids
-        if s.cache is None:
-            s.cache = self.model.new_cache(1, capacity=len(prompt) + 16)
-            self._restore_prefix(s)
+        end = self._prefill_end(s)
         a = s.prefilled
-        b = min(len(prompt), a + budget)
-        if self.prefix_cache is not None:
-            b = min(b, self.prefix_cache.next_boundary(a))
+        b = min(end, a + budget)
         chunk = torch.tensor([prompt[a:b]], device=self._device)
         want_prompt_lp = s.params.prompt_logprobs is not None
         # sampling runs on the CPU (per-request generators): logits come back there, float32

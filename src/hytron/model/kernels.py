@@ -162,9 +162,12 @@ def _attend_static(attn, x: Tensor, state: KVState, lengths: Tensor, span: int |
     b = x.size(0)
     hkv, d = attn.kv_heads, attn.head_dim
     q = attn.q_proj(x).view(b, hkv, attn.heads // hkv, d)  # (b, Hkv, R, Dh)
-    idx = lengths.view(b, 1, 1, 1).expand(b, hkv, 1, d)
-    state.k.scatter_(2, idx, attn.k_proj(x).view(b, hkv, 1, d).to(state.k.dtype))
-    state.v.scatter_(2, idx, attn.v_proj(x).view(b, hkv, 1, d).to(state.v.dtype))
+    # row r's new K/V at position lengths[r], written with index_put_: inductor writes it in place (a scatter_
+    # into the cache was compiled as a copy of the whole KV buffer, a write into the copy and a copy back: 2 of
+    # the 5 ms of a compiled batch-16 step of hytron-small at capacity 256)
+    at = (torch.arange(b, device=x.device)[:, None], torch.arange(hkv, device=x.device)[None, :], lengths[:, None])
+    state.k.index_put_(at, attn.k_proj(x).view(b, hkv, d).to(state.k.dtype))
+    state.v.index_put_(at, attn.v_proj(x).view(b, hkv, d).to(state.v.dtype))
     k, v = state.k[:, :, :span].to(q.dtype), state.v[:, :, :span].to(q.dtype)  # (b, Hkv, span, Dh)
     scores = torch.matmul(q, k.transpose(-1, -2)) * d**-0.5  # (b, Hkv, R, span)
     hide = torch.arange(k.size(2), device=x.device)[None, :] > lengths[:, None]  # (b, span)
@@ -196,6 +199,13 @@ def decode_step(model, cache: HybridCache, tokens: Tensor, span: int | None = No
 DECODE_MODES = ("eager", "compile", "graph")
 
 
+def _decode_window(model, cache: HybridCache, tokens: Tensor, window: Tensor) -> Tensor:
+    """`decode_step` over the first `window.size(0)` KV positions: the span travels as the size of an empty
+    tensor, which torch.compile treats as a dynamic dimension (a Python int would be specialised, one
+    compilation per value, or guarded on every call)."""
+    return decode_step(model, cache, tokens, window.size(0))
+
+
 # inductor's own matrix-vector products for the one-row matmuls (its `decompose_mm_pass`: x·Wᵀ as a fused
 # multiply-and-sum loop): at batch 1 every matmul is bound by reading the weights, and MKL's sgemv read them
 # more slowly than this loop on the AMD EPYC CI machine (4.3 -> 3.4 ms a step for hytron-small under load, then
@@ -210,13 +220,13 @@ CPU_DECOMPOSE_MAX = 1 << 18
 def _compiled_decode_step():
     """`decode_step` through torch.compile (inductor): the step's few hundred small ops fused into a few C++
     loops. The weights stay inputs (not frozen), so a model that is trained further is still read correctly;
-    the KV capacity is a dynamic dimension (`StaticDecoder` marks it), so one compilation serves every cache
-    size of a model shape."""
+    the KV capacity, the attention span and the batch size (2 or more) are dynamic dimensions (`StaticDecoder`
+    marks them), so one compilation serves every cache size of a model shape."""
     from torch._inductor.fx_passes import decompose_mem_bound_mm
 
     # read by the pass at compile time; set once here (a module-level limit, taken at its import from config)
     decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = CPU_DECOMPOSE_MAX
-    return torch.compile(decode_step, options=CPU_COMPILE_OPTIONS)
+    return torch.compile(_decode_window, options=CPU_COMPILE_OPTIONS)
 
 
 def _compiled_graphs() -> int:
@@ -230,7 +240,7 @@ class StaticDecoder:
 
       eager    the static step in plain PyTorch; the attention span follows the longest row (known on the host);
       compile  torch.compile'd once per model shape and process (CPU; see `_compiled_decode_step`), whatever the
-               KV capacity (a dynamic dimension); reads the whole KV buffer, masked past each row's length;
+               KV capacity, attention span and (2 or more) batch size; the span follows the longest row, as eager;
       graph    captured once as a CUDA graph and replayed (CUDA only): a decode step of a small model launches
                hundreds of small kernels, and replaying them as one graph removes the per-launch CPU cost that
                otherwise bounds batch-1 decode (state-spaces/mamba#355).
@@ -247,6 +257,8 @@ class StaticDecoder:
             raise ValueError("decode mode 'graph' needs the cache on a CUDA device")
         self.model, self.cache, self.mode = model, cache, mode
         self.tokens = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=device)
+        # compile: the attention span as the size of a slice of this (see `_decode_window`)
+        self.windows = torch.empty(max(cache.capacity or 0, 2), device=device) if mode == "compile" else None
         self.longest = int(cache.lengths.max())  # host copy: the span of the next eager step, without a sync
         self.room = cache.capacity - self.longest if cache.capacity else None
         self.graph = None
@@ -257,12 +269,12 @@ class StaticDecoder:
         saved = _snapshot(cache)
         compiled = False
         if mode == "compile":
-            for s in cache.layers:
-                if isinstance(s, KVState):
-                    torch._dynamo.mark_dynamic(s.k, 2)
-                    torch._dynamo.mark_dynamic(s.v, 2)
+            _mark_dynamic(cache, self.tokens)
             graphs = _compiled_graphs()
-            _compiled_decode_step()(model, cache, self.tokens)  # compiles, once per model shape; undone below
+            # compiles, once per model shape (undone below); a span of 2 or more (a size 1 would be specialised)
+            window = self._window(max(self.longest + 1, 2))
+            torch._dynamo.mark_dynamic(window, 0)
+            _compiled_decode_step()(model, cache, self.tokens, window)
             compiled = _compiled_graphs() > graphs
         else:
             stream = torch.cuda.Stream(device)
@@ -277,6 +289,9 @@ class StaticDecoder:
         _restore(cache, saved)  # the warm-up / compiling call advanced the cache; capture itself ran nothing
         if mode == "graph" or compiled:
             self.compile_seconds = time.perf_counter() - t0
+
+    def _window(self, span: int) -> Tensor:
+        return self.windows[:min(span, self.windows.size(0))]
 
     @torch.no_grad()
     def step(self, tokens: Tensor) -> Tensor:
@@ -294,10 +309,30 @@ class StaticDecoder:
             # in the tensors' values, so guard evaluation (about 0.3-1 ms a step, as long as the step's fused
             # arithmetic) is skipped but for the guards that tell compiled variants apart
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return _compiled_decode_step()(self.model, self.cache, tokens)
+                return _compiled_decode_step()(self.model, self.cache, tokens, self._window(max(self.longest, 2)))
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits
+
+
+def _mark_dynamic(cache: HybridCache, tokens: Tensor) -> None:
+    """Tell torch.compile which sizes vary between calls, so one compilation serves them all: the KV capacity,
+    and the batch size when there are several rows (one row stays its own specialised graph: its one-row matmuls
+    are compiled as the fused matrix-vector loops of `CPU_COMPILE_OPTIONS`; every batch of 2 or more rows shares
+    a second graph with a symbolic batch size and MKL's matrix products)."""
+    batched = tokens.size(0) > 1
+    if batched:
+        torch._dynamo.mark_dynamic(tokens, 0)
+        torch._dynamo.mark_dynamic(cache.lengths, 0)
+    for s in cache.layers:
+        if isinstance(s, KVState):
+            for t in (s.k, s.v):
+                torch._dynamo.mark_dynamic(t, 2)
+                if batched:
+                    torch._dynamo.mark_dynamic(t, 0)
+        elif isinstance(s, MambaState) and batched:
+            torch._dynamo.mark_dynamic(s.conv, 0)
+            torch._dynamo.mark_dynamic(s.ssm, 0)
 
 
 def _snapshot(cache: HybridCache) -> list[Tensor]:
