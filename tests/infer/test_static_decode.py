@@ -74,8 +74,9 @@ def test_transformers_checkpoint_decodes_as_transformers_generate(foreign):
 
 @pytest.mark.slow
 def test_compiled_step_gives_the_eager_tokens_and_reports_its_compile_time_once(foreign):
-    """decode_mode="compile": the batch-1 step torch.compiled (inductor's C++ GEMM template), the same greedy
-    tokens; compiled once per cache shape, reported in the engine's stats; batches run the eager static step."""
+    """decode_mode="compile": the step torch.compiled, the same greedy tokens alone and batched; compiled once per
+    model shape (one graph for one row, one for any batch of several rows, whatever the cache's capacity),
+    reported in the engine's stats."""
     ours = HybridLM.from_pretrained(foreign("plain")).eval()
     ps = [torch.randint(1, ours.config.vocab_size, (n,), generator=torch.Generator().manual_seed(n)).tolist()
           for n in (9, 30)]
@@ -90,9 +91,20 @@ def test_compiled_step_gives_the_eager_tokens_and_reports_its_compile_time_once(
     again = engine.submit(ps[0], params)
     engine.run_until_idle()
     assert again.result().token_ids == want[0] and engine.stats["decode_compile_ms"] == compiled
-    batched = generate(ours, ps, params, max_slots=2, decode_mode="compile")
-    assert [c.token_ids for c in batched] == want
     assert engine.warmup() == 0.0  # compiled already, in this process: nothing to pay again
+    batched = Engine(ours, max_slots=3, decode_mode="compile")
+    assert batched.warmup() > 0  # the several-rows graph
+    compiled = batched.stats["decode_compile_ms"]
+    ps.append(torch.randint(1, ours.config.vocab_size, (17,), generator=torch.Generator().manual_seed(17)).tolist())
+    # the batch shrinks 3 -> 2 -> 1 as requests finish, and its cache is rebuilt each time with another capacity
+    lengths = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True, logprobs=1) for n in (40, 25, 12)]
+    alone = [generate(ours, [p], sp, decode_mode="eager")[0] for p, sp in zip(ps, lengths)]
+    reqs = [batched.submit(p, sp) for p, sp in zip(ps, lengths)]
+    batched.run_until_idle()
+    assert [r.result().token_ids for r in reqs] == [c.token_ids for c in alone]
+    for r, c in zip(reqs, alone):
+        assert [lp.logprob for lp in r.result().logprobs] == pytest.approx([lp.logprob for lp in c.logprobs], abs=1e-4)
+    assert batched.stats["decode_compile_ms"] == compiled  # no compilation after the warm-up
 
 
 def test_a_step_that_cannot_compile_warns_and_decodes_uncompiled(model, monkeypatch):
