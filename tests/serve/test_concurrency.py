@@ -103,3 +103,40 @@ def test_non_streaming_disconnect_also_cancels(server, slow_steps):
     while server.engine.stats["finished_cancelled"] == before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.engine.stats["finished_cancelled"] == before + 1
+
+
+def test_deltas_reach_the_event_loop_once_per_step_and_only_when_someone_reads_them(model_dir):
+    """The engine-to-event-loop bridge: a streamed request gets its deltas while it still decodes; requests that
+    wait for their whole answer wake the loop only at their end; every delta arrives, in order."""
+    import asyncio
+
+    from hytron.infer import SamplingParams
+    from hytron.serve import Backend, ServeConfig
+
+    backend = Backend.load(model_dir, ServeConfig(decode_mode="static", max_slots=8))
+    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    ids = backend.tokenizer.encode("hello there")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wakes = []
+        plain = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a, **kw: (wakes.append(1), plain(*a, **kw))[1]
+        waiting = [backend.submit(ids, params) for _ in range(6)]
+        results = await asyncio.gather(*(s.result() for s in waiting))
+        assert [len(r.token_ids) for r in results] == [24] * 6
+        assert len(wakes) <= 6  # at most one per finish (once per step: they finish together)
+        wakes.clear()
+        streamed = backend.submit(ids, params)
+        seen = []
+        async for delta in streamed:
+            seen.append(delta)
+            if len(seen) == 1:
+                assert not streamed.request.done  # the first token arrives while the others decode
+        assert len(wakes) >= 12  # about one per step
+        assert [t for d in seen for t in d.token_ids] == results[0].token_ids
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.close()

@@ -272,47 +272,52 @@ class Backend:
             mailbox = self._mailboxes.get(loop) or self._mailboxes.setdefault(loop, _Mailbox(loop))
         queue: asyncio.Queue[Delta] = asyncio.Queue()
         handle: list = []
+        live = [True]  # someone reads the deltas as they come (until `Stream.result` says it waits for the end)
 
         def on_delta(delta: Delta) -> None:  # engine thread -> event loop
-            if delta.finish_reason is not None and handle:
+            last = delta.finish_reason is not None
+            if last and handle:
                 for observe in self.observers:
                     observe(handle[0].result())
-            mailbox.post(queue, delta)
+            mailbox.post(queue, delta, wake=live[0] or last)
 
         handle.append(self.engine.submit(prompt_ids, params, on_delta=on_delta, decode=decode,
                                          constraint=constraint))
-        return Stream(handle[0], queue)
+        return Stream(handle[0], queue, live)
 
 
 class _Mailbox:
     """Deltas from the engine thread to one event loop's queues: `post` keeps them, `flush` (at the end of each
-    engine step) wakes the loop once to hand them all over, each queue's in order.
+    engine step) wakes the loop once to hand them all over, each queue's in order, when one of them is worth a
+    wake-up: a request's last delta, or any delta of a request read as it streams.
 
-    `loop.call_soon_threadsafe` per delta writes to the loop's self-pipe each time: with 16 requests decoding,
-    that was 16 system calls per engine step and 16% of a `hytron serve` process's time under
-    bench/bench_serve_peer.py (py-spy); now it is one per step."""
+    Waking the loop costs the engine more than a system call: the loop's thread then takes the GIL, and the
+    engine waits for it (up to the 1 ms switch interval `hytron serve` sets). `loop.call_soon_threadsafe` per
+    delta, with 16 requests decoding, took 16% of a `hytron serve` process's time under
+    bench/bench_serve_peer.py (py-spy); now requests that wait for their whole answer wake it once, at the end."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.items: collections.deque = collections.deque()
         self.lock = threading.Lock()
-        self.scheduled = False
+        self.scheduled = self.wake = False
 
-    def post(self, queue: asyncio.Queue, delta: Delta) -> None:
+    def post(self, queue: asyncio.Queue, delta: Delta, wake: bool = True) -> None:
         with self.lock:
             self.items.append((queue, delta))
+            self.wake |= wake
 
     def flush(self) -> None:
         with self.lock:
-            if self.scheduled or not self.items:
+            if self.scheduled or not self.wake:
                 return
-            self.scheduled = True
+            self.scheduled, self.wake = True, False
         try:
             self.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is gone (shutting down): nobody listens
             with self.lock:
                 self.items.clear()
-                self.scheduled = False
+                self.scheduled = self.wake = False
 
     def _drain(self) -> None:  # in the loop
         with self.lock:
@@ -333,8 +338,9 @@ async def _watch_disconnect(request, cancel: threading.Event) -> None:
 class Stream:
     """Async view of one engine request."""
 
-    def __init__(self, request, queue: asyncio.Queue):
+    def __init__(self, request, queue: asyncio.Queue, live: list[bool] | None = None):
         self.request, self.queue = request, queue
+        self._live = live if live is not None else [True]
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         while True:
@@ -344,6 +350,7 @@ class Stream:
                 return
 
     async def result(self) -> Completion:
+        self._live[0] = False  # the deltas before the last need not wake the event loop
         async for _ in self:
             pass
         return self.request.result()
