@@ -6,6 +6,7 @@ import torch
 
 from hytron.infer import Engine, SamplingParams, generate
 from hytron.model import HybridConfig, HybridLM, kernels
+from tests.conftest import randomize
 from tests.infer.conftest import prompts
 
 
@@ -105,6 +106,25 @@ def test_compiled_step_gives_the_eager_tokens_and_reports_its_compile_time_once(
     for r, c in zip(reqs, alone):
         assert [lp.logprob for lp in r.result().logprobs] == pytest.approx([lp.logprob for lp in c.logprobs], abs=1e-4)
     assert batched.stats["decode_compile_ms"] == compiled  # no compilation after the warm-up
+
+
+@pytest.mark.slow
+def test_compiled_step_of_a_moe_model_gives_the_eager_tokens():
+    """MoE routing breaks the compiled step into several graphs (a data-dependent shape): the engine still gives
+    the eager tokens alone and batched under decode_mode "compile" (it raised "Recompilation triggered with
+    skip_guard_eval_unsafe" at the second token, failing every request of a MoE model under `hytron serve`)."""
+    torch.manual_seed(0)
+    moe = randomize(HybridLM(HybridConfig.from_name("hytron-tiny-moe", vocab_size=96)).eval())
+    assert not kernels.compiles_whole(moe)
+    ps = prompts(4, seed=12)
+    params = SamplingParams(max_tokens=8, temperature=0)
+    want = [generate(moe, [p], params, decode_mode="eager")[0].token_ids for p in ps]
+    assert [generate(moe, [p], params, decode_mode="compile")[0].token_ids for p in ps[:2]] == want[:2]
+    engine = Engine(moe, max_slots=3, decode_mode="compile")
+    reqs = [engine.submit(p, params) for p in ps]
+    engine.run_until_idle()
+    assert [r.result().token_ids for r in reqs] == want
+    assert engine.decode_mode == "compile"
 
 
 def test_a_step_that_cannot_compile_warns_and_decodes_uncompiled(model, monkeypatch):

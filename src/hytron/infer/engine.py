@@ -51,7 +51,7 @@ from hytron.infer.sampling import (
 )
 from hytron.infer.speculative import MTPDrafter
 from hytron.infer.text import TextStream
-from hytron.model.kernels import StaticDecoder
+from hytron.model.kernels import StaticDecoder, compiles_whole
 
 # How the engine runs a decode step (`decode_mode`): "eager" is the model's own cached forward (any batch, the
 # cache grows as rows do); "static" is `StaticDecoder`'s static-shape step in plain PyTorch over a cache sized
@@ -343,10 +343,12 @@ class Engine:
     def _static_decoder(self, cache=None) -> StaticDecoder:
         """The static decode step over the batched cache: compiled under decode_mode "compile", else plain
         PyTorch. On CUDA the one-row step is a CUDA graph instead, and batches of several rows stay plain (a graph
-        is captured for one batch size, and the batch changes as requests come and go). Compilation happens once
-        per model shape and process; if it fails, the engine warns once and keeps the plain static step."""
+        is captured for one batch size, and the batch changes as requests come and go); so do they for a model
+        whose step does not compile whole (MoE: `kernels.compiles_whole`). Compilation happens once per model shape
+        and process; if it fails, the engine warns once and keeps the plain static step."""
         cache = cache or self._cache
-        if self.decode_mode == "compile" and (self._device.type != "cuda" or cache.batch_size == 1):
+        if self.decode_mode == "compile" and (cache.batch_size == 1 or (
+                self._device.type != "cuda" and compiles_whole(self.model))):
             try:
                 dec = StaticDecoder(self.model, cache, "graph" if self._device.type == "cuda" else "compile")
             except Exception as e:  # noqa: BLE001 - a backend that cannot compile this model: stay correct
@@ -366,7 +368,8 @@ class Engine:
             return 0.0
         before = self.stats["decode_compile_ms"]
         with torch.inference_mode():
-            for rows in (1, 2) if self.max_slots > 1 else (1,):
+            batched = self.max_slots > 1 and self._device.type != "cuda" and compiles_whole(self.model)
+            for rows in (1, 2) if batched else (1,):
                 if self.decode_mode == "compile":  # a failed compile falls back to "static" (and warns once)
                     self._static_decoder(self.model.new_cache(rows, capacity=16))
         return (self.stats["decode_compile_ms"] - before) / 1000

@@ -235,6 +235,13 @@ def _compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def compiles_whole(model) -> bool:
+    """Whether `decode_step` compiles to one graph for `model`, whose guards the first call checks for good. MoE
+    blocks break it (their routing groups tokens by expert, a data-dependent shape), and the graphs after a break
+    see tensors that were not marked dynamic: they keep their guards and recompile for new sizes."""
+    return all(block.kind in "M*-" for block in model.backbone.layers)
+
+
 class StaticDecoder:
     """`decode_step` for one cache whose capacity is fixed, run per token in one of `DECODE_MODES`:
 
@@ -263,6 +270,7 @@ class StaticDecoder:
         self.room = cache.capacity - self.longest if cache.capacity else None
         self.graph = None
         self.compile_seconds = 0.0
+        self.whole = compiles_whole(model)
         if mode == "eager":
             return
         t0 = time.perf_counter()
@@ -306,10 +314,13 @@ class StaticDecoder:
             return decode_step(self.model, self.cache, tokens, self.longest)
         if self.mode == "compile":
             # the first call (in __init__) checked every guard of this model and cache; later calls differ only
-            # in the tensors' values, so guard evaluation (about 0.3-1 ms a step, as long as the step's fused
-            # arithmetic) is skipped but for the guards that tell compiled variants apart
+            # in the tensors' values and dynamic sizes, so guard evaluation (about 0.3-1 ms a step, as long as the
+            # step's fused arithmetic) is skipped but for the guards that tell compiled variants apart
+            window = self._window(max(self.longest, 2))
+            if not self.whole:  # graph breaks: the graphs after one may still need to recompile (guards on)
+                return _compiled_decode_step()(self.model, self.cache, tokens, window)
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return _compiled_decode_step()(self.model, self.cache, tokens, self._window(max(self.longest, 2)))
+                return _compiled_decode_step()(self.model, self.cache, tokens, window)
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits
