@@ -106,3 +106,34 @@ def test_lora_distils_the_head_from_the_adapted_model(cycles, tmp_path):
         merged = HybridLM.from_pretrained(model_dir).eval()
         assert mtp_head.acceptance(merged, prompts)["mean_accepted_length"] == pytest.approx(
             acc["after"]["mean_accepted_length"], abs=0.3), model_dir
+
+
+def test_distillation_refreshes_the_students_head(cycles, tmp_path):
+    """`hytron distill`: a student with a head (the A model) learns B from a teacher that knows B; its logit
+    distillation never trains the head, so the head is distilled from the trained student afterwards."""
+    from hytron.model import HybridLM
+    from hytron.pipelines.jobs import distill_job
+    from hytron.train import mtp as mtp_head
+    from hytron.tune.finetune import packed_eval_batches
+    from hytron.tune.recipe import DistillRecipe
+    from tests.tune.conftest import tune_optim
+
+    _, packed_b, base = cycles
+    teacher = pretrain(tiny_recipe(packed_b, tmp_path / "teacher", steps=80, eval_every=0, checkpoint_every=0,
+                                   model={"preset": "hytron-tiny"}), progress=False)["model_dir"]
+    cfg = from_dict(DistillRecipe, {"out_dir": str(tmp_path / "student"), "steps": 60, "threads": 1,
+                                    "eval_batches": 2, "teacher": str(teacher),
+                                    "data": {"path": str(packed_b), "seq_len": 64, "batch_size": 4},
+                                    "optim": tune_optim(lr=3e-3, warmup_steps=4).__dict__,
+                                    "model": {"init_from": str(base), "mtp": {"refresh_steps": 30}}})
+    result = distill_job(cfg, progress=False)
+    acc = result["mtp_acceptance"]
+    print(acc, result["mtp_refresh"])
+    assert result["after"]["kl_to_teacher"] < result["before"]["kl_to_teacher"]  # the student learned B
+    assert acc["without_refresh"]["mean_accepted_length"] < acc["before"]["mean_accepted_length"] - 1.0
+    assert acc["after"]["mean_accepted_length"] > acc["without_refresh"]["mean_accepted_length"] + 1.0
+    # the written student carries the refreshed head
+    prompts = mtp_head.heldout_prompts(packed_eval_batches(packed_b, 64, 4, 2))
+    student = HybridLM.from_pretrained(result["model_dir"]).eval()
+    assert mtp_head.acceptance(student, prompts)["mean_accepted_length"] == pytest.approx(
+        acc["after"]["mean_accepted_length"], abs=0.3)

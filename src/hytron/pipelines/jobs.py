@@ -35,7 +35,7 @@ from hytron.tune.lora import (
     merge_lora,
     save_adapter,
 )
-from hytron.tune.mtp_refresh import load_head, refresh_after_lora, save_head
+from hytron.tune.mtp_refresh import load_head, refresh_head, save_head
 from hytron.tune.prune import prune_model, search_plan
 from hytron.tune.recipe import DistillRecipe, LoRARecipe, PruneRecipe, TuneConfig
 
@@ -112,7 +112,7 @@ def lora_job(cfg: LoRARecipe, progress: bool = True) -> dict:
     if trained:  # (a run that had finished before wrote its outputs then)
         adapted = trained[0].to(next(model.parameters()).device)
         # the MTP head kept fresh, on rank 0 alone (the process group is gone): replace `distributed` so it runs
-        result.update(refresh_after_lora(adapted, batches, replace(cfg, distributed="none"), prompts, before))
+        result.update(refresh_head(adapted, batches, replace(cfg, distributed="none"), prompts, before))
         save_adapter(adapted, out / "adapter", cfg.lora, base_model=str(base.resolve()))
         if result.get("mtp_refresh"):
             save_head(adapted, out / "adapter")  # beside the adapter (peft skips mtp.*; `hytron merge` applies it)
@@ -135,16 +135,33 @@ def merge_job(model_dir: str | Path, adapter: str | Path, out: str | Path) -> Pa
 
 def distill_job(cfg: DistillRecipe, progress: bool = True) -> dict:
     """The student `cfg.model.init_from` trained on `cfg.teacher`'s top-k logits over `cfg.data.path`; writes
-    OUT_DIR/model."""
+    OUT_DIR/model. A student with an MTP head gets it distilled from the trained student afterwards (the logit
+    distillation never trains it), with the acceptance lengths before and after in the summary."""
     out = Path(cfg.out_dir)
     tok = Tokenizer.load(cfg.teacher)
     teacher = HybridLM.from_pretrained(cfg.teacher, dtype=cfg.weights_dtype(tune_device(cfg)))
     student = HybridLM.from_pretrained(cfg.model.init_from)  # trained: fp32 master weights
     batches, evals = tune_data(cfg.data.path, tok, cfg)
+    prompts = mtp_head.heldout_prompts(evals) if student.mtp is not None else []
+    before = mtp_head.acceptance(student, prompts) if _is_main() else None
+    trained: list[HybridLM] = []
+
+    def keep(state: dict) -> Path:  # with a head: written below, after its refresh
+        if student.mtp is None:
+            return export_model(student.config, state, tok, out / "model")
+        trained.append(_trained(student, state))
+        return out / "model"
+
     result = finetune(student, batches, _run(cfg), teacher=teacher, eval_batches=evals, progress=progress,
-                      export=lambda state: export_model(student.config, state, tok, out / "model"))
-    if _is_main():
-        write_json(out / "summary.json", result)
+                      export=keep)
+    if not _is_main():
+        return result
+    if trained:
+        distilled = trained[0].to(next(student.parameters()).device)
+        result.update(refresh_head(distilled, batches, replace(cfg, distributed="none"), prompts, before,
+                                   "distill"))
+        distilled.save_pretrained(out / "model", tokenizer=tok)
+    write_json(out / "summary.json", result)
     return result
 
 

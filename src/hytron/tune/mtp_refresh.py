@@ -1,5 +1,5 @@
-"""LoRA keeps the model's MTP head fresh: after the adapters train, a short head-only distillation of the MTP head
-against the adapted model's own predictions.
+"""LoRA and distillation keep the model's MTP head fresh: after the adapters (or the student) train, a short
+head-only distillation of the MTP head against the trained model's own predictions.
 
 Why distillation and not an adapter on the MTP block trained on the data: a draft is accepted when it equals the
 main model's choice, so the target that raises acceptance is the adapted model's next-token distribution at the
@@ -89,20 +89,21 @@ def distill_mtp_head(model, batches, cfg, steps: int | None = None) -> dict:
     return {"steps": steps, "depths": depths, "kl_first": kls[0], "kl_last": kls[-1]}
 
 
-def refresh_after_lora(model, batches, cfg, prompts: list[list[int]], before: dict | None) -> dict:
-    """After the adapters trained: the head distilled (unless `model.mtp.refresh` is false) and the acceptance
-    lengths for the result JSON, {"mtp_acceptance": {"before", "after", "without_refresh"}, "mtp_refresh": facts
-    or None}; {} for a model without a head. `before` is `hytron.train.mtp.acceptance` before the adapters."""
+def refresh_head(model, batches, cfg, prompts: list[list[int]], before: dict | None, stage: str = "lora") -> dict:
+    """After a stage that trained the model but not its head (`stage`: LoRA's adapters, a distillation run's
+    student): the head distilled (unless `model.mtp.refresh` is false) and the acceptance lengths for the result
+    JSON, {"mtp_acceptance": {"before", "after", "without_refresh"}, "mtp_refresh": facts or None}; {} for a model
+    without a head. `before` is `hytron.train.mtp.acceptance` before the stage."""
     if model.mtp is None:
         return {}
     stale = mtp_head.acceptance(model, prompts)
     if not cfg.model.mtp.refresh or cfg.distributed == "fsdp":
         if cfg.model.mtp.refresh:
-            print("[mtp] the MTP head was not refreshed: its distillation runs single-process or under DDP, not "
-                  "FSDP; it drafts for the model before the adapters", file=sys.stderr, flush=True)
-        return {"mtp_acceptance": mtp_head.report(before, stale, "lora"), "mtp_refresh": None}
+            print(f"[mtp] the MTP head was not refreshed: its distillation runs single-process or under DDP, not "
+                  f"FSDP; it drafts for the model before the {stage} run", file=sys.stderr, flush=True)
+        return {"mtp_acceptance": mtp_head.report(before, stale, stage), "mtp_refresh": None}
     facts = distill_mtp_head(model, batches, cfg)
-    return {"mtp_acceptance": {**mtp_head.report(before, mtp_head.acceptance(model, prompts), "lora"),
+    return {"mtp_acceptance": {**mtp_head.report(before, mtp_head.acceptance(model, prompts), stage),
                                "without_refresh": stale}, "mtp_refresh": facts}
 
 
