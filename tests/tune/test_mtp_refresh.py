@@ -137,3 +137,30 @@ def test_distillation_refreshes_the_students_head(cycles, tmp_path):
     student = HybridLM.from_pretrained(result["model_dir"]).eval()
     assert mtp_head.acceptance(student, prompts)["mean_accepted_length"] == pytest.approx(
         acc["after"]["mean_accepted_length"], abs=0.3)
+
+
+def test_pruning_keeps_the_head_and_distils_it_from_the_recovered_model(cycles, tmp_path):
+    """`hytron prune` of a model with a head (refused before): the head is pruned with it (sliced by weight
+    magnitude) and, after the recovery run, distilled from the recovered model; it drafts as well as before."""
+    from hytron.model import HybridLM
+    from hytron.pipelines.jobs import prune_job
+    from hytron.tune.recipe import PruneRecipe
+    from tests.tune.conftest import tune_optim
+
+    packed_a, _, base = cycles
+    n = HybridLM.from_pretrained(base).num_params()
+    cfg = from_dict(PruneRecipe, {"out_dir": str(tmp_path), "steps": 40, "threads": 1, "eval_batches": 2,
+                                  "target_params": int(0.8 * n), "calib_batches": 2, "candidates": 2,
+                                  "data": {"path": str(packed_a), "seq_len": 64, "batch_size": 4},
+                                  "optim": tune_optim(lr=3e-3, warmup_steps=4).__dict__,
+                                  "model": {"init_from": str(base), "mtp": {"refresh_steps": 30}}})
+    report = prune_job(cfg, progress=False)
+    acc = report["mtp_acceptance"]
+    print(report["plan"], acc, report["mtp_refresh"])
+    assert report["params_after"] < 0.85 * n
+    # this head's task is easy (a fixed successor per word): the magnitude-sliced head already drafts as before
+    assert acc["before"]["mean_accepted_length"] > 3.0
+    for stage in ("without_refresh", "after"):
+        assert acc[stage]["mean_accepted_length"] > acc["before"]["mean_accepted_length"] - 0.5
+    assert report["mtp_refresh"]["steps"] == 30
+    assert HybridLM.from_pretrained(tmp_path / "model").mtp is not None

@@ -105,8 +105,41 @@ def test_moe_model_prunes_hidden_and_depth(tmp_path, latent):
         assert torch.isfinite(HybridLM.from_pretrained(tmp_path)(x)).all()
 
 
-def test_models_with_an_mtp_head_are_refused_not_half_pruned():
-    model = tiny_model("hytron-tiny-moe", num_nextn_predict_layers=1, mtp_pattern="*E")
-    x = torch.randint(0, 512, (1, 16))
-    with pytest.raises(ValueError, match="MTP head"):
-        prune_model(model, estimate_importance(model, [(x, x)]), PrunePlan())
+def _mtp_logits(model, x):
+    with torch.no_grad():
+        return model.mtp_logits(x, model(x, return_hidden=True), 2)
+
+
+@pytest.mark.parametrize("head", ["M-", "*E"])
+def test_an_mtp_head_is_pruned_with_the_model(tmp_path, head):
+    """The head's hidden channels follow the model's; units inside its blocks go by weight magnitude (a neuron
+    that writes nothing ranks last, so pruning exactly those leaves the drafts unchanged); the result saves and
+    loads with every mtp.* tensor."""
+    model = tiny_model("hytron-tiny-moe" if "E" in head else "hytron-tiny", num_nextn_predict_layers=1,
+                       mtp_pattern=head)
+    x = torch.randint(0, 512, (2, 24))
+    imp = estimate_importance(model, [(x, x)], depth=False)
+    same = prune_model(model, imp, PrunePlan())
+    for a, b in zip(_mtp_logits(same, x), _mtp_logits(model, x)):
+        assert torch.equal(a, b)
+    if head == "M-":
+        mlp = model.mtp.layers[1].mixer
+        dead = torch.arange(0, mlp.down_proj.weight.size(1), 3)
+        with torch.no_grad():
+            mlp.down_proj.weight[:, dead] = 0
+            for blk in model.backbone.layers:  # and in the model's MLPs, ranked last by calibration
+                if blk.kind == "-":
+                    blk.mixer.down_proj.weight[:, dead] = 0
+        for i in imp.mlp:
+            imp.mlp[i][dead] = -1
+        width = mlp.down_proj.weight.size(1) - len(dead)
+        narrow = prune_model(model, imp, PrunePlan(intermediate_size=width))
+        for a, b in zip(_mtp_logits(narrow, x), _mtp_logits(model, x)):
+            assert (a - b).abs().max().item() < 1e-5
+    small = prune_model(model, imp, PrunePlan(hidden_size=48, mamba_num_heads=4 if head == "M-" else None))
+    assert small.mtp.layers[0].eh_proj.weight.shape == (48, 96)
+    small.save_pretrained(tmp_path)
+    back = HybridLM.from_pretrained(tmp_path)
+    assert sorted(k for k in back.state_dict() if k.startswith("mtp.")) == sorted(
+        k for k in small.state_dict() if k.startswith("mtp."))
+    assert all(torch.isfinite(t).all() for t in _mtp_logits(back, x))

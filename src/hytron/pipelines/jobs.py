@@ -167,7 +167,8 @@ def distill_job(cfg: DistillRecipe, progress: bool = True) -> dict:
 
 def prune_job(cfg: PruneRecipe, progress: bool = True) -> dict:
     """Minitron-style pruning of `cfg.model.init_from` to `cfg.target_params` (then, with `cfg.recover`,
-    distillation from the original); writes OUT_DIR/model and OUT_DIR/prune.json."""
+    distillation from the original, and a model's MTP head distilled from the recovered model); writes
+    OUT_DIR/model and OUT_DIR/prune.json."""
     if cfg.threads:  # calibration and the plan search run before the recovery run sets its own
         torch.set_num_threads(cfg.threads)
     out, src, d = Path(cfg.out_dir), Path(cfg.model.init_from), cfg.data
@@ -186,9 +187,24 @@ def prune_job(cfg: PruneRecipe, progress: bool = True) -> dict:
     tok = Tokenizer.load(src) if (src / "tokenizer.json").is_file() else None
     if cfg.recover:
         evals = packed_eval_batches(d.path, d.seq_len, d.batch_size, cfg.eval_batches)
-        report["distill"] = finetune(pruned, packed_batches(d.path, d.seq_len, d.batch_size, cfg.seed), _run(cfg),
-                                     teacher=model, eval_batches=evals, progress=progress,
-                                     export=lambda state: export_model(pruned.config, state, tok, out / "model"))
+        batches = packed_batches(d.path, d.seq_len, d.batch_size, cfg.seed)
+        prompts = mtp_head.heldout_prompts(evals) if pruned.mtp is not None else []
+        before = mtp_head.acceptance(model, prompts) if _is_main() else None  # the original model's head
+        trained: list[HybridLM] = []
+
+        def keep(state: dict) -> Path:  # with a head: written below, after its refresh
+            if pruned.mtp is None:
+                return export_model(pruned.config, state, tok, out / "model")
+            trained.append(_trained(pruned, state))
+            return out / "model"
+
+        report["distill"] = finetune(pruned, batches, _run(cfg), teacher=model, eval_batches=evals,
+                                     progress=progress, export=keep)
+        if trained and _is_main():  # the pruned head (sliced by magnitude) distilled from the recovered model
+            recovered = trained[0].to(next(pruned.parameters()).device)
+            report.update(refresh_head(recovered, batches, replace(cfg, distributed="none"), prompts, before,
+                                       "prune"))
+            recovered.save_pretrained(out / "model", tokenizer=tok)
     elif _is_main():
         pruned.save_pretrained(out / "model", tokenizer=tok)
     if not _is_main():

@@ -83,10 +83,13 @@ def _mamba_heads(scores: Tensor, groups: int, keep: int) -> Tensor:
 
 @torch.no_grad()
 def prune_model(model: HybridLM, importance: Importance, plan: PrunePlan) -> HybridLM:
-    """A new HybridLM with `plan`'s shape, its weights sliced from `model` by `importance`."""
+    """A new HybridLM with `plan`'s shape, its weights sliced from `model` by `importance`.
+
+    An MTP head is pruned to the same widths: its hidden channels are the model's, and the units inside its blocks
+    (which calibration does not score: the head never runs in the model's forward) are ranked by weight magnitude,
+    the product of each unit's input and output weight norms. Its drafts are then only approximate: distil it
+    from the pruned model (`hytron.tune.mtp_refresh`, as `hytron prune` does after its recovery run)."""
     old, new = model.config, plan.config(model.config)
-    if old.num_nextn_predict_layers:
-        raise ValueError("prune_model: models with an MTP head (num_nextn_predict_layers > 0) are not pruned yet")
     hk = _top(importance.hidden, new.hidden_size)  # kept hidden channels
     src = model.state_dict()
     energy = importance.norm_energy
@@ -96,51 +99,22 @@ def prune_model(model: HybridLM, importance: Importance, plan: PrunePlan) -> Hyb
         "backbone.norm_f.weight": src["backbone.norm_f.weight"][hk] * _rms_fix(energy.get("backbone.norm_f"), hk),
     }
     kept_layers = [i for i in range(old.num_layers) if i not in set(plan.drop_layers)]
-    P, gn = old.mamba_head_dim, old.n_groups * old.ssm_state_size
     for j, i in enumerate(kept_layers):
-        pre, to = f"backbone.layers.{i}.", f"backbone.layers.{j}."
+        pre = f"backbone.layers.{i}."
         layer = {k[len(pre):]: v for k, v in src.items() if k.startswith(pre)}
-        kind = old.pattern[i]
-        w: dict[str, Tensor] = {"norm.weight": layer["norm.weight"][hk] * _rms_fix(energy.get(pre + "norm"), hk)}
-        if kind == "M":
-            heads = _mamba_heads(importance.mamba_heads[i], old.n_groups, new.mamba_num_heads)
-            ch = (heads[:, None] * P + torch.arange(P)).flatten()  # kept channels of d_inner
-            di = old.mamba_inner
-            bc = torch.arange(di, di + 2 * gn)  # conv channels of B and C: all kept
-            rows = torch.cat([ch, di + ch, di + bc, 2 * di + 2 * gn + heads])  # in_proj: [z | x | B | C | dt]
-            w["mixer.in_proj.weight"] = layer["mixer.in_proj.weight"][rows][:, hk]
-            conv_rows = torch.cat([ch, bc])
-            w["mixer.conv1d.weight"] = layer["mixer.conv1d.weight"][conv_rows]
-            if "mixer.conv1d.bias" in layer:
-                w["mixer.conv1d.bias"] = layer["mixer.conv1d.bias"][conv_rows]
-            for name in ("A_log", "D", "dt_bias"):
-                w[f"mixer.{name}"] = layer[f"mixer.{name}"][heads]
-            w["mixer.norm.weight"] = layer["mixer.norm.weight"][ch] * _rms_fix(energy.get(pre + "mixer.norm"), ch,
-                                                                                old.n_groups)
-            w["mixer.out_proj.weight"] = layer["mixer.out_proj.weight"][hk][:, ch]
-        elif kind == "*":
-            for name in ("q_proj", "k_proj", "v_proj"):
-                w[f"mixer.{name}.weight"] = layer[f"mixer.{name}.weight"][:, hk]
-            w["mixer.o_proj.weight"] = layer["mixer.o_proj.weight"][hk]
-        elif kind == "-":
-            neurons = _top(importance.mlp[i], new.intermediate_size)
-            w["mixer.up_proj.weight"] = layer["mixer.up_proj.weight"][neurons][:, hk]
-            w["mixer.down_proj.weight"] = layer["mixer.down_proj.weight"][hk][:, neurons]
-        else:  # MoE: only the hidden dimension is pruned; experts keep their widths
-            w["mixer.gate.weight"] = layer["mixer.gate.weight"][:, hk]
-            w["mixer.gate.e_score_correction_bias"] = layer["mixer.gate.e_score_correction_bias"]
-            if "mixer.fc1_latent_proj.weight" in layer:  # LatentMoE: the experts live in the latent; unchanged
-                w["mixer.fc1_latent_proj.weight"] = layer["mixer.fc1_latent_proj.weight"][:, hk]
-                w["mixer.fc2_latent_proj.weight"] = layer["mixer.fc2_latent_proj.weight"][hk]
-                w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"]
-                w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"]
-            else:
-                w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"][:, :, hk]
-                w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"][:, hk]
-            if "mixer.shared_experts.up_proj.weight" in layer:
-                w["mixer.shared_experts.up_proj.weight"] = layer["mixer.shared_experts.up_proj.weight"][:, hk]
-                w["mixer.shared_experts.down_proj.weight"] = layer["mixer.shared_experts.down_proj.weight"][hk]
-        out.update({to + k: v.clone() for k, v in w.items()})
+        w = _slice_block(layer, old.pattern[i], hk, old, new, importance.mlp.get(i), importance.mamba_heads.get(i),
+                         lambda name, pre=pre: energy.get(pre + name))
+        out.update({f"backbone.layers.{j}.{k}": v.clone() for k, v in w.items()})
+    for j, kind in enumerate(old.mtp_pattern * old.num_nextn_predict_layers):
+        pre = f"mtp.layers.{j}."
+        layer = {k[len(pre):]: v for k, v in src.items() if k.startswith(pre)}
+        w = _slice_block(layer, kind, hk, old, new, *_magnitude_scores(layer, kind, old), lambda name: None)
+        if "eh_proj.weight" in layer:  # cat[enorm(embedding), hnorm(hidden)] -> hidden: both halves keep hk
+            w["enorm.weight"], w["hnorm.weight"] = layer["enorm.weight"][hk], layer["hnorm.weight"][hk]
+            w["eh_proj.weight"] = layer["eh_proj.weight"][hk][:, torch.cat([hk, old.hidden_size + hk])]
+        if "final_layernorm.weight" in layer:
+            w["final_layernorm.weight"] = layer["final_layernorm.weight"][hk]
+        out.update({pre + k: v.clone() for k, v in w.items()})
     with torch.device("meta"):
         pruned = HybridLM(new)
     missing = set(pruned.state_dict()) - set(out)
@@ -148,6 +122,67 @@ def prune_model(model: HybridLM, importance: Importance, plan: PrunePlan) -> Hyb
         raise ValueError(f"prune_model: no slicing rule for {sorted(missing)[:4]}")
     pruned.load_state_dict(out, assign=True)
     return pruned.eval()
+
+
+def _magnitude_scores(layer: dict[str, Tensor], kind: str, config: HybridConfig) -> tuple[Tensor | None, ...]:
+    """(MLP neuron scores, Mamba head scores) of one block from its weights alone: each unit's input weight norm
+    times its output weight norm (for blocks calibration cannot score, the MTP head's)."""
+    if kind == "-":
+        up, down = layer["mixer.up_proj.weight"], layer["mixer.down_proj.weight"]
+        return up.float().norm(dim=1) * down.float().norm(dim=0), None
+    if kind == "M":
+        H, P = config.mamba_num_heads, config.mamba_head_dim
+        x_rows = layer["mixer.in_proj.weight"][config.mamba_inner:2 * config.mamba_inner].float()  # x's rows
+        cols = layer["mixer.out_proj.weight"].float()
+        return None, x_rows.view(H, P, -1).norm(dim=(1, 2)) * cols.view(-1, H, P).norm(dim=(0, 2))
+    return None, None
+
+
+def _slice_block(layer: dict[str, Tensor], kind: str, hk: Tensor, old: HybridConfig, new: HybridConfig,
+                 mlp_scores: Tensor | None, head_scores: Tensor | None, energy) -> dict[str, Tensor]:
+    """One block's weights (names relative to the block) at the new widths: hidden channels `hk`, the best
+    `new.intermediate_size` MLP neurons and `new.mamba_num_heads` Mamba heads by the given scores; `energy(name)`
+    gives a norm's calibration input energy (or None) for its rescaling."""
+    P, gn = old.mamba_head_dim, old.n_groups * old.ssm_state_size
+    w: dict[str, Tensor] = {"norm.weight": layer["norm.weight"][hk] * _rms_fix(energy("norm"), hk)}
+    if kind == "M":
+        heads = _mamba_heads(head_scores, old.n_groups, new.mamba_num_heads)
+        ch = (heads[:, None] * P + torch.arange(P)).flatten()  # kept channels of d_inner
+        di = old.mamba_inner
+        bc = torch.arange(di, di + 2 * gn)  # conv channels of B and C: all kept
+        rows = torch.cat([ch, di + ch, di + bc, 2 * di + 2 * gn + heads])  # in_proj: [z | x | B | C | dt]
+        w["mixer.in_proj.weight"] = layer["mixer.in_proj.weight"][rows][:, hk]
+        conv_rows = torch.cat([ch, bc])
+        w["mixer.conv1d.weight"] = layer["mixer.conv1d.weight"][conv_rows]
+        if "mixer.conv1d.bias" in layer:
+            w["mixer.conv1d.bias"] = layer["mixer.conv1d.bias"][conv_rows]
+        for name in ("A_log", "D", "dt_bias"):
+            w[f"mixer.{name}"] = layer[f"mixer.{name}"][heads]
+        w["mixer.norm.weight"] = layer["mixer.norm.weight"][ch] * _rms_fix(energy("mixer.norm"), ch, old.n_groups)
+        w["mixer.out_proj.weight"] = layer["mixer.out_proj.weight"][hk][:, ch]
+    elif kind == "*":
+        for name in ("q_proj", "k_proj", "v_proj"):
+            w[f"mixer.{name}.weight"] = layer[f"mixer.{name}.weight"][:, hk]
+        w["mixer.o_proj.weight"] = layer["mixer.o_proj.weight"][hk]
+    elif kind == "-":
+        neurons = _top(mlp_scores, new.intermediate_size)
+        w["mixer.up_proj.weight"] = layer["mixer.up_proj.weight"][neurons][:, hk]
+        w["mixer.down_proj.weight"] = layer["mixer.down_proj.weight"][hk][:, neurons]
+    else:  # MoE: only the hidden dimension is pruned; experts keep their widths
+        w["mixer.gate.weight"] = layer["mixer.gate.weight"][:, hk]
+        w["mixer.gate.e_score_correction_bias"] = layer["mixer.gate.e_score_correction_bias"]
+        if "mixer.fc1_latent_proj.weight" in layer:  # LatentMoE: the experts live in the latent; unchanged
+            w["mixer.fc1_latent_proj.weight"] = layer["mixer.fc1_latent_proj.weight"][:, hk]
+            w["mixer.fc2_latent_proj.weight"] = layer["mixer.fc2_latent_proj.weight"][hk]
+            w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"]
+            w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"]
+        else:
+            w["mixer.experts.up_proj"] = layer["mixer.experts.up_proj"][:, :, hk]
+            w["mixer.experts.down_proj"] = layer["mixer.experts.down_proj"][:, hk]
+        if "mixer.shared_experts.up_proj.weight" in layer:
+            w["mixer.shared_experts.up_proj.weight"] = layer["mixer.shared_experts.up_proj.weight"][:, hk]
+            w["mixer.shared_experts.down_proj.weight"] = layer["mixer.shared_experts.down_proj.weight"][hk]
+    return w
 
 
 def _round(x: float) -> int:
