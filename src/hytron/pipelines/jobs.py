@@ -133,6 +133,30 @@ def merge_job(model_dir: str | Path, adapter: str | Path, out: str | Path) -> Pa
     return merge_lora(model).save_pretrained(out, tokenizer=tok)
 
 
+def _train_keeping_head(model: HybridLM, batches, evals, cfg, tok, out: Path, stage: str, progress: bool,
+                        before_model: HybridLM | None = None, **finetune_kwargs) -> dict:
+    """`finetune` of a full model (distillation) whose export is `out`; a model with an MTP head gets it distilled
+    from the trained model afterwards (on rank 0), with the acceptance lengths in the result (`before` measured
+    on `before_model`, default the model itself)."""
+    prompts = mtp_head.heldout_prompts(evals) if model.mtp is not None else []
+    before = mtp_head.acceptance(before_model or model, prompts) if _is_main() else None
+    trained: list[HybridLM] = []
+
+    def keep(state: dict) -> Path:  # with a head: written below, after its refresh
+        if model.mtp is None:
+            return export_model(model.config, state, tok, out)
+        trained.append(_trained(model, state))
+        return out
+
+    result = finetune(model, batches, _run(cfg), eval_batches=evals, progress=progress, export=keep,
+                      **finetune_kwargs)
+    if trained and _is_main():
+        done = trained[0].to(next(model.parameters()).device)
+        result.update(refresh_head(done, batches, replace(cfg, distributed="none"), prompts, before, stage))
+        done.save_pretrained(out, tokenizer=tok)
+    return result
+
+
 def distill_job(cfg: DistillRecipe, progress: bool = True) -> dict:
     """The student `cfg.model.init_from` trained on `cfg.teacher`'s top-k logits over `cfg.data.path`; writes
     OUT_DIR/model. A student with an MTP head gets it distilled from the trained student afterwards (the logit
@@ -142,26 +166,10 @@ def distill_job(cfg: DistillRecipe, progress: bool = True) -> dict:
     teacher = HybridLM.from_pretrained(cfg.teacher, dtype=cfg.weights_dtype(tune_device(cfg)))
     student = HybridLM.from_pretrained(cfg.model.init_from)  # trained: fp32 master weights
     batches, evals = tune_data(cfg.data.path, tok, cfg)
-    prompts = mtp_head.heldout_prompts(evals) if student.mtp is not None else []
-    before = mtp_head.acceptance(student, prompts) if _is_main() else None
-    trained: list[HybridLM] = []
-
-    def keep(state: dict) -> Path:  # with a head: written below, after its refresh
-        if student.mtp is None:
-            return export_model(student.config, state, tok, out / "model")
-        trained.append(_trained(student, state))
-        return out / "model"
-
-    result = finetune(student, batches, _run(cfg), teacher=teacher, eval_batches=evals, progress=progress,
-                      export=keep)
-    if not _is_main():
-        return result
-    if trained:
-        distilled = trained[0].to(next(student.parameters()).device)
-        result.update(refresh_head(distilled, batches, replace(cfg, distributed="none"), prompts, before,
-                                   "distill"))
-        distilled.save_pretrained(out / "model", tokenizer=tok)
-    write_json(out / "summary.json", result)
+    result = _train_keeping_head(student, batches, evals, cfg, tok, out / "model", "distill", progress,
+                                 teacher=teacher)
+    if _is_main():
+        write_json(out / "summary.json", result)
     return result
 
 
@@ -188,23 +196,10 @@ def prune_job(cfg: PruneRecipe, progress: bool = True) -> dict:
     if cfg.recover:
         evals = packed_eval_batches(d.path, d.seq_len, d.batch_size, cfg.eval_batches)
         batches = packed_batches(d.path, d.seq_len, d.batch_size, cfg.seed)
-        prompts = mtp_head.heldout_prompts(evals) if pruned.mtp is not None else []
-        before = mtp_head.acceptance(model, prompts) if _is_main() else None  # the original model's head
-        trained: list[HybridLM] = []
-
-        def keep(state: dict) -> Path:  # with a head: written below, after its refresh
-            if pruned.mtp is None:
-                return export_model(pruned.config, state, tok, out / "model")
-            trained.append(_trained(pruned, state))
-            return out / "model"
-
-        report["distill"] = finetune(pruned, batches, _run(cfg), teacher=model, eval_batches=evals,
-                                     progress=progress, export=keep)
-        if trained and _is_main():  # the pruned head (sliced by magnitude) distilled from the recovered model
-            recovered = trained[0].to(next(pruned.parameters()).device)
-            report.update(refresh_head(recovered, batches, replace(cfg, distributed="none"), prompts, before,
-                                       "prune"))
-            recovered.save_pretrained(out / "model", tokenizer=tok)
+        # the head's acceptance before: the original model's; after: the pruned head distilled from the recovered
+        distill = _train_keeping_head(pruned, batches, evals, cfg, tok, out / "model", "prune", progress,
+                                      teacher=model, before_model=model)
+        report.update({k: distill.pop(k) for k in ("mtp_acceptance", "mtp_refresh") if k in distill}, distill=distill)
     elif _is_main():
         pruned.save_pretrained(out / "model", tokenizer=tok)
     if not _is_main():
