@@ -64,7 +64,7 @@ def train(model: HybridLM, phrases: torch.Tensor, steps: int, depths: int, seq_l
     model.eval()
 
 
-def time_split(model: HybridLM, prompt: list[int], k: int, new_tokens: int) -> dict[str, float]:
+def time_split(model: HybridLM, prompt: list[int], k: int, new_tokens: int, mode: str) -> dict[str, float]:
     """Batch-1 decode of `prompt` with `speculative_tokens` k (0: plain), milliseconds spent in the MTP head's
     drafting, in the main model's forwards (by tokens per call: the prefill, 1 for plain steps, k+1 for
     verification) and in the rest (sampling/acceptance, caches, Python); second of two runs (the first warms up)."""
@@ -82,7 +82,7 @@ def time_split(model: HybridLM, prompt: list[int], k: int, new_tokens: int) -> d
             return out
         return wrapper
 
-    engine = Engine(model, max_slots=1, speculative_tokens=k)
+    engine = Engine(model, max_slots=1, speculative_tokens=k, decode_mode=mode)
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     spec.MTPDrafter.draft, HybridLM.forward = timed("draft", draft), timed("forward", forward)
     try:
@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="concurrent requests for the batched figure (0: skip)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plain-mode", default="compile", choices=["compile", "static", "eager"],
+                    help="the plain arm's decode_mode (default compile: hytron serve's default, the fair baseline)")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--save", help="save the model trained here to this directory (reuse it with --model)")
     args = ap.parse_args()
@@ -145,7 +147,8 @@ def main() -> None:
         """{k: (best seconds, completions, seconds of every round)} for n copies of the prompt decoded together
         with speculative_tokens k (0: plain) over --repeats rounds; each round runs every k once, back to back,
         so `paired` can compare arms within a round (load on a shared machine changes from round to round)."""
-        engines = {k: Engine(model, max_slots=max(1, n), max_waiting=n, speculative_tokens=k) for k in ks}
+        engines = {k: Engine(model, max_slots=max(1, n), max_waiting=n, speculative_tokens=k,
+                             decode_mode=args.plain_mode) for k in ks}
         out: dict[int, tuple[float, list, list[float]]] = {}
         for i in range(args.repeats + 1):  # round 0 warms up
             for k, engine in engines.items():
@@ -184,7 +187,7 @@ def main() -> None:
               f"acceptance {r['acceptance_rate']:.2f}  mean accepted length {r['mean_accepted_length']:.2f} "
               f"of {r['k'] + 1}  same tokens: {r['same']}")
     best = max(rows, key=lambda r: r["paired_ratio"])
-    splits = {k: time_split(model, prompt, k, args.new_tokens) for k in (0, best["k"])}
+    splits = {k: time_split(model, prompt, k, args.new_tokens, args.plain_mode) for k in (0, best["k"])}
     for k, split in splits.items():
         print(f"time split, batch 1, {'plain' if not k else 'K=' + str(k)} (ms): "
               + "  ".join(f"{name} {ms:.0f}" for name, ms in split.items()))

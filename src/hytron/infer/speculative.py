@@ -17,11 +17,14 @@ A step for n running rows (the engine's `_decode_speculative`; DeepSeek-V3 §2.2
      output has the model's distribution. Drafts stop at the first rejection or at a finish.
   4. **roll back** the rejected positions. Attention KV is truncated (the lengths go back). Mamba's conv and
      SSM state cannot be truncated: the verify forward runs with `HybridCache.track`, which makes each Mamba
-     layer scan the K+1 tokens one recurrence step at a time (as decode does) and keep the state after every
-     token, and `HybridCache.rollback` picks the state after the last kept token of each row: no re-run. The
-     cost is memory, per Mamba layer and row, K+2 SSM states (H·P·N fp32 each) and K+1 conv columns held during
-     the step, and the scan's K+1 sequential steps instead of one chunked scan (the matmuls, which dominate
-     at batch 1, still run once over K+1 positions).
+     layer keep the state after every token (`Mamba2.forward_tracked`): the conv states are slices of one
+     window (the K-1 cached inputs and the K+1 new ones), and the K+2 SSM states come from one vectorised
+     computation without a per-token loop (`hytron.model.ssd.ssd_tracked`: a lower-triangular (K+1)² decay
+     matrix times the K+1 outer products Δ·x ⊗ B, per head, plus the decayed initial state). `HybridCache.rollback`
+     picks the state after the last kept token of each row: no re-run. The cost is memory, per Mamba layer and
+     row, K+2 SSM states (H·P·N fp32 each) and a K-1+K+1 column conv window held during the step, and about
+     (K+3)/2 decode steps' worth of scan arithmetic (negligible next to the matmuls, which run once over the
+     K+1 positions).
 
 The drafts use the request's own generator, so a seeded request is reproducible with the same K, but its
 sampled tokens are not the ones plain decoding draws (their distribution is).
