@@ -96,3 +96,68 @@ class MTPDrafter:
         if snap is not None:
             cache.restore(snap)
         return drafts, qs
+
+
+class StaticSpeculation:
+    """The static-shape speculation steps (`hytron.model.spec_step`) over one batched cache and its MTP cache, as
+    the engine runs them under decode_mode "static" or "compile": verification of the K+1 tokens, and greedy
+    drafting (rows that sample draft with `MTPDrafter.draft`, on the same caches). With `compile` (the engine's
+    "compile" at batch 1) both go through torch.compile (once per model shape and process; guards evaluated on a
+    runner's first call only, as `StaticDecoder` does); if compiling fails, it warns once and runs them uncompiled.
+    The caches need room for K+1 more tokens per row than they hold (the engine reserves it)."""
+
+    compile_failed: str | None = None  # per process: a backend that cannot compile the steps is not retried
+
+    def __init__(self, model, cache, mtp_cache, k: int, compile: bool = False):
+        from hytron.model import spec_step
+
+        self.model, self.cache, self.mtp_cache, self.k = model, cache, mtp_cache, k
+        self._spec = spec_step
+        self.compile = compile and StaticSpeculation.compile_failed is None
+        self.compile_seconds = 0.0
+        self._checked: set[str] = set()  # the steps called once on this runner (guards checked)
+        if self.compile:
+            spec_step.mark_dynamic(cache)
+            spec_step.mark_dynamic(mtp_cache)
+
+    def _run(self, name: str, *args):
+        fn = getattr(self._spec, f"{name}_step")
+        if not self.compile:
+            return fn(self.model, *args)
+        if name in self._checked:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return self._spec.compiled(name)(self.model, *args)
+        import time
+        import warnings
+
+        from hytron.model.kernels import _restore, _snapshot
+
+        saved = [_snapshot(self.cache), _snapshot(self.mtp_cache)]
+        t0 = time.perf_counter()
+        try:
+            out = self._spec.compiled(name)(self.model, *args)
+        except Exception as e:  # noqa: BLE001 - a backend that cannot compile these steps: stay correct
+            StaticSpeculation.compile_failed = f"{type(e).__name__}: {e}"
+            warnings.warn(f"hytron: compiling the speculation steps failed, running them uncompiled "
+                          f"({StaticSpeculation.compile_failed})", stacklevel=3)
+            _restore(self.cache, saved[0])
+            _restore(self.mtp_cache, saved[1])
+            self.compile = False
+            return fn(self.model, *args)
+        self.compile_seconds += time.perf_counter() - t0
+        self._checked.add(name)
+        return out
+
+    def verify(self, feed: Tensor) -> tuple[Tensor, Tensor]:
+        """feed (n, K+1) -> hidden (n, K+1, d), logits (n, K+1, V); the cache is left ready for `rollback`."""
+        hidden, logits, tracked = self._run("verify", self.cache, feed)
+        for s, t in zip(self.cache.layers, tracked):
+            if t is not None:
+                s.track, (s.conv_steps, s.ssm_steps) = True, t
+        self.cache.last_fed = feed.size(1)
+        return hidden, logits
+
+    def draft(self, hidden: Tensor, tokens: Tensor, keep: Tensor, bias: Tensor | None) -> Tensor:
+        """Greedy drafts (n, K): hidden (n, K+1, d) and tokens (n, K+1) padded past each row's keep[r] positions
+        that the head has not seen yet (see `hytron.model.spec_step.draft_step`)."""
+        return self._run("draft", self.mtp_cache, hidden, tokens, keep, self.k, bias)

@@ -7,8 +7,9 @@ engine prefills a request in a batch-1 cache and `insert`s it into a free slot o
 Speculative decoding needs to take tokens back. Attention KV is simply truncated (`lengths` go back; entries
 past a row's length are never read and are overwritten later). Mamba's state cannot be truncated, so a
 forward with `track(True)` keeps the state after each of its tokens (conv: the K-1+L window inputs it saw,
-SSM: L+1 states, computed together by `Mamba2.forward_tracked`), and `rollback(keep)` picks the one after the last kept token of each row. `snapshot` /
-`restore` copy and put back the (small) Mamba states and the lengths, for a few draft steps.
+SSM: L+1 states, computed together by `Mamba2.forward_tracked`), and `rollback(keep)` picks the one after the
+last kept token of each row. `snapshot` / `restore` copy and put back the (small) Mamba states and the lengths,
+for a few draft steps.
 """
 
 from __future__ import annotations
