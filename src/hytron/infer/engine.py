@@ -483,14 +483,18 @@ class Engine:
             hidden = self.model(feed, self._cache, return_hidden=True)  # (n, K+1, d)
             logits = self.model.lm_head(hidden)
         logits = logits.float().cpu()  # (n, K+1, V)
+        # plain greedy rows (no bias, penalties, bans or grammar): the argmax of every position in one op
+        argmax = logits.argmax(-1).tolist() if any(self._plain_greedy(s) for s in rows) else None
         keep = []
         for i, s in enumerate(rows):
             kept = 1  # the last accepted token, fed first
             if s.finish_reason is None:
                 row, draft_row = logits[i], drafts[i]
+                choices = argmax[i] if argmax is not None and self._plain_greedy(s) else None
                 for j in range(k + 1):
                     draft = draft_row[j] if j < k else None
-                    token = self._accept(s, row[j], draft, qs[i][j] if qs is not None and j < k else None)
+                    token = self._accept(s, row[j], draft, qs[i][j] if qs is not None and j < k else None,
+                                         choices[j] if choices is not None else None)
                     if s.finish_reason is not None or token != draft:
                         break
                     kept += 1
@@ -539,16 +543,25 @@ class Engine:
             return tuple(s.stop_ids)
         return self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
 
+    def _plain_greedy(self, s: _Seq) -> bool:
+        """Whether the choice of `s` is the bare argmax of its logits for its whole step: greedy, no logit bias,
+        penalties, grammar or thinking budget (which bans ids and forces tokens as the thinking goes)."""
+        p = s.params
+        return p.greedy and not p.logit_bias and not p.penalized and s.constraint is None and s.budget is None
+
     def _accept(self, s: _Seq, logits: torch.Tensor, draft: int | None = None,
-                q: torch.Tensor | None = None) -> int:
+                q: torch.Tensor | None = None, argmax: int | None = None) -> int:
         """Choose the next token of `s` from its logits (V,), record it, release text, check for the end.
         With a `draft` token (drawn from q, None if greedy), choose by speculative sampling (`verify_draft`):
-        the same distribution, keeping the draft when it can. Returns the token."""
+        the same distribution, keeping the draft when it can. `argmax`: the argmax of these logits, computed by
+        the caller for a row that `_plain_greedy` says chooses just that. Returns the token."""
         p = s.params
         forced = s.budget.forced() if s.budget is not None else None
         constrained = s.constraint is not None and not (s.budget is not None and s.budget.thinking)
         if forced is not None:
             token = forced
+        elif argmax is not None:
+            token = argmax
         else:
             banned = self._banned(s)
             x = s.constraint.mask(logits) if constrained else logits

@@ -130,9 +130,10 @@ class StaticSpeculation:
         import time
         import warnings
 
-        from hytron.model.kernels import _restore, _snapshot
+        from hytron.model.kernels import _compiled_graphs, _restore, _snapshot
 
         saved = [_snapshot(self.cache), _snapshot(self.mtp_cache)]
+        graphs = _compiled_graphs()
         t0 = time.perf_counter()
         try:
             out = self._spec.compiled(name)(self.model, *args)
@@ -144,7 +145,8 @@ class StaticSpeculation:
             _restore(self.mtp_cache, saved[1])
             self.compile = False
             return fn(self.model, *args)
-        self.compile_seconds += time.perf_counter() - t0
+        if _compiled_graphs() > graphs:  # compiled now, not found compiled
+            self.compile_seconds += time.perf_counter() - t0
         self._checked.add(name)
         return out
 

@@ -104,14 +104,20 @@ class HybridCache:
         fed = self.last_fed
         keep = keep.to(self.lengths.device)
         rows = torch.arange(self.batch_size, device=keep.device)
+        one = int(keep[0]) if self.batch_size == 1 else None  # one row: slices instead of gathers
         for s in self.layers:
             if isinstance(s, MambaState):
                 if s.ssm_steps is None:
                     raise RuntimeError("rollback needs the last forward to run with track(True)")
                 k1 = s.conv.size(-1)
-                idx = (keep[:, None] + torch.arange(k1, device=keep.device))[:, None, :].expand(-1, s.conv.size(1), -1)
-                s.conv = s.conv_steps.gather(2, idx)
-                s.ssm = s.ssm_steps[rows, keep]
+                if one is not None:
+                    s.conv = s.conv_steps[:, :, one:one + k1].contiguous()
+                    s.ssm = s.ssm_steps[:, one].contiguous()
+                else:
+                    idx = (keep[:, None] + torch.arange(k1, device=keep.device))[:, None, :].expand(
+                        -1, s.conv.size(1), -1)
+                    s.conv = s.conv_steps.gather(2, idx)
+                    s.ssm = s.ssm_steps[rows, keep]
                 s.track, s.conv_steps, s.ssm_steps = False, None, None
         self.lengths -= fed - keep
 

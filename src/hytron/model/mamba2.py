@@ -117,7 +117,11 @@ class Mamba2(nn.Module):
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.heads], dim=-1)
         full = torch.cat([conv.transpose(1, 2).to(xBC.dtype), xBC], dim=1)  # (b, K-1+L, conv_dim)
         window = full.transpose(1, 2).to(conv.dtype)
-        x, B, C, dt, A = self._ssm_inputs(causal_conv(full, self.conv1d.weight, self.conv1d.bias), dt)
+        L, w = u.size(1), self.conv1d.weight[:, 0]  # (conv_dim, K): the conv as K shifted products (short L)
+        conv = sum(full[:, i:i + L] * w[:, i] for i in range(self.kernel))
+        if self.conv1d.bias is not None:
+            conv = conv + self.conv1d.bias
+        x, B, C, dt, A = self._ssm_inputs(F.silu(conv), dt)
         y, steps = ssd_tracked(ssm, x, dt, A, B, C)
         return self._output(y, x, z), window, steps
 

@@ -23,6 +23,7 @@ import functools
 
 import torch
 from torch import Tensor
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
 from hytron.model import kernels
 from hytron.model.cache import HybridCache, KVState, MambaState
@@ -129,15 +130,53 @@ def draft_step(model, cache: HybridCache, hidden: Tensor, tokens: Tensor, keep: 
     return torch.stack(drafts, dim=1)
 
 
+class _FewRowMatmuls(CustomGraphPass):
+    """Inductor post-grad pass: a matmul of a few rows, x (M, K) @ w (K, N) with 2 <= M <= MAX_ROWS (the K+1
+    verified tokens of a row), becomes sum_k wᵀ[n, None, k] · x[None, m, k] laid out (N, M), then transposed:
+    inductor's loop then reads each weight row once for all M rows, where MKL's sgemm and the decompose pass's
+    (M, N) loop read the weights once per row (measured on the CI machine, five such matmuls of hytron-small's
+    shapes at 1 thread: 0.92 ms as sgemm, 0.92 ms decomposed, 0.49 ms this way; 0.13 ms for one row)."""
+
+    MAX_ROWS = 16
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        aten = torch.ops.aten
+        for node in list(graph.nodes):
+            if node.op != "call_function" or node.target is not aten.mm.default:
+                continue
+            x, w = node.args
+            xv, wv = x.meta.get("val"), w.meta.get("val")
+            if xv is None or wv is None or xv.device.type != "cpu" or not isinstance(xv.shape[0], int):
+                continue
+            if not 2 <= xv.shape[0] <= self.MAX_ROWS:
+                continue
+            with graph.inserting_before(node):
+                wt = graph.call_function(aten.unsqueeze.default, (graph.call_function(
+                    aten.permute.default, (w, [1, 0])), 1))  # (N, 1, K)
+                xs = graph.call_function(aten.unsqueeze.default, (x, 0))  # (1, M, K)
+                prod = graph.call_function(aten.mul.Tensor, (wt, xs))
+                out = graph.call_function(aten.permute.default, (graph.call_function(
+                    aten.sum.dim_IntList, (prod, [-1])), [1, 0]))
+            node.replace_all_uses_with(out)
+            graph.erase_node(node)
+            for inp in (x, w):  # computed once, not inlined into the product loop (as the decompose pass does)
+                inp.meta["inductor_realize_to_strides"] = True
+        graph.lint()
+
+    def uuid(self):
+        return get_hash_for_files((__file__,))
+
+
 @functools.cache
 def compiled(name: str):
     """`verify_step` or `draft_step` through torch.compile with the plain decode step's options
-    (`kernels.CPU_COMPILE_OPTIONS`: inductor's own matrix-vector loops for one-row matmuls, the LM head included)."""
+    (`kernels.CPU_COMPILE_OPTIONS`: inductor's own matrix-vector loops for one-row matmuls, the LM head included),
+    and `_FewRowMatmuls` for the matmuls over the K+1 verified (or caught-up) positions."""
     from torch._inductor.fx_passes import decompose_mem_bound_mm
 
     decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = kernels.CPU_DECOMPOSE_MAX
     fn = {"verify": verify_step, "draft": draft_step}[name]
-    return torch.compile(fn, options=kernels.CPU_COMPILE_OPTIONS)
+    return torch.compile(fn, options={**kernels.CPU_COMPILE_OPTIONS, "post_grad_custom_pre_pass": _FewRowMatmuls()})
 
 
 def mark_dynamic(cache: HybridCache) -> None:
