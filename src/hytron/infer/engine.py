@@ -356,10 +356,10 @@ class Engine:
                 k = self.speculative_tokens
                 spec = self._static_speculation(self.model.new_cache(1, capacity=16 + 2 * k),
                                                 self._drafter.new_cache(1, capacity=16 + 2 * k))
-                spec.draft(torch.zeros(1, k + 1, self.model.config.hidden_size, device=self._device),
-                           torch.zeros(1, k + 1, dtype=torch.long, device=self._device),
-                           torch.ones(1, dtype=torch.long, device=self._device), None)
-                spec.verify(torch.zeros(1, k + 1, dtype=torch.long, device=self._device))
+                spec.greedy(torch.zeros(1, k + 1, self.model.config.hidden_size, device=self._device),
+                            torch.zeros(1, k + 1, dtype=torch.long, device=self._device),
+                            torch.ones(1, dtype=torch.long, device=self._device),
+                            torch.zeros(1, 1, dtype=torch.long, device=self._device), None)
                 self.stats["decode_compile_ms"] += round(spec.compile_seconds * 1000)
         return (self.stats["decode_compile_ms"] - before) / 1000
 
@@ -463,18 +463,21 @@ class Engine:
         rows, k, spec = self._running, self.speculative_tokens, self._spec
         dev = self._device
         if spec is not None and all(s.params.greedy and not s.params.logit_bias for s in rows):
-            # greedy drafting in one static step: each row's unseen positions padded to K+1 (the pad rolled back)
+            # greedy drafting and verification in one static step: each row's positions the head has not seen
+            # padded to K+1 (the pad rolled back), its drafts fed to the verification without a host round trip
             hidden, tails, keep = self._spec_pending(rows, k)
-            drafts_t = spec.draft(hidden, tails, keep, self._ban_bias([self._banned(s) for s in rows]))
-            feed = torch.cat([torch.tensor([[s.pending] for s in rows], device=dev), drafts_t], dim=1)
+            drafts_t, hidden, logits = spec.greedy(hidden, tails, keep,
+                                                   torch.tensor([[s.pending] for s in rows], device=dev),
+                                                   self._ban_bias([self._banned(s) for s in rows]))
             drafts, qs = drafts_t.tolist(), None
         else:
             drafts, qs = self._drafter.draft(self._mtp_cache, [s.mtp_hidden for s in rows],
                                              [s.out[-s.mtp_hidden.size(0):] for s in rows], [s.params for s in rows],
                                              [s.generator for s in rows], [self._banned(s) for s in rows])
             feed = torch.tensor([[s.pending] + d for s, d in zip(rows, drafts)], device=dev)  # (n, K+1)
+            if spec is not None:
+                hidden, logits = spec.verify(feed)
         if spec is not None:
-            hidden, logits = spec.verify(feed)
             if spec.compile_seconds:
                 self.stats["decode_compile_ms"] += round(spec.compile_seconds * 1000)
                 spec.compile_seconds = 0.0

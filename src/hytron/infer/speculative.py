@@ -100,11 +100,12 @@ class MTPDrafter:
 
 class StaticSpeculation:
     """The static-shape speculation steps (`hytron.model.spec_step`) over one batched cache and its MTP cache, as
-    the engine runs them under decode_mode "static" or "compile": verification of the K+1 tokens, and greedy
-    drafting (rows that sample draft with `MTPDrafter.draft`, on the same caches). With `compile` (the engine's
-    "compile" at batch 1) both go through torch.compile (once per model shape and process; guards evaluated on a
-    runner's first call only, as `StaticDecoder` does); if compiling fails, it warns once and runs them uncompiled.
-    The caches need room for K+1 more tokens per row than they hold (the engine reserves it)."""
+    the engine runs them under decode_mode "static" or "compile": greedy drafting and verification in one step
+    (`greedy`), or verification alone (`verify`; rows that sample draft with `MTPDrafter.draft`, on the same
+    caches). With `compile` (the engine's "compile" at batch 1) they go through torch.compile (once per model
+    shape, K and process; guards evaluated on a runner's first call only, as `StaticDecoder` does); if compiling
+    fails, it warns once and runs them uncompiled. The caches need room for K+1 more tokens per row than they hold
+    (the engine reserves it)."""
 
     compile_failed: str | None = None  # per process: a backend that cannot compile the steps is not retried
 
@@ -136,7 +137,10 @@ class StaticSpeculation:
         graphs = _compiled_graphs()
         t0 = time.perf_counter()
         try:
-            out = self._spec.compiled(name)(self.model, *args)
+            # static shapes but the KV capacity (marked dynamic): a second K or batch size in one process compiles
+            # its own static graph, not a dynamic one (where the few-row matmul pass does not apply)
+            with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+                out = self._spec.compiled(name)(self.model, *args)
         except Exception as e:  # noqa: BLE001 - a backend that cannot compile these steps: stay correct
             StaticSpeculation.compile_failed = f"{type(e).__name__}: {e}"
             warnings.warn(f"hytron: compiling the speculation steps failed, running them uncompiled "
@@ -153,13 +157,19 @@ class StaticSpeculation:
     def verify(self, feed: Tensor) -> tuple[Tensor, Tensor]:
         """feed (n, K+1) -> hidden (n, K+1, d), logits (n, K+1, V); the cache is left ready for `rollback`."""
         hidden, logits, tracked = self._run("verify", self.cache, feed)
+        self._track(tracked, feed.size(1))
+        return hidden, logits
+
+    def _track(self, tracked: list, fed: int) -> None:
         for s, t in zip(self.cache.layers, tracked):
             if t is not None:
                 s.track, (s.conv_steps, s.ssm_steps) = True, t
-        self.cache.last_fed = feed.size(1)
-        return hidden, logits
+        self.cache.last_fed = fed
 
-    def draft(self, hidden: Tensor, tokens: Tensor, keep: Tensor, bias: Tensor | None) -> Tensor:
-        """Greedy drafts (n, K): hidden (n, K+1, d) and tokens (n, K+1) padded past each row's keep[r] positions
-        that the head has not seen yet (see `hytron.model.spec_step.draft_step`)."""
-        return self._run("draft", self.mtp_cache, hidden, tokens, keep, self.k, bias)
+    def greedy(self, hidden: Tensor, tokens: Tensor, keep: Tensor, pending: Tensor, bias: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """`draft` then `verify` of [pending (n, 1), the drafts] in one step: -> drafts (n, K), hidden, logits."""
+        drafts, hidden, logits, tracked = self._run("greedy", self.cache, self.mtp_cache, hidden, tokens, keep,
+                                                    pending, self.k, bias)
+        self._track(tracked, pending.size(1) + self.k)
+        return drafts, hidden, logits

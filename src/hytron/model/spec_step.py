@@ -12,7 +12,10 @@ dimension) and inductor fuses their few hundred small ops, which bound a small m
   draft_step   greedy drafting: the MTP head catches up on W positions per row (padded; each row keeps its first
                keep[r], the rest rolled back inside the step), then K-1 one-position steps, each fed the argmax of
                the previous one (with an additive bias: -inf on banned ids); the head's state after the catch-up is
-               what is left (the K-1 steps are undone in place). Returns the K drafts per row.
+               what is left (the K-1 steps are undone in place). Returns the K drafts per row. Positions before
+               a row's last kept one only need the sequence mixers' KV/state: the position-wise blocks after the
+               head's last mixer (its MLP) run on the last kept position alone.
+  greedy_step  both in one call: draft, then verify [the last accepted token, the drafts].
 
 Both read the KV buffers up to their capacity, so the caller reserves room for W (resp. L) more tokens per row.
 """
@@ -50,11 +53,17 @@ def attend_static_multi(attn, x: Tensor, state: KVState, lengths: Tensor) -> Ten
     return attn.o_proj(out)
 
 
-def _tracked_blocks(blocks, cache: HybridCache, h: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor] | None]]:
+def _tracked_blocks(blocks, cache: HybridCache, h: Tensor, last: Tensor | None = None
+                    ) -> tuple[Tensor, list[tuple[Tensor, Tensor] | None]]:
     """h (b, L, d) through `blocks` over L new positions per row: attention writes its KV in place, Mamba
-    returns (conv window, SSM states) per layer instead of updating its state."""
+    returns (conv window, SSM states) per layer instead of updating its state. With `last` (b,), only the output
+    at position last[r] of each row is wanted: the position-wise blocks after the last sequence mixer (attention
+    or Mamba) run on that one position, (b, 1, d) returned."""
     tracked = []
-    for block, state in zip(blocks, cache.layers):
+    mixers = [i for i, block in enumerate(blocks) if block.kind in "*M"]
+    for i, (block, state) in enumerate(zip(blocks, cache.layers)):
+        if last is not None and mixers and i == mixers[-1] + 1:
+            h = h[torch.arange(h.size(0), device=h.device), last][:, None]
         if block.kind == "*":
             h = h + attend_static_multi(block.mixer, block.norm(h), state, cache.lengths)
             tracked.append(None)
@@ -93,7 +102,7 @@ def draft_step(model, cache: HybridCache, hidden: Tensor, tokens: Tensor, keep: 
     b = hidden.size(0)
     rows = torch.arange(b, device=hidden.device)
     h = first.eh_proj(torch.cat([first.enorm(embed(tokens)), first.hnorm(hidden)], dim=-1))
-    h, tracked = _tracked_blocks(blocks, cache, h)
+    h, tracked = _tracked_blocks(blocks, cache, h, last=keep - 1)  # the position-wise tail on the last kept one
     for state, t in zip(cache.layers, tracked):  # roll the Mamba layers back to each row's kept positions
         if t is not None:
             window, steps = t
@@ -102,7 +111,9 @@ def draft_step(model, cache: HybridCache, hidden: Tensor, tokens: Tensor, keep: 
             state.conv.copy_(window.gather(2, idx))
             state.ssm.copy_(steps[rows, keep])
     cache.lengths += keep
-    g = last.final_layernorm(h)[rows, keep - 1][:, None]  # (b, 1, d): the output at each row's last kept position
+    if h.size(1) > 1:  # (no position-wise tail: the last block mixes the sequence)
+        h = h[rows, keep - 1][:, None]
+    g = last.final_layernorm(h)  # (b, 1, d): the output at each row's last kept position
     saved = [cache.lengths.clone()] + [t for s in cache.layers if isinstance(s, MambaState)
                                        for t in (s.conv.clone(), s.ssm.clone())]
     drafts = []
@@ -167,6 +178,15 @@ class _FewRowMatmuls(CustomGraphPass):
         return get_hash_for_files((__file__,))
 
 
+@torch.no_grad()
+def greedy_step(model, cache: HybridCache, mtp_cache: HybridCache, hidden: Tensor, tokens: Tensor, keep: Tensor,
+                pending: Tensor, k: int, bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, list]:
+    """`draft_step` then `verify_step` of [pending (b, 1), the K drafts] in one call (one compiled graph, no host
+    round trip between them): -> drafts (b, K) and what `verify_step` returns."""
+    drafts = draft_step(model, mtp_cache, hidden, tokens, keep, k, bias)
+    return (drafts, *verify_step(model, cache, torch.cat([pending, drafts], dim=1)))
+
+
 @functools.cache
 def compiled(name: str):
     """`verify_step` or `draft_step` through torch.compile with the plain decode step's options
@@ -175,7 +195,7 @@ def compiled(name: str):
     from torch._inductor.fx_passes import decompose_mem_bound_mm
 
     decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = kernels.CPU_DECOMPOSE_MAX
-    fn = {"verify": verify_step, "draft": draft_step}[name]
+    fn = {"verify": verify_step, "draft": draft_step, "greedy": greedy_step}[name]
     return torch.compile(fn, options={**kernels.CPU_COMPILE_OPTIONS, "post_grad_custom_pre_pass": _FewRowMatmuls()})
 
 
