@@ -81,7 +81,7 @@ def time_split(model: HybridLM, prompt: list[int], k: int, new_tokens: int, mode
     from hytron.model.kernels import StaticDecoder
 
     spent: dict[str, float] = {}
-    patched = {(spec.MTPDrafter, "draft"): "draft", (spec.StaticSpeculation, "draft"): "draft",
+    patched = {(spec.MTPDrafter, "draft"): "draft", (spec.StaticSpeculation, "greedy"): "draft+verify",
                (spec.StaticSpeculation, "verify"): "verify", (StaticDecoder, "step"): "plain step",
                (HybridLM, "forward"): "forward"}
     saved = {key: getattr(*key) for key in patched}
