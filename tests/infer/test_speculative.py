@@ -103,16 +103,21 @@ def test_compiled_speculation_is_plain_decoding_and_compiles_once(monkeypatch):
     lengths share it), the same greedy tokens; a backend that cannot compile them warns and runs them uncompiled."""
     from hytron.infer.speculative import StaticSpeculation
     from hytron.model import spec_step
+    from hytron.model.kernels import _compiled_graphs
 
-    model, ps = make_head_accurate(mtp_model()), prompts(2, seed=5)
+    model = make_head_accurate(mtp_model())
+    g = torch.Generator().manual_seed(5)
+    ps = [torch.randint(16, 96, (n,), generator=g).tolist() for n in (5, 70)]  # KV capacities 64 and 128
     params = SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)
     want = [r.token_ids for r in generate(model, ps, params, decode_mode="eager")]
     engine = Engine(model, max_slots=1, speculative_tokens=3, decode_mode="compile")
     assert engine.warmup() > 0
+    graphs = _compiled_graphs()
     reqs = [engine.submit(p, params) for p in ps]
     engine.run_until_idle()
     assert [r.result().token_ids for r in reqs] == want
     assert engine.stats["spec_accepted_tokens"] > 0
+    assert _compiled_graphs() == graphs  # the capacity is a dynamic dimension: nothing compiled after the warm-up
 
     def broken(name):
         def step(*a, **kw):
