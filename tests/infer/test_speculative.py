@@ -273,6 +273,20 @@ def test_thinking_budget_is_the_same_under_speculation(tok, budget):
     assert acceptance(spec) > 0.3
 
 
+def test_thinking_budget_under_compiled_speculation(tok):
+    """Batch 1, decode_mode "compile": the draft step's ban bias appears when the thinking ends (a second variant
+    of the compiled step); the tokens stay plain decoding's."""
+    model = biased(chat_mtp_model(tok), {i: -1e4 for i in (tok.think_end_id, *tok.stop_ids)})
+    kw = engine_kwargs(tok)
+    ps = [chat_prompt(tok, "What is 6 times 7? /think")]
+    params = SamplingParams(max_tokens=40, temperature=0, thinking=True, max_thinking_tokens=6)
+    [plain] = generate(model, ps, params, max_slots=1, **kw)
+    [spec] = generate(model, ps, params, max_slots=1, speculative_tokens=3, decode_mode="compile", **kw)
+    assert spec.token_ids == plain.token_ids and tok.think_end_id in spec.token_ids
+    assert (spec.reasoning, spec.text, spec.thinking_forced) == (plain.reasoning, plain.text, plain.thinking_forced)
+    assert spec.accepted_tokens > 0
+
+
 def test_stop_strings_and_streaming_are_the_same_under_speculation(tok):
     model = chat_mtp_model(tok, 1)
     kw = engine_kwargs(tok)
