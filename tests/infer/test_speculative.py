@@ -84,6 +84,56 @@ def test_greedy_is_plain_decoding_with_an_accurate_head(k):
     assert sum(r.mean_accepted_length for r in spec) / len(spec) > 1 + 0.5 * k
 
 
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_greedy_is_plain_decoding_in_every_decode_mode(mode):
+    """"eager" runs the model's cached forward and the drafter, "static" the static verify and draft steps (the
+    default, as in the tests above); a sampled row in the batch drafts through the drafter on the same caches."""
+    model, ps = make_head_accurate(mtp_model()), prompts(4, seed=4)
+    greedy = SamplingParams(max_tokens=30, temperature=0)
+    sampled = SamplingParams(max_tokens=30, temperature=0.8, seed=1)
+    plain = generate(model, ps, [greedy, greedy, sampled, greedy], max_slots=4, decode_mode="eager")
+    spec = generate(model, ps, [greedy, greedy, sampled, greedy], max_slots=4, speculative_tokens=3,
+                    decode_mode=mode)
+    assert [r.token_ids for i, r in enumerate(spec) if i != 2] == [r.token_ids for i, r in enumerate(plain) if i != 2]
+    assert acceptance(spec) > 0.5
+
+
+def test_compiled_speculation_is_plain_decoding_and_compiles_once(monkeypatch):
+    """decode_mode "compile": batch-1 verify and draft steps compiled (once per process; two requests of different
+    lengths share it), the same greedy tokens; a backend that cannot compile them warns and runs them uncompiled."""
+    from hytron.infer.speculative import StaticSpeculation
+    from hytron.model import spec_step
+    from hytron.model.kernels import _compiled_graphs
+
+    model = make_head_accurate(mtp_model())
+    g = torch.Generator().manual_seed(5)
+    ps = [torch.randint(16, 96, (n,), generator=g).tolist() for n in (5, 70)]  # KV capacities 64 and 128
+    params = SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)
+    want = [r.token_ids for r in generate(model, ps, params, decode_mode="eager")]
+    engine = Engine(model, max_slots=1, speculative_tokens=3, decode_mode="compile")
+    assert engine.warmup() > 0
+    graphs = _compiled_graphs()
+    reqs = [engine.submit(p, params) for p in ps]
+    engine.run_until_idle()
+    assert [r.result().token_ids for r in reqs] == want
+    assert engine.stats["spec_accepted_tokens"] > 0
+    assert _compiled_graphs() == graphs  # the capacity is a dynamic dimension: nothing compiled after the warm-up
+
+    def broken(name):
+        def step(*a, **kw):
+            raise RuntimeError("no C++ compiler here")
+        return step
+
+    monkeypatch.setattr(spec_step, "compiled", broken)
+    monkeypatch.setattr(StaticSpeculation, "compile_failed", None)
+    engine = Engine(model, max_slots=1, speculative_tokens=3, decode_mode="compile")
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler here"):
+        got = [engine.submit(p, params) for p in ps]
+        engine.run_until_idle()
+    assert [r.result().token_ids for r in got] == want
+    assert StaticSpeculation.compile_failed is not None
+
+
 def test_greedy_would_differ_without_the_mamba_rollback(monkeypatch):
     """The identity above depends on restoring the Mamba state: keeping the state after all K+1 verified tokens
     (attention truncated alone) changes the output."""
@@ -221,6 +271,20 @@ def test_thinking_budget_is_the_same_under_speculation(tok, budget):
         assert (b.reasoning, b.text, b.reasoning_tokens, b.thinking_forced) == \
             (a.reasoning, a.text, a.reasoning_tokens, a.thinking_forced)
     assert acceptance(spec) > 0.3
+
+
+def test_thinking_budget_under_compiled_speculation(tok):
+    """Batch 1, decode_mode "compile": the draft step's ban bias appears when the thinking ends (a second variant
+    of the compiled step); the tokens stay plain decoding's."""
+    model = biased(chat_mtp_model(tok), {i: -1e4 for i in (tok.think_end_id, *tok.stop_ids)})
+    kw = engine_kwargs(tok)
+    ps = [chat_prompt(tok, "What is 6 times 7? /think")]
+    params = SamplingParams(max_tokens=40, temperature=0, thinking=True, max_thinking_tokens=6)
+    [plain] = generate(model, ps, params, max_slots=1, **kw)
+    [spec] = generate(model, ps, params, max_slots=1, speculative_tokens=3, decode_mode="compile", **kw)
+    assert spec.token_ids == plain.token_ids and tok.think_end_id in spec.token_ids
+    assert (spec.reasoning, spec.text, spec.thinking_forced) == (plain.reasoning, plain.text, plain.thinking_forced)
+    assert spec.accepted_tokens > 0
 
 
 def test_stop_strings_and_streaming_are_the_same_under_speculation(tok):

@@ -45,12 +45,13 @@ def test_static_cache_is_sized_once_for_the_whole_completion(model):
     assert len(req.result().token_ids) == 70
 
 
-def test_unknown_decode_mode_is_refused_and_speculation_decodes_eager(model):
+def test_unknown_decode_mode_is_refused_and_speculation_keeps_the_mode(model):
     with pytest.raises(ValueError, match="decode_mode.*'fast'"):
         Engine(model, decode_mode="fast")
     mtp = HybridLM(HybridConfig.from_name("hytron-tiny", vocab_size=96, num_nextn_predict_layers=1,
                                           mtp_pattern="*-")).eval()
-    assert Engine(mtp, speculative_tokens=2).decode_mode == "eager"
+    for mode in ("eager", "static", "compile"):  # speculation runs its own static steps (tests/infer/test_speculative)
+        assert Engine(mtp, speculative_tokens=2, decode_mode=mode).decode_mode == mode
 
 
 def _theirs_greedy(directory, prompt: list[int], n: int) -> list[int]:

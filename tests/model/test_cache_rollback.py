@@ -1,25 +1,27 @@
 """Taking tokens back from a HybridCache (speculative decoding): after a tracked forward of L tokens, rolling a row
 back to its first j tokens leaves exactly the state of a cache that was fed only those j, Mamba state included."""
 
+import pytest
 import torch
 
 from hytron.model.cache import KVState, MambaState
 from tests.conftest import tiny_model
 
 
-def test_rollback_equals_feeding_only_the_kept_tokens():
+@pytest.mark.parametrize("rows", [3, 1])  # one row takes the slicing path
+def test_rollback_equals_feeding_only_the_kept_tokens(rows):
     model = tiny_model()  # M-M*-M-: Mamba and attention
     torch.manual_seed(0)
-    prefix = torch.randint(0, 512, (3, 9))
-    new = torch.randint(0, 512, (3, 5))
-    keep = torch.tensor([1, 5, 3])
+    prefix = torch.randint(0, 512, (3, 9))[:rows]
+    new = torch.randint(0, 512, (3, 5))[:rows]
+    keep = torch.tensor([3, 5, 1])[:rows]
     with torch.no_grad():
-        cache = model.new_cache(3, capacity=16)
+        cache = model.new_cache(rows, capacity=16)
         model(prefix, cache)
         cache.track(True)
         model(new, cache)
         cache.rollback(keep)
-        for r in range(3):
+        for r in range(rows):
             ref = model.new_cache(1, capacity=16)
             model(torch.cat([prefix[r], new[r, :keep[r]]])[None], ref)
             assert int(cache.lengths[r]) == int(ref.lengths[0]) == 9 + int(keep[r])
@@ -32,9 +34,9 @@ def test_rollback_equals_feeding_only_the_kept_tokens():
                     n = 9 + int(keep[r])
                     torch.testing.assert_close(mine.k[r, :, :n], theirs.k[0, :, :n], atol=1e-5, rtol=1e-4)
         # decoding on from the rolled-back rows gives what decoding on from the reference gives
-        nxt = torch.randint(0, 512, (3, 1))
+        nxt = torch.randint(0, 512, (rows, 1))
         got = model(nxt, cache)[:, -1]
-        for r in range(3):
+        for r in range(rows):
             want = model(torch.cat([prefix[r], new[r, :keep[r]], nxt[r]])[None])[0, -1]
             torch.testing.assert_close(got[r], want, atol=1e-4, rtol=1e-4)
 

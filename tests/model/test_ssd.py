@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hytron.model.ssd import ssd_chunked, ssd_naive, ssd_step
+from hytron.model.ssd import ssd_chunked, ssd_naive, ssd_step, ssd_tracked
 
 
 def _inputs(dtype, b=2, L=45, H=4, P=3, G=2, N=5, seed=0):
@@ -40,6 +40,22 @@ def test_step_by_step_equals_chunked(dtype, tol):
     y = torch.stack(ys, 1)
     assert (y.double() - y_ref).abs().max() / y_ref.abs().max() <= tol
     assert (state.double() - s_ref).abs().max() / s_ref.abs().max() <= tol
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("L", [1, 2, 5, 8])
+def test_tracked_states_equal_the_recurrence_after_every_token(dtype, tol, L):
+    """The vectorised verify scan: its y and each of its L+1 states equal the one-token recurrence's."""
+    x, dt, A, B, C, h0 = _inputs(dtype, L=L, H=6, G=3)
+    y, steps = ssd_tracked(h0.clone(), x, dt, A, B, C)
+    assert steps.shape == (2, L + 1, 6, 3, 5)
+    state = h0.double()
+    assert torch.equal(steps[:, 0], h0)
+    for t in range(L):
+        y_t, state = ssd_step(state, x[:, t].double(), dt[:, t].double(), A.double(), B[:, t].double(),
+                              C[:, t].double())
+        assert (y[:, t].double() - y_t).abs().max() / y_t.abs().max() <= tol
+        assert (steps[:, t + 1].double() - state).abs().max() / state.abs().max() <= tol
 
 
 def test_scan_split_in_two_with_carried_state():

@@ -49,7 +49,7 @@ from hytron.infer.sampling import (
     token_logprob,
     verify_draft,
 )
-from hytron.infer.speculative import MTPDrafter
+from hytron.infer.speculative import MTPDrafter, StaticSpeculation
 from hytron.infer.text import TextStream
 from hytron.model.kernels import StaticDecoder, compiles_whole
 
@@ -58,7 +58,9 @@ from hytron.model.kernels import StaticDecoder, compiles_whole
 # once for every row's prompt + max_tokens (no per-token shape logic or reallocation); "compile" also runs that
 # step torch.compile'd (a CUDA graph on GPU): one graph for one row and one for any batch of several rows (a
 # symbolic batch size), each compiled once per process and model shape (reported in
-# `stats["decode_compile_ms"]`; `warmup` compiles both up front). Speculative decoding always runs eager.
+# `stats["decode_compile_ms"]`; `warmup` compiles both up front). With speculation, "static" and "compile" run
+# the static verify and (greedy) draft steps (`StaticSpeculation`), compiled at batch 1 under "compile"; "eager"
+# runs the model's own cached forward for both.
 DECODE_MODES = ("eager", "static", "compile")
 
 
@@ -111,7 +113,7 @@ class Engine:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
         if decode_mode not in DECODE_MODES:
             raise ValueError(f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {decode_mode!r}")
-        self.decode_mode = "eager" if speculative_tokens else decode_mode
+        self.decode_mode = decode_mode
         # speculative_tokens K > 0: draft K tokens per step with the model's MTP head (hytron.infer.speculative)
         self.speculative_tokens = speculative_tokens
         self._drafter = MTPDrafter(model, speculative_tokens) if speculative_tokens else None
@@ -139,6 +141,8 @@ class Engine:
         self._cache = None
         self._decoder: StaticDecoder | None = None  # the static decode step over self._cache (decode_mode)
         self._mtp_cache = None  # the MTP head's batched cache, rows as self._cache's
+        self._spec: StaticSpeculation | None = None  # the static speculation steps over both (decode_mode not eager)
+        self._bans: dict = {}  # banned-id tuples of the rows -> the draft step's additive bias (n, V)
         self._cv = threading.Condition()
         self._next_id = 0
         self._closed = False
@@ -322,12 +326,15 @@ class Engine:
             # a static step never grows the cache: room for every row's whole completion, once
             room = max(len(s.req.prompt_ids) + s.params.max_tokens for s in self._running) if (
                 self._running and self.decode_mode != "eager") else 0
+            if room and self._drafter is not None:  # a verify step writes K+1 tokens past the last kept one
+                room += self.speculative_tokens + 1
             self._cache = self._gather([(self._cache, i) for i in kept] + [(s.cache, 0) for s in joining],
                                        room=room)
-            self._decoder = self._static_decoder() if room else None
+            self._decoder = self._static_decoder() if room and self._drafter is None else None
             if self._drafter is not None:
                 self._mtp_cache = self._gather([(self._mtp_cache, i) for i in kept] +
-                                               [(s.mtp_cache, 0) for s in joining], self._drafter.new_cache)
+                                               [(s.mtp_cache, 0) for s in joining], self._drafter.new_cache, room)
+                self._spec = self._static_speculation() if room else None
             for s in joining:
                 s.cache = s.mtp_cache = None
 
@@ -338,7 +345,7 @@ class Engine:
                 reason = s.finish_reason or "error"
                 self._finish(s, reason, error=msg if reason == "error" else None)
         self._running, self._prefilling, self._cache, self._mtp_cache = [], [], None, None
-        self._decoder = None
+        self._decoder = self._spec = None
 
     def _static_decoder(self, cache=None) -> StaticDecoder:
         """The static decode step over the batched cache: compiled under decode_mode "compile", else plain
@@ -362,17 +369,36 @@ class Engine:
 
     def warmup(self) -> float:
         """Compile the decode step now (decode_mode "compile"), not at the first request: the one-row step, and
-        the several-rows step when `max_slots` > 1 (one graph for every batch size from 2 to max_slots); returns
-        the seconds it took (0 when there is nothing to compile or it was compiled before)."""
+        the several-rows step when `max_slots` > 1 (one graph for every batch size from 2 to max_slots); with
+        speculation, the batch-1 verify and draft steps. Returns the seconds it took (0 when there is nothing to
+        compile or it was compiled before)."""
         if self.decode_mode != "compile":
             return 0.0
         before = self.stats["decode_compile_ms"]
         with torch.inference_mode():
-            batched = self.max_slots > 1 and self._device.type != "cuda" and compiles_whole(self.model)
-            for rows in (1, 2) if batched else (1,):
-                if self.decode_mode == "compile":  # a failed compile falls back to "static" (and warns once)
-                    self._static_decoder(self.model.new_cache(rows, capacity=16))
+            if self._drafter is None:
+                batched = self.max_slots > 1 and self._device.type != "cuda" and compiles_whole(self.model)
+                for rows in (1, 2) if batched else (1,):
+                    if self.decode_mode == "compile":  # a failed compile falls back to "static" (and warns once)
+                        self._static_decoder(self.model.new_cache(rows, capacity=16))
+            else:
+                k = self.speculative_tokens
+                spec = self._static_speculation(self.model.new_cache(1, capacity=16 + 2 * k),
+                                                self._drafter.new_cache(1, capacity=16 + 2 * k))
+                spec.greedy(torch.zeros(1, k + 1, self.model.config.hidden_size, device=self._device),
+                            torch.zeros(1, k + 1, dtype=torch.long, device=self._device),
+                            torch.ones(1, dtype=torch.long, device=self._device),
+                            torch.zeros(1, 1, dtype=torch.long, device=self._device), None)
+                self.stats["decode_compile_ms"] += round(spec.compile_seconds * 1000)
         return (self.stats["decode_compile_ms"] - before) / 1000
+
+    def _static_speculation(self, cache=None, mtp_cache=None) -> StaticSpeculation:
+        """The static speculation steps over the batched caches; compiled for one row under decode_mode "compile"
+        (not for MoE models: their steps break into several graphs, see `kernels.compiles_whole`)."""
+        cache, mtp_cache = cache or self._cache, mtp_cache or self._mtp_cache
+        return StaticSpeculation(self.model, cache, mtp_cache, self.speculative_tokens,
+                                 compile=self.decode_mode == "compile" and cache.batch_size == 1
+                                 and self._device.type == "cpu" and compiles_whole(self.model, with_mtp=True))
 
     def _gather(self, rows, new_cache=None, room: int = 0):
         """A new batched cache (from `new_cache`, default the model's) holding the given (cache, row) pairs, in
@@ -508,22 +534,46 @@ class Engine:
 
     def _decode_speculative(self) -> None:
         """Draft K tokens per row with the MTP head, verify the K+1 positions in one forward, keep each row's
-        accepted tokens and roll its caches back past them (hytron.infer.speculative)."""
-        rows, k = self._running, self.speculative_tokens
-        drafts, qs = self._drafter.draft(self._mtp_cache, [s.mtp_hidden for s in rows],
-                                         [s.out[-s.mtp_hidden.size(0):] for s in rows], [s.params for s in rows],
-                                         [s.generator for s in rows], [self._banned(s) for s in rows])
-        feed = torch.tensor([[s.pending] + d for s, d in zip(rows, drafts)], device=self._device)  # (n, K+1)
-        self._cache.track(True)
-        hidden = self.model(feed, self._cache, return_hidden=True)  # (n, K+1, d)
-        logits = self.model.lm_head(hidden).float().cpu()  # (n, K+1, V)
+        accepted tokens and roll its caches back past them (hytron.infer.speculative). Under decode_mode "static"
+        and "compile", verification and greedy drafting run the static steps (`StaticSpeculation`)."""
+        rows, k, spec = self._running, self.speculative_tokens, self._spec
+        dev = self._device
+        if spec is not None and all(s.params.greedy and not s.params.logit_bias for s in rows):
+            # greedy drafting and verification in one static step: each row's positions the head has not seen
+            # padded to K+1 (the pad rolled back), its drafts fed to the verification without a host round trip
+            hidden, tails, keep = self._spec_pending(rows, k)
+            drafts_t, hidden, logits = spec.greedy(hidden, tails, keep,
+                                                   torch.tensor([[s.pending] for s in rows], device=dev),
+                                                   self._ban_bias([self._banned(s) for s in rows]))
+            drafts, qs = drafts_t.tolist(), None
+        else:
+            drafts, qs = self._drafter.draft(self._mtp_cache, [s.mtp_hidden for s in rows],
+                                             [s.out[-s.mtp_hidden.size(0):] for s in rows], [s.params for s in rows],
+                                             [s.generator for s in rows], [self._banned(s) for s in rows])
+            feed = torch.tensor([[s.pending] + d for s, d in zip(rows, drafts)], device=dev)  # (n, K+1)
+            if spec is not None:
+                hidden, logits = spec.verify(feed)
+        if spec is not None:
+            if spec.compile_seconds:
+                self.stats["decode_compile_ms"] += round(spec.compile_seconds * 1000)
+                spec.compile_seconds = 0.0
+        else:
+            self._cache.track(True)
+            hidden = self.model(feed, self._cache, return_hidden=True)  # (n, K+1, d)
+            logits = self.model.lm_head(hidden)
+        logits = logits.float().cpu()  # (n, K+1, V)
+        # plain greedy rows (no bias, penalties, bans or grammar): the argmax of every position in one op
+        argmax = logits.argmax(-1).tolist() if any(self._plain_greedy(s) for s in rows) else None
         keep = []
         for i, s in enumerate(rows):
             kept = 1  # the last accepted token, fed first
             if s.finish_reason is None:
+                row, draft_row = logits[i], drafts[i]
+                choices = argmax[i] if argmax is not None and self._plain_greedy(s) else None
                 for j in range(k + 1):
-                    draft = drafts[i][j] if j < k else None
-                    token = self._accept(s, logits[i, j], draft, qs[i][j] if j < k else None)
+                    draft = draft_row[j] if j < k else None
+                    token = self._accept(s, row[j], draft, qs[i][j] if qs is not None and j < k else None,
+                                         choices[j] if choices is not None else None)
                     if s.finish_reason is not None or token != draft:
                         break
                     kept += 1
@@ -534,6 +584,37 @@ class Engine:
             s.mtp_hidden = hidden[i, :kept]  # the head sees these positions at the next draft
         self._cache.rollback(torch.tensor(keep))
 
+    @staticmethod
+    def _spec_pending(rows: list[_Seq], k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The positions the MTP head has not seen yet, for the static draft step: hidden (n, K+1, d) and next
+        tokens (n, K+1), zero past each row's count m (n,)."""
+        m = [s.mtp_hidden.size(0) for s in rows]
+        first = rows[0].mtp_hidden
+        if len(rows) == 1 and m[0] == k + 1:  # batch 1, every draft kept: the last verify's hidden states as they are
+            hidden = first[None]
+        else:
+            hidden = first.new_zeros(len(rows), k + 1, first.size(-1))
+            for r, s in enumerate(rows):
+                hidden[r, :m[r]] = s.mtp_hidden
+        tails = torch.tensor([s.out[-n:] + [0] * (k + 1 - n) for s, n in zip(rows, m)], device=first.device)
+        return hidden, tails, torch.tensor(m, device=first.device)
+
+    def _ban_bias(self, banned: list[tuple[int, ...]]) -> torch.Tensor | None:
+        """The draft step's additive bias for the rows' banned ids (-inf), None when nothing is banned; kept per
+        distinct combination (it changes only when a row's thinking ends or the batch changes)."""
+        if not any(banned):
+            return None
+        key = tuple(banned)
+        bias = self._bans.get(key)
+        if bias is None:
+            if len(self._bans) > 64:
+                self._bans.clear()
+            bias = torch.zeros(len(banned), self.vocab_size, device=self._device)
+            for r, ids in enumerate(banned):
+                bias[r, list(ids)] = float("-inf")
+            self._bans[key] = bias
+        return bias
+
     def _banned(self, s: _Seq) -> tuple[int, ...]:
         """Ids `s` may not sample now: the thinking markers once its thinking is over (or was never on), and the
         stop ids while it still thinks before a constrained answer (it must reach the answer)."""
@@ -541,16 +622,25 @@ class Engine:
             return tuple(s.stop_ids)
         return self._think_ids if (s.budget is not None and not s.budget.thinking) else ()
 
+    def _plain_greedy(self, s: _Seq) -> bool:
+        """Whether the choice of `s` is the bare argmax of its logits for its whole step: greedy, no logit bias,
+        penalties, grammar or thinking budget (which bans ids and forces tokens as the thinking goes)."""
+        p = s.params
+        return p.greedy and not p.logit_bias and not p.penalized and s.constraint is None and s.budget is None
+
     def _accept(self, s: _Seq, logits: torch.Tensor, draft: int | None = None,
-                q: torch.Tensor | None = None) -> int:
+                q: torch.Tensor | None = None, argmax: int | None = None) -> int:
         """Choose the next token of `s` from its logits (V,), record it, release text, check for the end.
         With a `draft` token (drawn from q, None if greedy), choose by speculative sampling (`verify_draft`):
-        the same distribution, keeping the draft when it can. Returns the token."""
+        the same distribution, keeping the draft when it can. `argmax`: the argmax of these logits, computed by
+        the caller for a row that `_plain_greedy` says chooses just that. Returns the token."""
         p = s.params
         forced = s.budget.forced() if s.budget is not None else None
         constrained = s.constraint is not None and not (s.budget is not None and s.budget.thinking)
         if forced is not None:
             token = forced
+        elif argmax is not None:
+            token = argmax
         else:
             banned = self._banned(s)
             x = s.constraint.mask(logits) if constrained else logits

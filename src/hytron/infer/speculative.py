@@ -17,11 +17,14 @@ A step for n running rows (the engine's `_decode_speculative`; DeepSeek-V3 §2.2
      output has the model's distribution. Drafts stop at the first rejection or at a finish.
   4. **roll back** the rejected positions. Attention KV is truncated (the lengths go back). Mamba's conv and
      SSM state cannot be truncated: the verify forward runs with `HybridCache.track`, which makes each Mamba
-     layer scan the K+1 tokens one recurrence step at a time (as decode does) and keep the state after every
-     token, and `HybridCache.rollback` picks the state after the last kept token of each row: no re-run. The
-     cost is memory, per Mamba layer and row, K+2 SSM states (H·P·N fp32 each) and K+1 conv columns held during
-     the step, and the scan's K+1 sequential steps instead of one chunked scan (the matmuls, which dominate
-     at batch 1, still run once over K+1 positions).
+     layer keep the state after every token (`Mamba2.forward_tracked`): the conv states are slices of one
+     window (the K-1 cached inputs and the K+1 new ones), and the K+2 SSM states come from one vectorised
+     computation without a per-token loop (`hytron.model.ssd.ssd_tracked`: a lower-triangular (K+1)² decay
+     matrix times the K+1 outer products Δ·x ⊗ B, per head, plus the decayed initial state). `HybridCache.rollback`
+     picks the state after the last kept token of each row: no re-run. The cost is memory, per Mamba layer and
+     row, K+2 SSM states (H·P·N fp32 each) and a K-1+K+1 column conv window held during the step, and about
+     (K+3)/2 decode steps' worth of scan arithmetic (negligible next to the matmuls, which run once over the
+     K+1 positions).
 
 The drafts use the request's own generator, so a seeded request is reproducible with the same K, but its
 sampled tokens are not the ones plain decoding draws (their distribution is).
@@ -93,3 +96,80 @@ class MTPDrafter:
         if snap is not None:
             cache.restore(snap)
         return drafts, qs
+
+
+class StaticSpeculation:
+    """The static-shape speculation steps (`hytron.model.spec_step`) over one batched cache and its MTP cache, as
+    the engine runs them under decode_mode "static" or "compile": greedy drafting and verification in one step
+    (`greedy`), or verification alone (`verify`; rows that sample draft with `MTPDrafter.draft`, on the same
+    caches). With `compile` (the engine's "compile" at batch 1) they go through torch.compile (once per model
+    shape, K and process; guards evaluated on a runner's first call only, as `StaticDecoder` does); if compiling
+    fails, it warns once and runs them uncompiled. The caches need room for K+1 more tokens per row than they hold
+    (the engine reserves it)."""
+
+    compile_failed: str | None = None  # per process: a backend that cannot compile the steps is not retried
+
+    def __init__(self, model, cache, mtp_cache, k: int, compile: bool = False):
+        from hytron.model import spec_step
+
+        self.model, self.cache, self.mtp_cache, self.k = model, cache, mtp_cache, k
+        self._spec = spec_step
+        self.compile = compile and StaticSpeculation.compile_failed is None
+        self.compile_seconds = 0.0
+        self._checked: set[str] = set()  # the steps called once on this runner (guards checked)
+        if self.compile:
+            spec_step.mark_dynamic(cache)
+            spec_step.mark_dynamic(mtp_cache)
+
+    def _run(self, name: str, *args):
+        fn = getattr(self._spec, f"{name}_step")
+        if not self.compile:
+            return fn(self.model, *args)
+        if name in self._checked:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return self._spec.compiled(name)(self.model, *args)
+        import time
+        import warnings
+
+        from hytron.model.kernels import _compiled_graphs, _restore, _snapshot
+
+        saved = [_snapshot(self.cache), _snapshot(self.mtp_cache)]
+        graphs = _compiled_graphs()
+        t0 = time.perf_counter()
+        try:
+            # static shapes but the KV capacity (marked dynamic): a second K or batch size in one process compiles
+            # its own static graph, not a dynamic one (where the few-row matmul pass does not apply)
+            with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+                out = self._spec.compiled(name)(self.model, *args)
+        except Exception as e:  # noqa: BLE001 - a backend that cannot compile these steps: stay correct
+            StaticSpeculation.compile_failed = f"{type(e).__name__}: {e}"
+            warnings.warn(f"hytron: compiling the speculation steps failed, running them uncompiled "
+                          f"({StaticSpeculation.compile_failed})", stacklevel=3)
+            _restore(self.cache, saved[0])
+            _restore(self.mtp_cache, saved[1])
+            self.compile = False
+            return fn(self.model, *args)
+        if _compiled_graphs() > graphs:  # compiled now, not found compiled
+            self.compile_seconds += time.perf_counter() - t0
+        self._checked.add(name)
+        return out
+
+    def verify(self, feed: Tensor) -> tuple[Tensor, Tensor]:
+        """feed (n, K+1) -> hidden (n, K+1, d), logits (n, K+1, V); the cache is left ready for `rollback`."""
+        hidden, logits, tracked = self._run("verify", self.cache, feed)
+        self._track(tracked, feed.size(1))
+        return hidden, logits
+
+    def _track(self, tracked: list, fed: int) -> None:
+        for s, t in zip(self.cache.layers, tracked):
+            if t is not None:
+                s.track, (s.conv_steps, s.ssm_steps) = True, t
+        self.cache.last_fed = fed
+
+    def greedy(self, hidden: Tensor, tokens: Tensor, keep: Tensor, pending: Tensor, bias: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """`draft` then `verify` of [pending (n, 1), the drafts] in one step: -> drafts (n, K), hidden, logits."""
+        drafts, hidden, logits, tracked = self._run("greedy", self.cache, self.mtp_cache, hidden, tokens, keep,
+                                                    pending, self.k, bias)
+        self._track(tracked, pending.size(1) + self.k)
+        return drafts, hidden, logits

@@ -7,8 +7,9 @@ engine prefills a request in a batch-1 cache and `insert`s it into a free slot o
 Speculative decoding needs to take tokens back. Attention KV is simply truncated (`lengths` go back; entries
 past a row's length are never read and are overwritten later). Mamba's state cannot be truncated, so a
 forward with `track(True)` keeps the state after each of its tokens (conv: the K-1+L window inputs it saw,
-SSM: L+1 states), and `rollback(keep)` picks the one after the last kept token of each row. `snapshot` /
-`restore` copy and put back the (small) Mamba states and the lengths, for a few draft steps.
+SSM: L+1 states, computed together by `Mamba2.forward_tracked`), and `rollback(keep)` picks the one after the
+last kept token of each row. `snapshot` / `restore` copy and put back the (small) Mamba states and the lengths,
+for a few draft steps.
 """
 
 from __future__ import annotations
@@ -103,14 +104,20 @@ class HybridCache:
         fed = self.last_fed
         keep = keep.to(self.lengths.device)
         rows = torch.arange(self.batch_size, device=keep.device)
+        one = int(keep[0]) if self.batch_size == 1 else None  # one row: slices instead of gathers
         for s in self.layers:
             if isinstance(s, MambaState):
                 if s.ssm_steps is None:
                     raise RuntimeError("rollback needs the last forward to run with track(True)")
                 k1 = s.conv.size(-1)
-                idx = (keep[:, None] + torch.arange(k1, device=keep.device))[:, None, :].expand(-1, s.conv.size(1), -1)
-                s.conv = s.conv_steps.gather(2, idx)
-                s.ssm = s.ssm_steps[rows, keep]
+                if one is not None:
+                    s.conv = s.conv_steps[:, :, one:one + k1].contiguous()
+                    s.ssm = s.ssm_steps[:, one].contiguous()
+                else:
+                    idx = (keep[:, None] + torch.arange(k1, device=keep.device))[:, None, :].expand(
+                        -1, s.conv.size(1), -1)
+                    s.conv = s.conv_steps.gather(2, idx)
+                    s.ssm = s.ssm_steps[rows, keep]
                 s.track, s.conv_steps, s.ssm_steps = False, None, None
         self.lengths -= fed - keep
 

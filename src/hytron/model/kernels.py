@@ -235,11 +235,15 @@ def _compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def compiles_whole(model) -> bool:
-    """Whether `decode_step` compiles to one graph for `model`, whose guards the first call checks for good. MoE
-    blocks break it (their routing groups tokens by expert, a data-dependent shape), and the graphs after a break
-    see tensors that were not marked dynamic: they keep their guards and recompile for new sizes."""
-    return all(block.kind in "M*-" for block in model.backbone.layers)
+def compiles_whole(model, with_mtp: bool = False) -> bool:
+    """Whether `decode_step` (`with_mtp`: and the MTP head's steps) compiles to one graph for `model`, whose guards
+    the first call checks for good. MoE blocks break it (their routing groups tokens by expert, a data-dependent
+    shape), and the graphs after a break see tensors that were not marked dynamic: they keep their guards and
+    recompile for new sizes."""
+    kinds = [block.kind for block in model.backbone.layers]
+    if with_mtp and model.mtp is not None:
+        kinds += [block.kind for block in model.mtp.layers]
+    return all(kind in "M*-" for kind in kinds)
 
 
 class StaticDecoder:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from hytron.model import kernels
 from hytron.model.cache import MambaState
-from hytron.model.ssd import ssd_chunked, ssd_step
+from hytron.model.ssd import ssd_chunked, ssd_step, ssd_tracked
 
 
 def causal_conv(full: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -67,11 +67,14 @@ class Mamba2(nn.Module):
 
     def forward(self, u: Tensor, state: MambaState | None = None) -> Tensor:
         """u: (b, L, d) -> (b, L, d). With `state`, continues from it and updates it in place."""
-        b, L, _ = u.shape
-        gn = self.groups * self.state_size
+        if state is not None and state.track:  # speculative verification: keep every token's state (rollback)
+            out, state.conv_steps, state.ssm_steps = self.forward_tracked(u, state.conv, state.ssm)
+            state.conv = state.conv_steps[:, :, -(self.kernel - 1):].contiguous()
+            state.ssm = state.ssm_steps[:, -1]
+            return out
+        L = u.size(1)
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.heads], dim=-1)
-        tracked = state is not None and state.track  # speculative verification: keep every token's state
-        if state is not None and L == 1 and not tracked:  # decode: one conv column from K-1 cached inputs + this one
+        if state is not None and L == 1:  # decode: one conv column from K-1 cached inputs + this one
             window = torch.cat([state.conv.to(xBC.dtype), xBC.transpose(1, 2)], dim=-1)  # (b, conv_dim, K)
             state.conv.copy_(window[:, :, 1:])  # in place: a static decode step (CUDA graph, compile) keeps its buffers
             conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True)
@@ -87,28 +90,10 @@ class Mamba2(nn.Module):
             else:
                 full = torch.cat([state.conv.transpose(1, 2).to(xBC.dtype), xBC], dim=1)
                 state.conv = full[:, -(self.kernel - 1):].transpose(1, 2).to(state.conv.dtype).contiguous()
-                if tracked:
-                    state.conv_steps = full.transpose(1, 2).to(state.conv.dtype).contiguous()
             xBC = causal_conv(full, self.conv1d.weight, self.conv1d.bias)
 
-        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
-        x = x.unflatten(-1, (self.heads, self.head_dim))  # (b, L, H, P)
-        B = B.unflatten(-1, (self.groups, self.state_size))  # (b, L, G, N)
-        C = C.unflatten(-1, (self.groups, self.state_size))
-        dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, L, H); never clamped at run time
-        A = -torch.exp(self.A_log.float())
-
-        if tracked:  # token by token, as decode does, keeping the L+1 states (cost: L steps, (L+1)·H·P·N floats)
-            steps = [state.ssm]
-            ys = []
-            for t in range(L):
-                y_t, s_t = ssd_step(steps[-1], x[:, t], dt[:, t], A, B[:, t], C[:, t])
-                ys.append(y_t)
-                steps.append(s_t)
-            y = torch.stack(ys, dim=1)
-            state.ssm_steps = torch.stack(steps, dim=1)  # (b, L+1, H, P, N)
-            state.ssm = steps[-1]
-        elif state is not None and L == 1:  # decode: one recurrence step (Triton kernel in place on CUDA)
+        x, B, C, dt, A = self._ssm_inputs(xBC, dt)
+        if state is not None and L == 1:  # decode: one recurrence step (Triton kernel in place on CUDA)
             y = kernels.fast_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
             if y is None:
                 y, ssm = ssd_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
@@ -120,6 +105,37 @@ class Mamba2(nn.Module):
             y, final = fast if fast is not None else ssd_chunked(x, dt, A, B, C, self.chunk_size, initial_state=init)
             if state is not None:
                 state.ssm = final.to(state.ssm.dtype)
+        return self._output(y, x, z)
+
+    def forward_tracked(self, u: Tensor, conv: Tensor, ssm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """A few tokens u (b, L, d) continuing the state (conv (b, conv_dim, K-1), ssm (b, H, P, N)), keeping the
+        state after every token, for speculative verification; pure (nothing is updated), so it compiles as is.
+        Returns the output (b, L, d), the conv window (b, conv_dim, K-1+L): the conv state after token j is
+        window[..., j:j+K-1], and the L+1 SSM states (b, L+1, H, P, N), index j the state after j tokens.
+        The conv states are slices of the one window (the inputs themselves); the SSM states come from one
+        vectorised computation (`ssd_tracked`: no per-token loop, see its cost there)."""
+        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.heads], dim=-1)
+        full = torch.cat([conv.transpose(1, 2).to(xBC.dtype), xBC], dim=1)  # (b, K-1+L, conv_dim)
+        window = full.transpose(1, 2).to(conv.dtype)
+        L, w = u.size(1), self.conv1d.weight[:, 0]  # (conv_dim, K): the conv as K shifted products (short L)
+        conv = sum(full[:, i:i + L] * w[:, i] for i in range(self.kernel))
+        if self.conv1d.bias is not None:
+            conv = conv + self.conv1d.bias
+        x, B, C, dt, A = self._ssm_inputs(F.silu(conv), dt)
+        y, steps = ssd_tracked(ssm, x, dt, A, B, C)
+        return self._output(y, x, z), window, steps
+
+    def _ssm_inputs(self, xBC: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The conv output split into x (b, L, H, P), B, C (b, L, G, N); dt (b, L, H) softplus'ed; A (H,)."""
+        gn = self.groups * self.state_size
+        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
+        x = x.unflatten(-1, (self.heads, self.head_dim))  # (b, L, H, P)
+        B = B.unflatten(-1, (self.groups, self.state_size))  # (b, L, G, N)
+        C = C.unflatten(-1, (self.groups, self.state_size))
+        dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, L, H); never clamped at run time
+        return x, B, C, dt, -torch.exp(self.A_log.float())
+
+    def _output(self, y: Tensor, x: Tensor, z: Tensor) -> Tensor:
         y = torch.addcmul(y, x, self.D.to(y.dtype)[:, None])  # + D·x
         y = self.norm(y.flatten(-2), z)
         return self.out_proj(y)

@@ -117,3 +117,35 @@ def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     state = state.view(b, G, R, P, N) * decay + dBx
     y = (state * C.to(dtype).view(b, G, 1, 1, N)).sum(-1)  # (b, G, R, P)
     return y.reshape(b, H, P).to(x.dtype), state.view(b, H, P, N)
+
+
+def ssd_tracked(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """A few tokens from `state`, keeping the state after every one of them (speculative verification), with no
+    per-token loop: x (b, L, H, P), dt (b, L, H), A (H,), B/C (b, L, G, N), state (b, H, P, N) -> y (b, L, H, P)
+    and the L+1 states (b, L+1, H, P, N), index j = the state after the first j tokens (0: `state` itself).
+
+    The recurrence unrolled: S_j = exp(a_j) S_0 + sum_{s<=j} exp(a_j - a_s) Δ_s x_s ⊗ B_s with a_j the cumulated
+    Δ·A, so all L states are one batched (L x L) @ (L x P·N) matmul per head over the L outer products (the
+    lower-triangular decay matrix), plus the decayed initial state; y_j = S_j · C_j. Cost: L·H·P·N multiply-adds
+    for the outer products, L²·H·P·N for the matmul and L·H·P·N for y, i.e. about (L + 2)/2 decode steps' worth
+    of scan arithmetic for L tokens at L = 5, in a handful of ops instead of L steps of a dozen; memory (L+1)
+    states. Meant for short L (the K+1 <= ~8 verified tokens): the chunked scan is the one for long inputs."""
+    dtype = state.dtype
+    b, L, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    dt = dt.to(dtype)
+    a = torch.cumsum(dt * A.to(dtype), dim=1)  # (b, L, H): cumulated log-decay after each token
+    a = a.view(b, L, G, R).permute(0, 2, 3, 1)  # (b, G, R, L)
+    decay = torch.exp((a[..., :, None] - a[..., None, :]).clamp(max=0.0))  # (b, G, R, L, L) [target, source]
+    decay = torch.tril(decay)
+    dtx = (dt[..., None] * x.to(dtype)).view(b, L, G, R, P).permute(0, 2, 3, 1, 4)  # (b, G, R, L, P)
+    Bg = B.to(dtype).permute(0, 2, 1, 3)[:, :, None]  # (b, G, 1, L, N)
+    outer = (dtx[..., :, None] * Bg[..., None, :]).flatten(-2)  # (b, G, R, L, P·N)
+    s0 = state.view(b, G, R, 1, P * N)
+    states = torch.matmul(decay, outer) + torch.exp(a)[..., None] * s0  # (b, G, R, L, P·N)
+    states = states.view(b, G, R, L, P, N)
+    y = (states * C.to(dtype).permute(0, 2, 1, 3)[:, :, None, :, None, :]).sum(-1)  # (b, G, R, L, P)
+    y = y.permute(0, 3, 1, 2, 4).reshape(b, L, H, P).to(x.dtype)
+    steps = torch.cat([s0.view(b, G, R, 1, P, N), states], dim=3)  # (b, G, R, L+1, P, N)
+    return y, steps.permute(0, 3, 1, 2, 4, 5).reshape(b, L + 1, H, P, N)
