@@ -126,6 +126,13 @@ def test_compiled_step_of_a_moe_model_gives_the_eager_tokens():
     engine.run_until_idle()
     assert [r.result().token_ids for r in reqs] == want
     assert engine.decode_mode == "compile"
+    # with a MoE MTP head (Nemotron 3 Super's "*E"), speculation under "compile" gives the same tokens too
+    torch.manual_seed(0)
+    head = randomize(HybridLM(HybridConfig.from_name("hytron-tiny-moe", vocab_size=96, num_nextn_predict_layers=1,
+                                                     mtp_pattern="*E")).eval())
+    want = [generate(head, [p], params, decode_mode="eager")[0].token_ids for p in ps]
+    got = generate(head, ps, params, decode_mode="compile", speculative_tokens=2, max_slots=3)
+    assert [c.token_ids for c in got] == want
 
 
 def test_a_step_that_cannot_compile_warns_and_decodes_uncompiled(model, monkeypatch):
