@@ -133,6 +133,8 @@ def test_compiled_step_of_a_moe_model_gives_the_eager_tokens():
     want = [generate(head, [p], params, decode_mode="eager")[0].token_ids for p in ps]
     got = generate(head, ps, params, decode_mode="compile", speculative_tokens=2, max_slots=3)
     assert [c.token_ids for c in got] == want
+    assert [generate(head, [p], params, decode_mode="compile", speculative_tokens=2)[0].token_ids
+            for p in ps[:2]] == want[:2]
 
 
 def test_a_step_that_cannot_compile_warns_and_decodes_uncompiled(model, monkeypatch):
