@@ -2,7 +2,11 @@
 
 One model (a random `--preset` hybrid with a small trained tokenizer) is saved as a hytron directory and exported
 to GGUF (`hytron export gguf --outtype f32`, or q8_0); both servers get the same N text prompts at once, greedy,
-a fixed number of new tokens each (`ignore_eos`), with the same number of CPU threads. Rounds alternate between
+a fixed number of new tokens each (`ignore_eos`), with the same number of CPU threads. Each round's prompts are
+new (random word sequences), so neither server can skip prefilling them: llama-server keeps every slot's prompt
+state and reuses all but the last few tokens of a prompt it has seen (`timings.cache_n`), which with repeated
+prompts turned every round after the first into a decode-only race (`--repeat-prompts` measures that case, where
+hytron's prefix cache may reuse state too). Rounds alternate between
 the servers (the machine is shared: load drifts), and the figure is generated tokens per second of wall time over
 the N requests; the ratio hytron / llama-server is printed per round and as the median of the rounds, with the
 load average beside it.
@@ -12,6 +16,7 @@ load average beside it.
 
     python bench/bench_serve_peer.py [--preset hytron-small] [--requests 16] [--prompt-words 48]
                                      [--new-tokens 64] [--threads 2] [--rounds 3] [--outtype f32]
+                                     [--repeat-prompts]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -82,6 +88,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--outtype", default="f32", choices=("f32", "q8_0"))
+    ap.add_argument("--repeat-prompts", action="store_true",
+                    help="send the same prompts every round: both servers may then reuse their cached prompt state "
+                         "(llama-server keeps each slot's; hytron its prefix cache); by default every round has new "
+                         "prompts, so both prefill them")
     ap.add_argument("--decode-mode", default="compile", choices=("compile", "static", "eager"),
                     help="hytron serve's --decode-mode (default: its own default, compile)")
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(DEFAULT_BINARY)))
@@ -94,8 +104,12 @@ def main() -> None:
     tok = Tokenizer.train(CORPUS * 40, vocab_size=400)
     model = HybridLM(HybridConfig.from_name(args.preset, vocab_size=tok.vocab_size)).eval()
     words = " ".join(CORPUS).split()
-    prompts = [" ".join(words[(7 * i + j) % len(words)] for j in range(args.prompt_words))
-               for i in range(args.requests)]
+    rng = random.Random(0)
+
+    def batch_of_prompts() -> list[str]:  # prompts never sent before (unless --repeat-prompts)
+        return [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
+
+    prompts = batch_of_prompts()
     ctx = args.requests * (2 * args.prompt_words + args.new_tokens + 64)
 
     from hytron.export.gguf_model import export_gguf
@@ -129,6 +143,8 @@ def main() -> None:
         ratios = []
         for r in range(args.rounds):
             load = os.getloadavg()[0]
+            if not args.repeat_prompts:
+                prompts = batch_of_prompts()
             ours = run_round(ours_url, prompts, args.new_tokens, names[ours_url])
             theirs = run_round(peer_url, prompts, args.new_tokens, names[peer_url])
             ratios.append(theirs / ours)
