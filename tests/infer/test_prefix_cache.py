@@ -140,15 +140,16 @@ def test_engine_with_the_cache_gives_the_tokens_and_logits_of_the_engine_without
     engine = Engine(model, prefill_chunk=prefill_chunk, prefix_cache_bytes=1 << 30, prefix_block_size=BLOCK)
     got = run(engine, ps, params)
     same_outputs(got, want)
-    # what each reused: nothing, then the shared 40 (of 45: whole blocks), 16 (19 shared), all of the first
-    # prompt (52: its end was kept), 48 of the first again (its last token is always prefilled), 32 of the 40 (a
-    # block-aligned prompt leaves its last block)
-    assert [r.cached_tokens for r in got] == [0, 40, 16, 52, 48, 32]
+    # what each reused: nothing, then the shared 40 (of 45: whole blocks), 16 (19 shared), the first prompt but its
+    # last token (51 of 52: the state is kept one token before each prompt's end), the same 51 of the first sent
+    # again (its last token is always prefilled, for its logits), 32 of the 40 (a block-aligned prompt leaves its
+    # last block)
+    assert [r.cached_tokens for r in got] == [0, 40, 16, 51, 51, 32]
     assert [r.cached_tokens for r in want] == [0] * 6
     stats = engine.prefix_cache.stats
-    assert stats["queries"] == 6 and stats["hits"] == 5 and stats["hit_tokens"] == 188
+    assert stats["queries"] == 6 and stats["hits"] == 5 and stats["hit_tokens"] == 190
     assert stats["queried_tokens"] == sum(map(len, ps))
-    assert engine.stats["prompt_tokens"] == sum(map(len, ps)) - 188  # only the rest is prefilled
+    assert engine.stats["prompt_tokens"] == sum(map(len, ps)) - 190  # only the rest is prefilled
     # a chat's next turn: the first conversation so far (prompt + answer) and a new message; it resumes where the
     # first request stopped (its last token was sampled, never fed)
     turn = ps[0] + want[0].token_ids + rand_ids(9, 60)
@@ -217,7 +218,7 @@ def test_speculation_restores_the_mtp_heads_cache_too(mtp_pattern):
     engine = Engine(m, speculative_tokens=2, prefix_cache_bytes=1 << 30, prefix_block_size=BLOCK)
     got = run(engine, ps, params)
     same_outputs(got, want)
-    assert [r.cached_tokens for r in got] == [0, 40, 16, 52, 48, 32]
+    assert [r.cached_tokens for r in got] == [0, 40, 16, 51, 51, 32]
     # the head drafts from the same state: the same drafts accepted (a random head: its state decides them)
     assert [(r.drafts, r.accepted_tokens) for r in got] == [(r.drafts, r.accepted_tokens) for r in want]
     assert sum(r.accepted_tokens for r in got) > 0

@@ -418,12 +418,21 @@ class Engine:
         return self._drafter is None and s.params.prompt_logprobs is None
 
     def _prefill_end(self, s: _Seq) -> int:
-        """Where the next prefill forward of `s` must stop: its prompt's end, or the next prefix-cache block."""
+        """Where the next prefill forward of `s` must stop: its prompt's end, or, with the prefix cache, the next
+        block boundary or the prompt's last token (`_stores_at`)."""
         if s.cache is None:
             s.cache = self.model.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
             self._restore_prefix(s)
         end = len(s.req.prompt_ids)
-        return end if self.prefix_cache is None else min(end, self.prefix_cache.next_boundary(s.prefilled))
+        if self.prefix_cache is None:
+            return end
+        return min(end - 1 if s.prefilled < end - 1 else end, self.prefix_cache.next_boundary(s.prefilled))
+
+    def _stores_at(self, s: _Seq, n: int) -> bool:
+        """Whether the prefix cache keeps the state of `s` after n prompt tokens: at block boundaries, and one token
+        before the prompt's end, where the same prompt sent again resumes (its last token is always fed, for its
+        logits) as does a longer one that continues it (a chat's next turn, a longer document)."""
+        return n % self.prefix_cache.block_size == 0 or n == len(s.req.prompt_ids) - 1
 
     def _prefill_group(self, seqs: list[_Seq], budget: int) -> tuple[list[_Seq], int] | None:
         """Of the sequences that may prefill together, the group and the number of tokens n each feeds in one
@@ -451,8 +460,7 @@ class Engine:
             prompt = s.req.prompt_ids
             s.prefilled += n
             s.cache.insert(0, batch, row=i)
-            if self.prefix_cache is not None and (s.prefilled % self.prefix_cache.block_size == 0
-                                                  or s.prefilled == len(prompt)):
+            if self.prefix_cache is not None and self._stores_at(s, s.prefilled):
                 self.prefix_cache.store(prompt, batch, row=i)
             if s.prefilled == len(prompt):
                 if s.params.max_tokens == 0:
@@ -488,9 +496,10 @@ class Engine:
             s.prompt_logprobs += sequence_logprobs(logits[:len(targets)], targets, s.params.prompt_logprobs)
         s.prefilled = b
         self.stats["prompt_tokens"] += b - a
-        if self.prefix_cache is not None and (b % self.prefix_cache.block_size == 0 or b == len(prompt)):
+        if self.prefix_cache is not None and self._stores_at(s, b):
             self.prefix_cache.store(prompt, s.cache, hidden=torch.cat(s.block_hidden) if s.block_hidden else None)
-            s.block_hidden = []
+            if b % self.prefix_cache.block_size == 0:  # a block: the next entry's hidden states start after it
+                s.block_hidden = []
         if b == len(prompt):
             if s.params.max_tokens == 0:
                 s.finish_reason = "length"

@@ -9,9 +9,11 @@ state at chosen positions only:
     conv window and SSM state *after* it. The engine's prefill forwards end at block boundaries, where the blocks
     are stored. Blocks filled in from a finished sequence (below) hold KV only: links of the chain, not places
     to resume from;
-  - **ends**: the state at the end of a prompt, and at the end of a finished sequence (prompt + answer, the
-    last sampled token excepted: never fed), so the next turn of a chat, whose prompt is the conversation so
-    far, resumes where the last one stopped. An end entry follows the last full block before it and holds the
+  - **ends**: the state one token before the end of a prompt (the engine's prefill stops there to store it:
+    the same prompt sent again, whose last token must be fed for its logits, resumes there, as llama.cpp's
+    server does with a slot's prompt), and at the end of a finished sequence (prompt + answer, the last sampled
+    token excepted: never fed), so the next turn of a chat, whose prompt is the conversation so far, resumes
+    where the last one stopped. An end entry follows the last full block before it and holds the
     KV of the positions after that block, the Mamba state at its end, and its tokens (checked on lookup).
 A new prompt walks its chain from block 1 while blocks exist, and resumes from the furthest place with a Mamba
 state: the deepest block that has one, or a longer end entry whose tokens the prompt continues. It restores KV
