@@ -14,6 +14,7 @@ share of the step spent in GEMMs. Ratios (hytron / transformers) are printed las
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -43,6 +44,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="print per-op tables of one hytron training step")
+    ap.add_argument("--compile", action="store_true",
+                    help="also train a copy of hytron's model with its blocks compiled (`compile_blocks`, as "
+                         "`TrainConfig.compile`), interleaved with the other two; its compile time is printed")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,20 +72,38 @@ def main() -> None:
     theirs.train()
     opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
     opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+    compiled = None
+    if args.compile:
+        from hytron.model.kernels import compile_blocks
+
+        compiled = compile_blocks(copy.deepcopy(ours))
+        opt_c = torch.optim.AdamW(compiled.parameters(), lr=1e-4)
+        t0 = time.perf_counter()
+        train_step_time(compiled, ids, ours_loss, opt_c)
+        print(f"compiled blocks: first step (compiling forward and backward) {time.perf_counter() - t0:.1f} s")
     for _ in range(2):  # warm-up
         train_step_time(ours, ids, ours_loss, opt_o)
         train_step_time(theirs, ids, theirs_loss, opt_t)
-    to, tt = [], []
+        if compiled is not None:
+            train_step_time(compiled, ids, ours_loss, opt_c)
+    to, tt, tc = [], [], []
     for _ in range(args.steps):
         to.append(train_step_time(ours, ids, ours_loss, opt_o))
         tt.append(train_step_time(theirs, ids, theirs_loss, opt_t))
+        if compiled is not None:
+            tc.append(train_step_time(compiled, ids, ours_loss, opt_c))
     tokens = args.batch * args.seq
     tps_o, tps_t = tokens / statistics.median(to), tokens / statistics.median(tt)
+    tps_c = tokens / statistics.median(tc) if tc else None
     peak = matmul_peak_flops()
     mfu = ours.flops_per_token(args.seq) * tps_o / peak
     print(f"train   hytron {tps_o:9.0f} tok/s   transformers {tps_t:9.0f} tok/s   ({load()})")
     print(f"        matmul peak {peak / 1e9:.1f} GFLOP/s fp32; hytron model FLOPs/token "
           f"{ours.flops_per_token(args.seq) / 1e6:.1f}M -> MFU {100 * mfu:.1f}%")
+    if tps_c is not None:
+        mfu_c = ours.flops_per_token(args.seq) * tps_c / peak
+        print(f"        hytron compiled blocks {tps_c:9.0f} tok/s -> MFU {100 * mfu_c:.1f}%, "
+              f"{tps_c / tps_o:.2f}x eager, {tps_c / tps_t:.2f}x transformers ({load()})")
     gemm_share = None
     if args.profile:
         rows, wall = profile_ops(lambda: train_step_time(ours, ids, ours_loss, opt_o), reps=5)
@@ -135,7 +157,7 @@ def main() -> None:
     result = {"preset": args.preset, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
               "mfu": mfu, "matmul_peak_gflops": peak / 1e9, "gemm_share_of_step": gemm_share, "load": load(),
               "decode_tok_s": {"hytron": dec_o, "transformers": dec_t}, "same_tokens": same,
-              "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t}
+              "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t, "train_tok_s_compiled": tps_c}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
