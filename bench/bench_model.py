@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="print per-op tables of one hytron training step")
+    ap.add_argument("--optim", choices=("fused", "foreach", "for-loop"), default="fused",
+                    help="AdamW implementation, the same for both models: fused (hytron's make_optimizer and "
+                         "transformers' Trainer default since torch 2.8), foreach, or torch's CPU default for-loop")
     ap.add_argument("--compile", action="store_true",
                     help="also train a copy of hytron's model with its blocks compiled (`compile_blocks`, as "
                          "`TrainConfig.compile`), interleaved with the other two; its compile time is printed")
@@ -62,7 +65,7 @@ def main() -> None:
         ours.save_pretrained(d)
         theirs = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa")
     print(f"model {args.preset}: {ours.num_params():,} params, pattern {cfg.pattern}, "
-          f"batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} threads")
+          f"batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} threads, AdamW {args.optim}")
 
     # ---- 1. training throughput ------------------------------------------------------------------------
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1))
@@ -70,14 +73,15 @@ def main() -> None:
     theirs_loss = lambda m, x: m(input_ids=x[:, :-1], labels=x[:, :-1], use_cache=False).loss  # noqa: E731
     ours.train()
     theirs.train()
-    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+    okw = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[args.optim]
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4, **okw)
+    opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4, **okw)
     compiled = None
     if args.compile:
         from hytron.model.kernels import compile_blocks
 
         compiled = compile_blocks(copy.deepcopy(ours))
-        opt_c = torch.optim.AdamW(compiled.parameters(), lr=1e-4)
+        opt_c = torch.optim.AdamW(compiled.parameters(), lr=1e-4, **okw)
         t0 = time.perf_counter()
         train_step_time(compiled, ids, ours_loss, opt_c)
         print(f"compiled blocks: first step (compiling forward and backward) {time.perf_counter() - t0:.1f} s")
@@ -154,7 +158,7 @@ def main() -> None:
     print(f"decode  hytron {dec_o:9.0f} tok/s   transformers generate {dec_t:9.0f} tok/s   "
           f"(same greedy tokens: {same})")
 
-    result = {"preset": args.preset, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
+    result = {"preset": args.preset, "optim": args.optim, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
               "mfu": mfu, "matmul_peak_gflops": peak / 1e9, "gemm_share_of_step": gemm_share, "load": load(),
               "decode_tok_s": {"hytron": dec_o, "transformers": dec_t}, "same_tokens": same,
               "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t, "train_tok_s_compiled": tps_c}
