@@ -8,7 +8,7 @@ Notation (Mamba-2 paper, arXiv 2405.21060): per head h with scalar A_h < 0 and s
 B and C are shared by the H/G heads of a group: head h uses group h // (H/G) ("repeat_interleave").
 All three functions compute the same thing; tests hold them equal to 1e-10 in fp64.
 The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype; the chunked scan forms its
-decay exponents (cumulated log-decays and their differences) in fp64.
+cumulated log-decays in fp64 (and, on its exponent-difference path, their differences).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _factored_plan(dt: Tensor, A: Tensor, chunk: int) -> tuple[int, Tensor, Tens
     q = chunk
     while q >= min(chunk, FACTOR_MIN_CHUNK):
         a, log_v = _chunk_log_decay(dt, A, q)
-        if torch.maximum(-a[:, :, -1].min(), log_v.max()).item() <= FACTOR_MAX_LOG:
+        if torch.maximum(-a[:, :, -1].min(), log_v.max()).detach().item() <= FACTOR_MAX_LOG:
             return q, a, log_v
         q //= 2
     return None
