@@ -32,7 +32,7 @@ def _inputs(dtype, b=2, L=45, H=4, P=3, G=2, N=5, seed=0):
 @pytest.mark.parametrize("chunk", [1, 4, 7, 16, 64])
 def test_chunked_equals_naive_with_initial_state(dtype, tol, chunk, path):
     x, dt, A, B, C, h0 = _inputs(dtype)
-    assert (factored_chunk(dt, A, chunk) is not None) == (path == "factored")
+    assert (factored_chunk(dt, A, chunk, B.size(-1)) is not None) == (path == "factored")
     y_ref, s_ref = ssd_naive(x.double(), dt.double(), A.double(), B.double(), C.double(), h0.double())
     y, s = ssd_chunked(x, dt, A, B, C, chunk, initial_state=h0)
     scale = y_ref.abs().max()
@@ -57,12 +57,19 @@ def test_step_by_step_equals_chunked(dtype, tol):
 def test_factored_chunk_halves_for_fast_decays_and_gives_up_below_the_minimum():
     x, dt, A, B, C, h0 = _inputs(torch.float32, L=256)
     slow = torch.full_like(dt, 0.01)
-    assert factored_chunk(slow, A, 64) == 64  # at most 2.1·0.01·64 = 1.3 per chunk
+    assert factored_chunk(slow, A, 64, 5) == 64  # at most 2.1·0.01·64 = 1.3 per chunk
     fast = torch.full_like(dt, 1.0)  # |A| up to 2.1 per step: -a past 60 within 32 tokens
-    q = factored_chunk(fast, A, 64)
+    q = factored_chunk(fast, A, 64, 5)
     assert q is not None and q < 64
     assert -A.min().item() * q <= ssd.FACTOR_MAX_LOG < -A.min().item() * 2 * q  # the longest that fits
-    assert factored_chunk(torch.full_like(dt, 10.0), A, 64) is None  # 21 per step: 8 tokens already past 60
+    assert factored_chunk(torch.full_like(dt, 10.0), A, 64, 5) is None  # 21 per step: 8 tokens already past 60
+    # halving multiplies the chunks, and the carry across them is quadratic in their number: with |A|·Δ up to 4.2
+    # per step the chunk must be 8; over 256 tokens that is 32 chunks, over 4,096 tokens 512 (513² · N > L · 64,
+    # as for 16), so there the halving stops and the exponent-difference scan runs
+    faster = torch.full((1, 4096, 4), 3.0)
+    assert -A.min().item() * 3.0 * 16 > ssd.FACTOR_MAX_LOG >= -A.min().item() * 3.0 * 8
+    assert factored_chunk(faster[:, :256], A, 64, 5) == 8
+    assert factored_chunk(faster, A, 64, 5) is None
     for d in (fast, torch.full_like(dt, 10.0)):
         y_ref, s_ref = ssd_naive(x.double(), d.double(), A.double(), B.double(), C.double(), h0.double())
         y, s = ssd_chunked(x, d, A, B, C, 64, initial_state=h0)
@@ -114,7 +121,7 @@ def test_chunked_gradients_equal_naive_gradients(chunk, path):
         return torch.autograd.grad((y * wy).sum() + (s * ws).sum(), inputs)
 
     x, dt, A, B, C, h0 = inputs
-    assert (factored_chunk(dt, A, chunk) is not None) == (path == "factored")
+    assert (factored_chunk(dt, A, chunk, B.size(-1)) is not None) == (path == "factored")
     want = grads(lambda: ssd_naive(x, dt, A, B, C, h0))
     got = grads(lambda: ssd_chunked(x, dt, A, B, C, chunk, h0))
     for name, w, h in zip(("x", "dt", "A", "B", "C", "h0"), want, got):

@@ -38,8 +38,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
       way into the chunked layout, u scales the output on its way out, and the within-chunk product is one GEMM
       per group and chunk, C·Bᵀ (Q x Q, shared by the group's heads) times the group's R heads side by side
       (Q x R·P). It needs u and v inside fp32's range, i.e. every chunk's total log-decay (and log Δ) within
-      `FACTOR_MAX_LOG`: the chunk is halved until it is (down to `FACTOR_MIN_CHUNK`; the chunk length does not
-      change the result), see `factored_chunk`;
+      `FACTOR_MAX_LOG`: the chunk is halved until it is (down to `FACTOR_MIN_CHUNK`, and while the carry across
+      the more numerous chunks stays cheap; the chunk length does not change the result), see `factored_chunk`;
     - exponent differences (`_ssd_chunked_diff`): exp(a_l - a_s) over each Q x Q block, clamped at -80; the
       path under torch.compile (no data-dependent choice), off the CPU, and for decays too fast to factor.
     """
@@ -48,7 +48,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     # config.json says (issue 26: chunk_size 100000 made every prefill try to allocate 10 GB).
     Q = min(chunk_size, MAX_SCAN_CHUNK)
     if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        plan = _factored_plan(dt, A, Q)
+        plan = _factored_plan(dt, A, Q, B.size(-1))
         if plan is not None:
             return _ssd_chunked_factored(x, B, C, *plan, initial_state)
     return _ssd_chunked_diff(x, dt, A, B, C, Q, initial_state)
@@ -67,12 +67,15 @@ def _chunk_log_decay(dt: Tensor, A: Tensor, q: int) -> tuple[Tensor, Tensor]:
     return a, torch.log(dt64.clamp_min(1e-30)) - a
 
 
-def _factored_plan(dt: Tensor, A: Tensor, chunk: int) -> tuple[int, Tensor, Tensor] | None:
+def _factored_plan(dt: Tensor, A: Tensor, chunk: int, state_size: int) -> tuple[int, Tensor, Tensor] | None:
     """The chunk length the factored scan uses for these decays, with its `_chunk_log_decay`: the longest of
     chunk, chunk/2, ... (at least FACTOR_MIN_CHUNK) whose every chunk keeps -a and log v within FACTOR_MAX_LOG;
-    None when none does (the exponent-difference scan runs). One host synchronisation per length tried."""
+    None when none does (the exponent-difference scan runs). A halving also stops where the carry across chunks
+    ((c+1)² · P·N per head, quadratic in the number of chunks c) would cost more than the exponent-difference
+    scan's within-chunk product at the full chunk (L · chunk · P per head). One host read per length tried."""
+    L = dt.size(1)
     q = chunk
-    while q >= min(chunk, FACTOR_MIN_CHUNK):
+    while q >= min(chunk, FACTOR_MIN_CHUNK) and (q == chunk or (-(-L // q) + 1) ** 2 * state_size <= L * chunk):
         a, log_v = _chunk_log_decay(dt, A, q)
         if torch.maximum(-a[:, :, -1].min(), log_v.max()).detach().item() <= FACTOR_MAX_LOG:
             return q, a, log_v
@@ -80,11 +83,11 @@ def _factored_plan(dt: Tensor, A: Tensor, chunk: int) -> tuple[int, Tensor, Tens
     return None
 
 
-def factored_chunk(dt: Tensor, A: Tensor, chunk: int) -> int | None:
-    """The chunk length `ssd_chunked` (on CPU, eager) runs the factored scan at for these decays and `chunk`,
-    or None when it runs the exponent-difference scan."""
+def factored_chunk(dt: Tensor, A: Tensor, chunk: int, state_size: int) -> int | None:
+    """The chunk length `ssd_chunked` (on CPU, eager) runs the factored scan at for these decays, `chunk` and
+    state size N, or None when it runs the exponent-difference scan."""
     with torch.no_grad():
-        plan = _factored_plan(dt, A, min(chunk, MAX_SCAN_CHUNK))
+        plan = _factored_plan(dt, A, min(chunk, MAX_SCAN_CHUNK), state_size)
     return None if plan is None else plan[0]
 
 
