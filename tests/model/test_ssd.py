@@ -89,6 +89,12 @@ def test_chunked_equals_naive_at_extreme_steps(scale, path):
     assert (s.double() - s_ref).abs().max() / s_ref.abs().max() <= 1e-5
 
 
+def test_empty_sequence_returns_the_initial_state():
+    x, dt, A, B, C, h0 = _inputs(torch.float32, L=0)
+    y, s = ssd_chunked(x, dt, A, B, C, 16, initial_state=h0)
+    assert y.shape == (2, 0, 4, 3) and torch.equal(s, h0)
+
+
 def test_scan_split_in_two_with_carried_state():
     x, dt, A, B, C, h0 = _inputs(torch.float64)
     y_all, s_all = ssd_chunked(x, dt, A, B, C, 8, h0)

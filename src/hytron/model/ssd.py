@@ -47,7 +47,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     # is b·H·L·Q (the Q x Q decay per chunk). So the reference never uses more than MAX_SCAN_CHUNK, whatever
     # config.json says (issue 26: chunk_size 100000 made every prefill try to allocate 10 GB).
     Q = min(chunk_size, MAX_SCAN_CHUNK)
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+    if x.device.type == "cpu" and x.numel() and not torch.compiler.is_compiling():
         plan = _factored_plan(dt, A, Q, B.size(-1))
         if plan is not None:
             return _ssd_chunked_factored(x, B, C, *plan, initial_state)
