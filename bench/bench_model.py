@@ -1,8 +1,10 @@
 """Benchmark: hytron HybridLM vs transformers NemotronHForCausalLM on the same random ~5M-param model (CPU).
 
 Measures, in one run and interleaved (these machines are shared and noisy):
-  1. training tokens/s (forward + backward + AdamW step), and hytron's MFU against this machine's
-     measured fp32 matmul peak;
+  1. training tokens/s (forward + backward + AdamW step; `--optim`, the same AdamW for both), and hytron's MFU
+     against this machine's fp32 matmul peak, measured between the steps (the best of all rounds); MFU is given
+     for the median step and for the fastest one (a step the load did not reach; `--compile` adds a third model,
+     hytron with `compile_blocks`);
   2. batch-1 greedy decode tokens/s: hytron's cached decode loop vs transformers' `generate`.
 With `--profile`, one hytron training step is also profiled (torch.profiler) per op kind and per op, with the
 share of the step spent in GEMMs. Ratios (hytron / transformers) are printed last, with the load average.
@@ -14,6 +16,7 @@ share of the step spent in GEMMs. Ratios (hytron / transformers) are printed las
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -43,6 +46,12 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="print per-op tables of one hytron training step")
+    ap.add_argument("--optim", choices=("fused", "foreach", "for-loop"), default="fused",
+                    help="AdamW implementation, the same for both models: fused (hytron's make_optimizer and "
+                         "transformers' Trainer default since torch 2.8), foreach, or torch's CPU default for-loop")
+    ap.add_argument("--compile", action="store_true",
+                    help="also train a copy of hytron's model with its blocks compiled (`compile_blocks`, as "
+                         "`TrainConfig.compile`), interleaved with the other two; its compile time is printed")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,7 +67,7 @@ def main() -> None:
         ours.save_pretrained(d)
         theirs = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa")
     print(f"model {args.preset}: {ours.num_params():,} params, pattern {cfg.pattern}, "
-          f"batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} threads")
+          f"batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} threads, AdamW {args.optim}")
 
     # ---- 1. training throughput ------------------------------------------------------------------------
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1))
@@ -66,22 +75,50 @@ def main() -> None:
     theirs_loss = lambda m, x: m(input_ids=x[:, :-1], labels=x[:, :-1], use_cache=False).loss  # noqa: E731
     ours.train()
     theirs.train()
-    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+    okw = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[args.optim]
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4, **okw)
+    opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4, **okw)
+    compiled = None
+    if args.compile:
+        from hytron.model.kernels import compile_blocks
+
+        compiled = compile_blocks(copy.deepcopy(ours))
+        opt_c = torch.optim.AdamW(compiled.parameters(), lr=1e-4, **okw)
+        t0 = time.perf_counter()
+        train_step_time(compiled, ids, ours_loss, opt_c)
+        print(f"compiled blocks: first step (compiling forward and backward) {time.perf_counter() - t0:.1f} s")
     for _ in range(2):  # warm-up
         train_step_time(ours, ids, ours_loss, opt_o)
         train_step_time(theirs, ids, theirs_loss, opt_t)
-    to, tt = [], []
+        if compiled is not None:
+            train_step_time(compiled, ids, ours_loss, opt_c)
+    # each round: one step of each model, then the GEMM peak (best of 3), so that the peak is measured beside
+    # the steps (a shared machine's load comes and goes); the peak is the best of all rounds
+    to, tt, tc, peaks = [], [], [], []
     for _ in range(args.steps):
         to.append(train_step_time(ours, ids, ours_loss, opt_o))
         tt.append(train_step_time(theirs, ids, theirs_loss, opt_t))
+        if compiled is not None:
+            tc.append(train_step_time(compiled, ids, ours_loss, opt_c))
+        peaks.append(matmul_peak_flops(reps=3))
     tokens = args.batch * args.seq
     tps_o, tps_t = tokens / statistics.median(to), tokens / statistics.median(tt)
-    peak = matmul_peak_flops()
-    mfu = ours.flops_per_token(args.seq) * tps_o / peak
-    print(f"train   hytron {tps_o:9.0f} tok/s   transformers {tps_t:9.0f} tok/s   ({load()})")
-    print(f"        matmul peak {peak / 1e9:.1f} GFLOP/s fp32; hytron model FLOPs/token "
-          f"{ours.flops_per_token(args.seq) / 1e6:.1f}M -> MFU {100 * mfu:.1f}%")
+    tps_c = tokens / statistics.median(tc) if tc else None
+    peak = max(peaks)
+    fpt = ours.flops_per_token(args.seq)
+    mfu, mfu_best = fpt * tps_o / peak, fpt * tokens / min(to) / peak
+    print(f"train   hytron {tps_o:9.0f} tok/s   transformers {tps_t:9.0f} tok/s   (medians of {args.steps} "
+          f"interleaved steps; {load()})")
+    print(f"        matmul peak {peak / 1e9:.1f} GFLOP/s fp32 (best of {3 * len(peaks)}, rounds' median "
+          f"{statistics.median(peaks) / 1e9:.1f}); hytron model FLOPs/token {fpt / 1e6:.1f}M -> MFU "
+          f"{100 * mfu:.1f}% (fastest step: {tokens / min(to):.0f} tok/s, MFU {100 * mfu_best:.1f}%; transformers' "
+          f"fastest {tokens / min(tt):.0f} tok/s)")
+    mfu_c = None
+    if tps_c is not None:
+        mfu_c = fpt * tps_c / peak
+        print(f"        hytron compiled blocks {tps_c:9.0f} tok/s -> MFU {100 * mfu_c:.1f}% (fastest step "
+              f"{tokens / min(tc):.0f} tok/s, MFU {100 * fpt * tokens / min(tc) / peak:.1f}%), {tps_c / tps_o:.2f}x "
+              f"eager, {tps_c / tps_t:.2f}x transformers ({load()})")
     gemm_share = None
     if args.profile:
         rows, wall = profile_ops(lambda: train_step_time(ours, ids, ours_loss, opt_o), reps=5)
@@ -132,10 +169,13 @@ def main() -> None:
     print(f"decode  hytron {dec_o:9.0f} tok/s   transformers generate {dec_t:9.0f} tok/s   "
           f"(same greedy tokens: {same})")
 
-    result = {"preset": args.preset, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
+    result = {"preset": args.preset, "optim": args.optim, "train_tok_s": {"hytron": tps_o, "transformers": tps_t},
               "mfu": mfu, "matmul_peak_gflops": peak / 1e9, "gemm_share_of_step": gemm_share, "load": load(),
               "decode_tok_s": {"hytron": dec_o, "transformers": dec_t}, "same_tokens": same,
-              "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t}
+              "train_ratio": tps_o / tps_t, "decode_ratio": dec_o / dec_t, "train_tok_s_compiled": tps_c,
+              "mfu_fastest_step": mfu_best, "mfu_compiled": mfu_c,
+              "train_step_s": {"hytron": to, "transformers": tt, "compiled": tc},
+              "peaks_gflops": [p / 1e9 for p in peaks]}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -4,7 +4,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hytron.model.ssd import ssd_chunked, ssd_naive, ssd_step, ssd_tracked
+from hytron.model import ssd
+from hytron.model.ssd import factored_chunk, ssd_chunked, ssd_naive, ssd_step, ssd_tracked
+
+
+@pytest.fixture(params=["factored", "diff"])
+def path(request, monkeypatch):
+    """Run a test through each of the chunked scan's two implementations: the factored one (when the decays
+    allow; `factored_chunk` says at which chunk length) and the exponent differences (forced here by a bound no
+    chunk meets)."""
+    if request.param == "diff":
+        monkeypatch.setattr(ssd, "FACTOR_MAX_LOG", -1.0)
+    return request.param
 
 
 def _inputs(dtype, b=2, L=45, H=4, P=3, G=2, N=5, seed=0):
@@ -19,8 +30,9 @@ def _inputs(dtype, b=2, L=45, H=4, P=3, G=2, N=5, seed=0):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("chunk", [1, 4, 7, 16, 64])
-def test_chunked_equals_naive_with_initial_state(dtype, tol, chunk):
+def test_chunked_equals_naive_with_initial_state(dtype, tol, chunk, path):
     x, dt, A, B, C, h0 = _inputs(dtype)
+    assert (factored_chunk(dt, A, chunk, B.size(-1)) is not None) == (path == "factored")
     y_ref, s_ref = ssd_naive(x.double(), dt.double(), A.double(), B.double(), C.double(), h0.double())
     y, s = ssd_chunked(x, dt, A, B, C, chunk, initial_state=h0)
     scale = y_ref.abs().max()
@@ -58,6 +70,47 @@ def test_tracked_states_equal_the_recurrence_after_every_token(dtype, tol, L):
         assert (steps[:, t + 1].double() - state).abs().max() / state.abs().max() <= tol
 
 
+def test_factored_chunk_halves_for_fast_decays_and_gives_up_below_the_minimum():
+    x, dt, A, B, C, h0 = _inputs(torch.float32, L=256)
+    slow = torch.full_like(dt, 0.01)
+    assert factored_chunk(slow, A, 64, 5) == 64  # at most 2.1·0.01·64 = 1.3 per chunk
+    fast = torch.full_like(dt, 1.0)  # |A| up to 2.1 per step: -a past 60 within 32 tokens
+    q = factored_chunk(fast, A, 64, 5)
+    assert q is not None and q < 64
+    assert -A.min().item() * q <= ssd.FACTOR_MAX_LOG < -A.min().item() * 2 * q  # the longest that fits
+    assert factored_chunk(torch.full_like(dt, 10.0), A, 64, 5) is None  # 21 per step: 8 tokens already past 60
+    # halving multiplies the chunks, and the carry across them is quadratic in their number: with |A|·Δ up to 4.2
+    # per step the chunk must be 8; over 256 tokens that is 32 chunks, over 4,096 tokens 512 (513² · N > L · 64,
+    # as for 16), so there the halving stops and the exponent-difference scan runs
+    faster = torch.full((1, 4096, 4), 3.0)
+    assert -A.min().item() * 3.0 * 16 > ssd.FACTOR_MAX_LOG >= -A.min().item() * 3.0 * 8
+    assert factored_chunk(faster[:, :256], A, 64, 5) == 8
+    assert factored_chunk(faster, A, 64, 5) is None
+    for d in (fast, torch.full_like(dt, 10.0)):
+        y_ref, s_ref = ssd_naive(x.double(), d.double(), A.double(), B.double(), C.double(), h0.double())
+        y, s = ssd_chunked(x, d, A, B, C, 64, initial_state=h0)
+        assert (y.double() - y_ref).abs().max() / y_ref.abs().max() <= 1e-5
+        assert (s.double() - s_ref).abs().max() / s_ref.abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e-3, 5.0])
+def test_chunked_equals_naive_at_extreme_steps(scale, path):
+    # tiny Δ (the factored path's v = Δ·exp(-a) must not underflow) and large ones (exp(-a) at the bound)
+    x, dt, A, B, C, h0 = _inputs(torch.float32, L=96)
+    dt = dt * scale
+    y_ref, s_ref = ssd_naive(x.double(), dt.double(), A.double(), B.double(), C.double(), h0.double() * scale)
+    y, s = ssd_chunked(x, dt, A, B, C, 32, initial_state=h0 * scale)
+    assert torch.isfinite(y).all() and torch.isfinite(s).all()
+    assert (y.double() - y_ref).abs().max() / y_ref.abs().max() <= 1e-5
+    assert (s.double() - s_ref).abs().max() / s_ref.abs().max() <= 1e-5
+
+
+def test_empty_sequence_returns_the_initial_state():
+    x, dt, A, B, C, h0 = _inputs(torch.float32, L=0)
+    y, s = ssd_chunked(x, dt, A, B, C, 16, initial_state=h0)
+    assert y.shape == (2, 0, 4, 3) and torch.equal(s, h0)
+
+
 def test_scan_split_in_two_with_carried_state():
     x, dt, A, B, C, h0 = _inputs(torch.float64)
     y_all, s_all = ssd_chunked(x, dt, A, B, C, 8, h0)
@@ -77,7 +130,7 @@ def test_groups_map_to_heads_by_repeat_interleave():
 
 
 @pytest.mark.parametrize("chunk", [4, 16, 64])
-def test_chunked_gradients_equal_naive_gradients(chunk):
+def test_chunked_gradients_equal_naive_gradients(chunk, path):
     # the chunked scan's backward (clamped decay exponents, batched matmuls) against autograd through the plain
     # recurrence, in fp64; decays up to ~6 per step, so within-chunk exponents pass the -80 clamp
     inputs = [t.requires_grad_() for t in _inputs(torch.float64, L=37)]
@@ -90,6 +143,7 @@ def test_chunked_gradients_equal_naive_gradients(chunk):
         return torch.autograd.grad((y * wy).sum() + (s * ws).sum(), inputs)
 
     x, dt, A, B, C, h0 = inputs
+    assert (factored_chunk(dt, A, chunk, B.size(-1)) is not None) == (path == "factored")
     want = grads(lambda: ssd_naive(x, dt, A, B, C, h0))
     got = grads(lambda: ssd_chunked(x, dt, A, B, C, chunk, h0))
     for name, w, h in zip(("x", "dt", "A", "B", "C", "h0"), want, got):

@@ -8,7 +8,7 @@ Notation (Mamba-2 paper, arXiv 2405.21060): per head h with scalar A_h < 0 and s
 B and C are shared by the H/G heads of a group: head h uses group h // (H/G) ("repeat_interleave").
 All three functions compute the same thing; tests hold them equal to 1e-10 in fp64.
 The scan always runs in fp32 (or fp64 if given fp64), whatever the model's dtype; the chunked scan forms its
-decay exponents (cumulated log-decays and their differences) in fp64.
+cumulated log-decays in fp64 (and, on its exponent-difference path, their differences).
 """
 
 from __future__ import annotations
@@ -31,6 +31,116 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     x: (b, L, H, P)   dt: (b, L, H) (already softplus'ed)   A: (H,)   B, C: (b, L, G, N)
     initial_state: (b, H, P, N) or None.  Returns y: (b, L, H, P) and the final state (b, H, P, N).
 
+    Two exact implementations of the same sum (issue 27), chosen per call:
+    - factored (eager, CPU): the within-chunk decay exp(a_l - a_s)·Δ_s is the product of a per-target factor
+      u_l = exp(a_l) and a per-source factor v_s = Δ_s·exp(-a_s) (a: the log-decay cumulated from the chunk's
+      start, in fp64; u and v rounded once to fp32), so no (Q x Q) decay is formed at all: v scales x on its
+      way into the chunked layout, u scales the output on its way out, and the within-chunk product is one GEMM
+      per group and chunk, C·Bᵀ (Q x Q, shared by the group's heads) times the group's R heads side by side
+      (Q x R·P). It needs u and v inside fp32's range, i.e. every chunk's total log-decay (and log Δ) within
+      `FACTOR_MAX_LOG`: the chunk is halved until it is (down to `FACTOR_MIN_CHUNK`, and while the carry across
+      the more numerous chunks stays cheap; the chunk length does not change the result), see `factored_chunk`;
+    - exponent differences (`_ssd_chunked_diff`): exp(a_l - a_s) over each Q x Q block, clamped at -80; the
+      path under torch.compile (no data-dependent choice), off the CPU, and for decays too fast to factor.
+    """
+    # The chunk is a compute choice, not part of the model: every chunk length gives the same result, and memory
+    # is b·H·L·Q (the Q x Q decay per chunk). So the reference never uses more than MAX_SCAN_CHUNK, whatever
+    # config.json says (issue 26: chunk_size 100000 made every prefill try to allocate 10 GB).
+    Q = min(chunk_size, MAX_SCAN_CHUNK)
+    if x.device.type == "cpu" and x.numel() and not torch.compiler.is_compiling():
+        plan = _factored_plan(dt, A, Q, B.size(-1))
+        if plan is not None:
+            return _ssd_chunked_factored(x, B, C, *plan, initial_state)
+    return _ssd_chunked_diff(x, dt, A, B, C, Q, initial_state)
+
+
+FACTOR_MAX_LOG = 60.0  # |log u|, log v at most this: u >= e^-60 (normal fp32), v·|x|·|C·B|·Q far from fp32's max
+FACTOR_MIN_CHUNK = 8  # below this the factored form has no GEMMs left to win; use the exponent differences
+
+
+def _chunk_log_decay(dt: Tensor, A: Tensor, q: int) -> tuple[Tensor, Tensor]:
+    """In fp64, per chunk of q tokens (dt padded to a multiple of q): a = log-decay cumulated from the chunk's
+    start (b, c, q, H) and log v = log Δ - a."""
+    b, L, H = dt.shape
+    dt64 = F.pad(dt.to(torch.float64), (0, 0, 0, (-L) % q)).view(b, -1, q, H)
+    a = torch.cumsum(dt64 * A.to(torch.float64), dim=2)
+    return a, torch.log(dt64.clamp_min(1e-30)) - a
+
+
+def _factored_plan(dt: Tensor, A: Tensor, chunk: int, state_size: int) -> tuple[int, Tensor, Tensor] | None:
+    """The chunk length the factored scan uses for these decays, with its `_chunk_log_decay`: the longest of
+    chunk, chunk/2, ... (at least FACTOR_MIN_CHUNK) whose every chunk keeps -a and log v within FACTOR_MAX_LOG;
+    None when none does (the exponent-difference scan runs). A halving also stops where the carry across chunks
+    ((c+1)² · P·N per head, quadratic in the number of chunks c) would cost more than the exponent-difference
+    scan's within-chunk product at the full chunk (L · chunk · P per head). One host read per length tried."""
+    L = dt.size(1)
+    q = chunk
+    while q >= min(chunk, FACTOR_MIN_CHUNK) and (q == chunk or (-(-L // q) + 1) ** 2 * state_size <= L * chunk):
+        a, log_v = _chunk_log_decay(dt, A, q)
+        if torch.maximum(-a[:, :, -1].min(), log_v.max()).detach().item() <= FACTOR_MAX_LOG:
+            return q, a, log_v
+        q //= 2
+    return None
+
+
+def factored_chunk(dt: Tensor, A: Tensor, chunk: int, state_size: int) -> int | None:
+    """The chunk length `ssd_chunked` (on CPU, eager) runs the factored scan at for these decays, `chunk` and
+    state size N, or None when it runs the exponent-difference scan."""
+    with torch.no_grad():
+        plan = _factored_plan(dt, A, min(chunk, MAX_SCAN_CHUNK), state_size)
+    return None if plan is None else plan[0]
+
+
+def _ssd_chunked_factored(x: Tensor, B: Tensor, C: Tensor, Q: int, a: Tensor, log_v: Tensor,
+                          initial_state: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The factored scan (see `ssd_chunked`): y_l = u_l·(sum_{s<=l} (C_l·B_s) v_s x_s + C_l·S_in), chunk by
+    chunk, laid out (b, G, c, Q, R, P) so that every contraction is one batched GEMM over (b, G, c)."""
+    b, L, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    out_dtype, dtype = x.dtype, _scan_dtype(x)
+    pad = (-L) % Q
+    c = (L + pad) // Q
+    if pad:  # dt = 0 on padding: decay 1 and no input, so the final state is untouched
+        x, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, B, C))
+    # a, log_v: (b, c, Q, H) in fp64, from `_factored_plan`
+    u = torch.exp(a).to(dtype).view(b, c, Q, G, R)  # target factor exp(a_l) <= 1
+    v = torch.exp(log_v).to(dtype).view(b, c, Q, G, R).permute(0, 3, 1, 2, 4).contiguous()  # (b, G, c, Q, R)
+    # x scaled by v on its way into the chunked layout (b, G, c, Q, R, P) (v first: the product takes its layout)
+    xv = (v[..., None] * x.view(b, c, Q, G, R, P).permute(0, 3, 1, 2, 4, 5)).contiguous().view(b, G, c, Q, R * P)
+    Bg, Cg = (t.to(dtype).view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).reshape(b * G * c, Q, N) for t in (B, C))
+
+    # 1. within each chunk, all R heads of a group in one GEMM: (C·Bᵀ, causal) @ (v x)
+    CB = torch.tril(torch.bmm(Cg, Bg.transpose(-1, -2)))  # (b·G·c, Q, Q)
+    y = torch.bmm(CB, xv.view(b * G * c, Q, R * P))  # (b·G·c, Q, R·P)
+
+    # 2. the state each chunk adds by its end, exp(a_end)·sum_s v_s x_s ⊗ B_s: (b, G, R, c, P, N)
+    raw = torch.bmm(xv.view(b * G * c, Q, R * P).transpose(-1, -2), Bg).view(b, G, c, R, P, N)
+    st = raw * u[:, :, -1].permute(0, 2, 1, 3)[..., None, None]
+    # 3. carry states across chunks: S_in[z] = sum_{c' < z} exp(sum of chunk decays c'+1..z-1) st[c']
+    if initial_state is None:
+        init = torch.zeros(b, G, R, 1, P, N, dtype=dtype, device=x.device)
+    else:
+        init = initial_state.to(dtype).reshape(b, G, R, 1, P, N)
+    states = torch.cat([init, st.transpose(2, 3)], dim=3)  # (b, G, R, c+1, P, N): index 0 is before chunk 0
+    chunk_cum = F.pad(torch.cumsum(a[:, :, -1], dim=1), (0, 0, 1, 0))  # (b, c+1, H)
+    chunk_cum = chunk_cum.view(b, c + 1, G, R).permute(0, 2, 3, 1)  # (b, G, R, c+1)
+    chunk_decay = (chunk_cum[..., :, None] - chunk_cum[..., None, :]).to(dtype).clamp_(-80.0, 0.0)
+    chunk_decay = torch.tril(torch.exp(chunk_decay))  # (b, G, R, c+1, c+1) [target, source]
+    states = torch.matmul(chunk_decay, states.flatten(-2)).view(b, G, R, c + 1, P, N)
+    states_in, final_state = states[:, :, :, :-1], states[:, :, :, -1]
+
+    # 4. the carried-in state's output C_l·S_in, added by the GEMM; then everything times u_l on the way out
+    S = states_in.permute(0, 1, 3, 5, 2, 4).reshape(b * G * c, N, R * P)
+    y = torch.baddbmm(y, Cg, S).view(b, G, c, Q, R, P)
+    y = (u[..., None] * y.permute(0, 2, 3, 1, 4, 5)).reshape(b, c * Q, H, P)[:, :L]
+    return y.to(out_dtype), final_state.reshape(b, H, P, N)
+
+
+def _ssd_chunked_diff(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, Q: int,
+                      initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The scan from exponent differences (see `ssd_chunked`).
+
     Laid out for batched GEMMs (issue 27): every contraction is one `matmul` over a (b, G, [R,] c) batch of
     small matrices with the contracted dim innermost, heads grouped as (G, R) so B and C are broadcast over the R
     heads of their group instead of repeated; the within-chunk decay is exp(cumsum_l - cumsum_s) from an fp64
@@ -41,10 +151,6 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G  # heads per group
-    # The chunk is a compute choice, not part of the model: every chunk length gives the same result, and memory
-    # is b·H·L·Q (the Q x Q decay per chunk). So the reference never uses more than MAX_SCAN_CHUNK, whatever
-    # config.json says (issue 26: chunk_size 100000 made every prefill try to allocate 10 GB).
-    Q = min(chunk_size, MAX_SCAN_CHUNK)
     out_dtype, dtype = x.dtype, _scan_dtype(x)
     pad = (-L) % Q
     c = (L + pad) // Q

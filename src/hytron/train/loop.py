@@ -53,9 +53,31 @@ class StopRequested:
             signal.signal(s, old)
 
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fused_adamw_ok(params) -> bool:
+    """Whether torch's fused AdamW (one kernel per step instead of ~10 passes per parameter; on a CPU the
+    for-loop default costs ~10x more: issue 27) takes these parameters: plain tensors (not DTensors or other
+    subclasses, as FSDP makes) of a float dtype, all on one CPU or CUDA device type."""
+    params = list(params)
+    return bool(params) and all(type(p) in (torch.Tensor, torch.nn.Parameter) and p.dtype in _FUSED_DTYPES
+                                and p.device.type in ("cpu", "cuda") for p in params) \
+        and len({p.device.type for p in params}) == 1
+
+
 def make_optimizer(model: HybridLM, o: OptimSpec) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters (no weight decay on norms, biases, A_log, D, dt_bias)."""
-    return torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    """AdamW over the model's trainable parameters (no weight decay on norms, biases, A_log, D, dt_bias); torch's
+    fused implementation where it applies (`fused_adamw_ok`; transformers' Trainer defaults to it too)."""
+    groups = model.param_groups(o.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    fused = fused_adamw_ok(params)
+    opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused or None)
+    if fused:
+        # the fused kernel writes the parameters without moving their version counters (torch 2.13), and
+        # QuantLinear re-quantizes a weight only when its version moves: move them as the for-loop AdamW does
+        opt.register_step_post_hook(lambda *_: torch.autograd.graph.increment_version(params))
+    return opt
 
 
 def set_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, o: OptimSpec) -> float:
