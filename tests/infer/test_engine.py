@@ -263,3 +263,26 @@ def test_prompts_admitted_together_prefill_in_batched_forwards(model):
         assert [lp.logprob for lp in t.logprobs] == pytest.approx([lp.logprob for lp in a.logprobs], abs=1e-5)
     assert [lp.logprob for lp in together[2].prompt_logprobs[1:]] == pytest.approx(
         [lp.logprob for lp in alone[2].prompt_logprobs[1:]], abs=1e-5)
+
+
+def test_run_makes_the_calling_thread_the_engines_thread(model):
+    """`Engine.run` (what `hytron serve` does in the thread that loaded the model): requests are served by the
+    calling thread, `start` starts no second one, and `close` ends the loop."""
+    engine = Engine(model, max_slots=2)
+    threads, started = [], threading.Event()
+
+    def main():
+        threads.append(threading.current_thread())
+        engine.run(started.set)
+
+    runner = threading.Thread(target=main)
+    runner.start()
+    assert started.wait(10)
+    with pytest.raises(RuntimeError, match="already runs"):
+        engine.run()
+    assert engine.start()._thread is runner
+    req = engine.submit(prompts(1)[0], SamplingParams(max_tokens=5, temperature=0))
+    assert len(req.result(timeout=60).token_ids) == 5
+    engine.close()
+    runner.join(10)
+    assert not runner.is_alive() and threads == [runner]
