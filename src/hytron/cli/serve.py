@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import threading
 
 
 def add_serve(sub) -> None:
@@ -114,32 +113,6 @@ def _config(args, **fixed):
     return ServeConfig(**{**given, **fixed})
 
 
-def _load_in_engine_thread(model_dir, cfg, prepare):
-    """The Backend of `model_dir`, loaded (and `prepare(backend)` run: the compile) in the thread that then runs
-    its engine's loop (`Engine.run`), so that every parallel torch op of the server runs in that one thread (the
-    docstring of `Engine.run` says why: at 2 threads, 2.5x faster decode steps than in a second thread)."""
-    from hytron.serve import Backend
-
-    ready, box = threading.Event(), {}
-
-    def main():
-        try:
-            backend = Backend.load(model_dir, cfg)
-            prepare(backend)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, which raises it
-            box["error"] = e
-            ready.set()
-            return
-        box["backend"] = backend
-        backend.engine.run(ready.set)
-
-    threading.Thread(target=main, name="hytron-engine", daemon=True).start()
-    ready.wait()
-    if "error" in box:
-        raise box["error"]
-    return box["backend"]
-
-
 def _compile(backend) -> None:
     if backend.engine.decode_mode == "compile":  # once, before the first request (else that request waits for it)
         print("hytron serve: compiling the decode step (decode mode compile; --decode-mode static skips it) ...",
@@ -148,11 +121,11 @@ def _compile(backend) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hytron.serve import create_app, http
+    from hytron.serve import Backend, create_app, http
 
     cfg = _config(args)
     connections, fd_limit = http.connection_limit(cfg.max_connections)  # a bad --max-connections: before loading
-    backend = _load_in_engine_thread(args.model_dir, cfg, _compile)
+    backend = Backend.load_in_engine_thread(args.model_dir, cfg, _compile)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         print(f"warning: serving on {cfg.host} without an API key: anyone who can reach it can use it")
     spec = f", speculating {cfg.speculative_tokens} tokens with the MTP head" if cfg.speculative_tokens else ""

@@ -146,6 +146,34 @@ class Backend:
         self.engine.step_hooks.append(self._flush_mailboxes)
 
     @classmethod
+    def load_in_engine_thread(cls, model_dir: str | Path, config: ServeConfig | None = None,
+                              prepare: Callable[[Backend], None] | None = None) -> Backend:
+        """`load`, with the loading (and `prepare(backend)`, e.g. compiling the decode step) done in a thread that
+        then runs the engine's loop (`Engine.run`), so that every parallel torch op of the process runs in that one
+        thread (`Engine.run` says why: at 2 threads, decode steps 2.5x faster than in a second thread)."""
+        ready, box = threading.Event(), {}
+
+        def main():
+            try:
+                if config is not None and config.threads:  # before anything compiles: kernels keep the count
+                    torch.set_num_threads(config.threads)
+                backend = cls.load(model_dir, config)
+                if prepare is not None:
+                    prepare(backend)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, which raises it
+                box["error"] = e
+                ready.set()
+                return
+            box["backend"] = backend
+            backend.engine.run(ready.set)
+
+        threading.Thread(target=main, name="hytron-engine", daemon=True).start()
+        ready.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["backend"]
+
+    @classmethod
     def load(cls, model_dir: str | Path, config: ServeConfig | None = None) -> Backend:
         model_dir, config = Path(model_dir), config or ServeConfig()
         dtype = getattr(torch, config.dtype) if config.dtype else None

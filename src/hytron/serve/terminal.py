@@ -35,7 +35,7 @@ def chat_loop(model_dir: str | Path, config=None, settings: ChatSettings | None 
     stdin, out = stdin or sys.stdin, stdout or sys.stdout
     tty = out.isatty()
     dim, reset = ("\033[2m", "\033[0m") if tty else ("", "")
-    backend = Backend.load(model_dir, config or ServeConfig(max_slots=1))
+    backend = Backend.load_in_engine_thread(model_dir, config or ServeConfig(max_slots=1))
     if not backend.tokenizer.has_chat_template:
         raise ValueError(f"{model_dir}: the model has no chat template (chat needs one; `hytron serve` still "
                          "serves completions)")
