@@ -24,6 +24,7 @@ import torch
 from hytron.infer import Completion, Delta, Engine, SamplingParams
 from hytron.infer.prefix_cache import BLOCK_SIZE
 from hytron.model import HybridLM
+from hytron.serve.protocol import RESERVED_TEMPLATE_KWARGS
 from hytron.serve.structured import Grammars
 from hytron.tokenizer import Tokenizer
 from hytron.tokenizer.tools import parser_for
@@ -104,10 +105,6 @@ class ServeConfig:
                              f"{kw['enable_thinking']!r}")
 
 
-# names the renderer sets itself (a chat_template_kwargs entry cannot replace them); `self` is Jinja's name for
-# the template itself, so a variable of that name could never be read
-RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "tools", "documents", "add_generation_prompt",
-                                      "continue_final_message", "sanitize", "tokenize", "self"})
 
 
 class Backend:

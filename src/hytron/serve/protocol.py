@@ -253,8 +253,18 @@ class ChatMessage(_Body):
         return self.content or ""
 
 
+# names the renderer sets itself (a chat_template_kwargs entry cannot replace them); `self` is Jinja's name for
+# the template itself, so a variable of that name could never be read; names starting with "_" are the renderer's
+RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "tools", "documents", "add_generation_prompt",
+                                      "continue_final_message", "sanitize", "tokenize", "self"})
+
+
 class ChatTemplateKwargs(_Body):
-    """Variables for the chat template (vLLM's `chat_template_kwargs`): any key is passed through."""
+    """Variables for the chat template (vLLM's `chat_template_kwargs`): any key is passed through but the
+    renderer's own names (published in the schema: a schema-valid request is never refused for its key)."""
+
+    model_config = ConfigDict(json_schema_extra={"propertyNames": {"not": {"anyOf": [
+        {"enum": sorted(RESERVED_TEMPLATE_KWARGS)}, {"pattern": "^_"}]}}})
 
     enable_thinking: StrictBool | None = None
 
