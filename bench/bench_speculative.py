@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from bench_serve_peer import wait_http
 from hytron.infer import Engine, SamplingParams
 from hytron.model import HybridConfig, HybridLM
 from hytron.train.loop import next_token_losses
@@ -183,18 +184,7 @@ def measure_serve(model: HybridLM, prompt: list[int], args, k: int) -> dict:
             servers[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
                              f"http://127.0.0.1:{port}")
         for proc, url in servers.values():
-            deadline = time.monotonic() + 600
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"hytron serve exited with {proc.returncode}")
-                try:
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{url} did not come up")
-                time.sleep(0.5)
+            wait_http(url, proc, timeout=600)  # hytron serve compiles its steps before it listens
 
         def one_round(url: str, count: int, tokens: int) -> float:
             async def go():
