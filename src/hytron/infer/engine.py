@@ -456,13 +456,13 @@ class Engine:
         most tokens in all (of equals, the one with the most rows); None when fewer than two would take part."""
         if len(seqs) < 2:
             return None
-        left = sorted((self._prefill_end(s) - s.prefilled for s in seqs), reverse=True)
+        left = [self._prefill_end(s) - s.prefilled for s in seqs]  # (the end first: it may restore a prefix)
         best, n = 0, 0
-        for rows, r in enumerate(left, 1):
+        for rows, r in enumerate(sorted(left, reverse=True), 1):
             take = min(r, budget // rows)
             if take * rows >= best:  # ties: more rows move on
                 best, n = take * rows, take
-        group = [s for s in seqs if self._prefill_end(s) - s.prefilled >= n]
+        group = [s for s, r in zip(seqs, left) if r >= n]
         return (group, n) if len(group) >= 2 and n >= 1 else None
 
     def _prefill_batch(self, group: list[_Seq], n: int) -> int:

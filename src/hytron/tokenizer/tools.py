@@ -141,6 +141,12 @@ def tool_call_stream(parser, tools: list[dict] | None = None, max_calls: int | N
     return (JsonCallStream if isinstance(parser, JsonToolParser) else XmlCallStream)(parser, tools, max_calls)
 
 
+def _after_call(stream, more: bool, then: str) -> str:
+    """A call stream's state after a call ended: `then` when another may follow (the text goes on and `max_calls`
+    allows one more), else "done"."""
+    return then if more and not (stream.max_calls and stream.calls >= stream.max_calls) else "done"
+
+
 class XmlCallStream:
     """Nemotron 3 XML calls streamed: string values as they come (JSON-escaped), other types when their
     parameter closes (`tool_call_stream`)."""
@@ -241,9 +247,7 @@ class XmlCallStream:
                 m = self._match(self._end_call, final)
                 if m is None:
                     break
-                self.state = "between" if m else "done"
-                if m and self.max_calls and self.calls >= self.max_calls:
-                    self.state = "done"
+                self.state = _after_call(self, bool(m), "between")
             elif self.state == "between":
                 stripped = self.held.lstrip()
                 if not stripped:
@@ -464,9 +468,7 @@ class JsonCallStream:
                 tok = self._expect("}", final)
                 if tok is None:
                     break
-                self.state = "after_item" if tok else "done"
-                if tok and self.max_calls and self.calls >= self.max_calls:
-                    self.state = "done"
+                self.state = _after_call(self, bool(tok), "after_item")
             elif self.state == "after_item":
                 tok = self._expect(", ]", final)
                 if tok is None:
