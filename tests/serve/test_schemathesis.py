@@ -14,8 +14,11 @@ from schemathesis import checks  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # refusals of schema-valid requests that depend on the server's settings (context, n, max_tokens, vocabulary,
-# the served name) or on a reference the schema cannot state (tool_choice naming a function not in tools)
-SERVER_LIMITS = {"context_length_exceeded", "limit_exceeded", "model_not_found", "unknown_tool"}
+# the served name), on a reference the schema cannot state (tool_choice naming a function not in tools), or on
+# OpenAI's strict-mode rules for a `strict: true` schema, which JSON Schema cannot state either ("every property
+# is required": `required` must list exactly the keys of `properties`); each carries OpenAI's code
+SERVER_LIMITS = {"context_length_exceeded", "limit_exceeded", "model_not_found", "unknown_tool",
+                 "invalid_function_parameters", "invalid_json_schema"}
 
 
 def refusal_the_spec_allows(response) -> bool:

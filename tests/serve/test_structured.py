@@ -85,6 +85,7 @@ def test_strict_schema_must_follow_openai_rules(http, schema, says):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "response_format" and says in err["message"], err
+    assert err["code"] == "invalid_json_schema"  # OpenAI's code, which clients branch on
 
 
 def test_non_strict_schema_is_still_enforced(http):

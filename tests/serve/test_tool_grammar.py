@@ -90,21 +90,24 @@ def test_auto_stays_free(http):
     assert c["message"]["content"]
 
 
-@pytest.mark.parametrize("change, param, says", [
-    ({"tools": None}, "tool_choice", "no tools"),
-    ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "not in tools"),
+@pytest.mark.parametrize("change, param, says, code", [
+    ({"tools": None}, "tool_choice", "no tools", 400),
+    ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "not in tools",
+     "unknown_tool"),
     ({"tools": [{"type": "function", "function": {"name": "f", "strict": True, "parameters": {
         "type": "object", "properties": {"a": {"type": "string"}}}}}]}, "tools.0.function.parameters",
-     "additionalProperties must be false"),
-    ({"response_format": {"type": "json_object"}}, "response_format", "tool call"),
+     "additionalProperties must be false", "invalid_function_parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "strict": True, "parameters": {"": None}}}]},
+     "tools.0.function.parameters", "the root must be an object", "invalid_function_parameters"),  # the fuzzer's
+    ({"response_format": {"type": "json_object"}}, "response_format", "tool call", 400),
 ])
-def test_bad_forced_calls_are_400(http, change, param, says):
+def test_bad_forced_calls_are_400(http, change, param, says, code):
     body = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 8, **change}
     body = {k: v for k, v in body.items() if v is not None}
     r = http.post(CHAT, json=body)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert err["param"] == param and says in err["message"], err
+    assert err["param"] == param and says in err["message"] and err["code"] == code, err
 
 
 @pytest.mark.parametrize("parameters", [None, {}])

@@ -58,7 +58,7 @@ from hytron.infer import Completion, EngineClosed, PromptTooLong, QueueFull, Sam
 from hytron.serve.backend import RESERVED_TEMPLATE_KWARGS, Backend, Stream
 from hytron.serve.errors import APIError, sse_error
 from hytron.serve.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest, _Sampling
-from hytron.serve.structured import strict_problem
+from hytron.serve.structured import StrictSchemaError, strict_problem
 from hytron.tokenizer.tools import split_tool_calls, tool_call_stream
 
 LIMIT = "limit_exceeded"  # the code of refusals that depend on the server's settings, not on the schema
@@ -148,6 +148,8 @@ async def _tool_constraint(backend: Backend, spec: dict):
 def _constraint(make, param: str):
     try:
         return make()
+    except StrictSchemaError as e:  # OpenAI's code for a strict schema it cannot hold to its rules
+        raise APIError(400, str(e), param, "invalid_json_schema") from None
     except (ValueError, ImportError) as e:
         raise APIError(400, str(e), param) from None
     except TimeoutError as e:
@@ -371,7 +373,7 @@ def _tool_grammar(body: ChatCompletionRequest, tools: list[dict], parser) -> dic
         if f.get("strict") and f.get("parameters"):  # no (or empty) parameters: a call without arguments
             problem = strict_problem(f["parameters"], f"tools.{i}.function.parameters")
             if problem:
-                raise APIError(400, problem, f"tools.{i}.function.parameters")
+                raise APIError(400, problem, f"tools.{i}.function.parameters", "invalid_function_parameters")
     named = None if isinstance(body.tool_choice, str) else body.tool_choice.function.name
     if named is not None and named not in {t["function"]["name"] for t in tools}:
         raise APIError(400, f"tool_choice names {named!r}, which is not in tools", "tool_choice", "unknown_tool")

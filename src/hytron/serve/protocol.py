@@ -186,11 +186,17 @@ _NAME = r"^[A-Za-z0-9_.:-]+$"
 FunctionName = Annotated[Text, Field(min_length=1, max_length=256, pattern=_NAME,
                                      json_schema_extra={"pattern": _NAME})]
 
+_STRICT = ("true: `{}` must follow OpenAI's strict-mode rules (an object at the root, additionalProperties "
+           "false and every property required on every object, the supported keywords only), or the request is "
+           "refused with a 400 and code `{}`; false or absent: the schema still constrains a forced answer")
+
+
 class FunctionDef(_Body):
     name: FunctionName
     description: Text | None = None
     parameters: JSONObject | None = None  # a JSON schema
-    strict: StrictBool | None = None  # true: `parameters` must follow OpenAI's strict-mode rules (a 400 if not)
+    strict: Annotated[StrictBool | None, Field(description=_STRICT.format(
+        "parameters", "invalid_function_parameters"))] = None
 
 
 class ToolDef(_Body):
@@ -280,7 +286,7 @@ class JSONSchemaFormat(_Body):
     name: Annotated[Text, Field(max_length=256)] | None = None
     description: Text | None = None
     schema_: Annotated[JSONObject, Field(alias="schema")]  # required: the answer is held to it
-    strict: StrictBool | None = None
+    strict: Annotated[StrictBool | None, Field(description=_STRICT.format("schema", "invalid_json_schema"))] = None
 
 
 class TextFormat(_Body):

@@ -54,6 +54,10 @@ _STRICT_FORMATS = {"date-time", "time", "date", "duration", "email", "hostname",
 STRICT_MAX_DEPTH, STRICT_MAX_PROPERTIES = 10, 5000
 
 
+class StrictSchemaError(ValueError):
+    """A `strict: true` schema that breaks OpenAI's strict-mode rules (the message names the place)."""
+
+
 def strict_problem(schema, where: str = "schema") -> str | None:
     """Why `schema` breaks OpenAI's strict-mode rules (with the JSON path of the place), or None."""
     if not isinstance(schema, dict) or schema.get("type") != "object" or "anyOf" in schema:
@@ -411,7 +415,7 @@ class Grammars:
         if strict:
             problem = strict_problem(schema, "response_format.json_schema.schema")
             if problem:
-                raise ValueError(problem)
+                raise StrictSchemaError(problem)
         try:
             return self.compiled({"json_schema": terminating(schema)})
         except ValueError as e:
