@@ -243,21 +243,32 @@ def test_greedy_batched_equals_alone_with_moe_blocks():
 
 
 def test_prompts_admitted_together_prefill_in_batched_forwards(model):
-    """A burst of requests prefills as batched forwards (each row feeding its own prompt, no padding), with the
-    tokens and log-probs of each request alone; a request that wants prompt log-probs prefills alone beside them."""
+    """A burst of requests prefills as batched forwards (rows of different lengths right-padded to the longest,
+    each feeding its own prompt), with the tokens and log-probs of each request alone; a request that wants
+    prompt log-probs prefills alone beside them."""
     ps = prompts(6, seed=5)
+    assert len({len(p) for p in ps}) > 2
     params = [SamplingParams(max_tokens=6, temperature=0, logprobs=2) for _ in ps]
     params[2] = SamplingParams(max_tokens=6, temperature=0, logprobs=2, prompt_logprobs=1)
     alone = [generate(model, [p], sp)[0] for p, sp in zip(ps, params)]
-    shapes = []
-    hook = model.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    forwards = []  # (rows, width, real tokens per row)
+
+    def seen(m, args, kwargs):
+        b, n = args[0].shape
+        fed = kwargs.get("fed")
+        forwards.append((b, n, [n] * b if fed is None else fed.tolist()))
+
+    hook = model.register_forward_pre_hook(seen, with_kwargs=True)
     try:
-        together = generate(model, ps, params, max_slots=6, prefill_chunk=40)
+        together = generate(model, ps, params, max_slots=6, prefill_chunk=200)
     finally:
         hook.remove()
-    prefill = shapes  # the model's forward runs prefill only (decode steps are the engine's static step)
-    assert any(b >= 3 for b, _ in prefill)  # rows of different lengths fed together
-    assert sum(b * n for b, n in prefill) == sum(len(p) for p in ps)  # every prompt token fed once
+    # the model's forward runs prefill only (decode steps are the engine's static step)
+    assert any(b >= 5 and len(set(fed)) > 1 for b, _, fed in forwards)  # rows of different lengths together
+    # every prompt token fed once: the batchable prompts' last tokens by the first decode step (which samples
+    # their first tokens with the other rows), the log-prob prompt whole by its own prefill
+    assert sum(sum(fed) for _, _, fed in forwards) == sum(len(p) for p in ps) - 5
+    assert len(forwards) <= 2  # the five batchable prompts in one forward, the log-prob one alone
     for a, t in zip(alone, together):
         assert t.token_ids == a.token_ids
         assert [lp.logprob for lp in t.logprobs] == pytest.approx([lp.logprob for lp in a.logprobs], abs=1e-5)

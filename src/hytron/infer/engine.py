@@ -28,6 +28,7 @@ strings and streaming) goes through the `decode` function the caller passes (to 
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 import time
@@ -62,6 +63,13 @@ from hytron.model.kernels import StaticDecoder, compiles_whole
 # the static verify and (greedy) draft steps (`StaticSpeculation`), compiled at batch 1 under "compile"; "eager"
 # runs the model's own cached forward for both.
 DECODE_MODES = ("eager", "static", "compile")
+# the cost of a prefill forward in positions (one position computed = 1), for choosing which prompts prefill
+# together (`Engine._prefill_group`): a forward's fixed cost (about 5 ms of eager ops for hytron-small on CPU,
+# 40-60 positions' worth) and each row's (its cache copied into the batch and back)
+PREFILL_FORWARD_COST, PREFILL_ROW_COST = 64, 4
+# a step's prefill forwards after its first feed at least this many tokens (a smaller remainder of the step's
+# budget waits for the next step's forward, which costs less than a forward of its own)
+PREFILL_MIN_FEED = 32
 
 
 class _Seq:
@@ -88,6 +96,12 @@ class _Seq:
         self.last: Delta | None = None  # the delta of the finishing token, completed by Engine._finish
         self.cache = None  # batch-1 cache while prefilling
         self.prefilled = 0
+        # the prompt's last token is left to the first decode step, which feeds it and samples the first token
+        # with every other row (no prefill forward of one token per request); not for prompt log-probs (they
+        # need the prefill's logits), speculation (the MTP head is fed from the prefill), max_tokens 0 (no
+        # decode step) or a one-token prompt
+        self.defer_last = (engine._drafter is None and p.prompt_logprobs is None and p.max_tokens > 0
+                           and len(req.prompt_ids) >= 2)
         self.cached_tokens = 0  # prompt tokens restored from the prefix cache
         self.block_hidden: list[torch.Tensor] = []  # with speculation: hidden states since the last cached block
         self.pending: int | None = None  # last sampled token, to be fed at the next decode step
@@ -309,13 +323,23 @@ class Engine:
             s.finish_reason = "cancelled"
         joining = self._joining = []
         try:
-            budget = self.prefill_chunk
+            budget = first = self.prefill_chunk
             while budget > 0:  # forwards end at prefix-cache blocks
                 todo = [s for s in self._prefilling if s.prefilled < len(s.req.prompt_ids)]
+                for s in todo:
+                    self._prefill_end(s)  # a new sequence's cache and cached prefix (which may be all it needs)
+                todo = [s for s in todo if s.prefilled < len(s.req.prompt_ids)]
                 if not todo:
                     break
                 group = self._prefill_group([s for s in todo if self._batchable(s)], budget)
-                budget -= self._prefill_batch(*group) if group else self._prefill(todo[0], budget)
+                if group is None:
+                    group = [todo[0]], budget, min(budget, self._prefill_end(todo[0]) - todo[0].prefilled)
+                if budget < first and group[2] < PREFILL_MIN_FEED:
+                    break
+                if len(group[0]) == 1:  # one row: its own cache, no copies
+                    budget -= self._prefill(group[0][0], group[1])
+                else:
+                    budget -= self._prefill_batch(*group[:2])
             for s in list(self._prefilling):
                 if s.prefilled == len(s.req.prompt_ids):
                     self._prefilling.remove(s)
@@ -434,15 +458,17 @@ class Engine:
         return self._drafter is None and s.params.prompt_logprobs is None
 
     def _prefill_end(self, s: _Seq) -> int:
-        """Where the next prefill forward of `s` must stop: its prompt's end, or, with the prefix cache, the next
-        block boundary or the prompt's last token (`_stores_at`)."""
+        """Where the next prefill forward of `s` must stop: its prompt's end (but its last token with
+        `defer_last`), or, with the prefix cache, the next block boundary or the prompt's last token
+        (`_stores_at`)."""
         if s.cache is None:
             s.cache = self.model.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
             self._restore_prefix(s)
-        end = len(s.req.prompt_ids)
+        full = len(s.req.prompt_ids)
+        end = full - 1 if s.defer_last else full
         if self.prefix_cache is None:
             return end
-        return min(end - 1 if s.prefilled < end - 1 else end, self.prefix_cache.next_boundary(s.prefilled))
+        return min(full - 1 if s.prefilled < full - 1 else end, self.prefix_cache.next_boundary(s.prefilled))
 
     def _stores_at(self, s: _Seq, n: int) -> bool:
         """Whether the prefix cache keeps the state of `s` after n prompt tokens: at block boundaries, and one token
@@ -450,41 +476,68 @@ class Engine:
         logits) as does a longer one that continues it (a chat's next turn, a longer document)."""
         return n % self.prefix_cache.block_size == 0 or n == len(s.req.prompt_ids) - 1
 
-    def _prefill_group(self, seqs: list[_Seq], budget: int) -> tuple[list[_Seq], int] | None:
-        """Of the sequences that may prefill together, the group and the number of tokens n each feeds in one
-        batched forward: the n (one of their distances to their next stop, at most budget / rows) that feeds the
-        most tokens in all (of equals, the one with the most rows); None when fewer than two would take part."""
-        if len(seqs) < 2:
+    def _prefill_group(self, seqs: list[_Seq], budget: int) -> tuple[list[_Seq], int, int] | None:
+        """Of the sequences that may prefill together, the group for the next forward, the most tokens n any
+        row of it feeds (each feeds up to n, to its next stop, right-padded to the longest slice) and the tokens
+        it feeds in all; None when no row has tokens left.
+
+        The group is the k rows with the most left, for the k and n (n one of the rows' distances, or
+        budget // k) whose forward, plus one more forward for what it leaves (the other rows, and what its rows
+        have left past n), costs least, within `budget` positions. A forward costs `PREFILL_FORWARD_COST` +
+        `PREFILL_ROW_COST` per row + one per position computed, padding included: one padded forward of every
+        row usually beats several unpadded ones of a few rows each, but not a short prompt padded to a long one."""
+        left = sorted(((self._prefill_end(s) - s.prefilled, i) for i, s in enumerate(seqs)), reverse=True)
+        left = [(r, i) for r, i in left if r > 0]  # (the end first: it may restore a prefix)
+        if not left:
             return None
-        left = [self._prefill_end(s) - s.prefilled for s in seqs]  # (the end first: it may restore a prefix)
-        best, n = 0, 0
-        for rows, r in enumerate(sorted(left, reverse=True), 1):
-            take = min(r, budget // rows)
-            if take * rows >= best:  # ties: more rows move on
-                best, n = take * rows, take
-        group = [s for s, r in zip(seqs, left) if r >= n]
-        return (group, n) if len(group) >= 2 and n >= 1 else None
+        sizes = [r for r, _ in left]
+        widths = sorted(set(sizes))
+        if len(widths) > 32:  # bounded work per step however many slots: 32 widths spread over the range
+            widths = [widths[j * (len(widths) - 1) // 31] for j in range(32)]
+        neg = [-r for r in sizes]  # ascending, for bisect
+        before = [0]
+        for r in sizes:
+            before.append(before[-1] + r)
+
+        def cost(rows: int, width: int) -> int:
+            return PREFILL_FORWARD_COST + rows * (PREFILL_ROW_COST + width) if rows else 0
+
+        best, pick = None, None
+        for k in range(1, min(len(sizes), budget) + 1):
+            cap = budget // k
+            for n in {min(w, cap) for w in widths if w >= sizes[k - 1]} | {min(cap, sizes[0])}:
+                full = min(k, bisect.bisect_right(neg, -n))  # the first `full` rows feed n, the others all they have
+                real = full * n + before[k] - before[full]
+                past = min(k, bisect.bisect_left(neg, -n))  # rows of the group with tokens left after this forward
+                rest = max(sizes[0] - n, sizes[k] if k < len(sizes) else 0)
+                total = cost(k, min(n, sizes[0])) + cost(past + len(sizes) - k, rest)
+                if best is None or (total, -real) < best:
+                    best, pick = (total, -real), (k, n, real)
+        k, n, real = pick
+        return [seqs[i] for _, i in sorted(left[:k], key=lambda x: x[1])], n, real
 
     def _prefill_batch(self, group: list[_Seq], n: int) -> int:
-        """Feed the next `n` prompt tokens of every sequence of `group` in one forward of a batched cache (copied
-        from and back to their own batch-1 caches: rows of different lengths attend within their own, and Mamba
-        sees no padding), so a burst of requests prefills as large matrix products, not one prompt at a time."""
-        batch = self._gather([(s.cache, 0) for s in group], room=max(s.prefilled for s in group) + n + 16)
-        chunk = torch.tensor([s.req.prompt_ids[s.prefilled:s.prefilled + n] for s in group], device=self._device)
-        logits = self.model(chunk, batch, last_only=True)[:, -1].float().cpu()  # (rows, V)
-        for i, s in enumerate(group):
+        """Feed up to `n` more prompt tokens of every sequence of `group` (each to its next stop at most) in one
+        forward of a batched cache, rows right-padded to the longest slice (`HybridLM.forward`'s `fed`: exact;
+        the cache is copied from and back to their own batch-1 caches, so rows of different lengths attend
+        within their own), so a burst of requests prefills as large matrix products, not one prompt at a time.
+        Returns the positions the forward computed, padding included."""
+        take = [min(n, self._prefill_end(s) - s.prefilled) for s in group]
+        width = max(take)
+        batch = self._gather([(s.cache, 0) for s in group], room=max(s.prefilled for s in group) + width + 16)
+        chunk = torch.tensor([s.req.prompt_ids[s.prefilled:s.prefilled + t] + [0] * (width - t)
+                              for s, t in zip(group, take)], device=self._device)
+        fed = None if min(take) == width else torch.tensor(take, device=self._device)
+        logits = self.model(chunk, batch, last_only=True, fed=fed)[:, -1].float().cpu()  # (rows, V)
+        for i, (s, t) in enumerate(zip(group, take)):
             prompt = s.req.prompt_ids
-            s.prefilled += n
+            s.prefilled += t
             s.cache.insert(0, batch, row=i)
             if self.prefix_cache is not None and self._stores_at(s, s.prefilled):
                 self.prefix_cache.store(prompt, batch, row=i)
-            if s.prefilled == len(prompt):
-                if s.params.max_tokens == 0:
-                    s.finish_reason = "length"
-                else:
-                    self._accept(s, logits[i])
-        self.stats["prompt_tokens"] += n * len(group)
-        return n * len(group)
+            self.stats["prompt_tokens"] += t
+            self._prompt_fed(s, logits[i])
+        return width * len(group)
 
     def _prefill(self, s: _Seq, budget: int) -> int:
         """Feed up to `budget` more prompt tokens of `s`; sample its first token when the prompt is done."""
@@ -516,12 +569,22 @@ class Engine:
             self.prefix_cache.store(prompt, s.cache, hidden=torch.cat(s.block_hidden) if s.block_hidden else None)
             if b % self.prefix_cache.block_size == 0:  # a block: the next entry's hidden states start after it
                 s.block_hidden = []
-        if b == len(prompt):
+        self._prompt_fed(s, logits[-1])
+        return b - a
+
+    def _prompt_fed(self, s: _Seq, logits: torch.Tensor | None) -> None:
+        """After a prefill of `s` (logits (V,) at its last fed token): at the prompt's end, its first token (or
+        the end, for max_tokens 0); one token before it with `defer_last`, the last prompt token goes to the
+        first decode step (`pending`), and the prompt counts as fed."""
+        prompt = s.req.prompt_ids
+        if s.prefilled == len(prompt):
             if s.params.max_tokens == 0:
                 s.finish_reason = "length"
             else:
-                self._accept(s, logits[-1])
-        return b - a
+                self._accept(s, logits)
+        elif s.defer_last and s.prefilled == len(prompt) - 1:
+            s.pending, s.prefilled = prompt[-1], len(prompt)
+            self.stats["prompt_tokens"] += 1
 
     def _restore_prefix(self, s: _Seq) -> None:
         """Start `s` from the longest cached prefix of its prompt; not when it wants prompt log-probs (they need
@@ -533,6 +596,7 @@ class Engine:
         if n:
             self.prefix_cache.restore(hit, s.cache)
             s.prefilled = s.cached_tokens = n
+            self._prompt_fed(s, None)  # the whole prompt but its last token: nothing left to prefill
             if self._drafter is not None:  # the head sees positions 0..n-1 with their next tokens
                 s.mtp_cache = self._drafter.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
                 hidden = hit.hidden

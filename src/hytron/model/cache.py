@@ -86,10 +86,11 @@ class HybridCache:
                 s.k = torch.nn.functional.pad(s.k, (0, 0, 0, pad))
                 s.v = torch.nn.functional.pad(s.v, (0, 0, 0, pad))
 
-    def advance(self, n: int) -> None:
-        """Called by the model after all layers consumed `n` new tokens per row."""
+    def advance(self, n: int | Tensor) -> None:
+        """Called by the model after all layers consumed `n` new tokens per row (a (b,) tensor: row r's own
+        count, for right-padded rows; a forward like that cannot be rolled back)."""
         self.lengths += n
-        self.last_fed = n
+        self.last_fed = n if isinstance(n, int) else -1
 
     # ---- taking tokens back (speculative decoding) ---------------------------------------------------
     def track(self, on: bool = True) -> None:
@@ -102,6 +103,8 @@ class HybridCache:
         """Keep only the first keep[r] (0..L) tokens of row r from the last forward of L tokens (run with
         `track(True)`), as if the others had never been fed; tracking ends. keep: (b,) long."""
         fed = self.last_fed
+        if fed < 0:
+            raise RuntimeError("rollback cannot follow a forward of right-padded rows")
         keep = keep.to(self.lengths.device)
         rows = torch.arange(self.batch_size, device=keep.device)
         one = int(keep[0]) if self.batch_size == 1 else None  # one row: slices instead of gathers

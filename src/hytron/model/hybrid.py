@@ -50,10 +50,10 @@ class Block(nn.Module):
         else:
             self.mixer = MoE(config)
 
-    def forward(self, h: Tensor, state=None, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, h: Tensor, state=None, lengths: Tensor | None = None, fed: Tensor | None = None) -> Tensor:
         x = self.norm(h)
         if self.kind == "M":
-            x = self.mixer(x, state)
+            x = self.mixer(x, state, fed)
         elif self.kind == "*":
             x = self.mixer(x, state, lengths)
         else:
@@ -130,10 +130,16 @@ class HybridLM(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, cache: HybridCache | None = None, last_only: bool = False,
-                return_hidden: bool = False, mtp_depths: int = 0) -> Tensor | tuple[Tensor, list[Tensor]]:
+                return_hidden: bool = False, mtp_depths: int = 0,
+                fed: Tensor | None = None) -> Tensor | tuple[Tensor, list[Tensor]]:
         """input_ids (b, L) -> logits (b, L, vocab), or (b, 1, vocab) with `last_only`.
 
         With a `cache`, the tokens continue each row's sequence and the cache is updated (prefill or decode).
+        `fed` (b,) (with a cache, L > 1): row r's prompt slice is its first fed[r] >= 1 tokens, right-padded to L
+        (prompts of different lengths prefilled in one forward). Exact, not approximate: a padded position comes
+        after every real one, so causal attention never reads it and its KV lands past the row's length; Mamba
+        gets Δ = 0 and x = 0 there (no decay, no input) and keeps the conv inputs that end at the row's last real
+        token. The cache advances row r by fed[r]; `last_only` takes each row's last real position.
         With `mtp_depths` D > 0 (training; one call so DDP/FSDP see the MTP head): (logits, [depth-k MTP logits
         (b, L-k, vocab) for k = 1..D], see `mtp_logits`).
         """
@@ -144,23 +150,36 @@ class HybridLM(nn.Module):
             return self.lm_head(hidden), self.mtp_logits(input_ids, hidden, mtp_depths)
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        if fed is not None:
+            fed = self._check_fed(fed, input_ids, cache)
         h = self.backbone.embeddings(input_ids)
         if cache is not None:
             if cache.batch_size != input_ids.size(0):
                 raise ValueError(f"cache holds {cache.batch_size} rows but input_ids has {input_ids.size(0)}")
             cache.reserve(int(cache.lengths.max()) + input_ids.size(1))
             for block, state in zip(self.backbone.layers, cache.layers):
-                h = block(h, state, cache.lengths)
-            cache.advance(input_ids.size(1))
+                h = block(h, state, cache.lengths, fed)
+            cache.advance(input_ids.size(1) if fed is None else fed)
         else:
             for block in self.backbone.layers:
                 h = block(h)
         h = self.backbone.norm_f(h)
         if last_only:
-            h = h[:, -1:]
+            h = h[:, -1:] if fed is None else h[torch.arange(h.size(0), device=h.device), fed - 1][:, None]
         if return_hidden:
             return h
         return self.lm_head(h)
+
+    @staticmethod
+    def _check_fed(fed: Tensor, input_ids: Tensor, cache: HybridCache | None) -> Tensor | None:
+        """`fed` as a long tensor on the inputs' device, or None when every row is whole (no padding)."""
+        b, L = input_ids.shape
+        if cache is None or L == 1:
+            raise ValueError("fed (right-padded rows) needs a cache and more than one position per row")
+        fed = torch.as_tensor(fed, dtype=torch.long, device=input_ids.device).reshape(-1)
+        if fed.numel() != b or bool(((fed < 1) | (fed > L)).any()):
+            raise ValueError(f"fed must hold {b} counts in 1..{L}, got {fed.tolist()}")
+        return None if bool((fed == L).all()) else fed
 
     def mtp_logits(self, input_ids: Tensor, hidden: Tensor, depths: int) -> list[Tensor]:
         """Logits of the MTP head for depths 1..D, chained as in DeepSeek-V3 and Megatron: depth k takes the

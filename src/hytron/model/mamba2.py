@@ -65,8 +65,9 @@ class Mamba2(nn.Module):
         dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def forward(self, u: Tensor, state: MambaState | None = None) -> Tensor:
-        """u: (b, L, d) -> (b, L, d). With `state`, continues from it and updates it in place."""
+    def forward(self, u: Tensor, state: MambaState | None = None, fed: Tensor | None = None) -> Tensor:
+        """u: (b, L, d) -> (b, L, d). With `state`, continues from it and updates it in place. `fed` (b,): row r
+        is right-padded after its first fed[r] positions (see `HybridLM.forward`); padding changes no state."""
         if state is not None and state.track:  # speculative verification: keep every token's state (rollback)
             out, state.conv_steps, state.ssm_steps = self.forward_tracked(u, state.conv, state.ssm)
             state.conv = state.conv_steps[:, :, -(self.kernel - 1):].contiguous()
@@ -89,10 +90,18 @@ class Mamba2(nn.Module):
                 full = F.pad(xBC, (0, 0, self.kernel - 1, 0))  # (b, K-1+L, conv_dim)
             else:
                 full = torch.cat([state.conv.transpose(1, 2).to(xBC.dtype), xBC], dim=1)
-                state.conv = full[:, -(self.kernel - 1):].transpose(1, 2).to(state.conv.dtype).contiguous()
+                if fed is None:
+                    last = full[:, -(self.kernel - 1):]
+                else:  # the K-1 inputs that end at each row's last real token
+                    idx = fed[:, None] + torch.arange(self.kernel - 1, device=fed.device)
+                    last = full.gather(1, idx[..., None].expand(-1, -1, full.size(-1)))
+                state.conv = last.transpose(1, 2).to(state.conv.dtype).contiguous()
             xBC = causal_conv(full, self.conv1d.weight, self.conv1d.bias)
 
         x, B, C, dt, A = self._ssm_inputs(xBC, dt)
+        if fed is not None:  # padding: no decay (Δ = 0) and no input (x = 0), so the state stays the real one
+            real = torch.arange(L, device=fed.device) < fed[:, None]  # (b, L)
+            dt, x = dt * real[..., None], x * real[..., None, None]
         if state is not None and L == 1:  # decode: one recurrence step (Triton kernel in place on CUDA)
             y = kernels.fast_step(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0])
             if y is None:
