@@ -96,12 +96,14 @@ class _Seq:
         self.last: Delta | None = None  # the delta of the finishing token, completed by Engine._finish
         self.cache = None  # batch-1 cache while prefilling
         self.prefilled = 0
-        # the prompt's last token is left to the first decode step, which feeds it and samples the first token
-        # with every other row (no prefill forward of one token per request); not for prompt log-probs (they
+        # with the prefix cache, whose entry one token before the prompt's end cuts the prefill there, the
+        # prompt's last token is left to the first decode step, which feeds it and samples the first token with
+        # every other row (instead of a prefill forward of one token per prompt); not for prompt log-probs (they
         # need the prefill's logits), speculation (the MTP head is fed from the prefill), max_tokens 0 (no
-        # decode step) or a one-token prompt
-        self.defer_last = (engine._drafter is None and p.prompt_logprobs is None and p.max_tokens > 0
-                           and len(req.prompt_ids) >= 2)
+        # decode step), a one-token prompt, or a prompt that ends a block (the block is stored when prefilled)
+        n, pc = len(req.prompt_ids), engine.prefix_cache
+        self.defer_last = (pc is not None and n >= 2 and n % pc.block_size != 0 and engine._drafter is None
+                           and p.prompt_logprobs is None and p.max_tokens > 0)
         self.cached_tokens = 0  # prompt tokens restored from the prefix cache
         self.block_hidden: list[torch.Tensor] = []  # with speculation: hidden states since the last cached block
         self.pending: int | None = None  # last sampled token, to be fed at the next decode step
@@ -617,9 +619,11 @@ class Engine:
         feed = torch.tensor([[s.pending if s.pending is not None else 0] for s in self._running], device=self._device)
         logits = self._decoder.step(feed) if self._decoder is not None else self.model(feed, self._cache)[:, -1]
         logits = logits.float().cpu()  # (n, V)
-        for s, row in zip(self._running, logits):
+        # plain greedy rows (no bias, penalties, bans or grammar): every row's argmax in one op
+        argmax = logits.argmax(-1).tolist() if any(self._plain_greedy(s) for s in self._running) else None
+        for i, (s, row) in enumerate(zip(self._running, logits)):
             if s.finish_reason is None:
-                self._accept(s, row)
+                self._accept(s, row, argmax=argmax[i] if argmax is not None and self._plain_greedy(s) else None)
 
     def _decode_speculative(self) -> None:
         """Draft K tokens per row with the MTP head, verify the K+1 positions in one forward, keep each row's
