@@ -60,6 +60,21 @@ def test_incremental_text_equals_one_shot_decoding(tok, text):
     assert out == tok.decode(ids) == text
 
 
+@settings(max_examples=50, deadline=None)
+@given(text=st.text(min_size=0, max_size=60), switch=st.integers(0, 60), stop=st.sampled_from([None, "a", "\n\n"]))
+def test_text_decoded_at_the_end_equals_text_decoded_as_it_comes(tok, text, switch, stop):
+    """A request whose deltas nobody reads (`Request.wants_only_the_result`, from any token on) gets the same
+    text, decoded once at the end; stop strings are still watched token by token."""
+    ids = tok.encode(text)
+    stops = [stop] if stop else []
+    eager, lazy = TextStream(tok.decode, stops), TextStream(tok.decode, stops)
+    want = "".join(eager.push(i) for i in ids) + eager.flush()
+    got = "".join(lazy.push(i, text=n < switch) for n, i in enumerate(ids)) + lazy.flush()
+    assert got == want and lazy.stopped == eager.stopped
+    if not stops:
+        assert got == text
+
+
 def test_multibyte_characters_are_held_until_complete(tok):
     ids = tok.encode("🚀")
     assert len(ids) > 1  # bytes of one character in several tokens

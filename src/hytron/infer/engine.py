@@ -759,9 +759,10 @@ class Engine:
         elif in_thinking:
             s.reasoning_tokens += 1
             self.stats["reasoning_tokens"] += 1
-            delta.reasoning = s.reasoning.flush() if token == self.think_end_id else s.reasoning.push(token)
+            delta.reasoning = (s.reasoning.flush() if token == self.think_end_id
+                               else s.reasoning.push(token, s.req.text_deltas))
         else:
-            delta.text = s.answer.push(token)
+            delta.text = s.answer.push(token, s.req.text_deltas)
             if s.answer.stopped is not None:
                 s.finish_reason, s.stop_reason = "stop", s.answer.stopped
         if s.finish_reason is None and len(s.out) >= p.max_tokens:
@@ -822,6 +823,8 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | S
         engine = (Engine.for_tokenizer(model, tokenizer, **engine_kwargs) if tokenizer is not None
                   else Engine(model, **engine_kwargs))
         reqs = [engine.submit(p, sp) for p, sp in zip(prompts, plist)]
+        for r in reqs:
+            r.wants_only_the_result()
         engine.run_until_idle()
     finally:
         model.train(was_training)  # the engine runs in eval mode; leave the caller's model as it was

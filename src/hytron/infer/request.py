@@ -107,6 +107,15 @@ class Request:
         self._wake: Callable[[], None] = lambda: None  # set by the engine: wakes its loop
         self.decode: Callable[[list[int]], str] | None = None  # set by the engine: this request's ids -> text
         self.constraint = None  # set by the engine: what masks this request's answer tokens
+        # whether anyone reads the text of the deltas as they come; `wants_only_the_result` turns it off, and the
+        # engine then decodes the text once, at the end (stop strings are still watched token by token)
+        self.text_deltas = True
+
+    def wants_only_the_result(self) -> None:
+        """Say that this request's deltas will not be read for their text (the caller waits for `result()`): the
+        engine skips decoding every token as it comes (about a third of its per-token bookkeeping); the last
+        delta and the Completion carry the whole text."""
+        self.text_deltas = False
 
     def cancel(self) -> None:
         """Stop generating: the engine frees the slot at its next step and finishes with 'cancelled'."""

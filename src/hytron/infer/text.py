@@ -34,11 +34,14 @@ class TextStream:
         self._matcher = StopMatcher(self.stop) if self.stop else None
         self._scanned = 0  # chars of `text` fed to the matcher
 
-    def push(self, token_id: int) -> str:
-        """Add one token; return the newly released text (possibly empty)."""
+    def push(self, token_id: int, text: bool = True) -> str:
+        """Add one token; return the newly released text (possibly empty). `text=False` (nobody reads the text
+        as it comes): with no stop strings to watch, only record the id; `flush` decodes what is left."""
         if self.stopped is not None:
             return ""
         self.ids.append(int(token_id))
+        if not text and self._matcher is None:
+            return ""
         before = self.decode(self.ids[self._prefix:self._read])
         after = self.decode(self.ids[self._prefix:])
         if len(after) > len(before) and not after.endswith("\ufffd"):

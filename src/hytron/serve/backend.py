@@ -376,6 +376,7 @@ class Stream:
 
     async def result(self) -> Completion:
         self._live[0] = False  # the deltas before the last need not wake the event loop
+        self.request.wants_only_the_result()  # nor carry text: the engine decodes it once, at the end
         async for _ in self:
             pass
         return self.request.result()
