@@ -196,3 +196,26 @@ def test_triton_decode_step_matches_reference_step_and_model_decode():
     proc = subprocess.run([sys.executable, "-c", _TRITON_CHECK], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and "triton step ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_weight_major_pass_rewrites_the_batched_products_only():
+    """The batched decode step's products x·Wᵀ (x with a symbolic number of rows, W a graph input) run as (W·xᵀ)ᵀ,
+    with the same values; a product with a fixed number of rows (the one-row graph) is left alone."""
+    wm = kernels._weight_major_pass()
+
+    def f(x, w, v):
+        return torch.relu(x @ w.T) @ v.T
+
+    w, v = torch.randn(48, 32), torch.randn(24, 48)
+    before = type(wm).rewritten
+    options = {"post_grad_custom_pre_pass": wm, "fx_graph_cache": False}  # compiled here, not read from the cache
+    step = torch.compile(f, options=options)
+    x = torch.randn(6, 32)
+    torch._dynamo.mark_dynamic(x, 0)
+    with torch.inference_mode():
+        torch.testing.assert_close(step(x, w, v), f(x, w, v), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(step(x[:3], w, v), f(x[:3], w, v), atol=1e-5, rtol=1e-5)  # same graph
+        assert type(wm).rewritten == before + 2
+        one = torch.compile(f, options=options, dynamic=False)
+        torch.testing.assert_close(one(x[:1], w, v), f(x[:1], w, v), atol=1e-5, rtol=1e-5)
+        assert type(wm).rewritten == before + 2
