@@ -150,8 +150,9 @@ def main() -> None:
             ratios.append(theirs / ours)
             print(f"round {r + 1}: hytron serve {total / ours:8.1f} tok/s   llama-server {total / theirs:8.1f} tok/s"
                   f"   ratio {theirs / ours:.2f}x   (load {load:.2f} -> {os.getloadavg()[0]:.2f})")
+        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else ratios * 3  # the machine is shared: spread
         print(f"RATIO hytron serve / llama-server -np {args.requests} ({args.outtype}, {args.threads} threads), "
-              f"median of {args.rounds} rounds: {statistics.median(ratios):.2f}x")
+              f"median of {args.rounds} rounds: {statistics.median(ratios):.2f}x (quartiles {q[0]:.2f}-{q[2]:.2f})")
     finally:
         for proc in (hy_proc, peer):
             proc.terminate()
