@@ -215,19 +215,27 @@ def _decode_window(model, cache: HybridCache, tokens: Tensor, window: Tensor) ->
 CPU_DECOMPOSE_MAX = 1 << 18
 
 
-def _weight_major_pass():
+# one thread: only products with a weight of at least this many rows run weight-major (see `_weight_major_pass`)
+WEIGHT_MAJOR_MIN_ROWS_1T = 2048
+
+
+def _weight_major_pass(min_rows: int = 0):
     """An inductor graph pass for the batched decode step: every product of the rows with a weight, x·Wᵀ
-    (x: b x K, b symbolic; W: N x K, a graph input), computed as (W·xᵀ)ᵀ. MKL splits a product's work over the
-    first operand's rows: b = 2..16 rows leave a second thread little to do, W's N rows (256-768 here) do not.
-    Measured on hytron-small's batch-16 step, in one process, alternating: 0.74-0.89x the time at 2 threads;
-    at 1 thread 1.02-1.07x at batch 16 and 0.71-0.91x at batches 4-8 (issue 27). The one-row graph (b = 1, not
-    symbolic) keeps `decompose_mm_pass`'s matrix-vector loops. Used with more than one thread only."""
+    (x: b x K, b symbolic; W: N x K with N >= `min_rows`, a graph input), computed as (W·xᵀ)ᵀ. MKL splits a
+    product's work over the first operand's rows: b = 2..16 rows leave a second thread little to do, W's N rows
+    do not; and at one thread, it streams a large W (a 4k-vocabulary LM head) faster this way round.
+    bench/bench_decode_batched.py, hytron-small's step, both ways in one process (issue 27): at 2 threads
+    0.78x the time at batch 16 and 0.48x at batch 4 (4k vocabulary), 0.82-0.89x at batch 16 (400); at 1 thread
+    0.99x at batch 16 and 0.63x at batch 4 (4k), but 1.08x at batch 16 with a 400-token vocabulary, whose
+    products are all 768 rows or fewer: so one thread takes only the large ones. The one-row graph (b = 1, not
+    symbolic) keeps `decompose_mm_pass`'s matrix-vector loops."""
     from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
     aten = torch.ops.aten
 
     class WeightMajor(CustomGraphPass):
-        rewritten = 0  # products rewritten so far (by every instance)
+        def __init__(self):
+            self.rewritten = 0  # products rewritten so far
 
         def __call__(self, graph) -> None:
             for node in list(graph.nodes):
@@ -235,7 +243,8 @@ def _weight_major_pass():
                     continue
                 x, wt = node.args
                 if not (getattr(wt, "target", None) is aten.permute.default and list(wt.args[1]) == [1, 0]
-                        and wt.args[0].op == "placeholder" and isinstance(x.meta["val"].shape[0], torch.SymInt)):
+                        and wt.args[0].op == "placeholder" and isinstance(x.meta["val"].shape[0], torch.SymInt)
+                        and wt.args[0].meta["val"].shape[0] >= min_rows):
                     continue
                 w = wt.args[0]
                 with graph.inserting_before(node):
@@ -249,10 +258,10 @@ def _weight_major_pass():
                 graph.erase_node(node)
                 if not wt.users:
                     graph.erase_node(wt)
-                WeightMajor.rewritten += 1
+                self.rewritten += 1
 
-        def uuid(self):  # the FX graph cache's key: this file's code
-            return get_hash_for_files((__file__,))
+        def uuid(self):  # the FX graph cache's key: this file's code and the threshold
+            return get_hash_for_files((__file__,)) + str(min_rows).encode()
 
     return WeightMajor()
 
@@ -264,19 +273,20 @@ def _compiled_decode_step():
     """`decode_step` through torch.compile (inductor): the step's few hundred small ops fused into a few C++
     loops. The weights stay inputs (not frozen), so a model that is trained further is still read correctly;
     the KV capacity, the attention span and the batch size (2 or more) are dynamic dimensions (`StaticDecoder`
-    marks them), so one compilation serves every cache size of a model shape. With more than one thread, the
-    batched step's products run weight-major (`_weight_major_pass`)."""
-    return _compiled_decode_step_for(torch.get_num_threads() > 1)
+    marks them), so one compilation serves every cache size of a model shape. The batched step's products run
+    weight-major (`_weight_major_pass`): all of them with more than one thread, the large ones (the LM head of a
+    real vocabulary) with one."""
+    return _compiled_decode_step_for(0 if torch.get_num_threads() > 1 else WEIGHT_MAJOR_MIN_ROWS_1T)
 
 
 @functools.cache
-def _compiled_decode_step_for(weight_major: bool):
+def _compiled_decode_step_for(weight_major_min_rows: int):
     from torch._inductor.fx_passes import decompose_mem_bound_mm
 
     # read by the pass at compile time; set once here (a module-level limit, taken at its import from config)
     decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = CPU_DECOMPOSE_MAX
-    options = {**CPU_COMPILE_OPTIONS, **({"post_grad_custom_pre_pass": _weight_major_pass()} if weight_major else {})}
-    return torch.compile(_decode_window, options=options)
+    weight_major = _weight_major_pass(weight_major_min_rows)
+    return torch.compile(_decode_window, options={**CPU_COMPILE_OPTIONS, "post_grad_custom_pre_pass": weight_major})
 
 
 def _compiled_graphs() -> int:
