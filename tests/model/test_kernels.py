@@ -131,6 +131,42 @@ def test_static_decoder_keeps_its_buffers_and_reads_only_the_span_it_needs():
                        if isinstance(t, torch.Tensor)]
 
 
+def _prefilled(m, lengths, capacity, dtype=None):
+    batch = m.new_cache(len(lengths), capacity=capacity, dtype=dtype)
+    for r, n in enumerate(lengths):
+        one = m.new_cache(1, capacity=capacity, dtype=dtype)
+        with torch.no_grad():
+            m(torch.arange(3, 3 + n)[None], one)
+        batch.insert(r, one)
+    return batch
+
+
+@pytest.mark.slow
+def test_a_compiled_decoder_for_a_new_batch_skips_the_warm_up_but_checks_the_guards_on_its_first_step():
+    """Rows join and leave a served batch, and every change builds a decoder over a new cache. The first compiled
+    decoder of a model warms up (one guarded step, state restored); later ones take no warm-up step and check
+    every guard on their first real step instead, so a model changed in between (here its dtype) recompiles
+    rather than running the old graph: every step equals the eager one."""
+    torch.manual_seed(0)
+    m = tiny_model()
+    kernels._WARM.pop(m, None)
+    for dtype, lengths, capacity in ((torch.float32, (4, 9, 2), 32), (torch.float32, (7, 3), 64),
+                                     (torch.float64, (5, 8, 6, 2), 32)):
+        m.to(dtype)
+        cache, ref_cache = _prefilled(m, lengths, capacity, dtype), _prefilled(m, lengths, capacity, dtype)
+        state = [t.clone() for t in kernels._state_tensors(cache)]
+        dec = kernels.StaticDecoder(m, cache, "compile")
+        assert dec.check_guards == (capacity == 64 or dtype == torch.float64)  # the 2nd and 3rd: no warm-up
+        assert all(torch.equal(a, b) for a, b in zip(state, kernels._state_tensors(cache)))
+        tok = torch.arange(5, 5 + len(lengths))[:, None]
+        for _ in range(3):
+            ref = kernels.decode_step(m, ref_cache, tok)
+            out = dec.step(tok)
+            assert out.dtype == dtype and (out - ref).abs().max() < 1e-4
+            tok = ref.argmax(-1, keepdim=True)
+        assert not dec.check_guards
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_kernels_match_reference_model():

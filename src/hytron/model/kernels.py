@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+import weakref
 
 import torch
 from torch import Tensor
@@ -334,19 +335,28 @@ class StaticDecoder:
         self.room = cache.capacity - self.longest if cache.capacity else None
         self.graph = None
         self.compile_seconds = 0.0
+        self.check_guards = False  # compile: whether the next step must check every guard of the compiled step
         self.whole = compiles_whole(model)
         if mode == "eager":
             return
         t0 = time.perf_counter()
+        if mode == "compile":
+            _mark_dynamic(cache, self.tokens)
+            variant = (_compiled_decode_step(), cache.batch_size > 1)
+            warm = _WARM.setdefault(model, set())
+            if variant in warm:  # compiled for this model already: the first step checks the guards (no warm-up)
+                self.check_guards = True
+                return
+            warm.add(variant)
         saved = _snapshot(cache)
         compiled = False
         if mode == "compile":
-            _mark_dynamic(cache, self.tokens)
             graphs = _compiled_graphs()
             # compiles, once per model shape (undone below); a span of 2 or more (a size 1 would be specialised)
             window = self._window(max(self.longest + 1, 2))
             torch._dynamo.mark_dynamic(window, 0)
-            _compiled_decode_step()(model, cache, self.tokens, window)
+            with torch.no_grad():  # as `step` runs it: grad mode is one of the guards
+                _compiled_decode_step()(model, cache, self.tokens, window)
             compiled = _compiled_graphs() > graphs
         else:
             stream = torch.cuda.Stream(device)
@@ -381,13 +391,22 @@ class StaticDecoder:
             # in the tensors' values and dynamic sizes, so guard evaluation (about 0.3-1 ms a step, as long as the
             # step's fused arithmetic) is skipped but for the guards that tell compiled variants apart
             window = self._window(max(self.longest, 2))
-            if not self.whole:  # graph breaks: the graphs after one may still need to recompile (guards on)
+            if self.check_guards:  # as the warm-up does: a recompilation here must keep the span dynamic
+                torch._dynamo.mark_dynamic(window, 0)
+            if not self.whole or self.check_guards:  # graph breaks: later graphs may still recompile (guards on)
+                self.check_guards = False
                 return _compiled_decode_step()(self.model, self.cache, tokens, window)
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                 return _compiled_decode_step()(self.model, self.cache, tokens, window)
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits
+
+
+# model -> the (compiled step, batched) variants a StaticDecoder has already run (guards checked) for it: a new
+# decoder for another cache of the same model (rows joined or left) skips the warm-up step (a snapshot of the
+# state, one step and a restore: 3-4 ms at 16 rows, paid at every join) and checks the guards on its first step
+_WARM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _mark_dynamic(cache: HybridCache, tokens: Tensor) -> None:
