@@ -72,6 +72,38 @@ def test_batched_rows_of_different_lengths_decode_like_single_rows(tiny):
         assert torch.allclose(together[i], singles[i][0], atol=1e-5, rtol=0)
 
 
+
+def test_fill_gathers_rows_from_several_caches_as_insert_does(tiny):
+    """The engine rebuilds its batch with `fill`: rows of a batched cache (in any order, some skipped) and of
+    batch-1 caches, and empty slots for sequences with no state yet, land as `insert` puts them one by one,
+    into a cache of a larger capacity; decoding on from the filled cache gives each row's own logits."""
+    V = tiny.config.vocab_size
+    with torch.no_grad():
+        shared = tiny.new_cache(4, capacity=32)
+        tiny(torch.randint(0, V, (4, 9)), shared)
+        tiny(torch.randint(0, V, (4, 3)), shared, fed=torch.tensor([3, 1, 2, 1]))  # rows of different lengths
+        own = [tiny.new_cache(1, capacity=16) for _ in range(2)]
+        for n, c in zip((5, 13), own):
+            tiny(torch.randint(0, V, (1, n)), c)
+        rows = [(shared, 3), (own[1], 0), (None, 0), (shared, 0), (shared, 2), (own[0], 0)]
+        filled, inserted = tiny.new_cache(6, capacity=64), tiny.new_cache(6, capacity=64)
+        filled.fill(rows)
+        for slot, (c, r) in enumerate(rows):
+            if c is not None:
+                inserted.insert(slot, c, row=r)
+        assert filled.lengths.tolist() == [10, 13, 0, 12, 11, 5]
+        assert torch.equal(filled.lengths, inserted.lengths)
+        for a, b in zip(filled.layers, inserted.layers):
+            for name in ("conv", "ssm") if hasattr(a, "ssm") else ("k", "v") if a is not None else ():
+                got, want = getattr(a, name), getattr(b, name)
+                if name in ("k", "v"):  # up to each row's length; past it nothing is read
+                    for slot, n in enumerate(filled.lengths.tolist()):
+                        assert torch.equal(got[slot, :, :n], want[slot, :, :n])
+                else:
+                    assert torch.equal(got, want)
+        tok = torch.randint(0, V, (6, 1))
+        torch.testing.assert_close(tiny(tok, filled), tiny(tok, inserted), atol=1e-5, rtol=0)
+
 def test_cache_reset_forgets_a_row(tiny):
     with torch.no_grad():
         c = tiny.new_cache(1)

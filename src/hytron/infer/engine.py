@@ -94,7 +94,11 @@ class _Seq:
         self.prompt_logprobs = []
         self.reasoning_tokens = 0
         self.last: Delta | None = None  # the delta of the finishing token, completed by Engine._finish
-        self.cache = None  # batch-1 cache while prefilling
+        # while prefilling: the cache holding this sequence's state, at row `row` (its own batch-1 cache, or the
+        # batch of its last batched prefill forward, shared with that forward's other rows); None until a
+        # forward or a cached prefix gives it state
+        self.cache, self.row = None, 0
+        self.started = False  # the prefix cache was consulted
         self.prefilled = 0
         # with the prefix cache, whose entry one token before the prompt's end cuts the prefill there, the
         # prompt's last token is left to the first decode step, which feeds it and samples the first token with
@@ -370,7 +374,7 @@ class Engine:
                 self._running and self.decode_mode != "eager") else 0
             if room and self._drafter is not None:  # a verify step writes K+1 tokens past the last kept one
                 room += self.speculative_tokens + 1
-            self._cache = self._gather([(self._cache, i) for i in kept] + [(s.cache, 0) for s in joining],
+            self._cache = self._gather([(self._cache, i) for i in kept] + [(s.cache, s.row) for s in joining],
                                        room=room)
             self._decoder = self._static_decoder() if room and self._drafter is None else None
             if self._drafter is not None:
@@ -447,11 +451,14 @@ class Engine:
         order, with room for at least `room` tokens per row; None when empty."""
         if not rows:
             return None
-        longest = max([int(c.lengths[r]) for c, r in rows] + [room - 16])
+        by_cache: dict[int, tuple] = {}
+        for c, r in rows:
+            if c is not None:
+                by_cache.setdefault(id(c), (c, []))[1].append(r)
+        longest = max([int(c.lengths[rs].max()) for c, rs in by_cache.values()] + [room - 16])
         capacity = 1 << max(4, (longest + 16 - 1).bit_length())  # a power of two: stable as rows come and go
         new = (new_cache or self.model.new_cache)(len(rows), capacity=capacity)
-        for i, (c, r) in enumerate(rows):
-            new.insert(i, c, row=r)
+        new.fill(rows)
         return new
 
     def _batchable(self, s: _Seq) -> bool:
@@ -462,9 +469,9 @@ class Engine:
     def _prefill_end(self, s: _Seq) -> int:
         """Where the next prefill forward of `s` must stop: its prompt's end (but its last token with
         `defer_last`), or, with the prefix cache, the next block boundary or the prompt's last token
-        (`_stores_at`)."""
-        if s.cache is None:
-            s.cache = self.model.new_cache(1, capacity=len(s.req.prompt_ids) + 16)
+        (`_stores_at`). The first call restores the longest cached prefix of its prompt."""
+        if not s.started:
+            s.started = True
             self._restore_prefix(s)
         full = len(s.req.prompt_ids)
         end = full - 1 if s.defer_last else full
@@ -526,7 +533,7 @@ class Engine:
         Returns the positions the forward computed, padding included."""
         take = [min(n, self._prefill_end(s) - s.prefilled) for s in group]
         width = max(take)
-        batch = self._gather([(s.cache, 0) for s in group], room=max(s.prefilled for s in group) + width + 16)
+        batch = self._gather([(s.cache, s.row) for s in group], room=max(s.prefilled for s in group) + width + 16)
         chunk = torch.tensor([s.req.prompt_ids[s.prefilled:s.prefilled + t] + [0] * (width - t)
                               for s, t in zip(group, take)], device=self._device)
         fed = None if min(take) == width else torch.tensor(take, device=self._device)
@@ -534,7 +541,7 @@ class Engine:
         for i, (s, t) in enumerate(zip(group, take)):
             prompt = s.req.prompt_ids
             s.prefilled += t
-            s.cache.insert(0, batch, row=i)
+            s.cache, s.row = batch, i  # no copy back: the next forward or the join gathers from here
             if self.prefix_cache is not None and self._stores_at(s, s.prefilled):
                 self.prefix_cache.store(prompt, batch, row=i)
             self.stats["prompt_tokens"] += t
@@ -547,6 +554,8 @@ class Engine:
         end = self._prefill_end(s)
         a = s.prefilled
         b = min(end, a + budget)
+        if s.cache is None or s.cache.batch_size != 1:  # a cache of its own (from a batched forward's row)
+            s.cache, s.row = self._gather([(s.cache, s.row)], room=len(prompt) + 16), 0
         chunk = torch.tensor([prompt[a:b]], device=self._device)
         want_prompt_lp = s.params.prompt_logprobs is not None
         # sampling runs on the CPU (per-request generators): logits come back there, float32
@@ -596,6 +605,7 @@ class Engine:
         hit = self.prefix_cache.lookup(s.req.prompt_ids)
         n = hit.tokens
         if n:
+            s.cache, s.row = self.model.new_cache(1, capacity=len(s.req.prompt_ids) + 16), 0
             self.prefix_cache.restore(hit, s.cache)
             s.prefilled = s.cached_tokens = n
             self._prompt_fed(s, None)  # the whole prompt but its last token: nothing left to prefill

@@ -164,6 +164,36 @@ class HybridCache:
                 mine.k[slot, :, :n] = theirs.k[row, :, :n]
                 mine.v[slot, :, :n] = theirs.v[row, :, :n]
 
+    def fill(self, rows: list[tuple[HybridCache | None, int]]) -> None:
+        """Copy, into slots 0, 1, ... of this new (all-zero) cache, the given rows: (cache, row) pairs, or
+        (None, _) for a sequence that has seen nothing yet (its slot stays zero). The rows of one source cache
+        are copied together, a few index ops per layer whatever their number (`insert` is one row at a time):
+        the engine rebuilds its batch this way each time requests join or leave. KV entries are copied up to the
+        longest of a source's rows (past a row's own length they are never read)."""
+        groups: dict[int, tuple[HybridCache, list[int], list[int]]] = {}
+        for slot, (other, row) in enumerate(rows):
+            if other is not None:
+                _, slots, src = groups.setdefault(id(other), (other, [], []))
+                slots.append(slot)
+                src.append(row)
+        for other, slots, src in groups.values():
+            dst_idx = torch.tensor(slots, device=self.lengths.device)
+            src_idx = torch.tensor(src, device=other.lengths.device)
+            if len(slots) == 1 or slots == list(range(slots[0], slots[-1] + 1)):
+                dst_idx = slice(slots[0], slots[-1] + 1)  # consecutive slots: a view, no scatter
+            if src == list(range(src[0], src[0] + len(src))):
+                src_idx = slice(src[0], src[0] + len(src))
+            n = int(other.lengths[src_idx].max())
+            self.reserve(n + 1)
+            self.lengths[dst_idx] = other.lengths[src_idx]
+            for mine, theirs in zip(self.layers, other.layers):
+                if isinstance(mine, MambaState):
+                    mine.conv[dst_idx] = theirs.conv[src_idx]
+                    mine.ssm[dst_idx] = theirs.ssm[src_idx]
+                elif isinstance(mine, KVState) and n:
+                    mine.k[dst_idx, :, :n] = theirs.k[src_idx, :, :n]
+                    mine.v[dst_idx, :, :n] = theirs.v[src_idx, :, :n]
+
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held now: KV buffers (allocated capacity), SSM and conv states."""
         out = {"kv_cache": 0, "ssm_state": 0, "conv_state": 0}
