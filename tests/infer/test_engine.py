@@ -1,6 +1,7 @@
 """The engine: batched == alone, per-request sampling, stops, cancellation, bounded queue, errors, threads."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -300,3 +301,30 @@ def test_run_makes_the_calling_thread_the_engines_thread(model):
     engine.close()
     runner.join(10)
     assert not runner.is_alive() and threads == [runner]
+
+
+def test_an_idle_engine_waits_for_a_burst_of_requests_to_arrive_and_prefills_them_together(model):
+    """`burst_wait`: a client sends requests one after another (here 40 ms apart, inside the 0.5 s gap); the idle
+    engine's thread, woken by the first, waits for the others and prefills all of them in one forward, instead
+    of the first alone and the rest while it decodes. Once the slots are full it starts without waiting out the
+    gap."""
+    ps = prompts(4, seed=21)
+    params = SamplingParams(max_tokens=4, temperature=0)
+    want = [c.token_ids for c in generate(model, ps, params)]
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda m, args: forwards.append(args[0].shape[0]))
+    engine = Engine(model, max_slots=4, burst_wait=1.0, burst_gap=0.5).start()
+    try:
+        reqs = []
+        for p in ps:
+            reqs.append(engine.submit(p, params))
+            time.sleep(0.04)
+        started = time.monotonic()
+        assert [r.result(timeout=60).token_ids for r in reqs] == want
+        assert time.monotonic() - started < 0.45  # the slots were full: no wait for another request
+        assert forwards[0] == len(ps)  # the first forward prefilled every prompt
+    finally:
+        hook.remove()
+        engine.close()
+    with pytest.raises(ValueError, match="burst_wait"):
+        Engine(model, burst_wait=5)

@@ -17,6 +17,9 @@ def add_serve(sub) -> None:
                         "(default: $HYTRON_API_KEY)")
     p.add_argument("--served-model-name", help="model id clients use (default: the directory name)")
     p.add_argument("--max-slots", type=int, help="requests decoded together (default 8)")
+    p.add_argument("--burst-wait-ms", type=float, metavar="MS",
+                   help="when idle, on a request, wait up to MS while more keep arriving (each within 1 ms), so "
+                        "that requests sent at once prefill together (default 5; 0: start at once)")
     p.add_argument("--max-waiting", type=int, help="queued requests beyond the slots; more get 429 (default 64)")
     p.add_argument("--max-model-len", type=int, help="context limit, prompt + completion (default: the model's)")
     p.add_argument("--max-tokens-limit", type=int, help="largest max_tokens a request may ask (default 4096)")
@@ -69,9 +72,9 @@ def _add_speculative(p) -> None:
                    help="draft K tokens per step with the model's MTP head and verify them in one forward (same "
                         "greedy tokens, same sampling distribution; needs a model with an MTP head; default 0: off)")
     p.add_argument("--decode-mode", choices=["compile", "static", "eager"],
-                   help="decode step: compile (default: a static-shape step, torch.compiled once at start for one "
-                        "running request; batches run it uncompiled), static (never compiled), eager (the model's "
-                        "own cached forward)")
+                   help="decode step: compile (default: a static-shape step, torch.compiled once at start, for "
+                        "one running request and for batches), static (never compiled), eager (the model's own "
+                        "cached forward)")
 
 
 def _add_prefix_cache(p) -> None:
@@ -98,7 +101,7 @@ _SERVE_FIELDS = {"host": "host", "port": "port", "api_key": "api_key", "served_m
                  "grammar_timeout": "grammar_seconds", "default_chat_template_kwargs": "default_chat_template_kwargs",
                  "speculative_tokens": "speculative_tokens", "prefix_cache_mb": "prefix_cache_mb",
                  "prefix_cache_block": "prefix_cache_block",
-                 "decode_mode": "decode_mode"}
+                 "decode_mode": "decode_mode", "burst_wait_ms": "burst_wait_ms"}
 
 
 def _config(args, **fixed):

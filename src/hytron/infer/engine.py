@@ -70,6 +70,8 @@ PREFILL_FORWARD_COST, PREFILL_ROW_COST = 64, 4
 # a step's prefill forwards after its first feed at least this many tokens (a smaller remainder of the step's
 # budget waits for the next step's forward, which costs less than a forward of its own)
 PREFILL_MIN_FEED = 32
+# an idle engine's thread, woken by a request, starts once no other has come for this long (see burst_wait)
+BURST_GAP = 0.001
 
 
 class _Seq:
@@ -128,9 +130,16 @@ class Engine:
                  prefill_chunk: int = 512, stop_ids: Iterable[int] = (), decode: Callable[[Sequence[int]], str]
                  | None = None, think_start_id: int | None = None, think_end_id: int | None = None,
                  newline_ids: Iterable[int] = (), line_end_id: int | None = None, speculative_tokens: int = 0,
-                 prefix_cache_bytes: int = 0, prefix_block_size: int = BLOCK_SIZE, decode_mode: str = "static"):
+                 prefix_cache_bytes: int = 0, prefix_block_size: int = BLOCK_SIZE, decode_mode: str = "static",
+                 burst_wait: float = 0.0, burst_gap: float = BURST_GAP):
         if max_slots < 1 or max_waiting < 0 or prefill_chunk < 1:
             raise ValueError("max_slots and prefill_chunk must be >= 1 and max_waiting >= 0")
+        if not (0 <= burst_wait <= 1 and 0 < burst_gap <= 1):
+            raise ValueError(f"burst_wait must be in [0, 1] s and burst_gap in (0, 1] s, got {burst_wait}, {burst_gap}")
+        # the engine's thread, woken from idle by a request, waits while more keep arriving (each within
+        # `burst_gap` s of the last, up to `burst_wait` s in all), so a burst prefills together (_await_burst)
+        self.burst_wait, self.burst_gap = burst_wait, burst_gap
+        self._last_submit = 0.0
         if decode_mode not in DECODE_MODES:
             raise ValueError(f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {decode_mode!r}")
         self.decode_mode = decode_mode
@@ -208,6 +217,7 @@ class Engine:
             req._wake = self._wake
             self._next_id += 1
             self._waiting.append(req)
+            self._last_submit = time.monotonic()
             self._cv.notify()
         return req
 
@@ -291,12 +301,27 @@ class Engine:
                     self._cv.wait(0.5)
                 if self._closed and not self.has_work():
                     return
+                self._await_burst()
             try:
                 self.step()
             except Exception as e:  # never let the thread die with requests waiting on it
                 traceback.print_exc()
                 self._fail_all(f"{type(e).__name__}: {e}")
                 self._run_step_hooks()
+
+    def _await_burst(self) -> None:
+        """When the engine is idle and requests arrive, wait (up to `burst_wait` s) until `burst_gap` s pass with
+        no new one or the slots are full: a client that sends many requests at once has them arrive a fraction
+        of a millisecond apart (each parsed and validated by the server first), and starting a forward at the
+        first would prefill it alone, and the rest in later forwards while it decodes. Called holding _cv."""
+        if not self.burst_wait or self._running or self._prefilling:
+            return
+        deadline = time.monotonic() + self.burst_wait
+        while not self._closed and len(self._waiting) < self.max_slots:
+            left = min(deadline, self._last_submit + self.burst_gap) - time.monotonic()
+            if left <= 0:
+                return
+            self._cv.wait(left)
 
     def step(self) -> None:
         """One scheduling step: drop cancelled, admit, prefill (bounded), decode one token for every runner;

@@ -82,11 +82,17 @@ class ServeConfig:
     prefix_cache_mb: float = 512
     prefix_cache_block: int = BLOCK_SIZE
     # how the engine runs a decode step (hytron.infer.engine.DECODE_MODES): "compile" (default) the static-shape
-    # step, torch.compiled for one running request (once per process: `hytron serve` does it before serving,
-    # else the first such step waits for it), "static" never compiled, "eager" the model's own cached forward
+    # step, torch.compiled once per process for one running request and once for any batch of several
+    # (`hytron serve` does it before serving, else the first such step waits for it), "static" never compiled,
+    # "eager" the model's own cached forward
     decode_mode: str = "compile"
+    # an idle engine, woken by a request, waits up to this long while more keep arriving (each within 1 ms of
+    # the last), so that requests sent at once prefill together (`Engine.burst_wait`); 0: start at once
+    burst_wait_ms: float = 5.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.burst_wait_ms <= 1000:
+            raise ValueError(f"burst_wait_ms: must be in [0, 1000] (0: off), got {self.burst_wait_ms}")
         if self.prefix_cache_mb < 0:
             raise ValueError(f"prefix_cache_mb: must be >= 0 (0: off), got {self.prefix_cache_mb}")
         if self.prefix_cache_block < 1:
@@ -136,7 +142,7 @@ class Backend:
             model, tokenizer, decode=self.decode, max_slots=config.max_slots, max_waiting=config.max_waiting,
             max_len=self.max_len, prefill_chunk=config.prefill_chunk, speculative_tokens=config.speculative_tokens,
             prefix_cache_bytes=int(config.prefix_cache_mb * 2**20), prefix_block_size=config.prefix_cache_block,
-            decode_mode=config.decode_mode)
+            decode_mode=config.decode_mode, burst_wait=config.burst_wait_ms / 1000)
         # deltas wait in one mailbox per event loop and are handed over once per engine step (see _Mailbox)
         self._mailboxes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._mailboxes_lock = threading.Lock()
