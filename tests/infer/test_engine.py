@@ -328,3 +328,33 @@ def test_an_idle_engine_waits_for_a_burst_of_requests_to_arrive_and_prefills_the
         engine.close()
     with pytest.raises(ValueError, match="burst_wait"):
         Engine(model, burst_wait=5)
+
+
+def test_a_step_prefills_at_most_prefill_chunk_tokens_while_others_decode_and_more_when_none_does(model):
+    """`prefill_chunk` bounds how long running requests wait for their next token: a step that decodes prefills
+    at most that many prompt tokens. With nothing decoding nobody waits, and a step prefills up to
+    IDLE_PREFILL_FACTOR times as many (a burst of prompts in fewer, larger forwards)."""
+    from hytron.infer.engine import IDLE_PREFILL_FACTOR
+
+    g = torch.Generator().manual_seed(3)
+    ps = [torch.randint(1, model.config.vocab_size, (n,), generator=g).tolist() for n in (20, 20, 20, 40)]
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    fed = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kw: fed.append(sum(kw["fed"].tolist()) if kw.get("fed") is not None else args[0].numel()),
+        with_kwargs=True)
+    try:
+        engine = Engine(model, max_slots=4, prefill_chunk=16)
+        reqs = [engine.submit(p, params) for p in ps[:3]]
+        engine.step()  # idle: all three prompts (60 tokens <= 4 x 16) in this one step
+        assert sum(fed) == 60 <= 16 * IDLE_PREFILL_FACTOR
+        late = engine.submit(ps[3], params)
+        for want_fed in (16, 16, 8):  # three requests decode: 16 prompt tokens of the late one per step
+            fed.clear()
+            engine.step()
+            assert sum(fed) == want_fed
+        engine.run_until_idle()
+    finally:
+        hook.remove()
+    want = [c.token_ids for c in generate(model, ps, params)]
+    assert [r.result().token_ids for r in reqs + [late]] == want

@@ -1,19 +1,20 @@
-"""Continuous batching over a HybridLM: prefill each request alone, decode all running requests together.
+"""Continuous batching over a HybridLM: prefill admitted prompts in batched forwards, decode all running requests
+together.
 
 Each running request owns one row (slot) of one batched `HybridCache`: Mamba conv + SSM state (constant
 size) and attention KV (grows with its length). A step of the engine
   1. drops cancelled requests (waiting or running) and admits waiting ones while slots are free;
-  2. prefills admitted prompts, each in its own batch-1 cache (no padding ever goes through Mamba), at
-     most `prefill_chunk` prompt tokens per step so long prompts do not stall the others for long; prompts
-     admitted together feed the same number of tokens each in one batched forward (rows copied into a
-     batched cache and back), so a burst of requests prefills as large matrix products;
-     a prompt finished prefilling samples its first token and joins the batch (its cache row is copied in);
+  2. prefills admitted prompts: at most `prefill_chunk` prompt tokens per step while other requests decode (their
+     next token waits for the step), up to IDLE_PREFILL_FACTOR times that when none does; prompts admitted
+     together go in batched forwards, rows of different lengths right-padded (exact: `HybridLM.forward`'s
+     `fed`), grouped by a cost model (`_prefill_group`), so a burst of requests prefills as large matrix
+     products; a prompt finished prefilling samples its first token and joins the batch;
   3. decodes every running request by one token with a single static-shape step over the batched cache
      (`decode_mode`, see DECODE_MODES; the model's own `model(next_tokens (n, 1), cache)` with "eager"),
      samples each row with its own parameters, penalties (over its own token history) and generator,
      applies its thinking budget, releases text and checks stop ids, stop strings and max_tokens; finished
      rows leave the batch.
-The batched cache is rebuilt (rows copied with `HybridCache.insert`) only when its membership changes, so
+The batched cache is rebuilt (rows copied with `HybridCache.fill`) only when its membership changes, so
 a step never computes rows of idle slots. With `speculative_tokens` K, step 3 drafts K tokens per row with the
 model's MTP head and verifies them in one forward, releasing up to K+1 tokens per row and step, with the same
 greedy tokens and the same sampling distribution (`hytron.infer.speculative` says how, and what rolling back the
@@ -70,6 +71,9 @@ PREFILL_FORWARD_COST, PREFILL_ROW_COST = 64, 4
 # a step's prefill forwards after its first feed at least this many tokens (a smaller remainder of the step's
 # budget waits for the next step's forward, which costs less than a forward of its own)
 PREFILL_MIN_FEED = 32
+# with no request decoding, a step may prefill this many times `prefill_chunk` tokens (a burst of prompts in
+# fewer, larger forwards; nobody's next token waits for it)
+IDLE_PREFILL_FACTOR = 4
 # an idle engine's thread, woken by a request, starts once no other has come for this long (see burst_wait)
 BURST_GAP = 0.001
 
@@ -354,7 +358,9 @@ class Engine:
             s.finish_reason = "cancelled"
         joining = self._joining = []
         try:
-            budget = first = self.prefill_chunk
+            # the budget bounds how long running requests wait for their next token; none waits when none runs
+            decoding = any(s.finish_reason is None for s in self._running)
+            budget = first = self.prefill_chunk * (1 if decoding else IDLE_PREFILL_FACTOR)
             while budget > 0:  # forwards end at prefix-cache blocks
                 todo = [s for s in self._prefilling if s.prefilled < len(s.req.prompt_ids)]
                 for s in todo:
