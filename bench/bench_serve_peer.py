@@ -16,7 +16,7 @@ load average beside it.
 
     python bench/bench_serve_peer.py [--preset hytron-small] [--requests 16] [--prompt-words 48]
                                      [--new-tokens 64] [--threads 2] [--rounds 3] [--outtype f32]
-                                     [--repeat-prompts]
+                                     [--repeat-prompts] [--serve-args "--burst-wait-ms 0"]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,8 @@ def main() -> None:
                          "prompts, so both prefill them")
     ap.add_argument("--decode-mode", default="compile", choices=("compile", "static", "eager"),
                     help="hytron serve's --decode-mode (default: its own default, compile)")
+    ap.add_argument("--serve-args", default="",
+                    help='more flags for hytron serve, e.g. "--burst-wait-ms 0" (what a setting is worth)')
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(DEFAULT_BINARY)))
     args = ap.parse_args()
     if not Path(args.llama_server).is_file():
@@ -126,7 +129,8 @@ def main() -> None:
                             stderr=subprocess.STDOUT)
     hy_proc = subprocess.Popen([sys.executable, "-m", "hytron", "serve", str(work / "model"), "--port", str(port + 1),
                              "--max-slots", str(args.requests), "--max-model-len", "4096", "--threads",
-                             str(args.threads), "--decode-mode", args.decode_mode, "--log-level", "warning"],
+                             str(args.threads), "--decode-mode", args.decode_mode, "--log-level", "warning",
+                             *shlex.split(args.serve_args)],
                             stdout=(work / "hytron-serve.log").open("w"), stderr=subprocess.STDOUT)
     peer_url, ours_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     try:
