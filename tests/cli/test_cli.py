@@ -35,9 +35,9 @@ FLAGS = {
             "--max-tokens --budgets --batch-size --no-write",
     "reproduce": "CLAIM --out --quick --seeds --set --threads --jobs",
     "report": "RUN_DIR --out --claims --cards",
-    "serve": "MODEL_DIR --host --port --api-key --served-model-name --max-slots --burst-wait-ms --max-waiting --max-model-len "
-             "--max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout --allowed-host "
-             "--cors-origin --max-connections --template-timeout --grammar-timeout --log-level "
+    "serve": "MODEL_DIR --host --port --api-key --served-model-name --max-slots --burst-wait-ms --max-waiting "
+             "--max-model-len --max-tokens-limit --max-thinking-tokens --threads --read-timeout --shutdown-timeout "
+             "--allowed-host --cors-origin --max-connections --template-timeout --grammar-timeout --log-level "
              "--default-chat-template-kwargs "
              "--tool-parser --dtype --speculative-tokens --decode-mode --prefix-cache-mb --prefix-cache-block",
     "chat": "MODEL_DIR --temperature --max-tokens --max-thinking-tokens --no-think --seed --max-model-len "

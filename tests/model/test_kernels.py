@@ -165,6 +165,12 @@ def test_a_compiled_decoder_for_a_new_batch_skips_the_warm_up_but_checks_the_gua
             assert out.dtype == dtype and (out - ref).abs().max() < 1e-4
             tok = ref.argmax(-1, keepdim=True)
         assert not dec.check_guards
+    full = _prefilled(m, (28, 3), 32, torch.float64)  # 4 positions left; compiled, the last stays free
+    dec = kernels.StaticDecoder(m, full, "compile")
+    for _ in range(3):
+        dec.step(torch.tensor([[5], [6]]))
+    with pytest.raises(RuntimeError, match="cache is full.*kept free"):  # not "Recompilation triggered"
+        dec.step(torch.tensor([[5], [6]]))
 
 
 @pytest.mark.gpu

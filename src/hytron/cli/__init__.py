@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hytron.cli import data, evaluate, export, model, quickstart, reasoning, serve, tokenize, train, tune
+from hytron.cli import data, evaluate, export, model, quickstart, reasoning, runtime, serve, tokenize, train, tune
 
 VERBS = {
     "quickstart": quickstart.add_quickstart,  # the whole stack on TinyWeb
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.tune_malloc()  # before any thread allocates (see hytron.cli.runtime)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -332,7 +332,9 @@ class StaticDecoder:
         # compile: the attention span as the size of a slice of this (see `_decode_window`)
         self.windows = torch.empty(max(cache.capacity or 0, 2), device=device) if mode == "compile" else None
         self.longest = int(cache.lengths.max())  # host copy: the span of the next eager step, without a sync
-        self.room = cache.capacity - self.longest if cache.capacity else None
+        # compile: the last position stays free, as the compiled step assumes (its attention reads a span shorter
+        # than the KV buffer; a span of the whole buffer would need another compilation, mid-request)
+        self.room = cache.capacity - self.longest - (mode == "compile") if cache.capacity else None
         self.graph = None
         self.compile_seconds = 0.0
         self.check_guards = False  # compile: whether the next step must check every guard of the compiled step
@@ -380,8 +382,9 @@ class StaticDecoder:
         """tokens (b, 1) -> logits (b, vocab); with a graph, the returned tensor is overwritten by the next step."""
         if self.room is not None:
             if self.room < 1:
-                raise RuntimeError(f"StaticDecoder: the cache is full (capacity {self.cache.capacity}); "
-                                   "make a cache with more capacity first")
+                raise RuntimeError(f"StaticDecoder: the cache is full (capacity {self.cache.capacity}"
+                                   f"{', the last position kept free when compiled' if self.mode == 'compile' else ''}"
+                                   "); make a cache with more capacity first")
             self.room -= 1
         self.longest += 1
         if self.mode == "eager":
