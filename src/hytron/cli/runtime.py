@@ -3,7 +3,7 @@
 By default glibc serves each allocation above 128 KiB (a threshold it raises as such blocks are freed) with a fresh
 `mmap` and hands freed memory back to the system, so the next forward's activations (a few MiB each) fault their
 pages in again, zero-filled. In a batched prefill of the quickstart-shape model (16 prompts x 60 tokens, 2 threads)
-that was 3,000-4,800 page faults and about 15% of the forward; with the settings below, 110-130. Every thread also
+that was 3,000-4,800 page faults and about 15% of the forward; with the settings below, 100-300. Every thread also
 allocates from the one main arena: a thread's own arena (the serving engine runs in one) gives pages back too.
 Set HYTRON_MALLOC_TUNING=0 to leave the allocator as it is (e.g. when RSS must shrink after a peak).
 """
