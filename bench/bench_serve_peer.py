@@ -16,7 +16,7 @@ load average beside it.
 
     python bench/bench_serve_peer.py [--preset hytron-small] [--requests 16] [--prompt-words 48]
                                      [--new-tokens 64] [--threads 2] [--rounds 3] [--outtype f32]
-                                     [--repeat-prompts] [--serve-args "--burst-wait-ms 0"]
+                                     [--repeat-prompts] [--pause 0.25] [--serve-args "--burst-wait-ms 0"]
 """
 
 from __future__ import annotations
@@ -95,6 +95,10 @@ def main() -> None:
                          "prompts, so both prefill them")
     ap.add_argument("--decode-mode", default="compile", choices=("compile", "static", "eager"),
                     help="hytron serve's --decode-mode (default: its own default, compile)")
+    ap.add_argument("--pause", type=float, default=0.25,
+                    help="seconds between one server's round and the other's: each server's threads may keep "
+                         "spinning for a while after its round (llama.cpp polls for work, OpenMP spins), which "
+                         "would slow the other's round on a machine with as many cores as threads")
     ap.add_argument("--serve-args", default="",
                     help='more flags for hytron serve, e.g. "--burst-wait-ms 0" (what a setting is worth)')
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(DEFAULT_BINARY)))
@@ -149,7 +153,9 @@ def main() -> None:
             load = os.getloadavg()[0]
             if not args.repeat_prompts:
                 prompts = batch_of_prompts()
+            time.sleep(args.pause)
             ours = run_round(ours_url, prompts, args.new_tokens, names[ours_url])
+            time.sleep(args.pause)
             theirs = run_round(peer_url, prompts, args.new_tokens, names[peer_url])
             ratios.append(theirs / ours)
             print(f"round {r + 1}: hytron serve {total / ours:8.1f} tok/s   llama-server {total / theirs:8.1f} tok/s"
