@@ -53,6 +53,7 @@ from hytron.infer.sampling import (
 )
 from hytron.infer.speculative import MTPDrafter, StaticSpeculation
 from hytron.infer.text import TextStream
+from hytron.model.cache import HybridCache
 from hytron.model.kernels import StaticDecoder, compiles_whole
 
 # How the engine runs a decode step (`decode_mode`): "eager" is the model's own cached forward (any batch, the
@@ -66,7 +67,7 @@ from hytron.model.kernels import StaticDecoder, compiles_whole
 DECODE_MODES = ("eager", "static", "compile")
 # the cost of a prefill forward in positions (one position computed = 1), for choosing which prompts prefill
 # together (`Engine._prefill_group`): a forward's fixed cost (about 5 ms of eager ops for hytron-small on CPU,
-# 40-60 positions' worth) and each row's (its cache copied into the batch and back)
+# 40-60 positions' worth) and each row's (its state gathered into the batch)
 PREFILL_FORWARD_COST, PREFILL_ROW_COST = 64, 4
 # a step's prefill forwards after its first feed at least this many tokens (a smaller remainder of the step's
 # budget waits for the next step's forward, which costs less than a forward of its own)
@@ -482,11 +483,7 @@ class Engine:
         order, with room for at least `room` tokens per row; None when empty."""
         if not rows:
             return None
-        by_cache: dict[int, tuple] = {}
-        for c, r in rows:
-            if c is not None:
-                by_cache.setdefault(id(c), (c, []))[1].append(r)
-        longest = max([int(c.lengths[rs].max()) for c, rs in by_cache.values()] + [room - 16])
+        longest = max([int(c.lengths[src].max()) for c, _, src in HybridCache.by_source(rows)] + [room - 16])
         capacity = 1 << max(4, (longest + 16 - 1).bit_length())  # a power of two: stable as rows come and go
         new = (new_cache or self.model.new_cache)(len(rows), capacity=capacity)
         new.fill(rows)
@@ -559,9 +556,10 @@ class Engine:
     def _prefill_batch(self, group: list[_Seq], n: int) -> int:
         """Feed up to `n` more prompt tokens of every sequence of `group` (each to its next stop at most) in one
         forward of a batched cache, rows right-padded to the longest slice (`HybridLM.forward`'s `fed`: exact;
-        the cache is copied from and back to their own batch-1 caches, so rows of different lengths attend
-        within their own), so a burst of requests prefills as large matrix products, not one prompt at a time.
-        Returns the positions the forward computed, padding included."""
+        rows of different lengths attend within their own), so a burst of requests prefills as large matrix
+        products, not one prompt at a time. The rows are gathered from where each sequence's state is and stay
+        in the new batch (the next forward, or the join, gathers from it). Returns the positions the forward
+        computed, padding included."""
         take = [min(n, self._prefill_end(s) - s.prefilled) for s in group]
         width = max(take)
         batch = self._gather([(s.cache, s.row) for s in group], room=max(s.prefilled for s in group) + width + 16)

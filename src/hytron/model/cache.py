@@ -164,25 +164,26 @@ class HybridCache:
                 mine.k[slot, :, :n] = theirs.k[row, :, :n]
                 mine.v[slot, :, :n] = theirs.v[row, :, :n]
 
-    def fill(self, rows: list[tuple[HybridCache | None, int]]) -> None:
-        """Copy, into slots 0, 1, ... of this new (all-zero) cache, the given rows: (cache, row) pairs, or
-        (None, _) for a sequence that has seen nothing yet (its slot stays zero). The rows of one source cache
-        are copied together, a few index ops per layer whatever their number (`insert` is one row at a time):
-        the engine rebuilds its batch this way each time requests join or leave. KV entries are copied up to the
-        longest of a source's rows (past a row's own length they are never read)."""
+    @staticmethod
+    def by_source(rows: list[tuple[HybridCache | None, int]]) -> list[tuple[HybridCache, list[int], list[int]]]:
+        """(cache, row) pairs grouped by their cache, in first-seen order: (cache, the pairs' positions in
+        `rows`, their rows in that cache); pairs without a cache (None) are left out."""
         groups: dict[int, tuple[HybridCache, list[int], list[int]]] = {}
         for slot, (other, row) in enumerate(rows):
             if other is not None:
                 _, slots, src = groups.setdefault(id(other), (other, [], []))
                 slots.append(slot)
                 src.append(row)
-        for other, slots, src in groups.values():
-            dst_idx = torch.tensor(slots, device=self.lengths.device)
-            src_idx = torch.tensor(src, device=other.lengths.device)
-            if len(slots) == 1 or slots == list(range(slots[0], slots[-1] + 1)):
-                dst_idx = slice(slots[0], slots[-1] + 1)  # consecutive slots: a view, no scatter
-            if src == list(range(src[0], src[0] + len(src))):
-                src_idx = slice(src[0], src[0] + len(src))
+        return list(groups.values())
+
+    def fill(self, rows: list[tuple[HybridCache | None, int]]) -> None:
+        """Copy, into slots 0, 1, ... of this new (all-zero) cache, the given rows: (cache, row) pairs, or
+        (None, _) for a sequence that has seen nothing yet (its slot stays zero). The rows of one source cache
+        are copied together, a few index ops per layer whatever their number (`insert` is one row at a time):
+        the engine rebuilds its batch this way each time requests join or leave. KV entries are copied up to the
+        longest of a source's rows (past a row's own length they are never read)."""
+        for other, slots, src in self.by_source(rows):
+            dst_idx, src_idx = _index(slots, self.lengths.device), _index(src, other.lengths.device)
             n = int(other.lengths[src_idx].max())
             self.reserve(n + 1)
             self.lengths[dst_idx] = other.lengths[src_idx]
@@ -205,3 +206,11 @@ class HybridCache:
                 out["kv_cache"] += 2 * s.k.numel() * s.k.element_size()
         out["total"] = sum(out.values())
         return out
+
+
+def _index(ids: list[int], device) -> slice | Tensor:
+    """Rows `ids` of a tensor's first dimension: a slice when they are consecutive (a view: no gather or
+    scatter), else an index tensor."""
+    if ids == list(range(ids[0], ids[0] + len(ids))):
+        return slice(ids[0], ids[0] + len(ids))
+    return torch.tensor(ids, device=device)

@@ -111,8 +111,6 @@ class ServeConfig:
                              f"{kw['enable_thinking']!r}")
 
 
-
-
 class Backend:
     """Owns the model and the engine thread; turns chats and prompts into engine requests."""
 
