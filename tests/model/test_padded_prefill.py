@@ -59,3 +59,6 @@ def test_a_padded_forward_cannot_be_rolled_back():
         model(torch.zeros(2, 3, dtype=torch.long), cache, fed=torch.tensor([3, 1]))
         with pytest.raises(RuntimeError, match="right-padded"):
             cache.rollback(torch.tensor([1, 1]))
+        cache.track(True)  # the tracked scan (speculative verification) would treat the padding as tokens
+        with pytest.raises(ValueError, match="tracks states"):
+            model(torch.zeros(2, 3, dtype=torch.long), cache, fed=torch.tensor([3, 1]))

@@ -176,6 +176,8 @@ class HybridLM(nn.Module):
         b, L = input_ids.shape
         if cache is None or L == 1:
             raise ValueError("fed (right-padded rows) needs a cache and more than one position per row")
+        if any(getattr(s, "track", False) for s in cache.layers):  # the tracked scan has no notion of padding
+            raise ValueError("fed (right-padded rows) cannot be used while the cache tracks states for rollback")
         fed = torch.as_tensor(fed, dtype=torch.long, device=input_ids.device).reshape(-1)
         if fed.numel() != b or bool(((fed < 1) | (fed > L)).any()):
             raise ValueError(f"fed must hold {b} counts in 1..{L}, got {fed.tolist()}")
