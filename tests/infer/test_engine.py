@@ -100,6 +100,22 @@ def test_streamed_deltas_add_up_to_the_result(model):
     assert res.first_token_time is not None and res.finish_time >= res.first_token_time
 
 
+def test_a_request_that_wants_only_the_result_gets_one_delta_and_the_whole_completion(model):
+    """Once a caller says it waits for `result()`, the engine sends no deltas but the last: the Completion still
+    carries every id, the whole text and every log-prob, equal to a streamed request's."""
+    p = prompts(1, seed=7)[0]
+    params = SamplingParams(max_tokens=9, temperature=0, logprobs=2)
+    engine = Engine(model, decode=chars_decode)
+    streamed, quiet = engine.submit(p, params), engine.submit(p, params)
+    quiet.wants_only_the_result()
+    engine.run_until_idle()
+    list(streamed)
+    deltas = list(quiet)
+    want, got = streamed.result(), quiet.result()
+    assert len(deltas) == 1 and deltas[0].finish_reason == "length"
+    assert (got.token_ids, got.text, got.logprobs) == (want.token_ids, want.text, want.logprobs)
+    assert len(got.token_ids) == 9 and got.text
+
 def test_prompt_logprobs_match_a_full_forward(model):
     p = prompts(1, seed=8)[0] + prompts(1, seed=9)[0]
     got = generate(model, [p], SamplingParams(max_tokens=1, prompt_logprobs=3), prefill_chunk=7)[0].prompt_logprobs

@@ -107,14 +107,16 @@ class Request:
         self._wake: Callable[[], None] = lambda: None  # set by the engine: wakes its loop
         self.decode: Callable[[list[int]], str] | None = None  # set by the engine: this request's ids -> text
         self.constraint = None  # set by the engine: what masks this request's answer tokens
-        # whether anyone reads the text of the deltas as they come; `wants_only_the_result` turns it off, and the
-        # engine then decodes the text once, at the end (stop strings are still watched token by token)
+        # whether anyone reads the deltas as they come; `wants_only_the_result` turns it off, and the engine then
+        # sends only the last delta and decodes the text once, at the end (stop strings are still watched token
+        # by token)
         self.text_deltas = True
 
     def wants_only_the_result(self) -> None:
-        """Say that this request's deltas will not be read for their text (the caller waits for `result()`): the
-        engine skips decoding every token as it comes (about a third of its per-token bookkeeping); the last
-        delta and the Completion carry the whole text."""
+        """Say that this request's deltas will not be read (the caller waits for `result()`): from now on the
+        engine sends none but the last (which carries the finish reason), and skips decoding every token as it
+        comes (about a third of its per-token bookkeeping); the Completion carries the whole text, ids and
+        log-probs."""
         self.text_deltas = False
 
     def cancel(self) -> None:
