@@ -16,9 +16,10 @@ load average beside it.
 
 `--peer vllm` compares with vLLM's CPU build instead, serving the hytron directory as written (a transformers
 `NemotronHForCausalLM` checkpoint), started as the README's "Serve it with vLLM" says: `--dtype float32
---no-enable-prefix-caching`, everything else vLLM's default, its worker's OpenMP threads bound to the first
-`--threads` cores (`VLLM_CPU_OMP_THREADS_BIND`). vLLM lives in its own environment: `--vllm-python` (or
-`VLLM_PYTHON`) is that environment's interpreter.
+--no-enable-prefix-caching`, plus `--gpu-memory-utilization 0.5` (its default, 0.92 of the machine's memory,
+fails at start when anything else runs, and its error asks for this), everything else vLLM's default, its
+worker's OpenMP threads bound to the first `--threads` cores (`VLLM_CPU_OMP_THREADS_BIND`). vLLM lives in its
+own environment: `--vllm-python` (or `VLLM_PYTHON`) is that environment's interpreter.
 
     python bench/bench_serve_peer.py [--preset hytron-small] [--requests 16] [--prompt-words 48]
                                      [--new-tokens 64] [--threads 2] [--rounds 3] [--outtype f32]
@@ -136,6 +137,7 @@ def main() -> None:
     port = 8000 + os.getpid() % 1000
     # both servers are separate processes, started as their users start them (the client here shares neither's
     # interpreter or GIL)
+    peer_log = work / f"{args.peer}.log"
     if args.peer == "vllm":
         gguf, peer_name = None, "vLLM"
         env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu",
@@ -146,14 +148,14 @@ def main() -> None:
                                  # its default (0.92 of the machine's memory) fails at start when anything else
                                  # runs; the flag its error message suggests
                                  "--gpu-memory-utilization", "0.5", "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=(work / "vllm.log").open("w"),
+                                 "--port", str(port)], stdout=peer_log.open("w"),
                                 stderr=subprocess.STDOUT, env=env)
     else:
         gguf, peer_name = export_gguf(work / "model", work / f"model-{args.outtype}.gguf", outtype=args.outtype), \
             f"llama-server -np {args.requests}"
         peer = subprocess.Popen([args.llama_server, "-m", str(gguf), "-np", str(args.requests), "-c", str(ctx),
                                  "-t", str(args.threads), "-tb", str(args.threads), "--host", "127.0.0.1",
-                                 "--port", str(port), "--no-webui"], stdout=(work / "llama-server.log").open("w"),
+                                 "--port", str(port), "--no-webui"], stdout=peer_log.open("w"),
                                 stderr=subprocess.STDOUT)
     hy_proc = subprocess.Popen([sys.executable, "-m", "hytron", "serve", str(work / "model"), "--port", str(port + 1),
                              "--max-slots", str(args.requests), "--max-model-len", "4096", "--threads",
@@ -162,7 +164,7 @@ def main() -> None:
                             stdout=(work / "hytron-serve.log").open("w"), stderr=subprocess.STDOUT)
     peer_url, ours_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     try:
-        wait_http(peer_url, peer, work / ("vllm.log" if gguf is None else "llama-server.log"), timeout=900)
+        wait_http(peer_url, peer, peer_log, timeout=900)
         # hytron serve compiles its decode step before it listens
         wait_http(ours_url, hy_proc, work / "hytron-serve.log", timeout=600)
         names = {ours_url: {"model": "model"}, peer_url: {"model": "model" if gguf is None else gguf.name}}

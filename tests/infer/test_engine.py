@@ -116,6 +116,7 @@ def test_a_request_that_wants_only_the_result_gets_one_delta_and_the_whole_compl
     assert (got.token_ids, got.text, got.logprobs) == (want.token_ids, want.text, want.logprobs)
     assert len(got.token_ids) == 9 and got.text
 
+
 def test_prompt_logprobs_match_a_full_forward(model):
     p = prompts(1, seed=8)[0] + prompts(1, seed=9)[0]
     got = generate(model, [p], SamplingParams(max_tokens=1, prompt_logprobs=3), prefill_chunk=7)[0].prompt_logprobs

@@ -799,16 +799,16 @@ class Engine:
             s.reasoning_tokens += 1
             self.stats["reasoning_tokens"] += 1
             delta.reasoning = (s.reasoning.flush() if token == self.think_end_id
-                               else s.reasoning.push(token, s.req.text_deltas))
+                               else s.reasoning.push(token, s.req.deltas_read))
         else:
-            delta.text = s.answer.push(token, s.req.text_deltas)
+            delta.text = s.answer.push(token, s.req.deltas_read)
             if s.answer.stopped is not None:
                 s.finish_reason, s.stop_reason = "stop", s.answer.stopped
         if s.finish_reason is None and len(s.out) >= p.max_tokens:
             s.finish_reason = "length"
         if s.finish_reason is not None:
             s.last = delta  # sent by _finish, with the flushed text and the finish reason
-        elif s.req.text_deltas:  # else nobody reads it: 16 requests x 64 tokens were 1,024 deltas to hand over
+        elif s.req.deltas_read:  # else nobody reads it: 16 requests x 64 tokens were 1,024 deltas to hand over
             s.req._emit(delta)
         return token
 

@@ -110,14 +110,14 @@ class Request:
         # whether anyone reads the deltas as they come; `wants_only_the_result` turns it off, and the engine then
         # sends only the last delta and decodes the text once, at the end (stop strings are still watched token
         # by token)
-        self.text_deltas = True
+        self.deltas_read = True
 
     def wants_only_the_result(self) -> None:
         """Say that this request's deltas will not be read (the caller waits for `result()`): from now on the
         engine sends none but the last (which carries the finish reason), and skips decoding every token as it
         comes (about a third of its per-token bookkeeping); the Completion carries the whole text, ids and
         log-probs."""
-        self.text_deltas = False
+        self.deltas_read = False
 
     def cancel(self) -> None:
         """Stop generating: the engine frees the slot at its next step and finishes with 'cancelled'."""
